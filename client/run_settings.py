@@ -1,0 +1,109 @@
+"""What a client reads from the Flower run configuration, parsed once into typed settings.
+
+The run configuration (`[tool.flwr.app.config]`, overridable with `--run-config`) is the same for
+every node of a run, so every site builds the same model and trains the same tasks; site-specific
+choices (batch size, local steps, device) come from the site's own YAML instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from client.model import LoraSettings, ModelSettings
+from client.train import OptimizerSettings
+from sites.config import DEFAULT_CONSORTIUM
+from sites.tasks import TASK_NAMES, resolve_tasks
+
+
+class InvalidRunConfig(ValueError):
+    """A run-configuration value is missing or out of range."""
+
+
+def config_value(config: Mapping[str, object], key: str, kind: type) -> object:
+    if key not in config:
+        raise InvalidRunConfig(f"run config: `{key}` is missing; set it in [tool.flwr.app.config]")
+    value = config[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidRunConfig(
+            f"run config: `{key}` is {value!r}; expected a {kind.__name__}"
+        )
+    return value
+
+
+def positive_config_value(config: Mapping[str, object], key: str, kind: type, *, allow_zero: bool = False):
+    value = config_value(config, key, kind)
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidRunConfig(f"run config: `{key}` is {value!r}; expected a number {bound}")
+    return value
+
+
+def parse_tasks(value: str) -> tuple[str, ...]:
+    """`all` means joint five-task finetuning; otherwise a comma-separated list of task names."""
+    if value.strip() == "all":
+        return TASK_NAMES
+    names = tuple(part.strip() for part in value.split(",") if part.strip())
+    try:
+        return resolve_tasks(names, where="run config `tasks`")
+    except ValueError as error:
+        raise InvalidRunConfig(str(error)) from None
+
+
+def resolve_consortium(value: str) -> Path:
+    """`default` names the consortium shipped with the package; anything else is a YAML path."""
+    return DEFAULT_CONSORTIUM if value == "default" else Path(value).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Everything a site needs from the run configuration."""
+
+    consortium: Path
+    """Consortium YAML: in simulation, partition id N is the consortium's N-th site."""
+    data_dir: Path
+    """Folder that relative data paths in site YAMLs resolve against."""
+    model: ModelSettings
+    optimizer: OptimizerSettings
+    local_steps: int
+    """Optimizer steps per round; 0 = each site's own `training.local_steps`."""
+    bootstrap_resamples: int
+    seed: int
+
+    @classmethod
+    def from_run_config(cls, config: Mapping[str, object]) -> ClientSettings:
+        seed = config_value(config, "seed", int)
+        lora = LoraSettings(
+            r=positive_config_value(config, "lora-r", int),
+            alpha=positive_config_value(config, "lora-alpha", int),
+            dropout=positive_config_value(config, "lora-dropout", float, allow_zero=True),
+        )
+        max_length = positive_config_value(config, "max-length", int)
+        if max_length > 512:
+            raise InvalidRunConfig(
+                f"run config: `max-length` is {max_length}; expected at most 512 (tasks read the "
+                "first 512 tokens of a note)"
+            )
+        model = ModelSettings(
+            base=config_value(config, "base-model", str),
+            max_length=max_length,
+            lora=lora,
+            tasks=parse_tasks(config_value(config, "tasks", str)),
+            seed=seed,
+        )
+        optimizer = OptimizerSettings(
+            learning_rate=positive_config_value(config, "learning-rate", float),
+            head_learning_rate=positive_config_value(config, "head-learning-rate", float),
+        )
+        return cls(
+            consortium=resolve_consortium(config_value(config, "consortium", str)),
+            data_dir=Path(config_value(config, "data-dir", str)).expanduser().resolve(),
+            model=model,
+            optimizer=optimizer,
+            local_steps=positive_config_value(config, "local-steps", int, allow_zero=True),
+            bootstrap_resamples=positive_config_value(config, "bootstrap-resamples", int),
+            seed=seed,
+        )

@@ -1,0 +1,53 @@
+"""Which hospital this node is, and making sure its data is on disk.
+
+In simulation every node runs the same code, so the node's partition id picks the consortium's
+N-th site; in deployment the hospital names its own site YAML in the SuperNode's `--node-config`
+(`site-config="/etc/lang1-fl/site.yaml"`), and the consortium file is not needed at the site.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from client.run_settings import ClientSettings
+from sites.config import InvalidSiteConfig, SiteConfig, load_consortium, load_site
+from sites.dataset import write_site_table
+from sites.synthetic import generate_site
+
+log = logging.getLogger(__name__)
+
+
+def resolve_site(node_config: Mapping[str, object], settings: ClientSettings) -> SiteConfig:
+    """The site this node serves, from `site-config` (deployment) or `partition-id` (simulation)."""
+    if "site-config" in node_config:
+        return load_site(str(node_config["site-config"]), data_root=settings.data_dir)
+    if "partition-id" not in node_config:
+        raise InvalidSiteConfig(
+            "node config: neither `site-config` (path to the site YAML) nor `partition-id` "
+            "(simulation) is set; start the SuperNode with --node-config 'site-config=\"...\"'"
+        )
+    consortium = load_consortium(settings.consortium, data_root=settings.data_dir)
+    partition = int(node_config["partition-id"])
+    partitions = int(node_config.get("num-partitions", len(consortium.sites)))
+    if partitions != len(consortium.sites):
+        raise InvalidSiteConfig(
+            f"{consortium.source}: the simulation has {partitions} nodes but the consortium lists "
+            f"{len(consortium.sites)} sites; set --federation-config "
+            f"'num-supernodes={len(consortium.sites)}'"
+        )
+    site = consortium.sites[partition]
+    ensure_site_data(site, seed=consortium.seed)
+    return site
+
+
+def ensure_site_data(site: SiteConfig, *, seed: int) -> None:
+    """Generate a simulated site's synthetic table if it is missing, with the consortium's seed so
+    that it equals what `lang1-fl sites generate` writes; a real site's missing file is an error
+    (raised by the reader, naming the file)."""
+    if site.data.path.exists() or site.synthetic is None:
+        return
+    log.info("site %s: generating %d synthetic encounters into %s", site.name,
+             site.synthetic.encounters, site.data.path)
+    site.data.path.parent.mkdir(parents=True, exist_ok=True)
+    write_site_table(generate_site(site.synthetic, site_name=site.name, seed=seed), site.data)

@@ -1,0 +1,123 @@
+"""Local training at a site: a fixed number of joint multi-task steps on the adapter and the heads.
+
+The pieces are separate on purpose so that DP-SGD (a later issue) can swap them one at a time:
+`minibatches` (here shuffled without replacement from a seeded generator; opacus wants Poisson
+sampling), `make_optimizer` (AdamW with two learning rates: the heads start from random and need a
+larger step than the adapter, whose B starts at zero) and `joint_loss` (one forward pass per note
+type, shared by every task that reads it, then the sum of the per-task cross-entropies).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sites.tasks import TASKS
+
+from .data import EncodedSplit
+from .model import MultiTaskModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """AdamW settings. Defaults measured with all-MiniLM-L6-v2, LoRA r=8, batch 16, five joint
+    tasks: a keyword task reaches test AUROC 1.0 within 10 steps at these rates (0.85 at a tenth of
+    them), and 2x larger rates were still stable."""
+
+    learning_rate: float = 1e-3
+    """Step size for the LoRA parameters."""
+    head_learning_rate: float = 1e-2
+    """Step size for the task heads (randomly initialised, so they move faster)."""
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("learning_rate", "head_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"`{name}` is {getattr(self, name)}; expected a number > 0")
+        if self.weight_decay < 0:
+            raise ValueError(f"`weight_decay` is {self.weight_decay}; expected a number >= 0")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    loss: float
+    """Mean over the steps of the joint loss (sum of the per-task cross-entropies)."""
+    steps: int
+    examples: int
+    """Examples seen, counting repeats (steps × batch size when the split is large enough)."""
+
+
+def make_optimizer(model: MultiTaskModel, settings: OptimizerSettings) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters: one group for the adapter, one for the heads."""
+    adapter = [p for p in model.backbone.parameters() if p.requires_grad]
+    heads = list(model.heads.parameters())
+    return torch.optim.AdamW(
+        [{"params": adapter, "lr": settings.learning_rate},
+         {"params": heads, "lr": settings.head_learning_rate}],
+        weight_decay=settings.weight_decay,
+    )
+
+
+def minibatches(size: int, batch_size: int, steps: int, generator: torch.Generator
+                ) -> Iterator[torch.Tensor]:
+    """`steps` index batches: reshuffled passes over `size` rows, without replacement in a pass."""
+    batch_size = min(batch_size, size)
+    order = torch.randperm(size, generator=generator)
+    cursor = 0
+    for _ in range(steps):
+        if cursor + batch_size > size:
+            order, cursor = torch.randperm(size, generator=generator), 0
+        yield order[cursor: cursor + batch_size]
+        cursor += batch_size
+
+
+def joint_loss(model: MultiTaskModel, data: EncodedSplit, index: torch.Tensor,
+               tasks: tuple[str, ...]) -> torch.Tensor:
+    """Sum over tasks of the mean cross-entropy on rows `index`; each note type encoded once."""
+    device = next(model.heads.parameters()).device
+    pooled = {}
+    for note in sorted({TASKS[t].note for t in tasks}):
+        input_ids, attention_mask = data.notes[note].batch(index, device)
+        pooled[note] = model.encode(input_ids, attention_mask)
+    losses = [nn.functional.cross_entropy(model.heads[t](pooled[TASKS[t].note]),
+                                          data.labels[t][index].to(device)) for t in tasks]
+    return torch.stack(losses).sum()
+
+
+def train_steps(model: MultiTaskModel, data: EncodedSplit, *, steps: int, batch_size: int,
+                optimizer: OptimizerSettings, seed: int) -> TrainResult:
+    """Run `steps` joint optimizer steps on every head of `model`; deterministic for a `seed`.
+
+    A fresh AdamW is made per call (one call per federated round: moments from an adapter that the
+    server has since replaced would be stale).
+    """
+    tasks = model.tasks
+    missing = [t for t in tasks if t not in data.labels]
+    if missing:
+        raise KeyError(f"training data has no labels for task `{missing[0]}`; expected {tasks}")
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"`steps` is {steps} and `batch_size` is {batch_size}; expected both >= 1")
+    if data.size == 0:
+        raise ValueError("the training split is empty; expected at least one example")
+    device = next(model.heads.parameters()).device
+    opt = make_optimizer(model, optimizer)
+    generator = torch.Generator().manual_seed(seed)
+    total, examples = 0.0, 0
+    model.train()  # dropout on, and opacus (later) needs train mode for its hooks
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)  # dropout masks, so a seed replays a round exactly
+        for index in minibatches(data.size, batch_size, steps, generator):
+            opt.zero_grad(set_to_none=True)
+            loss = joint_loss(model, data, index, tasks)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            examples += len(index)
+    log.debug("trained %d steps, mean loss %.4f", steps, total / steps)
+    return TrainResult(loss=total / steps, steps=steps, examples=examples)

@@ -1,0 +1,80 @@
+"""The Flower ServerApp: the consortium coordinator.
+
+It reads the run configuration once, learns which node is which hospital, starts every site from
+the same initial adapter, evaluates the untrained model everywhere (round 0), runs the federated
+rounds with the chosen strategy — training sites train, every site including the external health
+system is evaluated each round — and writes the run directory: the final adapter, `metrics.json`
+and `report.md`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from client.model import build_model, load_trainable_state, save_adapter, trainable_state
+from server.discovery import discover_sites
+from server.metrics_file import write_metrics
+from server.report import write_report
+from server.settings import ServerSettings
+from sites.config import load_consortium
+from strategies import build_strategy
+
+log = logging.getLogger(__name__)
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the federation end to end and leave a run directory behind."""
+    started = time.time()
+    # 1. Settings and consortium, read and validated once
+    settings = ServerSettings.from_run_config(context.run_config)
+    consortium = load_consortium(settings.client.consortium, data_root=settings.client.data_dir)
+    run_dir = settings.run_dir
+    run_dir.mkdir(parents=True, exist_ok=False)
+    log.info("run directory: %s", run_dir)
+
+    # 2. Which node is which hospital
+    roster = discover_sites(grid, consortium, timeout=settings.round_timeout)
+
+    # 3. The initial adapter and heads: the same deterministic builder every site uses
+    model = build_model(settings.client.model, device=torch.device("cpu"))
+    initial = ArrayRecord({k: Array(v) for k, v in trainable_state(model).items()})
+
+    # 4. The strategy, told which sites may train
+    strategy = build_strategy(
+        settings.strategy, roster=roster, min_train_sites=settings.min_train_sites
+    )
+
+    # 5. Round 0: the untrained model, evaluated at every site
+    round_zero = strategy.configure_evaluate(0, initial, ConfigRecord(), grid)
+    strategy.aggregate_evaluate(0, grid.send_and_receive(round_zero, timeout=settings.round_timeout))
+
+    # 6. Federated rounds: train at training sites, evaluate everywhere
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=initial,
+        num_rounds=settings.num_rounds,
+        timeout=settings.round_timeout,
+    )
+
+    # 7. The final adapter (loadable by plain peft), metrics and report
+    final = result.arrays if len(result.arrays) else initial  # every round may have been skipped
+    load_trainable_state(model, {k: final[k].numpy() for k in final.keys()})
+    save_adapter(model, run_dir / "adapter")
+    metrics_path = write_metrics(
+        run_dir,
+        settings=settings,
+        consortium=consortium,
+        run_log=strategy.run_log,
+        model=model,
+        duration_s=time.time() - started,
+    )
+    report_path = write_report(run_dir, metrics_path)
+    log.info("report: %s", report_path)

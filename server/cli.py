@@ -1,0 +1,149 @@
+"""The `lang1-fl` command: generate and check sites, run the federation, render reports.
+
+Heavy imports (torch, transformers, flwr) happen inside the sub-commands, so `lang1-fl --help`
+answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+DEFAULT_RUNS_DIR = Path("runs")
+DEFAULT_DATA_DIR = Path("lang1-fl-data")
+
+
+def _consortium_path(value: str) -> Path:
+    from client.run_settings import resolve_consortium
+
+    return resolve_consortium(value)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Generate missing synthetic sites, run the Flower simulation, point at the report."""
+    from server.flower_run import flwr_run
+    from sites.config import load_consortium
+
+    consortium_file = _consortium_path(args.consortium)
+    data_dir, runs_dir = args.data_dir.resolve(), args.runs_dir.resolve()
+    consortium = load_consortium(consortium_file, data_root=data_dir)
+    run_name = args.run_name or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_config: dict[str, object] = {
+        "consortium": str(consortium_file),
+        "data-dir": str(data_dir),
+        "runs-dir": str(runs_dir),
+        "run-name": run_name,
+    }
+    if args.rounds is not None:
+        run_config["num-server-rounds"] = args.rounds
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        run_config[key.strip()] = _parse_value(value.strip())
+    status = flwr_run(
+        run_config=run_config,
+        num_supernodes=len(consortium.sites),
+        flwr_home=runs_dir / ".flwr",
+        cpus_per_site=args.cpus_per_site,
+    )
+    report = runs_dir / run_name / "report.md"
+    if status != 0 or not report.exists():
+        print(f"lang1-fl run: the Flower run failed (exit {status}); see the log above", file=sys.stderr)
+        return status or 1
+    print(f"report: {report}")
+    return 0
+
+
+def _parse_value(text: str) -> object:
+    """`--set key=value`: numbers and booleans as such, anything else as a string."""
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip('"')
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from sites.cli import generate
+
+    generate(_consortium_path(args.consortium), args.data_dir.resolve(), overwrite=args.overwrite,
+             fmt=args.format)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from sites.cli import summarize
+    from sites.config import load_site
+
+    print(summarize(load_site(args.site, data_root=args.data_dir)))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from server.report import write_report
+
+    print(write_report(args.run_dir))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lang1-fl", description="Federated LoRA finetuning of a clinical language model."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a federation (Flower simulation) and write its report")
+    run.add_argument("--consortium", default="default", help="consortium YAML (default: the shipped one)")
+    run.add_argument("--rounds", type=int, help="number of federated rounds")
+    run.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="site data folder")
+    run.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where runs are written")
+    run.add_argument("--run-name", default="", help="run folder name (default: UTC timestamp)")
+    run.add_argument("--cpus-per-site", type=int, default=2, help="CPU cores per simulated site")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a run-config key of pyproject.toml, e.g. --set tasks=mortality")
+    run.set_defaults(handler=cmd_run)
+
+    sites = commands.add_parser("sites", help="generate or check site data").add_subparsers(
+        dest="sites_command", required=True
+    )
+    generate = sites.add_parser("generate", help="write a consortium's synthetic hospitals to disk")
+    generate.add_argument("consortium", nargs="?", default="default")
+    generate.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    generate.add_argument("--format", choices=("parquet", "jsonl", "csv"), default=None,
+                          help="override the format named in the site YAMLs")
+    generate.add_argument("--overwrite", action="store_true")
+    generate.set_defaults(handler=cmd_generate)
+    check = sites.add_parser("check", help="validate a site's YAML and data locally; print a summary")
+    check.add_argument("site", type=Path)
+    check.add_argument("--data-dir", type=Path, default=None,
+                       help="folder relative data paths resolve against (default: the YAML's)")
+    check.set_defaults(handler=cmd_check)
+
+    report = commands.add_parser("report", help="(re)write report.md from a run's metrics.json")
+    report.add_argument("run_dir", type=Path)
+    report.set_defaults(handler=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from sites.config import InvalidSiteConfig
+    from sites.dataset import InvalidSiteData
+
+    try:
+        return args.handler(args)
+    except (InvalidSiteConfig, InvalidSiteData, FileNotFoundError) as error:
+        print(f"lang1-fl: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Drive `flwr run` on this project's Flower app, and clean up what it leaves behind.
+
+`flwr run . --stream` starts a managed local SuperLink in the background (state under
+`$FLWR_HOME`) that outlives the run. `lang1-fl run` gives each invocation a known `FLWR_HOME`, so the
+SuperLink it started can be found by its database path and stopped by process id afterwards, and
+disables Flower's per-run dependency installation so a run never re-downloads torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+APP_DIR = Path(__file__).resolve().parent.parent
+"""The project root: where `pyproject.toml` declares the Flower app."""
+
+
+def toml_value(value: object) -> str:
+    """A run-config override value as TOML: strings quoted, numbers and booleans bare."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def flwr_run(
+    *,
+    run_config: dict[str, object],
+    num_supernodes: int,
+    flwr_home: Path,
+    cpus_per_site: int,
+) -> int:
+    """Run the app in Flower's simulation engine; returns `flwr run`'s exit status."""
+    if not (APP_DIR / "pyproject.toml").exists():
+        raise FileNotFoundError(
+            f"{APP_DIR / 'pyproject.toml'} not found: `lang1-fl run` needs the source checkout "
+            "(pip install -e .), where the Flower app is declared"
+        )
+    overrides = " ".join(f"{key}={toml_value(value)}" for key, value in run_config.items())
+    federation = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_site}"
+    command = [
+        "flwr", "run", str(APP_DIR), "--stream",
+        "--run-config", overrides,
+        "--federation-config", federation,
+    ]
+    env = dict(os.environ, FLWR_HOME=str(flwr_home), FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1")
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    log.info("running: %s", " ".join(command))
+    try:
+        return subprocess.run(command, env=env, check=False).returncode
+    finally:
+        stop_local_superlink(flwr_home)
+
+
+def local_superlink_pids(flwr_home: Path) -> list[int]:
+    """Process ids of Flower processes started with state under `flwr_home` (Linux /proc)."""
+    marker = str(flwr_home / "local-superlink")
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline and ("flower-superlink" in cmdline or "flower-superexec" in cmdline):
+            pids.append(int(proc.name))
+    return pids
+
+
+def stop_local_superlink(flwr_home: Path) -> None:
+    """Stop the background SuperLink that `flwr run` started for this FLWR_HOME."""
+    for pid in local_superlink_pids(flwr_home):
+        log.info("stopping the local Flower SuperLink (pid %d)", pid)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass

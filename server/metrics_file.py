@@ -1,0 +1,111 @@
+"""`metrics.json`: the run's numbers in one machine-readable file, nested the way people ask.
+
+Sites send flat metric keys (`readmission.auroc`, `readmission.auroc_low`, ...) because Flower needs
+identical flat keys at every site; here they become round -> site -> task -> {auroc, ci, n, ...}.
+NaN (undefined, e.g. no oracle for real data) is written as null.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from server.settings import ServerSettings
+from sites.config import ConsortiumConfig
+from strategies import RunLog
+
+TASK_FIELDS = ("auroc", "auroc_low", "auroc_high", "n", "prevalence", "oracle_auroc")
+
+
+def _clean(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+def nest_site_metrics(flat: dict[str, float], tasks: tuple[str, ...]) -> dict:
+    """{"readmission.auroc": .7, ...} -> {"tasks": {"readmission": {"auroc": .7, "ci": [..]}}}."""
+    nested: dict = {"tasks": {}}
+    for task in tasks:
+        values = {f: _clean(flat.get(f"{task}.{f}", math.nan)) for f in TASK_FIELDS}
+        values["ci"] = [values.pop("auroc_low"), values.pop("auroc_high")]
+        if values["n"] is not None:
+            values["n"] = int(values["n"])
+        nested["tasks"][task] = values
+    nested["loss"] = _clean(flat.get("loss", math.nan))
+    return nested
+
+
+def base_model_bytes(model: torch.nn.Module) -> int:
+    """Size of the frozen base weights: what a site would send without LoRA."""
+    return sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
+
+
+def _upload_summary(run_log: RunLog, base_bytes: int) -> dict:
+    uploads = [s["upload-bytes"] for r in run_log.training.values() for s in r.values()]
+    per_round = max(uploads) if uploads else 0
+    return {
+        "bytes_per_site_per_round": int(per_round),
+        "base_model_bytes": base_bytes,
+        "ratio_to_base_model": per_round / base_bytes if base_bytes else None,
+    }
+
+
+def build_metrics(
+    *,
+    settings: ServerSettings,
+    consortium: ConsortiumConfig,
+    run_log: RunLog,
+    model: torch.nn.Module,
+    duration_s: float,
+) -> dict:
+    tasks = settings.client.model.tasks
+    rounds = sorted(set(run_log.evaluation) | set(run_log.training))
+    return {
+        "run": {
+            "consortium": consortium.name,
+            "consortium_file": str(consortium.source),
+            "strategy": settings.strategy,
+            "num_rounds": settings.num_rounds,
+            "tasks": list(tasks),
+            "base_model": settings.client.model.base,
+            "max_length": settings.client.model.max_length,
+            "lora": {
+                "r": settings.client.model.lora.r,
+                "alpha": settings.client.model.lora.alpha,
+                "dropout": settings.client.model.lora.dropout,
+            },
+            "seed": settings.client.seed,
+            "bootstrap_resamples": settings.client.bootstrap_resamples,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "duration_s": round(duration_s, 1),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "sites": [{"name": s.name, "role": s.role} for s in consortium.sites],
+        "rounds": [
+            {
+                "round": r,
+                "evaluation": {
+                    site: nest_site_metrics(values, tasks)
+                    for site, values in run_log.evaluation.get(r, {}).items()
+                },
+                "training": run_log.training.get(r, {}),
+                "failures": run_log.failures.get(r, []),
+                "skipped": r in run_log.skipped_rounds,
+            }
+            for r in rounds
+        ],
+        "upload": _upload_summary(run_log, base_model_bytes(model)),
+    }
+
+
+def write_metrics(run_dir: Path, **kwargs) -> Path:
+    path = run_dir / "metrics.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(build_metrics(**kwargs), indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,144 @@
+"""`report.md` (and a per-round AUROC figure) from a run's `metrics.json`.
+
+Written for a consortium coordinator who never opens JSON: one table per task with every site —
+the external health system marked — its AUROC before training (round 0) and after the last round
+with the 95 % bootstrap interval, the oracle AUROC (the ceiling the synthetic generator knows), and
+the share of the round-0-to-oracle gap that federated training closed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sites.tasks import TASKS
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _gap_closed(start: float | None, end: float | None, oracle: float | None) -> str:
+    if None in (start, end, oracle) or oracle - start <= 1e-9:
+        return "–"
+    return f"{(end - start) / (oracle - start):.0%}"
+
+
+def _task_table(metrics: dict, task: str) -> list[str]:
+    first, last = metrics["rounds"][0], metrics["rounds"][-1]
+    lines = [
+        "| site | role | n | prevalence | AUROC round 0 | AUROC final [95 % CI] | oracle | gap closed |",
+        "|---|---|---:|---:|---:|---|---:|---:|",
+    ]
+    for site in metrics["sites"]:
+        name = site["name"]
+        start = first["evaluation"].get(name, {}).get("tasks", {}).get(task, {})
+        end = last["evaluation"].get(name, {}).get("tasks", {}).get(task, {})
+        low, high = end.get("ci", [None, None])
+        role = "**external**" if site["role"] == "external" else site["role"]
+        lines.append(
+            f"| {name} | {role} | {end.get('n', '–')} | {_fmt(end.get('prevalence'), 2)} "
+            f"| {_fmt(start.get('auroc'))} | {_fmt(end.get('auroc'))} [{_fmt(low)}, {_fmt(high)}] "
+            f"| {_fmt(end.get('oracle_auroc'))} "
+            f"| {_gap_closed(start.get('auroc'), end.get('auroc'), end.get('oracle_auroc'))} |"
+        )
+    return lines
+
+
+def _training_table(metrics: dict) -> list[str]:
+    lines = ["| round | site | loss | steps | train examples | upload bytes |", "|---:|---|---:|---:|---:|---:|"]
+    for entry in metrics["rounds"]:
+        for site, values in entry["training"].items():
+            lines.append(
+                f"| {entry['round']} | {site} | {values['train-loss']:.4f} | {int(values['steps'])} "
+                f"| {int(values['num-examples'])} | {int(values['upload-bytes']):,} |"
+            )
+    return lines
+
+
+def _problems(metrics: dict) -> list[str]:
+    lines = []
+    for entry in metrics["rounds"]:
+        if entry["skipped"]:
+            lines.append(f"- Round {entry['round']} was skipped: too few training sites replied.")
+        lines += [f"- Round {entry['round']}: {failure}" for failure in entry["failures"]]
+    return lines or ["- None: every site replied in every round."]
+
+
+def render_markdown(metrics: dict, figure: str | None) -> str:
+    run, upload = metrics["run"], metrics["upload"]
+    lines = [
+        f"# lang1-fl run — consortium `{run['consortium']}`",
+        "",
+        f"Strategy **{run['strategy']}**, {run['num_rounds']} rounds, base model "
+        f"`{run['base_model']}` with LoRA r={run['lora']['r']}, tasks: {', '.join(run['tasks'])}; "
+        f"seed {run['seed']}; wall time {run['duration_s']:.0f} s.",
+        "",
+        "AUROC on each site's held-out test split (one-vs-rest macro for multi-class tasks), 95 % "
+        f"CI from {run['bootstrap_resamples']} stratified bootstrap resamples. Round 0 is the "
+        "untrained model. The **external** site never trained: its numbers are out of "
+        "distribution. *Oracle* is the AUROC of the true label probabilities the synthetic "
+        "generator knows (the ceiling; none for real data); *gap closed* = (final − round 0) ÷ "
+        "(oracle − round 0).",
+        "",
+    ]
+    for task in run["tasks"]:
+        spec = TASKS[task]
+        lines += [f"## {task} — {spec.description} ({spec.num_classes} classes, {spec.note} note)", ""]
+        lines += _task_table(metrics, task) + [""]
+    if figure:
+        lines += ["## AUROC per round", "", f"![AUROC per round]({figure})", ""]
+    lines += ["## Training", ""] + _training_table(metrics) + [""]
+    lines += [
+        "## What left the sites",
+        "",
+        f"Each training site uploaded at most {upload['bytes_per_site_per_round']:,} bytes per "
+        f"round (LoRA adapter and task heads, serialized), "
+        f"{_fmt(100 * upload['ratio_to_base_model'], 2)} % of the base model's "
+        f"{upload['base_model_bytes']:,} bytes. Evaluation replies carry aggregate metrics only.",
+        "",
+        "## Missing sites and skipped rounds",
+        "",
+    ]
+    lines += _problems(metrics) + [""]
+    return "\n".join(lines)
+
+
+def plot_rounds(metrics: dict, path: Path) -> None:
+    """One panel per task: AUROC by round for every site, the external one dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = metrics["run"]["tasks"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for site in metrics["sites"]:
+            rounds, values = [], []
+            for entry in metrics["rounds"]:
+                value = entry["evaluation"].get(site["name"], {}).get("tasks", {}).get(task, {})
+                if value.get("auroc") is not None:
+                    rounds.append(entry["round"])
+                    values.append(value["auroc"])
+            style = "--" if site["role"] == "external" else "-"
+            ax.plot(rounds, values, style, marker="o", label=site["name"])
+        ax.set_title(task)
+        ax.set_xlabel("round")
+        ax.set_ylim(0.3, 1.0)
+        ax.axhline(0.5, color="grey", linewidth=0.5)
+    axes[0][0].set_ylabel("AUROC (test)")
+    axes[0][-1].legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(run_dir: Path, metrics_path: Path | None = None) -> Path:
+    """Write `report.md` and `auroc_per_round.png` beside `metrics.json`; return the report path."""
+    metrics = json.loads((metrics_path or run_dir / "metrics.json").read_text())
+    figure = "auroc_per_round.png"
+    plot_rounds(metrics, run_dir / figure)
+    path = run_dir / "report.md"
+    path.write_text(render_markdown(metrics, figure))
+    return path

@@ -1,0 +1,63 @@
+"""The coordinator's run settings, parsed once from the Flower run configuration."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from client.run_settings import (
+    ClientSettings,
+    InvalidRunConfig,
+    config_value,
+    positive_config_value,
+)
+from strategies import STRATEGIES
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Run settings the server needs on top of what every client reads."""
+
+    client: ClientSettings
+    runs_dir: Path
+    """Parent folder of run directories."""
+    run_name: str
+    """Run directory name under `runs_dir`; empty = a UTC timestamp."""
+    num_rounds: int
+    strategy: str
+    min_train_sites: int
+    """A training round with fewer replies than this is skipped (global adapter kept)."""
+    round_timeout: float
+    """Seconds to wait for the replies of one round."""
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise InvalidRunConfig(
+                f"run config: `strategy` is {self.strategy!r}; expected one of "
+                f"{', '.join(sorted(STRATEGIES))}"
+            )
+        if self.run_name and not re.fullmatch(r"[A-Za-z0-9._-]+", self.run_name):
+            raise InvalidRunConfig(
+                f"run config: `run-name` is {self.run_name!r}; expected letters, digits, '.', '_' "
+                "or '-'"
+            )
+
+    @property
+    def run_dir(self) -> Path:
+        name = self.run_name or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        return self.runs_dir / name
+
+    @classmethod
+    def from_run_config(cls, config: Mapping[str, object]) -> ServerSettings:
+        return cls(
+            client=ClientSettings.from_run_config(config),
+            runs_dir=Path(config_value(config, "runs-dir", str)).expanduser().resolve(),
+            run_name=str(config.get("run-name", "")),
+            num_rounds=positive_config_value(config, "num-server-rounds", int),
+            strategy=config_value(config, "strategy", str),
+            min_train_sites=positive_config_value(config, "min-train-sites", int),
+            round_timeout=positive_config_value(config, "round-timeout", float),
+        )

@@ -1,0 +1,117 @@
+"""What every lang1-fl strategy adds to a Flower strategy: roles, per-site records, a quorum.
+
+Written as a mixin placed before a Flower strategy class (`class X(SiteAware, FedAvg)`), so each
+hook calls the Flower implementation and only filters its input or records its output: the
+aggregation rule itself stays Flower's (or the specific strategy's).
+
+- `configure_train` drops messages to non-training sites: the external system is never trained.
+- `aggregate_train` records each site's upload (bytes, tensors) and loss, and skips the round —
+  keeping the previous global adapter — when fewer than `min_train_sites` replied.
+- `aggregate_evaluate` keeps each site's metrics under its name: Flower's aggregate is a weighted
+  mean across sites, which hides exactly the per-site, out-of-distribution numbers we report.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+
+from strategies.roster import SiteRoster
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunLog:
+    """Everything the report needs, per round and site. Only aggregate values: sites send nothing
+    else."""
+
+    evaluation: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """round -> site -> metric name -> value (round 0 = the untrained model)."""
+    training: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """round -> site -> {"train-loss", "num-examples", "steps", "upload-bytes", "upload-tensors"}."""
+    failures: dict[int, list[str]] = field(default_factory=dict)
+    """round -> descriptions of sites that replied with an error or not at all."""
+    skipped_rounds: list[int] = field(default_factory=list)
+
+
+def arrayrecord_bytes(record: ArrayRecord) -> int:
+    """Bytes of tensor data in a record: what a site uploads per round."""
+    return sum(len(record[name].data) for name in record.keys())
+
+
+class SiteAware:
+    """Mixin for a Flower `Strategy`; see the module docstring."""
+
+    def __init__(self, *, roster: SiteRoster, min_train_sites: int = 1, **kwargs) -> None:
+        training = len(roster.training_node_ids)
+        if not 1 <= min_train_sites <= training:
+            raise ValueError(
+                f"`min-train-sites` is {min_train_sites}; expected 1..{training} (the number of "
+                "training sites)"
+            )
+        kwargs.setdefault("min_available_nodes", len(roster.entries))
+        kwargs.setdefault("min_train_nodes", len(roster.entries))
+        kwargs.setdefault("min_evaluate_nodes", len(roster.entries))
+        super().__init__(**kwargs)
+        self.roster = roster
+        self.min_train_sites = min_train_sites
+        self.run_log = RunLog()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        messages = super().configure_train(server_round, arrays, config, grid)
+        return [m for m in messages if m.metadata.dst_node_id in self.roster.training_node_ids]
+
+    def _record_failures(self, server_round: int, replies: list[Message], expected: set[int]):
+        failed = []
+        for message in replies:
+            if message.has_error():
+                site = self.roster.by_node(message.metadata.src_node_id).name
+                failed.append(f"{site}: {message.error.reason}")
+        answered = {m.metadata.src_node_id for m in replies}
+        failed += [f"{self.roster.by_node(n).name}: no reply" for n in sorted(expected - answered)]
+        if failed:
+            self.run_log.failures.setdefault(server_round, []).extend(failed)
+            for line in failed:
+                log.warning("round %d: %s", server_round, line)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        self._record_failures(server_round, replies, set(self.roster.training_node_ids))
+        valid = [m for m in replies if not m.has_error()]
+        per_site = self.run_log.training.setdefault(server_round, {})
+        for message in valid:
+            site = self.roster.by_node(message.metadata.src_node_id).name
+            record = message.content["arrays"]
+            per_site[site] = {
+                **{k: float(v) for k, v in message.content["metrics"].items()},
+                "upload-bytes": float(arrayrecord_bytes(record)),
+                "upload-tensors": float(len(record)),
+            }
+        if len(valid) < self.min_train_sites:
+            log.warning(
+                "round %d: %d training sites replied, fewer than `min-train-sites`=%d; the round "
+                "is skipped and the global adapter kept",
+                server_round, len(valid), self.min_train_sites,
+            )
+            self.run_log.skipped_rounds.append(server_round)
+            return None, None
+        return super().aggregate_train(server_round, replies)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        replies = list(replies)
+        self._record_failures(server_round, replies, set(self.roster.node_ids))
+        per_site = self.run_log.evaluation.setdefault(server_round, {})
+        for message in replies:
+            if not message.has_error():
+                site = self.roster.by_node(message.metadata.src_node_id).name
+                per_site[site] = {k: float(v) for k, v in message.content["metrics"].items()}
+        return super().aggregate_evaluate(server_round, replies)

@@ -1,0 +1,37 @@
+"""Just enough of Flower's runtime to drive strategies and the ClientApp in-process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flwr.app import Message, MessageType, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+
+def set_task_identity() -> None:
+    """Flower stamps messages with the running task's identity; a unit test has none."""
+    TaskIdentity.run_id = 1
+    TaskIdentity.task_id = 1
+    TaskIdentity.node_id = 0
+
+
+class FakeGrid:
+    """A Grid with a fixed set of connected nodes that answers with a reply function."""
+
+    def __init__(self, node_ids: Iterable[int], respond=None) -> None:
+        self.nodes = list(node_ids)
+        self.respond = respond
+        self.sent: list[Message] = []
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.nodes)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
+        messages = list(messages)
+        self.sent += messages
+        return [self.respond(m) for m in messages]
+
+
+def message_to(node_id: int, content: RecordDict, message_type: str = MessageType.TRAIN) -> Message:
+    set_task_identity()
+    return Message(content, dst_node_id=node_id, message_type=message_type)

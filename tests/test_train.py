@@ -1,0 +1,98 @@
+"""client.data and client.train: encoding, batching, what training changes, and that it learns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from client.data import encode_site
+from client.evaluate import evaluate_split
+from client.model import ModelSettings, build_model, load_tokenizer, trainable_state
+from client.train import OptimizerSettings, minibatches, train_steps
+from tests.tiny_models import keyword_table
+
+CPU = torch.device("cpu")
+TASKS = ("mortality", "los", "readmission")
+FAST = OptimizerSettings(learning_rate=3e-3, head_learning_rate=3e-2)
+
+
+def setup(base: Path, *, rows: int = 64, max_length: int = 32, seed: int = 0):
+    settings = ModelSettings(base=str(base), max_length=max_length, tasks=TASKS, seed=seed)
+    splits = encode_site(keyword_table(rows), load_tokenizer(settings), TASKS,
+                         max_length=max_length)
+    return build_model(settings, device=CPU), splits
+
+
+def test_encode_site_returns_every_split_with_long_labels(tiny_encoder: Path) -> None:
+    _, splits = setup(tiny_encoder, max_length=8)
+    assert set(splits) == {"train", "validation", "test"}
+    train = splits["train"]
+    assert train.size == 48 and splits["test"].size == 16 and splits["validation"].size == 0
+    assert set(train.notes) == {"admission", "discharge"}  # each note type once, shared by tasks
+    assert train.notes["admission"].input_ids.shape == (48, 8)  # truncated to max_length
+    assert all(y.dtype == torch.long and y.shape == (48,) for y in train.labels.values())
+    assert train.oracle == {}
+
+
+def test_batches_are_trimmed_to_their_longest_note(tiny_encoder: Path) -> None:
+    _, splits = setup(tiny_encoder, max_length=64)
+    notes = splits["train"].notes["admission"]
+    index = torch.argsort(notes.lengths)[:4]  # the four shortest notes
+    ids, mask = notes.batch(index, CPU)
+    assert ids.shape[1] == int(notes.lengths[index].max()) < notes.input_ids.shape[1]
+    assert mask[:, -1].any()
+
+
+def test_max_length_above_512_is_rejected(tiny_encoder: Path) -> None:
+    settings = ModelSettings(base=str(tiny_encoder), tasks=TASKS)
+    with pytest.raises(ValueError, match="`max_length` is 600; expected 1..512"):
+        encode_site(keyword_table(8), load_tokenizer(settings), TASKS, max_length=600)
+
+
+def test_minibatches_cover_each_pass_without_replacement() -> None:
+    batches = list(minibatches(10, 4, 5, torch.Generator().manual_seed(0)))
+    assert [len(b) for b in batches] == [4] * 5
+    assert sorted(torch.cat(batches[:2]).tolist()) == sorted(set(torch.cat(batches[:2]).tolist()))
+    assert len(list(minibatches(3, 16, 2, torch.Generator()))[0]) == 3  # small split: all rows
+
+
+def test_training_moves_adapter_and_heads_and_nothing_else(tiny_base: Path) -> None:
+    model, splits = setup(tiny_base)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    result = train_steps(model, splits["train"], steps=3, batch_size=8, optimizer=FAST, seed=0)
+    assert result.steps == 3 and result.examples == 24 and result.loss > 0
+    assert model.training
+    moved = {k for k, v in model.named_parameters() if not torch.equal(v, before[k])}
+    trainable = {k for k, v in model.named_parameters() if v.requires_grad}
+    assert moved == trainable
+    assert any("lora_A" in k for k in moved) and any("lora_B" in k for k in moved)
+    assert {k for k in moved if not k.startswith("heads.")} == {
+        k for k in moved if "lora_" in k}  # the frozen base did not move
+
+
+def test_training_is_deterministic_for_a_seed(tiny_encoder: Path) -> None:
+    states = []
+    for _ in range(2):
+        model, splits = setup(tiny_encoder)
+        train_steps(model, splits["train"], steps=2, batch_size=8, optimizer=FAST, seed=5)
+        states.append(trainable_state(model))
+    assert all((states[0][k] == states[1][k]).all() for k in states[0])
+
+
+def test_training_rejects_an_empty_split(tiny_encoder: Path) -> None:
+    model, splits = setup(tiny_encoder)
+    with pytest.raises(ValueError, match="training split is empty"):
+        train_steps(model, splits["validation"], steps=1, batch_size=8, optimizer=FAST, seed=0)
+
+
+def test_tiny_models_learn_a_keyword_task(tiny_base: Path) -> None:
+    """The whole learning path works: mortality = 'sepsis' in the admission note, held-out AUROC."""
+    model, splits = setup(tiny_base, rows=256, max_length=32)
+    before = evaluate_split(model, splits["test"], TASKS, batch_size=64, seed=0)
+    train_steps(model, splits["train"], steps=120, batch_size=16, optimizer=FAST, seed=0)
+    after = evaluate_split(model, splits["test"], TASKS, batch_size=64, seed=0)
+    # Six model seeds gave 1.0 (encoder) and 0.89-0.98 (Llama) here; untrained is near 0.5.
+    assert after["mortality.auroc"] > 0.8
+    assert after["mortality.auroc"] > before["mortality.auroc"] + 0.1

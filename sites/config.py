@@ -1,0 +1,397 @@
+"""Site and consortium YAML, parsed once into frozen dataclasses.
+
+A site YAML says where a hospital's encounter table is, which tasks it has, its role (`train` or
+`external`), its batch sizes and device, and optionally how `lang1-fl sites generate` makes it
+synthetically. A consortium YAML names a seed and lists sites, inline or as paths to site YAMLs.
+
+Every rule is checked here, so the raw dict never travels further: value rules live in the
+dataclasses' `__post_init__` (so a config built in code is checked too) and the loader adds the file
+and key path to their message; rules spanning sites live in `ConsortiumConfig.__post_init__`. Errors
+are one line: file, key path in backticks, the value, and what was expected, e.g.
+"consortia/x.yaml: `sites[2].role` is 'trainer'; expected 'train' or 'external'".
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import yaml
+
+from sites.tasks import TASK_NAMES, TASKS
+
+Role = Literal["train", "external"]
+TableFormat = Literal["parquet", "jsonl", "csv"]
+
+DEFAULT_CONSORTIUM: Path = Path(__file__).resolve().parent / "consortia" / "default.yaml"
+"""The consortium shipped with the package: four training hospitals and one external system."""
+
+_NAME = re.compile(r"[a-z0-9_-]+")
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+_SUFFIX_FORMATS: dict[str, TableFormat] = {
+    ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
+}
+
+
+class InvalidSiteConfig(ValueError):
+    """A site or consortium YAML is missing, malformed, or breaks a rule; the message says where."""
+
+
+class _FieldError(InvalidSiteConfig):
+    """A field rule broken in `__post_init__`; the loader adds the file and the key path."""
+
+    def __init__(self, key: str, value: object, expected: str) -> None:
+        super().__init__(f"`{key}` is {value!r}; expected {expected}")
+        self.key, self.value, self.expected = key, value, expected
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require(ok: bool, key: str, value: object, expected: str) -> None:
+    if not ok:
+        raise _FieldError(key, value, expected)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a site's encounter table lives."""
+
+    path: Path
+    """Absolute path of the table (relative YAML paths are resolved by the loader)."""
+    format: TableFormat
+    """`parquet`, `jsonl` (one JSON object per line) or `csv`."""
+
+    def __post_init__(self) -> None:
+        _require(self.format in get_args(TableFormat), "format", self.format,
+                 "'parquet', 'jsonl' or 'csv'")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How a training site runs its local rounds."""
+
+    batch_size: int = 16
+    """Encounters per local step."""
+    local_steps: int = 8
+    """Optimizer steps per federated round (unless the run config overrides them)."""
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "local_steps"):
+            value = getattr(self, key)
+            _require(_is_int(value) and value >= 1, key, value, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How a site evaluates the global model."""
+
+    batch_size: int = 64
+    """Encounters per forward pass (no gradients, so larger than the training batch)."""
+    max_examples: int = 0
+    """Evaluate at most this many encounters of a split; 0 = the whole split."""
+
+    def __post_init__(self) -> None:
+        _require(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size",
+                 self.batch_size, "an integer >= 1")
+        _require(_is_int(self.max_examples) and self.max_examples >= 0, "max_examples",
+                 self.max_examples, "an integer >= 0 (0 = the whole split)")
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """How `lang1-fl sites generate` makes this site's table: a profile and a size."""
+
+    profile: str
+    """A profile of `sites.synthetic.profiles.PROFILES` (academic, community, ...)."""
+    encounters: int
+    """Number of encounters (rows) to generate."""
+
+    def __post_init__(self) -> None:
+        from sites.synthetic.profiles import PROFILES  # lazy: the generator needs numpy
+
+        _require(self.profile in PROFILES, "profile", self.profile,
+                 "one of " + ", ".join(PROFILES))
+        _require(_is_int(self.encounters) and self.encounters >= 1, "encounters",
+                 self.encounters, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """One hospital: its data, tasks, role and local settings."""
+
+    name: str
+    """Unique site name, `[a-z0-9_-]+`."""
+    role: Role
+    """`train`: takes part in training; `external`: evaluated only (a held-out health system)."""
+    data: DataSource
+    tasks: tuple[str, ...]
+    """Task names of `sites.tasks.TASKS` whose labels this site has."""
+    training: TrainingSettings = TrainingSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    device: str = "auto"
+    """`auto` (cuda when available, else cpu), `cpu`, `cuda` or `cuda:N`."""
+    synthetic: SyntheticSpec | None = None
+    """Set for simulated sites: how to generate the table when it is missing."""
+    source: Path | None = None
+    """The YAML file this site was read from (None when built in code)."""
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.name, str) and _NAME.fullmatch(self.name) is not None, "name",
+                 self.name, "a name of lowercase letters, digits, '_' or '-'")
+        _require(self.role in get_args(Role), "role", self.role, "'train' or 'external'")
+        _require(isinstance(self.device, str) and _DEVICE.fullmatch(self.device) is not None,
+                 "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        shown = list(self.tasks) if isinstance(self.tasks, tuple) else self.tasks
+        _require(isinstance(self.tasks, tuple) and len(self.tasks) > 0, "tasks", shown,
+                 "a non-empty list of tasks from " + ", ".join(TASK_NAMES))
+        for index, task in enumerate(self.tasks):
+            close = difflib.get_close_matches(str(task), TASK_NAMES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            _require(task in TASKS, f"tasks[{index}]", task,
+                     "one of " + ", ".join(TASK_NAMES) + hint)
+            _require(task not in self.tasks[:index], f"tasks[{index}]", task,
+                     "each task listed once")
+
+    @property
+    def is_external(self) -> bool:
+        return self.role == "external"
+
+
+@dataclass(frozen=True)
+class ConsortiumConfig:
+    """A federation: a seed and its sites, in order (simulation partition N is `sites[N]`)."""
+
+    name: str
+    seed: int
+    """Seeds the synthetic generator (each site derives its own seed from it and its name)."""
+    sites: tuple[SiteConfig, ...]
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        where = f"{_display(self.source)}: " if self.source else ""
+        _require(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        if not self.sites:
+            raise InvalidSiteConfig(f"{where}`sites` is empty; expected at least one site")
+        seen: dict[str, int] = {}
+        for index, site in enumerate(self.sites):
+            if site.name in seen:
+                raise InvalidSiteConfig(
+                    f"{where}`sites[{index}].name` is {site.name!r}, already used by "
+                    f"`sites[{seen[site.name]}]`; expected unique site names")
+            seen[site.name] = index
+        if not self.training_sites:
+            raise InvalidSiteConfig(
+                f"{where}`sites[*].role`: no site has role 'train'; expected at least one")
+        first = self.sites[0]
+        for index, site in enumerate(self.sites):
+            if site.tasks != first.tasks:
+                raise InvalidSiteConfig(
+                    f"{where}`sites[{index}].tasks` of site {site.name!r} is {list(site.tasks)}; "
+                    f"expected the same tasks as site {first.name!r}: {list(first.tasks)}")
+
+    @property
+    def training_sites(self) -> tuple[SiteConfig, ...]:
+        return tuple(s for s in self.sites if s.role == "train")
+
+    @property
+    def external_sites(self) -> tuple[SiteConfig, ...]:
+        return tuple(s for s in self.sites if s.role == "external")
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The task list every site shares."""
+        return self.sites[0].tasks
+
+    def site(self, name: str) -> SiteConfig:
+        for site in self.sites:
+            if site.name == name:
+                return site
+        raise InvalidSiteConfig(
+            f"consortium {self.name!r} has no site {name!r}; expected one of "
+            + ", ".join(s.name for s in self.sites))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_site(path: str | Path, *, data_root: Path | None = None) -> SiteConfig:
+    """Read one site YAML. Relative data paths resolve against `data_root` when given, else against
+    the YAML file's folder."""
+    file = Path(path).expanduser().resolve()
+    raw = _read_yaml(file, expected="a site YAML file")
+    return _site(raw, file=file, key="", data_base=_base(data_root, file))
+
+
+def load_consortium(path: str | Path, *, data_root: Path | None = None) -> ConsortiumConfig:
+    """Read a consortium YAML and every site it lists (inline mappings or site YAML paths, the
+    latter relative to the consortium file)."""
+    file = Path(path).expanduser().resolve()
+    raw = _read_yaml(file, expected="a consortium YAML file")
+    _check_keys(raw, ("name", "seed", "sites"), file=file, key="")
+    name = _get(raw, "name", file=file, key="", expected="the consortium's name")
+    if not isinstance(name, str) or not name:
+        raise InvalidSiteConfig(
+            f"{_display(file)}: `name` is {name!r}; expected a non-empty string")
+    entries = _get(raw, "sites", file=file, key="", expected="a list of sites")
+    if not isinstance(entries, list):
+        raise InvalidSiteConfig(f"{_display(file)}: `sites` is {entries!r}; expected a list of "
+                                "site mappings or site YAML paths")
+    sites = tuple(_consortium_site(entry, index, file=file, data_root=data_root)
+                  for index, entry in enumerate(entries))
+    seed = _get(raw, "seed", file=file, key="", expected="an integer >= 0")
+    with _located(file, ""):
+        return ConsortiumConfig(name=name, seed=seed, sites=sites, source=file)
+
+
+def _consortium_site(entry: object, index: int, *, file: Path,
+                     data_root: Path | None) -> SiteConfig:
+    key = f"sites[{index}]"
+    if isinstance(entry, str):
+        site_file = (file.parent / entry).expanduser().resolve()
+        if not site_file.is_file():
+            raise InvalidSiteConfig(
+                f"{_display(file)}: `{key}` is {entry!r}, which does not exist; expected a path "
+                f"to a site YAML file relative to {_display(file.parent)}")
+        raw = _read_yaml(site_file, expected="a site YAML file")
+        return _site(raw, file=site_file, key="", data_base=_base(data_root, site_file))
+    return _site(entry, file=file, key=key, data_base=_base(data_root, file))
+
+
+def _site(raw: object, *, file: Path, key: str, data_base: Path) -> SiteConfig:
+    site_keys = ("name", "role", "data", "tasks", "training", "evaluation", "device", "synthetic")
+    _check_keys(raw, site_keys, file=file, key=key)
+    assert isinstance(raw, dict)
+    tasks = _get(raw, "tasks", file=file, key=key, expected="a list of task names")
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise InvalidSiteConfig(f"{_display(file)}: `{_join(key, 'tasks')}` is {tasks!r}; expected "
+                                f"a list of task names from {', '.join(TASK_NAMES)}")
+    fields = {
+        "name": _get(raw, "name", file=file, key=key, expected="the site's name"),
+        "role": _get(raw, "role", file=file, key=key, expected="'train' or 'external'"),
+        "data": _data(raw, file=file, key=key, base=data_base),
+        "tasks": tuple(tasks),
+        "training": _section(raw, "training", TrainingSettings, file=file, key=key),
+        "evaluation": _section(raw, "evaluation", EvaluationSettings, file=file, key=key),
+        "device": raw.get("device", "auto"),
+        "synthetic": _section(raw, "synthetic", SyntheticSpec, file=file, key=key),
+        "source": file,
+    }
+    with _located(file, key):
+        return SiteConfig(**fields)
+
+
+def _data(raw: dict, *, file: Path, key: str, base: Path) -> DataSource:
+    data = _get(raw, "data", file=file, key=key, expected="a mapping with `path` and `format`")
+    key = _join(key, "data")
+    _check_keys(data, ("path", "format"), file=file, key=key)
+    path = _get(data, "path", file=file, key=key, expected="the table's path")
+    if not isinstance(path, str) or not path.strip():
+        raise InvalidSiteConfig(f"{_display(file)}: `{key}.path` is {path!r}; expected a file path")
+    resolved = Path(path).expanduser()
+    resolved = (resolved if resolved.is_absolute() else base / resolved).resolve()
+    fmt = data.get("format", _SUFFIX_FORMATS.get(resolved.suffix.lower()))
+    if fmt is None:
+        raise InvalidSiteConfig(
+            f"{_display(file)}: `{key}.format` is missing and the suffix of {path!r} says nothing; "
+            "expected 'parquet', 'jsonl' or 'csv'")
+    with _located(file, key):
+        return DataSource(path=resolved, format=fmt)
+
+
+def _section(raw: dict, name: str, cls: type, *, file: Path, key: str):
+    """An optional nested mapping (`training`, `evaluation`, `synthetic`) built into `cls`."""
+    if name not in raw:
+        return None if cls is SyntheticSpec else cls()
+    key = _join(key, name)
+    value = raw[name]
+    allowed = tuple(cls.__dataclass_fields__)
+    _check_keys(value, allowed, file=file, key=key)
+    if cls is SyntheticSpec:
+        for field in allowed:
+            _get(value, field, file=file, key=key, expected=f"the synthetic site's {field}")
+    with _located(file, key):
+        return cls(**value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers: every error names the file and the full key path.
+
+
+def _read_yaml(file: Path, *, expected: str) -> object:
+    if not file.is_file():
+        raise InvalidSiteConfig(f"{_display(file)}: does not exist; expected {expected}")
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise InvalidSiteConfig(
+            f"{_display(file)}: does not parse as YAML ({problem}{line}); expected {expected}"
+        ) from None
+    if raw is None:
+        raise InvalidSiteConfig(f"{_display(file)}: is empty; expected {expected}")
+    return raw
+
+
+def _check_keys(raw: object, allowed: tuple[str, ...], *, file: Path, key: str) -> None:
+    if not isinstance(raw, dict):
+        where = f"`{key}` is {raw!r}" if key else f"the top level is a {type(raw).__name__}"
+        raise InvalidSiteConfig(
+            f"{_display(file)}: {where}; expected a mapping with keys {', '.join(allowed)}")
+    for name in raw:
+        if name not in allowed:
+            close = difflib.get_close_matches(str(name), allowed, n=1)
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            raise InvalidSiteConfig(
+                f"{_display(file)}: `{_join(key, str(name))}` is not a known key; expected one of "
+                f"{', '.join(allowed)}{hint}")
+
+
+def _get(raw: dict, name: str, *, file: Path, key: str, expected: str) -> object:
+    if name not in raw or raw[name] is None:
+        raise InvalidSiteConfig(f"{_display(file)}: `{_join(key, name)}` is missing; expected "
+                                f"{expected}")
+    return raw[name]
+
+
+class _located:
+    """Context manager re-raising a dataclass field error with the file and full key path."""
+
+    def __init__(self, file: Path, key: str) -> None:
+        self.file, self.key = file, key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if isinstance(error, _FieldError):
+            raise InvalidSiteConfig(
+                f"{_display(self.file)}: `{_join(self.key, error.key)}` is {error.value!r}; "
+                f"expected {error.expected}") from None
+        return False
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _base(data_root: Path | None, file: Path) -> Path:
+    return Path(data_root).expanduser().resolve() if data_root is not None else file.parent
+
+
+def _display(path: Path | None) -> str:
+    """A path as the user most likely wrote it: relative to the working directory when inside it."""
+    if path is None:
+        return "<config>"
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+

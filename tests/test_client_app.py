@@ -1,0 +1,127 @@
+"""The ClientApp in-process: what a site sends back, and what it refuses to do.
+
+Privacy is the product: a reply may carry the adapter and head tensors and aggregate metrics, and
+nothing else — no note text, token ids, labels or per-example values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MessageType, RecordDict
+
+from client.app import ExternalSiteCannotTrain
+from client.app import app as client_app
+from client.model import ModelSettings, build_model, trainable_state
+from client.run_settings import ClientSettings
+from sites.config import load_consortium
+from sites.dataset import read_site_table
+from tests.consortium_fixtures import write_small_consortium
+from tests.flower_fakes import message_to
+from tests.run_config import default_run_config
+from tests.tiny_models import make_tiny_encoder
+
+ALLOWED_METRIC_SUFFIXES = (".auroc", ".auroc_low", ".auroc_high", ".n", ".prevalence", ".oracle_auroc")
+ALLOWED_METRICS = {"num-examples", "train-loss", "steps", "loss"}
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory):
+    root = tmp_path_factory.mktemp("client_app")
+    consortium = write_small_consortium(root, encounters=120, local_steps=2)
+    base = make_tiny_encoder(root / "tiny-bert")
+    run_config = default_run_config(
+        consortium=str(consortium),
+        data_dir=str(root / "data"),
+        base_model=str(base),
+        max_length=64,
+        bootstrap_resamples=50,
+    )
+    settings = ClientSettings.from_run_config(run_config)
+    model = build_model(settings.model, device=__import__("torch").device("cpu"))
+    arrays = ArrayRecord({k: Array(v) for k, v in trainable_state(model).items()})
+    return run_config, settings, arrays
+
+
+def _context(run_config, partition: int) -> Context:
+    return Context(
+        run_id=1,
+        node_id=100 + partition,
+        node_config={"partition-id": partition, "num-partitions": 3},
+        state=RecordDict(),
+        run_config=run_config,
+    )
+
+
+def _send(run_config, partition: int, message_type: str, arrays: ArrayRecord):
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})})
+    return client_app(message_to(100 + partition, content, message_type), _context(run_config, partition))
+
+
+def _site_notes_and_sizes(settings: ClientSettings, partition: int):
+    site = load_consortium(settings.consortium, data_root=settings.data_dir).sites[partition]
+    table = read_site_table(site)
+    notes = list(table["admission_note"]) + list(table["discharge_note"])
+    return notes, set(table["split"].value_counts().tolist()) | {len(table)}
+
+
+def test_train_reply_carries_only_adapter_heads_and_aggregates(federation):
+    run_config, settings, arrays = federation
+    reply = _send(run_config, 0, MessageType.TRAIN, arrays)
+    assert not reply.has_error(), reply.error
+    assert set(reply.content.keys()) == {"arrays", "metrics"}
+    sent = reply.content["arrays"]
+    # Exactly the tensors the server sent: same names, shapes and dtype; all adapter or head.
+    assert list(sent.keys()) == list(arrays.keys())
+    assert all(k.startswith(("adapter.", "head.")) for k in sent.keys())
+    for key in sent.keys():
+        assert sent[key].shape == arrays[key].shape and sent[key].dtype == "float32"
+    changed = [k for k in sent.keys() if not np.array_equal(sent[k].numpy(), arrays[k].numpy())]
+    assert changed, "training changed no adapter or head tensor"
+    assert set(reply.content["metrics"].keys()) == {"num-examples", "train-loss", "steps"}
+    _assert_nothing_about_examples(reply, settings, partition=0)
+
+
+def test_evaluate_reply_is_per_task_aggregates_with_identical_keys(federation):
+    run_config, settings, arrays = federation
+    replies = [_send(run_config, p, MessageType.EVALUATE, arrays) for p in (0, 2)]
+    keys = [set(r.content["metrics"].keys()) for r in replies]
+    assert keys[0] == keys[1], "sites must send identical metric keys"
+    for key in keys[0]:
+        assert key in ALLOWED_METRICS or key.endswith(ALLOWED_METRIC_SUFFIXES), key
+    assert set(replies[0].content.keys()) == {"metrics"}
+    for partition, reply in zip((0, 2), replies):
+        metrics = reply.content["metrics"]
+        assert all(isinstance(v, (int, float)) for v in metrics.values()), "no lists: no per-example values"
+        assert 0.0 <= metrics["mortality.auroc"] <= 1.0
+        _assert_nothing_about_examples(reply, settings, partition=partition)
+
+
+def _assert_nothing_about_examples(reply, settings, *, partition: int) -> None:
+    """No array is shaped by the data (token ids, labels, per-example scores); no note text."""
+    notes, sizes = _site_notes_and_sizes(settings, partition)
+    for record in reply.content.values():
+        if isinstance(record, ArrayRecord):
+            for key in record.keys():
+                assert not set(record[key].shape) & sizes, f"{key} has a data-sized dimension"
+    payload = repr(reply.content).encode() + b"".join(
+        bytes(r[k].data) for r in reply.content.values() if isinstance(r, ArrayRecord) for k in r.keys()
+    )
+    for note in notes[:50]:
+        assert note[:40].encode() not in payload
+
+
+def test_external_site_refuses_to_train(federation):
+    """Flower turns the exception into an error reply, which the strategy drops."""
+    run_config, _, arrays = federation
+    with pytest.raises(ExternalSiteCannotTrain, match="role `external`"):
+        _send(run_config, 2, MessageType.TRAIN, arrays)
+
+
+def test_query_reply_names_the_site_and_role_only(federation):
+    run_config, _, arrays = federation
+    reply = client_app(
+        message_to(102, RecordDict({"config": ConfigRecord({})}), MessageType.QUERY),
+        _context(run_config, 2),
+    )
+    assert dict(reply.content["site"]) == {"name": "external-system", "role": "external"}

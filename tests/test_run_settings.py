@@ -1,0 +1,51 @@
+"""Run configuration: the shipped defaults parse, and each bad value is named with what was expected."""
+
+from __future__ import annotations
+
+import pytest
+
+from client.run_settings import ClientSettings, InvalidRunConfig
+from server.settings import ServerSettings
+from sites.config import DEFAULT_CONSORTIUM
+from sites.tasks import TASK_NAMES
+from tests.run_config import default_run_config
+
+
+def test_pyproject_defaults_parse_into_settings():
+    settings = ServerSettings.from_run_config(default_run_config())
+    assert settings.client.consortium == DEFAULT_CONSORTIUM
+    assert settings.client.model.tasks == TASK_NAMES
+    assert settings.client.model.base == "all-MiniLM-L6-v2"
+    assert settings.strategy == "fedavg"
+    assert settings.num_rounds >= 2
+
+
+def test_single_task_list_is_parsed():
+    settings = ClientSettings.from_run_config(default_run_config(tasks="mortality, los"))
+    assert settings.model.tasks == ("mortality", "los")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tasks": "mortality,sepsis"}, r"unknown task 'sepsis'"),
+        ({"tasks": ""}, r"task list is empty"),
+        ({"max_length": 1024}, r"`max-length` is 1024; expected at most 512"),
+        ({"lora_r": 0}, r"`lora-r` is 0; expected a number > 0"),
+        ({"learning_rate": "fast"}, r"`learning-rate` is 'fast'; expected a float"),
+        ({"local_steps": -1}, r"`local-steps` is -1; expected a number >= 0"),
+        ({"num_server_rounds": 0}, r"`num-server-rounds` is 0; expected a number > 0"),
+        ({"strategy": "fedsgd"}, r"`strategy` is 'fedsgd'; expected one of fedavg"),
+        ({"run_name": "a/b"}, r"`run-name` is 'a/b'"),
+    ],
+)
+def test_bad_run_config_values_are_named(overrides, message):
+    with pytest.raises(InvalidRunConfig, match=message):
+        ServerSettings.from_run_config(default_run_config(**overrides))
+
+
+def test_missing_key_is_named():
+    config = default_run_config()
+    del config["seed"]
+    with pytest.raises(InvalidRunConfig, match=r"`seed` is missing"):
+        ClientSettings.from_run_config(config)

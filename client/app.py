@@ -10,6 +10,8 @@ per-example value is ever put in a reply.
 
 from __future__ import annotations
 
+import logging
+import time
 import zlib
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -17,6 +19,7 @@ from flwr.clientapp import ClientApp
 
 from client.evaluate import evaluate_split
 from client.model import load_trainable_state, trainable_state
+from client.progress import show_progress
 from client.run_settings import ClientSettings
 from client.runtime import site_runtime
 from client.site_resolution import resolve_site
@@ -24,6 +27,7 @@ from client.train import train_steps
 from sites.config import SiteConfig
 
 app = ClientApp()
+log = logging.getLogger(__name__)
 
 
 class ExternalSiteCannotTrain(RuntimeError):
@@ -43,6 +47,7 @@ def _round_seed(settings: ClientSettings, site: SiteConfig, server_round: int) -
 @app.query()
 def identify(message: Message, context: Context) -> Message:
     """Tell the server which site this node is, so it trains only training sites."""
+    show_progress()
     settings = ClientSettings.from_run_config(context.run_config)
     site = resolve_site(context.node_config, settings)
     record = ConfigRecord({"name": site.name, "role": site.role})
@@ -53,6 +58,7 @@ def identify(message: Message, context: Context) -> Message:
 def train(message: Message, context: Context) -> Message:
     """Train the global adapter on this site's notes; reply with adapter/head tensors only."""
     # 1. Who am I, and may I train?
+    show_progress()
     settings = ClientSettings.from_run_config(context.run_config)
     site = resolve_site(context.node_config, settings)
     if site.is_external:
@@ -64,6 +70,7 @@ def train(message: Message, context: Context) -> Message:
     load_trainable_state(runtime.model, _arrays(message))
     # 3. Train locally
     server_round = int(message.content["config"]["server-round"])
+    started = time.perf_counter()
     result = train_steps(
         runtime.model,
         runtime.splits["train"],
@@ -72,6 +79,8 @@ def train(message: Message, context: Context) -> Message:
         optimizer=settings.optimizer,
         seed=_round_seed(settings, site, server_round),
     )
+    log.info("site %s, round %d: %d steps, loss %.4f (%.1f s)", site.name, server_round,
+             result.steps, result.loss, time.perf_counter() - started)
     # 4. Reply: adapter and heads, plus aggregate metrics
     arrays = ArrayRecord({name: Array(value) for name, value in trainable_state(runtime.model).items()})
     metrics = MetricRecord(
@@ -87,11 +96,13 @@ def train(message: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     """Score the global adapter on this site's held-out test split."""
+    show_progress()
     settings = ClientSettings.from_run_config(context.run_config)
     site = resolve_site(context.node_config, settings)
     runtime = site_runtime(site, settings.model)
     load_trainable_state(runtime.model, _arrays(message))
     test = runtime.splits["test"]
+    started = time.perf_counter()
     metrics = evaluate_split(
         runtime.model,
         test,
@@ -101,4 +112,6 @@ def evaluate(message: Message, context: Context) -> Message:
         n_resamples=settings.bootstrap_resamples,
     )
     metrics["num-examples"] = test.size
+    log.info("site %s: evaluated %d test encounters (%.1f s)", site.name, test.size,
+             time.perf_counter() - started)
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)

@@ -17,6 +17,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from client.model import build_model, load_trainable_state, save_adapter, trainable_state
+from client.progress import show_progress
 from server.discovery import discover_sites
 from server.metrics_file import write_metrics
 from server.report import write_report
@@ -33,6 +34,7 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Run the federation end to end and leave a run directory behind."""
     started = time.time()
+    show_progress()
     # 1. Settings and consortium, read and validated once
     settings = ServerSettings.from_run_config(context.run_config)
     consortium = load_consortium(settings.client.consortium, data_root=settings.client.data_dir)

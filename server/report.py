@@ -45,6 +45,58 @@ def _task_table(metrics: dict, task: str) -> list[str]:
     return lines
 
 
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def headline(metrics: dict) -> dict[str, dict[str, float | None]]:
+    """Per task: the external site before/after, and the training sites' mean before/after/oracle.
+
+    These are the run's questions in one line each: did federation help the system that never
+    trained, and how much of the distance to the ceiling did it cover where it did train?
+    """
+    first, last = metrics["rounds"][0]["evaluation"], metrics["rounds"][-1]["evaluation"]
+    roles = {s["name"]: s["role"] for s in metrics["sites"]}
+
+    def auroc(rounds: dict, site: str, task: str, field: str = "auroc") -> float | None:
+        return rounds.get(site, {}).get("tasks", {}).get(task, {}).get(field)
+
+    summary = {}
+    for task in metrics["run"]["tasks"]:
+        inside = [s for s, role in roles.items() if role == "train"]
+        external = [s for s, role in roles.items() if role == "external"]
+        start = _mean([auroc(first, s, task) for s in inside])
+        end = _mean([auroc(last, s, task) for s in inside])
+        oracle = _mean([auroc(last, s, task, "oracle_auroc") for s in inside])
+        summary[task] = {
+            "external_round0": _mean([auroc(first, s, task) for s in external]),
+            "external_final": _mean([auroc(last, s, task) for s in external]),
+            "in_distribution_round0": start,
+            "in_distribution_final": end,
+            "in_distribution_oracle": oracle,
+            "gap_closed": None
+            if None in (start, end, oracle) or oracle - start <= 1e-9
+            else (end - start) / (oracle - start),
+        }
+    return summary
+
+
+def _headline_table(metrics: dict) -> list[str]:
+    lines = [
+        "| task | external: round 0 → final | training sites (mean): round 0 → final | oracle | gap closed |",
+        "|---|---|---|---:|---:|",
+    ]
+    for task, row in headline(metrics).items():
+        gap = "–" if row["gap_closed"] is None else f"{row['gap_closed']:.0%}"
+        lines.append(
+            f"| {task} | {_fmt(row['external_round0'])} → {_fmt(row['external_final'])} "
+            f"| {_fmt(row['in_distribution_round0'])} → {_fmt(row['in_distribution_final'])} "
+            f"| {_fmt(row['in_distribution_oracle'])} | {gap} |"
+        )
+    return lines
+
+
 def _training_table(metrics: dict) -> list[str]:
     lines = ["| round | site | loss | steps | train examples | upload bytes |", "|---:|---|---:|---:|---:|---:|"]
     for entry in metrics["rounds"]:
@@ -82,6 +134,7 @@ def render_markdown(metrics: dict, figure: str | None) -> str:
         "(oracle − round 0).",
         "",
     ]
+    lines += ["## Summary", ""] + _headline_table(metrics) + [""]
     for task in run["tasks"]:
         spec = TASKS[task]
         lines += [f"## {task} — {spec.description} ({spec.num_classes} classes, {spec.note} note)", ""]

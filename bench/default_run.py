@@ -1,0 +1,71 @@
+"""Issue-2 numbers of the main job: does the default federated run learn, and what leaves a site?
+
+Runs `lang1-fl run` on the default consortium (or reads an existing run with `--run-dir`) and
+prints, per task: the external site's AUROC at round 0 and after the last round, the training
+sites' mean AUROC at round 0, after the last round and the oracle, and the share of the
+round-0-to-oracle gap closed; then the bytes one site uploads per round ÷ the base model's size.
+
+    python bench/default_run.py                 # a fresh default run (10-15 min on 2 cores)
+    python bench/default_run.py --run-dir runs/20261125-153000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from server.cli import main as lang1_fl
+from server.report import headline
+
+
+def _fmt(value: float | None) -> str:
+    return "   –  " if value is None else f"{value:6.3f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, help="an existing run to read instead of running")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    args = parser.parse_args()
+    run_dir = args.run_dir
+    if run_dir is None:
+        name = time.strftime("bench-%Y%m%d-%H%M%S")
+        started = time.perf_counter()
+        if lang1_fl(["run", "--runs-dir", str(args.runs_dir), "--run-name", name]) != 0:
+            return 1
+        print(f"wall time of the default run: {time.perf_counter() - started:.0f} s")
+        run_dir = args.runs_dir / name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+
+    print(f"\nrun {run_dir}: {metrics['run']['num_rounds']} rounds, {metrics['run']['strategy']}")
+    print("task          external r0  final  better | in-dist r0  final  oracle  gap closed (goal >= 0.50)")
+    all_better, all_half = True, True
+    for task, row in headline(metrics).items():
+        better = None not in (row["external_round0"], row["external_final"]) and (
+            row["external_final"] > row["external_round0"]
+        )
+        gap = row["gap_closed"]
+        all_better &= bool(better)
+        all_half &= gap is not None and gap >= 0.5
+        print(
+            f"{task:12s}  {_fmt(row['external_round0'])} {_fmt(row['external_final'])}  "
+            f"{'yes' if better else 'NO ':>5s} | {_fmt(row['in_distribution_round0'])} "
+            f"{_fmt(row['in_distribution_final'])} {_fmt(row['in_distribution_oracle'])}  "
+            f"{'–' if gap is None else f'{gap:6.2f}'}"
+        )
+    upload = metrics["upload"]
+    print(
+        f"\nupload per site per round: {upload['bytes_per_site_per_round']:,} bytes; base model "
+        f"{upload['base_model_bytes']:,} bytes; ratio {upload['ratio_to_base_model']:.4f} "
+        "(goal < 0.01)"
+    )
+    print(f"external better than round 0 on every task: {all_better}; "
+          f"in-distribution gap closed >= 0.5 on every task: {all_half}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="site data folder")
     run.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where runs are written")
     run.add_argument("--run-name", default="", help="run folder name (default: UTC timestamp)")
-    run.add_argument("--cpus-per-site", type=int, default=2, help="CPU cores per simulated site")
+    run.add_argument("--cpus-per-site", type=int, default=1,
+                     help="CPU cores per simulated site (1: two sites train in parallel on 2 cores)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a run-config key of pyproject.toml, e.g. --set tasks=mortality")
     run.set_defaults(handler=cmd_run)

@@ -18,10 +18,15 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _gap_closed(start: float | None, end: float | None, oracle: float | None) -> str:
+def gap_closed(start: float | None, end: float | None, oracle: float | None) -> float | None:
+    """Share of the distance from round 0 to the oracle that training covered."""
     if None in (start, end, oracle) or oracle - start <= 1e-9:
-        return "–"
-    return f"{(end - start) / (oracle - start):.0%}"
+        return None
+    return (end - start) / (oracle - start)
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
 
 
 def _task_table(metrics: dict, task: str) -> list[str]:
@@ -40,7 +45,7 @@ def _task_table(metrics: dict, task: str) -> list[str]:
             f"| {name} | {role} | {end.get('n', '–')} | {_fmt(end.get('prevalence'), 2)} "
             f"| {_fmt(start.get('auroc'))} | {_fmt(end.get('auroc'))} [{_fmt(low)}, {_fmt(high)}] "
             f"| {_fmt(end.get('oracle_auroc'))} "
-            f"| {_gap_closed(start.get('auroc'), end.get('auroc'), end.get('oracle_auroc'))} |"
+            f"| {_percent(gap_closed(start.get('auroc'), end.get('auroc'), end.get('oracle_auroc')))} |"
         )
     return lines
 
@@ -75,9 +80,7 @@ def headline(metrics: dict) -> dict[str, dict[str, float | None]]:
             "in_distribution_round0": start,
             "in_distribution_final": end,
             "in_distribution_oracle": oracle,
-            "gap_closed": None
-            if None in (start, end, oracle) or oracle - start <= 1e-9
-            else (end - start) / (oracle - start),
+            "gap_closed": gap_closed(start, end, oracle),
         }
     return summary
 
@@ -88,7 +91,7 @@ def _headline_table(metrics: dict) -> list[str]:
         "|---|---|---|---:|---:|",
     ]
     for task, row in headline(metrics).items():
-        gap = "–" if row["gap_closed"] is None else f"{row['gap_closed']:.0%}"
+        gap = _percent(row["gap_closed"])
         lines.append(
             f"| {task} | {_fmt(row['external_round0'])} → {_fmt(row['external_final'])} "
             f"| {_fmt(row['in_distribution_round0'])} → {_fmt(row['in_distribution_final'])} "

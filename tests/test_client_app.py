@@ -125,3 +125,16 @@ def test_query_reply_names_the_site_and_role_only(federation):
         _context(run_config, 2),
     )
     assert dict(reply.content["site"]) == {"name": "external-system", "role": "external"}
+
+
+def test_external_site_is_evaluated_on_its_whole_table(federation):
+    """It never trains, so every encounter is held out; a training site scores its test split."""
+    run_config, settings, arrays = federation
+    sizes = {}
+    for partition in (0, 2):
+        site = load_consortium(settings.consortium, data_root=settings.data_dir).sites[partition]
+        table = read_site_table(site)
+        reply = _send(run_config, partition, MessageType.EVALUATE, arrays)
+        sizes[partition] = (reply.content["metrics"]["num-examples"], table)
+    assert sizes[2][0] == len(sizes[2][1])
+    assert sizes[0][0] == (sizes[0][1]["split"] == "test").sum()

@@ -59,7 +59,7 @@ def test_every_site_evaluated_every_round_and_external_never_trained(finished_ru
         assert "external-system" not in entry["training"]
         assert not entry["failures"] and not entry["skipped"]
     assert set(metrics["rounds"][1]["training"]) == {"academic", "community"}
-    cell = metrics["rounds"][-1]["evaluation"]["academic"]["tasks"]["mortality"]
+    cell = metrics["rounds"][-1]["evaluation"]["academic"]["tasks"]["comorbidity"]
     assert cell["ci"][0] <= cell["auroc"] <= cell["ci"][1]
     assert cell["n"] > 0 and cell["oracle_auroc"] is not None
 

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -67,16 +68,38 @@ def local_superlink_pids(flwr_home: Path) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if marker in cmdline and ("flower-superlink" in cmdline or "flower-superexec" in cmdline):
+        is_flower = "flower-superlink" in cmdline or "flower-superexec" in cmdline
+        if marker in cmdline and is_flower and _alive(int(proc.name)):
             pids.append(int(proc.name))
     return pids
 
 
-def stop_local_superlink(flwr_home: Path) -> None:
-    """Stop the background SuperLink that `flwr run` started for this FLWR_HOME."""
-    for pid in local_superlink_pids(flwr_home):
+def stop_local_superlink(flwr_home: Path, *, grace_s: float = 15.0) -> None:
+    """Stop the background SuperLink that `flwr run` started for this FLWR_HOME: SIGTERM, then
+    SIGKILL for whatever has not exited after `grace_s` seconds."""
+    pids = local_superlink_pids(flwr_home)
+    for pid in pids:
         log.info("stopping the local Flower SuperLink (pid %d)", pid)
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while (alive := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in alive:
+        log.warning("the local Flower SuperLink (pid %d) ignored SIGTERM; killing it", pid)
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

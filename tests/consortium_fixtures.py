@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from sites.tasks import TASK_NAMES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def write_small_consortium(
@@ -37,4 +41,33 @@ def write_small_consortium(
     ]
     path = Path(directory) / "consortium.yaml"
     path.write_text(yaml.safe_dump({"name": "small", "seed": 7, "sites": sites}, sort_keys=False))
+    return path
+
+
+def write_table_consortium(
+    directory: Path, tables: dict[str, tuple[str, "pd.DataFrame"]], *, tasks: tuple[str, ...],
+    local_steps: int = 10,
+) -> Path:
+    """A consortium of sites whose tables are given (the real-data path: no `synthetic` block);
+    `tables` maps site name -> (role, encounter table)."""
+    from sites.config import DataSource
+    from sites.dataset import write_site_table
+
+    directory = Path(directory)
+    sites = []
+    for name, (role, table) in tables.items():
+        path = directory / name / "encounters.parquet"
+        write_site_table(table, DataSource(path=path, format="parquet"))
+        sites.append(
+            {
+                "name": name,
+                "role": role,
+                "data": {"path": str(path), "format": "parquet"},
+                "tasks": list(tasks),
+                "training": {"batch_size": 16, "local_steps": local_steps},
+                "device": "cpu",
+            }
+        )
+    path = directory / "consortium.yaml"
+    path.write_text(yaml.safe_dump({"name": "tables", "seed": 7, "sites": sites}, sort_keys=False))
     return path

@@ -1,7 +1,11 @@
-"""End to end: `lang1-fl run` drives `flwr run` over a small synthetic consortium with a tiny random
-base — an encoder and a Llama-architecture decoder — and the federated model must learn.
+"""End to end: `lang1-fl run` drives `flwr run` with tiny random bases, and the federated model must
+learn.
 
-These start Flower's simulation engine in a subprocess (about a minute each), hence `slow`.
+Two federations, each of 3 sites (2 training, 1 external) over 2 rounds:
+- a BERT-style encoder, joint five-task finetuning on the synthetic hospitals;
+- a Llama-architecture decoder (the Lang1 path), single-task (mortality) on sites given as plain
+  tables — the real-data path — where a note's keyword decides the label.
+Each starts Flower's simulation engine in a subprocess (under a minute), hence `slow`.
 """
 
 from __future__ import annotations
@@ -14,26 +18,39 @@ import torch
 
 from server.cli import main as lang1_fl
 from server.flower_run import local_superlink_pids
-from tests.consortium_fixtures import write_small_consortium
-from tests.tiny_models import make_tiny_encoder, make_tiny_llama
+from tests.consortium_fixtures import write_small_consortium, write_table_consortium
+from tests.tiny_models import keyword_table, make_tiny_encoder, make_tiny_llama
 
 pytestmark = pytest.mark.slow
 
 ROUNDS = 2
 
 
-@pytest.fixture(scope="module", params=["encoder", "llama"])
+def _encoder_joint(root):
+    consortium = write_small_consortium(root, encounters=600, local_steps=40)
+    return make_tiny_encoder(root / "base"), consortium, "all"
+
+
+def _llama_mortality(root):
+    tables = {
+        "north": ("train", keyword_table(240, seed=1)),
+        "south": ("train", keyword_table(240, seed=2)),
+        "external-system": ("external", keyword_table(120, seed=3)),
+    }
+    consortium = write_table_consortium(root, tables, tasks=("mortality",), local_steps=25)
+    return make_tiny_llama(root / "base"), consortium, "mortality"
+
+
+@pytest.fixture(scope="module", params=[_encoder_joint, _llama_mortality], ids=["encoder", "llama"])
 def finished_run(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp(f"e2e-{request.param}")
-    make = make_tiny_encoder if request.param == "encoder" else make_tiny_llama
-    base = make(root / "base")
-    consortium = write_small_consortium(root, encounters=600, local_steps=25)
+    root = tmp_path_factory.mktemp(request.param.__name__)
+    base, consortium, tasks = request.param(root)
     status = lang1_fl(
         [
             "run", "--consortium", str(consortium), "--rounds", str(ROUNDS),
-            "--data-dir", str(root / "data"), "--runs-dir", str(root / "runs"),
-            "--run-name", "e2e", "--cpus-per-site", "1",
-            "--set", f"base-model={base}", "--set", "max-length=96",
+            "--data-dir", str(root / "data"), "--runs-dir", str(root / "runs"), "--run-name", "e2e",
+            "--set", f"base-model={base}", "--set", f"tasks={tasks}", "--set", "max-length=96",
+            "--set", "learning-rate=0.01", "--set", "head-learning-rate=0.1",
             "--set", "bootstrap-resamples=200",
         ]
     )
@@ -41,36 +58,50 @@ def finished_run(request, tmp_path_factory):
     return root, base, root / "runs" / "e2e"
 
 
+def _metrics(run_dir) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
 def test_run_directory_has_report_metrics_and_adapter(finished_run):
     _, _, run_dir = finished_run
-    for name in ("report.md", "metrics.json", "auroc_per_round.png", "adapter/adapter_config.json"):
+    for name in ("report.md", "metrics.json", "auroc_per_round.png", "adapter/adapter_config.json",
+                 "adapter/heads.safetensors"):
         assert (run_dir / name).exists(), name
     report = (run_dir / "report.md").read_text()
-    assert "external-system" in report and "oracle" in report
+    assert "external-system | **external**" in report
 
 
 def test_every_site_evaluated_every_round_and_external_never_trained(finished_run):
     _, _, run_dir = finished_run
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = _metrics(run_dir)
     assert [r["round"] for r in metrics["rounds"]] == list(range(ROUNDS + 1))
     names = {s["name"] for s in metrics["sites"]}
+    training = {s["name"] for s in metrics["sites"] if s["role"] == "train"}
     for entry in metrics["rounds"]:
         assert set(entry["evaluation"]) == names
-        assert "external-system" not in entry["training"]
+        assert set(entry["training"]) == (training if entry["round"] else set())
         assert not entry["failures"] and not entry["skipped"]
-    assert set(metrics["rounds"][1]["training"]) == {"academic", "community"}
-    cell = metrics["rounds"][-1]["evaluation"]["academic"]["tasks"]["comorbidity"]
-    assert cell["ci"][0] <= cell["auroc"] <= cell["ci"][1]
-    assert cell["n"] > 0 and cell["oracle_auroc"] is not None
+    task = metrics["run"]["tasks"][-1]
+    for site in names:
+        cell = metrics["rounds"][-1]["evaluation"][site]["tasks"][task]
+        assert cell["ci"][0] <= cell["auroc"] <= cell["ci"][1]
+        assert cell["n"] > 0
 
 
 def test_federated_model_beats_chance_on_held_out_data(finished_run):
     _, _, run_dir = finished_run
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = _metrics(run_dir)
     final = metrics["rounds"][-1]["evaluation"]
-    training_sites = [s["name"] for s in metrics["sites"] if s["role"] == "train"]
-    aurocs = [final[s]["tasks"][t]["auroc"] for s in training_sites for t in ("los", "comorbidity")]
-    assert np.mean(aurocs) > 0.6, aurocs
+    if metrics["run"]["tasks"] == ["mortality"]:  # keyword task: learnable at every site
+        aurocs = [final[s["name"]]["tasks"]["mortality"]["auroc"] for s in metrics["sites"]]
+        assert min(aurocs) > 0.8, aurocs
+    else:  # synthetic hospitals: comorbidity (listed conditions) is the clearest signal
+        start = metrics["rounds"][0]["evaluation"]
+        training = [s["name"] for s in metrics["sites"] if s["role"] == "train"]
+        aurocs = [final[s]["tasks"]["comorbidity"]["auroc"] for s in training]
+        untrained = [start[s]["tasks"]["comorbidity"]["auroc"] for s in training]
+        assert np.mean(aurocs) > 0.57, aurocs
+        assert np.mean(aurocs) > np.mean(untrained) + 0.03, (untrained, aurocs)
 
 
 def test_saved_adapter_loads_with_plain_peft(finished_run):

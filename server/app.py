@@ -18,6 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from client.model import build_model, load_trainable_state, save_adapter, trainable_state
 from client.progress import show_progress
+from client.run_settings import InvalidRunConfig
 from server.discovery import discover_sites
 from server.metrics_file import write_metrics
 from server.report import write_report
@@ -39,7 +40,9 @@ def main(grid: Grid, context: Context) -> None:
     settings = ServerSettings.from_run_config(context.run_config)
     consortium = load_consortium(settings.client.consortium, data_root=settings.client.data_dir)
     run_dir = settings.run_dir
-    run_dir.mkdir(parents=True, exist_ok=False)
+    if run_dir.exists():
+        raise InvalidRunConfig(f"run config: run directory {run_dir} exists; choose another `run-name`")
+    run_dir.mkdir(parents=True)
     log.info("run directory: %s", run_dir)
 
     # 2. Which node is which hospital

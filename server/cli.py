@@ -30,7 +30,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     consortium_file = _consortium_path(args.consortium)
     data_dir, runs_dir = args.data_dir.resolve(), args.runs_dir.resolve()
     consortium = load_consortium(consortium_file, data_root=data_dir)
+    for site in consortium.sites:  # simulation: every site's data is on this machine
+        if not site.data.path.exists() and site.synthetic is None:
+            raise FileNotFoundError(
+                f"{site.data.path}: site {site.name!r} of {consortium_file} has no data there "
+                "and no `synthetic` block to generate it from"
+            )
     run_name = args.run_name or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    if (runs_dir / run_name).exists():
+        raise FileExistsError(f"{runs_dir / run_name}: a run of that name exists; choose another --run-name")
     run_config: dict[str, object] = {
         "consortium": str(consortium_file),
         "data-dir": str(data_dir),
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.handler(args)
-    except (InvalidSiteConfig, InvalidSiteData, FileNotFoundError) as error:
+    except (InvalidSiteConfig, InvalidSiteData, FileNotFoundError, FileExistsError) as error:
         print(f"lang1-fl: {error}", file=sys.stderr)
         return 2
 

@@ -25,7 +25,8 @@ class ServerSettings:
     runs_dir: Path
     """Parent folder of run directories."""
     run_name: str
-    """Run directory name under `runs_dir`; empty = a UTC timestamp."""
+    """Run directory name under `runs_dir` (the run config's empty default becomes a UTC
+    timestamp when parsed)."""
     num_rounds: int
     strategy: str
     min_train_sites: int
@@ -39,7 +40,7 @@ class ServerSettings:
                 f"run config: `strategy` is {self.strategy!r}; expected one of "
                 f"{', '.join(sorted(STRATEGIES))}"
             )
-        if self.run_name and not re.fullmatch(r"[A-Za-z0-9._-]+", self.run_name):
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", self.run_name):
             raise InvalidRunConfig(
                 f"run config: `run-name` is {self.run_name!r}; expected letters, digits, '.', '_' "
                 "or '-'"
@@ -47,15 +48,15 @@ class ServerSettings:
 
     @property
     def run_dir(self) -> Path:
-        name = self.run_name or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        return self.runs_dir / name
+        return self.runs_dir / self.run_name
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, object]) -> ServerSettings:
         return cls(
             client=ClientSettings.from_run_config(config),
             runs_dir=Path(config_value(config, "runs-dir", str)).expanduser().resolve(),
-            run_name=str(config.get("run-name", "")),
+            run_name=str(config.get("run-name", ""))
+            or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"),
             num_rounds=positive_config_value(config, "num-server-rounds", int),
             strategy=config_value(config, "strategy", str),
             min_train_sites=positive_config_value(config, "min-train-sites", int),

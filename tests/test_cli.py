@@ -1,0 +1,52 @@
+"""`lang1-fl` refuses bad input before starting Flower, with one line naming what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.cli import main as lang1_fl
+from tests.consortium_fixtures import write_table_consortium
+from tests.tiny_models import keyword_table
+
+
+def test_run_refuses_a_site_without_data_or_generator(tmp_path, capsys):
+    consortium = write_table_consortium(
+        tmp_path, {"a": ("train", keyword_table(20)), "b": ("external", keyword_table(20))},
+        tasks=("mortality",),
+    )
+    (tmp_path / "b" / "encounters.parquet").unlink()
+    assert lang1_fl(["run", "--consortium", str(consortium), "--runs-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith("site 'b' of " + str(consortium) + " has no data there and no "
+                          "`synthetic` block to generate it from")
+    assert "\n" not in error
+
+
+def test_run_refuses_an_existing_run_name(tmp_path, capsys):
+    consortium = write_table_consortium(tmp_path, {"a": ("train", keyword_table(20))},
+                                        tasks=("mortality",))
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    argv = ["run", "--consortium", str(consortium), "--runs-dir", str(tmp_path / "runs"),
+            "--run-name", "taken"]
+    assert lang1_fl(argv) == 2
+    assert "a run of that name exists" in capsys.readouterr().err
+
+
+def test_sites_check_names_the_bad_row(tmp_path, capsys):
+    table = keyword_table(20)
+    table.loc[3, "admission_note"] = "   "
+    consortium = write_table_consortium(tmp_path, {"a": ("train", table)}, tasks=("mortality",))
+    site_yaml = tmp_path / "site.yaml"
+    import yaml
+
+    site = yaml.safe_load(consortium.read_text())["sites"][0]
+    site_yaml.write_text(yaml.safe_dump(site))
+    assert lang1_fl(["sites", "check", str(site_yaml)]) == 2
+    assert "row 4, column `admission_note`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["sites", "generate", "--help"]])
+def test_help_answers(argv):
+    with pytest.raises(SystemExit) as exit_:
+        lang1_fl(argv)
+    assert exit_.value.code == 0

@@ -43,7 +43,8 @@ def main() -> int:
     print(f"\nrun {run_dir}: {metrics['run']['num_rounds']} rounds, {metrics['run']['strategy']}")
     print("task          external r0  final  better | in-dist r0  final  oracle  gap closed (goal >= 0.50)")
     all_better, all_half = True, True
-    for task, row in headline(metrics).items():
+    rows = headline(metrics)
+    for task, row in rows.items():
         better = None not in (row["external_round0"], row["external_final"]) and (
             row["external_final"] > row["external_round0"]
         )
@@ -56,6 +57,13 @@ def main() -> int:
             f"{_fmt(row['in_distribution_final'])} {_fmt(row['in_distribution_oracle'])}  "
             f"{'–' if gap is None else f'{gap:6.2f}'}"
         )
+    macro = {key: sum(r[key] for r in rows.values()) / len(rows)
+             for key in ("in_distribution_round0", "in_distribution_final", "in_distribution_oracle")}
+    macro_gap = (macro["in_distribution_final"] - macro["in_distribution_round0"]) / (
+        macro["in_distribution_oracle"] - macro["in_distribution_round0"])
+    print(f"{'macro':12s}  {'':22s} | {_fmt(macro['in_distribution_round0'])} "
+          f"{_fmt(macro['in_distribution_final'])} {_fmt(macro['in_distribution_oracle'])}  "
+          f"{macro_gap:6.2f}")
     upload = metrics["upload"]
     print(
         f"\nupload per site per round: {upload['bytes_per_site_per_round']:,} bytes; base model "

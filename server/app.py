@@ -73,8 +73,11 @@ def main(grid: Grid, context: Context) -> None:
     final = result.arrays if len(result.arrays) else initial  # every round may have been skipped
     load_trainable_state(model, {k: final[k].numpy() for k in final.keys()})
     save_adapter(model, run_dir / "adapter")
+    trained = len(strategy.run_log.skipped_rounds) < settings.num_rounds
+    outcome = "completed" if trained else "no round trained"
     metrics_path = write_metrics(
         run_dir,
+        outcome=outcome,
         settings=settings,
         consortium=consortium,
         run_log=strategy.run_log,
@@ -83,3 +86,8 @@ def main(grid: Grid, context: Context) -> None:
     )
     report_path = write_report(run_dir, metrics_path)
     log.info("report: %s", report_path)
+    if not trained:  # `flwr run` exits 0 either way: `lang1-fl run` reads the outcome instead
+        raise RuntimeError(
+            f"no round trained: each had fewer than `min-train-sites`={settings.min_train_sites} "
+            f"training replies; the failures are listed in {report_path}"
+        )

@@ -26,12 +26,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Generate missing synthetic sites, run the Flower simulation, point at the report."""
     from server.flower_run import flwr_run
     from sites.config import load_consortium
+    from sites.dataset import read_site_table
 
     consortium_file = _consortium_path(args.consortium)
     data_dir, runs_dir = args.data_dir.resolve(), args.runs_dir.resolve()
     consortium = load_consortium(consortium_file, data_root=data_dir)
     for site in consortium.sites:  # simulation: every site's data is on this machine
-        if not site.data.path.exists() and site.synthetic is None:
+        if site.data.path.exists():
+            read_site_table(site)  # a malformed table stops here, with file, row and column
+        elif site.synthetic is None:
             raise FileNotFoundError(
                 f"{site.data.path}: site {site.name!r} of {consortium_file} has no data there "
                 "and no `synthetic` block to generate it from"
@@ -56,11 +59,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         flwr_home=runs_dir / ".flwr",
         cpus_per_site=args.cpus_per_site,
     )
-    report = runs_dir / run_name / "report.md"
-    if status != 0 or not report.exists():
-        print(f"lang1-fl run: the Flower run failed (exit {status}); see the log above", file=sys.stderr)
-        return status or 1
-    print(f"report: {report}")
+    return _run_outcome(runs_dir / run_name, status)
+
+
+def _run_outcome(run_dir: Path, flwr_status: int) -> int:
+    """`flwr run` exits 0 even when the ServerApp raised, so success is what the run recorded."""
+    import json
+
+    metrics = run_dir / "metrics.json"
+    outcome = json.loads(metrics.read_text())["run"]["outcome"] if metrics.exists() else None
+    if flwr_status != 0 or outcome != "completed":
+        reason = outcome or "the server stopped before writing metrics.json"
+        print(f"lang1-fl run: the run failed ({reason}); see the log above", file=sys.stderr)
+        return 1
+    print(f"report: {run_dir / 'report.md'}")
     return 0
 
 

@@ -61,11 +61,13 @@ def build_metrics(
     run_log: RunLog,
     model: torch.nn.Module,
     duration_s: float,
+    outcome: str,
 ) -> dict:
     tasks = settings.client.model.tasks
     rounds = sorted(set(run_log.evaluation) | set(run_log.training))
     return {
         "run": {
+            "outcome": outcome,
             "consortium": consortium.name,
             "consortium_file": str(consortium.source),
             "strategy": settings.strategy,

@@ -129,7 +129,12 @@ def render_markdown(metrics: dict, figure: str | None) -> str:
         f"`{run['base_model']}` with LoRA r={run['lora']['r']}, tasks: {', '.join(run['tasks'])}; "
         f"seed {run['seed']}; wall time {run['duration_s']:.0f} s.",
         "",
-        "AUROC on each site's held-out test split (one-vs-rest macro for multi-class tasks), 95 % "
+    ]
+    if run["outcome"] != "completed":
+        lines += [f"**The run failed: {run['outcome']}.** See the missing sites below.", ""]
+    lines += [
+        "AUROC on each training site's held-out test split and on all of the external system's "
+        "encounters (one-vs-rest macro for multi-class tasks), 95 % "
         f"CI from {run['bootstrap_resamples']} stratified bootstrap resamples. Round 0 is the "
         "untrained model. The **external** site never trained: its numbers are out of "
         "distribution. *Oracle* is the AUROC of the true label probabilities the synthetic "

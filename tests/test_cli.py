@@ -50,3 +50,38 @@ def test_help_answers(argv):
     with pytest.raises(SystemExit) as exit_:
         lang1_fl(argv)
     assert exit_.value.code == 0
+
+
+def test_run_validates_every_site_table_before_starting_flower(tmp_path, capsys):
+    bad = keyword_table(20)
+    bad.loc[5, "mortality"] = 7
+    consortium = write_table_consortium(
+        tmp_path, {"a": ("train", keyword_table(20)), "b": ("train", bad)}, tasks=("mortality",)
+    )
+    assert lang1_fl(["run", "--consortium", str(consortium), "--runs-dir", str(tmp_path / "r")]) == 2
+    error = capsys.readouterr().err
+    assert "b/encounters.parquet: row 6, column `mortality` is 7" in error
+    assert not (tmp_path / "r").exists(), "nothing is started or written on bad input"
+
+
+@pytest.mark.parametrize(
+    ("flwr_status", "outcome", "expected", "message"),
+    [
+        (0, "completed", 0, "report:"),
+        (0, "no round trained", 1, "the run failed (no round trained)"),
+        (0, None, 1, "the server stopped before writing metrics.json"),
+        (1, "completed", 1, "the run failed"),
+    ],
+)
+def test_run_outcome_is_what_the_server_recorded(tmp_path, capsys, flwr_status, outcome, expected,
+                                                 message):
+    """`flwr run` exits 0 even when the ServerApp raised; the recorded outcome decides."""
+    import json
+
+    from server.cli import _run_outcome
+
+    if outcome is not None:
+        (tmp_path / "metrics.json").write_text(json.dumps({"run": {"outcome": outcome}}))
+    assert _run_outcome(tmp_path, flwr_status) == expected
+    captured = capsys.readouterr()
+    assert message in captured.out + captured.err

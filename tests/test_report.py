@@ -46,7 +46,7 @@ def _metrics() -> dict:
             }
         )
     return {
-        "run": {"consortium": "t", "strategy": "fedavg", "num_rounds": 1, "tasks": list(TASKS),
+        "run": {"outcome": "completed", "consortium": "t", "strategy": "fedavg", "num_rounds": 1, "tasks": list(TASKS),
                 "base_model": "tiny", "lora": {"r": 8}, "seed": 1, "duration_s": 3.0,
                 "bootstrap_resamples": 1000},
         "sites": [{"name": s, "role": r} for s, r in sites.items()],

@@ -111,6 +111,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_privacy_verify(args: argparse.Namespace) -> int:
+    """Re-derive every epsilon of a site's ledger with dp-accounting and check its hash chain."""
+    from client.ledger_verify import verify_ledger
+
+    report = verify_ledger(args.ledger, head_sha256=args.head)
+    print(report)
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lang1-fl", description="Federated LoRA finetuning of a clinical language model."
@@ -145,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--data-dir", type=Path, default=None,
                        help="folder relative data paths resolve against (default: the YAML's)")
     check.set_defaults(handler=cmd_check)
+
+    privacy = commands.add_parser("privacy", help="privacy ledgers").add_subparsers(
+        dest="privacy_command", required=True
+    )
+    verify = privacy.add_parser(
+        "verify", help="check a site's privacy ledger: hash chain, and every epsilon re-derived "
+        "with dp-accounting (exit 1 and the first bad line otherwise)"
+    )
+    verify.add_argument("ledger", type=Path)
+    verify.add_argument("--head", default=None, metavar="SHA256",
+                        help="the last entry's hash as the site reported it (catches truncation)")
+    verify.set_defaults(handler=cmd_privacy_verify)
 
     report = commands.add_parser("report", help="(re)write report.md from a run's metrics.json")
     report.add_argument("run_dir", type=Path)

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def flwr_run(
     overrides = " ".join(f"{key}={toml_value(value)}" for key, value in run_config.items())
     federation = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_site}"
     command = [
-        "flwr", "run", str(APP_DIR), "--stream",
+        _flwr_executable(), "run", str(APP_DIR), "--stream",
         "--run-config", overrides,
         "--federation-config", federation,
     ]
@@ -57,6 +58,12 @@ def flwr_run(
         return subprocess.run(command, env=env, check=False).returncode
     finally:
         stop_local_superlink(flwr_home)
+
+
+def _flwr_executable() -> str:
+    """The `flwr` of this interpreter's environment, so a venv's lang1-fl works unactivated."""
+    beside = Path(sys.executable).parent / "flwr"
+    return str(beside) if beside.exists() else "flwr"
 
 
 def local_superlink_pids(flwr_home: Path) -> list[int]:

@@ -11,6 +11,7 @@ per-example value is ever put in a reply.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import zlib
 
@@ -23,6 +24,10 @@ from client.progress import show_progress
 from client.run_settings import ClientSettings
 from client.runtime import site_runtime
 from client.site_resolution import resolve_site
+from client.privacy_plan import plan_privacy
+from client.privacy_reply import declined_record, privacy_record, run_name
+from client.private_train import train_steps_private
+from client.site_budget import BudgetExhausted, SiteBudget
 from client.train import train_steps
 from sites.config import SiteConfig
 
@@ -65,32 +70,51 @@ def train(message: Message, context: Context) -> Message:
         raise ExternalSiteCannotTrain(
             f"site {site.name!r} has role `external`: it is evaluated, never trained on"
         )
-    # 2. Load the global adapter into the cached model
+    config = message.content["config"]
+    server_round = int(config["server-round"])
     runtime = site_runtime(site, settings.model)
+    data = runtime.splits["train"]
+    steps = settings.local_steps or site.training.local_steps
+    # 2. A private site charges its budget first, and declines a round it cannot afford
+    charge, plan = None, None
+    if site.is_private:
+        plan = plan_privacy(site, examples=data.size, rounds=settings.num_rounds,
+                            steps_per_round=steps)
+        try:
+            charge = SiteBudget(site, run_name(config, context)).charge(
+                server_round=server_round, plan=plan, steps=steps)
+        except BudgetExhausted as declined:
+            log.warning("%s", declined)
+            return Message(RecordDict({"privacy": declined_record(declined)}), reply_to=message)
+    # 3. Load the global adapter into the cached model and train locally
     load_trainable_state(runtime.model, _arrays(message))
-    # 3. Train locally
-    server_round = int(message.content["config"]["server-round"])
     started = time.perf_counter()
-    result = train_steps(
-        runtime.model,
-        runtime.splits["train"],
-        steps=settings.local_steps or site.training.local_steps,
-        batch_size=site.training.batch_size,
-        optimizer=settings.optimizer,
-        seed=_round_seed(settings, site, server_round),
-    )
-    log.info("site %s, round %d: %d steps, loss %.4f (%.1f s)", site.name, server_round,
-             result.steps, result.loss, time.perf_counter() - started)
-    # 4. Reply: adapter and heads, plus aggregate metrics
+    seed = _round_seed(settings, site, server_round)
+    if charge is None:
+        result = train_steps(runtime.model, data, steps=steps,
+                             batch_size=site.training.batch_size,
+                             optimizer=settings.optimizer, seed=seed)
+    else:
+        result = train_steps_private(
+            runtime.model, data, steps=steps, sample_rate=charge.sample_rate,
+            noise_multiplier=charge.noise_multiplier, max_grad_norm=plan.max_grad_norm,
+            optimizer=settings.optimizer, seed=seed)
+    log.info("site %s, round %d: %d steps%s, loss %.4f (%.1f s)", site.name, server_round,
+             result.steps, f", DP ε = {charge.epsilon:.3f}" if charge else "", result.loss,
+             time.perf_counter() - started)
+    # 4. Reply: adapter and heads, aggregate metrics, and what the round spent
     arrays = ArrayRecord({name: Array(value) for name, value in trainable_state(runtime.model).items()})
     metrics = MetricRecord(
         {
-            "num-examples": runtime.splits["train"].size,
-            "train-loss": float(result.loss),
+            "num-examples": data.size,
+            # The loss is a statistic of the training data that DP-SGD's noise does not cover:
+            # a private site withholds it (NaN keeps the metric keys equal at every site).
+            "train-loss": float(result.loss) if charge is None else math.nan,
             "steps": int(result.steps),
         }
     )
-    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=message)
+    content = {"arrays": arrays, "metrics": metrics, "privacy": privacy_record(charge, plan)}
+    return Message(RecordDict(content), reply_to=message)
 
 
 @app.evaluate()

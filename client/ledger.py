@@ -4,8 +4,9 @@ Each line is one entry in canonical JSON (sorted keys, no spaces), so that its S
 defined. Fields are named as opacus names the quantities, so any DP tool can read them:
 
 - `round` (int, strictly increasing), `site` (str)
-- `mechanism` ("DP-SGD, Poisson-subsampled Gaussian") and `privacy_unit` ("note": one training
-  sequence; a patient with several notes needs group-level reasoning)
+- `mechanism` ("DP-SGD, Poisson-subsampled Gaussian") and `privacy_unit` ("encounter": one row
+  of the site's table — its notes and labels — is what each per-example gradient clips; a patient
+  with several encounters needs group-level reasoning, ε grows with the group size)
 - `sample_rate`, `noise_multiplier`, `max_grad_norm`, `steps` (optimizer steps of this round),
   `delta`, `accountant` ("rdp" or "prv")
 - `epsilon`: the cumulative spend at `delta` after this round, over every round so far
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 MECHANISM = "DP-SGD, Poisson-subsampled Gaussian"
-PRIVACY_UNIT = "note"
+PRIVACY_UNIT = "encounter"
 GENESIS_SHA256 = "0" * 64
 LIBRARIES = ("opacus", "torch", "peft", "flwr")
 

@@ -70,6 +70,8 @@ class ClientSettings:
     optimizer: OptimizerSettings
     local_steps: int
     """Optimizer steps per round; 0 = each site's own `training.local_steps`."""
+    num_rounds: int
+    """Planned federated rounds: a private site spreads its budget over all of them."""
     bootstrap_resamples: int
     seed: int
 
@@ -104,6 +106,7 @@ class ClientSettings:
             model=model,
             optimizer=optimizer,
             local_steps=positive_config_value(config, "local-steps", int, allow_zero=True),
+            num_rounds=positive_config_value(config, "num-server-rounds", int),
             bootstrap_resamples=positive_config_value(config, "bootstrap-resamples", int),
             seed=seed,
         )

@@ -67,6 +67,7 @@ def main(grid: Grid, context: Context) -> None:
         initial_arrays=initial,
         num_rounds=settings.num_rounds,
         timeout=settings.round_timeout,
+        train_config=ConfigRecord({"run-name": settings.run_name}),  # names the sites' ledgers
     )
 
     # 7. The final adapter (loadable by plain peft), metrics and report

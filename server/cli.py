@@ -24,7 +24,9 @@ def _consortium_path(value: str) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Generate missing synthetic sites, run the Flower simulation, point at the report."""
+    from client.site_resolution import ensure_site_data
     from server.flower_run import flwr_run
+    from server.privacy_forecast import forecast, render
     from sites.config import load_consortium
     from sites.dataset import read_site_table
 
@@ -39,6 +41,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"{site.data.path}: site {site.name!r} of {consortium_file} has no data there "
                 "and no `synthetic` block to generate it from"
             )
+        else:
+            ensure_site_data(site, seed=consortium.seed)
+    if any(site.is_private for site in consortium.training_sites):
+        # The privacy forecast, which also stops a δ that is not below 1/n before Flower starts
+        rounds, local_steps = _planned_steps(args)
+        print(render(forecast(consortium, rounds=rounds, local_steps=local_steps)))
     run_name = args.run_name or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     if (runs_dir / run_name).exists():
         raise FileExistsError(f"{runs_dir / run_name}: a run of that name exists; choose another --run-name")
@@ -50,9 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     if args.rounds is not None:
         run_config["num-server-rounds"] = args.rounds
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        run_config[key.strip()] = _parse_value(value.strip())
+    run_config.update(_overrides(args.set))
     status = flwr_run(
         run_config=run_config,
         num_supernodes=len(consortium.sites),
@@ -74,6 +80,28 @@ def _run_outcome(run_dir: Path, flwr_status: int) -> int:
         return 1
     print(f"report: {run_dir / 'report.md'}")
     return 0
+
+
+def _planned_steps(args: argparse.Namespace) -> tuple[int, int]:
+    """Rounds and run-wide local steps (0 = each site's own) the run will use: the app's run
+    config with the command line's overrides."""
+    from client.run_settings import positive_config_value
+    from server.flower_run import default_run_config
+
+    config = {**default_run_config(), **_overrides(args.set)}
+    if args.rounds is not None:
+        config["num-server-rounds"] = args.rounds
+    return (positive_config_value(config, "num-server-rounds", int),
+            positive_config_value(config, "local-steps", int, allow_zero=True))
+
+
+def _overrides(items: list[str] | None) -> dict[str, object]:
+    """`--set key=value` pairs as run-config overrides."""
+    overrides = {}
+    for item in items or []:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = _parse_value(value.strip())
+    return overrides
 
 
 def _parse_value(text: str) -> object:
@@ -108,6 +136,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     from server.report import write_report
 
     print(write_report(args.run_dir))
+    return 0
+
+
+def cmd_privacy_forecast(args: argparse.Namespace) -> int:
+    """Per training site: σ and the ε the planned run will spend, before any note is read."""
+    from client.site_resolution import ensure_site_data
+    from server.privacy_forecast import forecast, render
+    from sites.config import load_consortium
+
+    consortium = load_consortium(_consortium_path(args.consortium), data_root=args.data_dir.resolve())
+    rounds, local_steps = _planned_steps(args)
+    for site in consortium.training_sites:  # synthetic sites are made as a run would make them
+        ensure_site_data(site, seed=consortium.seed)
+    print(render(forecast(consortium, rounds=rounds, local_steps=local_steps)))
     return 0
 
 
@@ -166,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--head", default=None, metavar="SHA256",
                         help="the last entry's hash as the site reported it (catches truncation)")
     verify.set_defaults(handler=cmd_privacy_verify)
+    forecast = privacy.add_parser(
+        "forecast", help="print each training site's noise multiplier and the epsilon the planned "
+        "run will spend (reads only the split column of each table)"
+    )
+    forecast.add_argument("consortium", nargs="?", default="default")
+    forecast.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    forecast.add_argument("--rounds", type=int, help="number of federated rounds (default: the app's)")
+    forecast.add_argument("--set", action="append", metavar="KEY=VALUE",
+                          help="run-config override, as for `lang1-fl run` (e.g. local-steps=20)")
+    forecast.set_defaults(handler=cmd_privacy_forecast)
 
     report = commands.add_parser("report", help="(re)write report.md from a run's metrics.json")
     report.add_argument("run_dir", type=Path)
@@ -177,12 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from client.run_settings import InvalidRunConfig
     from sites.config import InvalidSiteConfig
     from sites.dataset import InvalidSiteData
 
     try:
         return args.handler(args)
-    except (InvalidSiteConfig, InvalidSiteData, FileNotFoundError, FileExistsError) as error:
+    except (InvalidSiteConfig, InvalidSiteData, InvalidRunConfig, FileNotFoundError,
+            FileExistsError) as error:
         print(f"lang1-fl: {error}", file=sys.stderr)
         return 2
 

@@ -22,6 +22,17 @@ APP_DIR = Path(__file__).resolve().parent.parent
 """The project root: where `pyproject.toml` declares the Flower app."""
 
 
+def default_run_config() -> dict[str, object]:
+    """The app's `[tool.flwr.app.config]`: the values a run uses unless overridden."""
+    import tomllib
+
+    pyproject = APP_DIR / "pyproject.toml"
+    if not pyproject.exists():
+        raise FileNotFoundError(f"{pyproject} not found: lang1-fl needs its source checkout "
+                                "(pip install -e .), where the Flower app is declared")
+    return dict(tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["config"])
+
+
 def toml_value(value: object) -> str:
     """A run-config override value as TOML: strings quoted, numbers and booleans bare."""
     if isinstance(value, bool):

@@ -39,6 +39,41 @@ def nest_site_metrics(flat: dict[str, float], tasks: tuple[str, ...]) -> dict:
     return nested
 
 
+def _clean_values(values: dict) -> dict:
+    return {k: _clean(v) if isinstance(v, float) else v for k, v in values.items()}
+
+
+def privacy_summary(consortium: ConsortiumConfig, run_log: RunLog) -> dict:
+    """Per training site: its declared budget and what it reported spending, round by round.
+
+    Sites without an enabled `privacy` block appear with `dp: false`, so a reviewer sees them.
+    """
+    sites = {}
+    for site in consortium.training_sites:
+        reported = {r: per_site[site.name] for r, per_site in sorted(run_log.privacy.items())
+                    if site.name in per_site}
+        last = reported[max(reported)] if reported else {}
+        entry: dict = {"dp": site.is_private}
+        if site.is_private:
+            entry.update({
+                "target_epsilon": site.privacy.target_epsilon,
+                "delta": site.privacy.delta,
+                "max_grad_norm": site.privacy.max_grad_norm,
+                "accountant": site.privacy.accountant,
+                "epsilon": last.get("epsilon", 0.0),
+                "noise_multiplier": next((v["noise-multiplier"] for v in reported.values()
+                                          if "noise-multiplier" in v), None),
+                "sample_rate": next((v["sample-rate"] for v in reported.values()
+                                     if "sample-rate" in v), None),
+                "ledger_head": next((v["ledger-head"] for v in reversed(reported.values())
+                                     if "ledger-head" in v), None),
+                "epsilon_per_round": {str(r): v.get("epsilon") for r, v in reported.items()},
+            })
+        entry["declined_rounds"] = sorted(r for r, d in run_log.declined.items() if site.name in d)
+        sites[site.name] = entry
+    return {"sites": sites, "client_level": None}
+
+
 def base_model_bytes(model: torch.nn.Module) -> int:
     """Size of the frozen base weights: what a site would send without LoRA."""
     return sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
@@ -68,6 +103,7 @@ def build_metrics(
     return {
         "run": {
             "outcome": outcome,
+            "run_name": settings.run_name,
             "consortium": consortium.name,
             "consortium_file": str(consortium.source),
             "strategy": settings.strategy,
@@ -95,13 +131,17 @@ def build_metrics(
                     site: nest_site_metrics(values, tasks)
                     for site, values in run_log.evaluation.get(r, {}).items()
                 },
-                "training": run_log.training.get(r, {}),
+                "training": {site: _clean_values(values)
+                             for site, values in run_log.training.get(r, {}).items()},
+                "privacy": run_log.privacy.get(r, {}),
+                "declined": run_log.declined.get(r, {}),
                 "failures": run_log.failures.get(r, []),
                 "skipped": r in run_log.skipped_rounds,
             }
             for r in rounds
         ],
         "upload": _upload_summary(run_log, base_model_bytes(model)),
+        "privacy": privacy_summary(consortium, run_log),
     }
 
 

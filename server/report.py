@@ -4,6 +4,9 @@ Written for a consortium coordinator who never opens JSON: one table per task wi
 the external health system marked — its AUROC before training (round 0) and after the last round
 with the 95 % bootstrap interval, the oracle AUROC (the ceiling the synthetic generator knows), and
 the share of the round-0-to-oracle gap that federated training closed.
+
+A privacy section follows for a privacy reviewer (`server.privacy_report`): per-site budget and
+spend, how to verify each site's ledger, and what the DP guarantee does and does not cover.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from server.privacy_report import FIGURE as PRIVACY_FIGURE
+from server.privacy_report import plot_privacy, render_privacy_section
 from sites.tasks import TASKS
 
 
@@ -100,12 +105,16 @@ def _headline_table(metrics: dict) -> list[str]:
     return lines
 
 
+def _loss(value: float | None) -> str:
+    return "withheld (DP)" if value is None else f"{value:.4f}"
+
+
 def _training_table(metrics: dict) -> list[str]:
     lines = ["| round | site | loss | steps | train examples | upload bytes |", "|---:|---|---:|---:|---:|---:|"]
     for entry in metrics["rounds"]:
         for site, values in entry["training"].items():
             lines.append(
-                f"| {entry['round']} | {site} | {values['train-loss']:.4f} | {int(values['steps'])} "
+                f"| {entry['round']} | {site} | {_loss(values['train-loss'])} | {int(values['steps'])} "
                 f"| {int(values['num-examples'])} | {int(values['upload-bytes']):,} |"
             )
     return lines
@@ -120,7 +129,7 @@ def _problems(metrics: dict) -> list[str]:
     return lines or ["- None: every site replied in every round."]
 
 
-def render_markdown(metrics: dict, figure: str | None) -> str:
+def render_markdown(metrics: dict, figure: str | None, privacy_figure: str | None = None) -> str:
     run, upload = metrics["run"], metrics["upload"]
     lines = [
         f"# lang1-fl run — consortium `{run['consortium']}`",
@@ -158,9 +167,9 @@ def render_markdown(metrics: dict, figure: str | None) -> str:
         f"{_fmt(100 * upload['ratio_to_base_model'], 2)} % of the base model's "
         f"{upload['base_model_bytes']:,} bytes. Evaluation replies carry aggregate metrics only.",
         "",
-        "## Missing sites and skipped rounds",
-        "",
     ]
+    lines += render_privacy_section(metrics, privacy_figure)
+    lines += ["## Missing sites and skipped rounds", ""]
     lines += _problems(metrics) + [""]
     return "\n".join(lines)
 
@@ -196,10 +205,12 @@ def plot_rounds(metrics: dict, path: Path) -> None:
 
 
 def write_report(run_dir: Path, metrics_path: Path | None = None) -> Path:
-    """Write `report.md` and `auroc_per_round.png` beside `metrics.json`; return the report path."""
+    """Write `report.md`, `auroc_per_round.png` and (when a site used DP) `privacy_per_round.png`
+    beside `metrics.json`; return the report path."""
     metrics = json.loads((metrics_path or run_dir / "metrics.json").read_text())
     figure = "auroc_per_round.png"
     plot_rounds(metrics, run_dir / figure)
+    privacy_figure = PRIVACY_FIGURE if plot_privacy(metrics, run_dir / PRIVACY_FIGURE) else None
     path = run_dir / "report.md"
-    path.write_text(render_markdown(metrics, figure))
+    path.write_text(render_markdown(metrics, figure, privacy_figure))
     return path

@@ -52,12 +52,13 @@ class ServerSettings:
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, object]) -> ServerSettings:
+        client = ClientSettings.from_run_config(config)
         return cls(
-            client=ClientSettings.from_run_config(config),
+            client=client,
             runs_dir=Path(config_value(config, "runs-dir", str)).expanduser().resolve(),
             run_name=str(config.get("run-name", ""))
             or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"),
-            num_rounds=positive_config_value(config, "num-server-rounds", int),
+            num_rounds=client.num_rounds,
             strategy=config_value(config, "strategy", str),
             min_train_sites=positive_config_value(config, "min-train-sites", int),
             round_timeout=positive_config_value(config, "round-timeout", float),

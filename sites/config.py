@@ -25,6 +25,7 @@ from sites.tasks import TASK_NAMES, TASKS
 
 Role = Literal["train", "external"]
 TableFormat = Literal["parquet", "jsonl", "csv"]
+AccountantName = Literal["rdp", "prv"]
 
 DEFAULT_CONSORTIUM: Path = Path(__file__).resolve().parent / "consortia" / "default.yaml"
 """The consortium shipped with the package: four training hospitals and one external system."""
@@ -50,6 +51,10 @@ class _FieldError(InvalidSiteConfig):
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _require(ok: bool, key: str, value: object, expected: str) -> None:
@@ -103,6 +108,42 @@ class EvaluationSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """A training site's differential-privacy budget for one run (DP-SGD with opacus).
+
+    The site spends at most `target_epsilon` at `delta` over the whole planned run: the client
+    derives one noise multiplier from it for rounds × local steps at its Poisson sampling rate.
+    `delta` must also be below 1/n for the site's n training encounters, which only the data
+    can tell: that check happens when the table is read (`client.privacy_plan`).
+    """
+
+    target_epsilon: float
+    """ε the whole run may spend at this site (its budget)."""
+    delta: float
+    """δ of the (ε, δ) guarantee; below 1/n for n training encounters."""
+    max_grad_norm: float
+    """Per-encounter gradient clipping norm C (opacus `max_grad_norm`)."""
+    accountant: AccountantName = "rdp"
+    """opacus accountant that tracks the spend: `rdp` (default) or `prv`."""
+    enabled: bool = True
+    """`false` trains without DP: the site's reports say so loudly."""
+    ledger_dir: Path | None = None
+    """Folder of the site's privacy ledgers, one file per run (the loader defaults it to a
+    `privacy-ledger` folder beside the data table)."""
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.enabled, bool), "enabled", self.enabled, "true or false")
+        _require(_is_number(self.target_epsilon) and 0 < self.target_epsilon < float("inf"),
+                 "target_epsilon", self.target_epsilon, "a finite number > 0")
+        _require(_is_number(self.delta) and 0 < self.delta < 1, "delta", self.delta,
+                 "a number with 0 < delta < 1 (and below 1/n for n training encounters)")
+        _require(_is_number(self.max_grad_norm) and 0 < self.max_grad_norm < float("inf"),
+                 "max_grad_norm", self.max_grad_norm, "a finite number > 0 (the clipping norm)")
+        _require(self.accountant in get_args(AccountantName), "accountant", self.accountant,
+                 "'rdp' or 'prv'")
+
+
+@dataclass(frozen=True)
 class SyntheticSpec:
     """How `lang1-fl sites generate` makes this site's table: a profile and a size."""
 
@@ -137,6 +178,8 @@ class SiteConfig:
     """`auto` (cuda when available, else cpu), `cpu`, `cuda` or `cuda:N`."""
     synthetic: SyntheticSpec | None = None
     """Set for simulated sites: how to generate the table when it is missing."""
+    privacy: PrivacySettings | None = None
+    """The site's DP budget; None (no `privacy` block) trains without differential privacy."""
     source: Path | None = None
     """The YAML file this site was read from (None when built in code)."""
 
@@ -160,6 +203,11 @@ class SiteConfig:
     @property
     def is_external(self) -> bool:
         return self.role == "external"
+
+    @property
+    def is_private(self) -> bool:
+        """True when the site trains with DP-SGD."""
+        return self.privacy is not None and self.privacy.enabled
 
 
 @dataclass(frozen=True)
@@ -264,22 +312,25 @@ def _consortium_site(entry: object, index: int, *, file: Path,
 
 
 def _site(raw: object, *, file: Path, key: str, data_base: Path) -> SiteConfig:
-    site_keys = ("name", "role", "data", "tasks", "training", "evaluation", "device", "synthetic")
+    site_keys = ("name", "role", "data", "tasks", "training", "evaluation", "device", "synthetic",
+                 "privacy")
     _check_keys(raw, site_keys, file=file, key=key)
     assert isinstance(raw, dict)
     tasks = _get(raw, "tasks", file=file, key=key, expected="a list of task names")
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
         raise InvalidSiteConfig(f"{_display(file)}: `{_join(key, 'tasks')}` is {tasks!r}; expected "
                                 f"a list of task names from {', '.join(TASK_NAMES)}")
+    data = _data(raw, file=file, key=key, base=data_base)
     fields = {
         "name": _get(raw, "name", file=file, key=key, expected="the site's name"),
         "role": _get(raw, "role", file=file, key=key, expected="'train' or 'external'"),
-        "data": _data(raw, file=file, key=key, base=data_base),
+        "data": data,
         "tasks": tuple(tasks),
         "training": _section(raw, "training", TrainingSettings, file=file, key=key),
         "evaluation": _section(raw, "evaluation", EvaluationSettings, file=file, key=key),
         "device": raw.get("device", "auto"),
         "synthetic": _section(raw, "synthetic", SyntheticSpec, file=file, key=key),
+        "privacy": _privacy(raw, file=file, key=key, base=data_base, data=data),
         "source": file,
     }
     with _located(file, key):
@@ -302,6 +353,32 @@ def _data(raw: dict, *, file: Path, key: str, base: Path) -> DataSource:
             "expected 'parquet', 'jsonl' or 'csv'")
     with _located(file, key):
         return DataSource(path=resolved, format=fmt)
+
+
+def _privacy(raw: dict, *, file: Path, key: str, base: Path,
+             data: DataSource) -> PrivacySettings | None:
+    """The optional `privacy` block; every budget field is required when it is present."""
+    if "privacy" not in raw:
+        return None
+    value, key = raw["privacy"], _join(key, "privacy")
+    allowed = tuple(PrivacySettings.__dataclass_fields__)
+    _check_keys(value, allowed, file=file, key=key)
+    assert isinstance(value, dict)
+    for field, expected in (("target_epsilon", "the ε budget of the run, a number > 0"),
+                            ("delta", "δ, a number below 1/n for n training encounters"),
+                            ("max_grad_norm", "the clipping norm, a number > 0")):
+        _get(value, field, file=file, key=key, expected=expected)
+    ledger = value.get("ledger_dir")
+    if ledger is None:
+        ledger_dir = data.path.parent / "privacy-ledger"
+    elif isinstance(ledger, str) and ledger.strip():
+        ledger_dir = Path(ledger).expanduser()
+        ledger_dir = (ledger_dir if ledger_dir.is_absolute() else base / ledger_dir).resolve()
+    else:
+        raise InvalidSiteConfig(f"{_display(file)}: `{key}.ledger_dir` is {ledger!r}; expected a "
+                                "folder path")
+    with _located(file, key):
+        return PrivacySettings(**{**value, "ledger_dir": ledger_dir})
 
 
 def _section(raw: dict, name: str, cls: type, *, file: Path, key: str):

@@ -44,6 +44,28 @@ def read_site_table(site: SiteConfig) -> pd.DataFrame:
     return validate_site_table(table, tasks=site.tasks, file=site.data.path)
 
 
+def count_training_encounters(site: SiteConfig) -> int:
+    """Rows of the table in the `train` split, reading the split column only (no note text):
+    what a privacy forecast needs before any data is touched."""
+    source = site.data
+    if not source.path.is_file():
+        raise InvalidSiteData(
+            f"{source.path}: does not exist; expected the encounter table of site {site.name!r} "
+            "(`lang1-fl sites generate` writes synthetic ones)")
+    try:
+        if source.format == "parquet":
+            splits = pd.read_parquet(source.path, columns=[SPLIT_COLUMN])[SPLIT_COLUMN]
+        elif source.format == "csv":
+            splits = pd.read_csv(source.path, usecols=[SPLIT_COLUMN], dtype=str)[SPLIT_COLUMN]
+        else:
+            splits = pd.read_json(source.path, lines=True, dtype=False)[SPLIT_COLUMN]
+    except (KeyError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InvalidSiteData(f"{source.path}: no readable `{SPLIT_COLUMN}` column ({reason}); "
+                              "expected an encounter table with a split per row") from None
+    return int((splits == "train").sum())
+
+
 def validate_site_table(df: pd.DataFrame, *, tasks: Sequence[str],
                         file: Path | str) -> pd.DataFrame:
     """A validated copy of `df`; raises `InvalidSiteData` naming `file`, row and column."""

@@ -5,8 +5,9 @@ hook calls the Flower implementation and only filters its input or records its o
 aggregation rule itself stays Flower's (or the specific strategy's).
 
 - `configure_train` drops messages to non-training sites: the external system is never trained.
-- `aggregate_train` records each site's upload (bytes, tensors) and loss, and skips the round —
-  keeping the previous global adapter — when fewer than `min_train_sites` replied.
+- `aggregate_train` records each site's upload (bytes, tensors), loss and privacy spend, sets aside
+  the replies of sites that declined the round (out of privacy budget: no tensors), and skips the
+  round — keeping the previous global adapter — when fewer than `min_train_sites` trained.
 - `aggregate_evaluate` keeps each site's metrics under its name: Flower's aggregate is a weighted
   mean across sites, which hides exactly the per-site, out-of-distribution numbers we report.
 """
@@ -34,6 +35,10 @@ class RunLog:
     """round -> site -> metric name -> value (round 0 = the untrained model)."""
     training: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     """round -> site -> {"train-loss", "num-examples", "steps", "upload-bytes", "upload-tensors"}."""
+    privacy: dict[int, dict[str, dict[str, object]]] = field(default_factory=dict)
+    """round -> site -> the `privacy` record the site sent (ε so far, δ, σ, q, ledger head...)."""
+    declined: dict[int, dict[str, str]] = field(default_factory=dict)
+    """round -> site -> why the site declined to train (its privacy budget would be exceeded)."""
     failures: dict[int, list[str]] = field(default_factory=dict)
     """round -> descriptions of sites that replied with an error or not at all."""
     skipped_rounds: list[int] = field(default_factory=list)
@@ -87,24 +92,35 @@ class SiteAware:
         replies = list(replies)
         self._record_failures(server_round, replies, set(self.roster.training_node_ids))
         valid = [m for m in replies if not m.has_error()]
+        trained = [m for m in valid if "arrays" in m.content]
         per_site = self.run_log.training.setdefault(server_round, {})
         for message in valid:
             site = self.roster.by_node(message.metadata.src_node_id).name
+            if "privacy" in message.content:
+                privacy = dict(message.content["privacy"])
+                self.run_log.privacy.setdefault(server_round, {})[site] = privacy
+                if privacy.get("declined"):
+                    self.run_log.declined.setdefault(server_round, {})[site] = str(privacy["declined"])
+                    log.warning("round %d: %s", server_round, privacy["declined"])
+            if "arrays" not in message.content:
+                continue
             record = message.content["arrays"]
             per_site[site] = {
                 **{k: float(v) for k, v in message.content["metrics"].items()},
                 "upload-bytes": float(arrayrecord_bytes(record)),
                 "upload-tensors": float(len(record)),
             }
-        if len(valid) < self.min_train_sites:
+        if len(trained) < self.min_train_sites:
             log.warning(
-                "round %d: %d training sites replied, fewer than `min-train-sites`=%d; the round "
+                "round %d: %d training sites trained, fewer than `min-train-sites`=%d; the round "
                 "is skipped and the global adapter kept",
-                server_round, len(valid), self.min_train_sites,
+                server_round, len(trained), self.min_train_sites,
             )
             self.run_log.skipped_rounds.append(server_round)
             return None, None
-        return super().aggregate_train(server_round, replies)
+        # Declined replies carry no tensors: only errors and trained replies go to the rule.
+        return super().aggregate_train(
+            server_round, [m for m in replies if m.has_error() or "arrays" in m.content])
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)

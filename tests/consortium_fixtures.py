@@ -24,8 +24,10 @@ def write_small_consortium(
         ("external_system", "external"),
     ),
     tasks: tuple[str, ...] = TASK_NAMES,
+    privacy: dict | None = None,
 ) -> Path:
-    """A consortium YAML of synthetic sites (one per profile) in `directory`; returns its path."""
+    """A consortium YAML of synthetic sites (one per profile) in `directory`; returns its path.
+    `privacy`, when given, is the `privacy` block of every training site."""
     sites = [
         {
             "name": profile.replace("_", "-"),
@@ -36,6 +38,7 @@ def write_small_consortium(
             "evaluation": {"batch_size": 64, "max_examples": 0},
             "device": "cpu",
             "synthetic": {"profile": profile, "encounters": encounters},
+            **({"privacy": privacy} if privacy and role == "train" else {}),
         }
         for profile, role in profiles
     ]

@@ -69,7 +69,8 @@ def test_train_reply_carries_only_adapter_heads_and_aggregates(federation):
     run_config, settings, arrays = federation
     reply = _send(run_config, 0, MessageType.TRAIN, arrays)
     assert not reply.has_error(), reply.error
-    assert set(reply.content.keys()) == {"arrays", "metrics"}
+    assert set(reply.content.keys()) == {"arrays", "metrics", "privacy"}
+    assert dict(reply.content["privacy"]) == {"dp": False, "declined": ""}  # no DP: said so
     sent = reply.content["arrays"]
     # Exactly the tensors the server sent: same names, shapes and dtype; all adapter or head.
     assert list(sent.keys()) == list(arrays.keys())

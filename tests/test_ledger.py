@@ -84,7 +84,7 @@ def test_entries_carry_every_field_and_chain(genuine: Path):
     assert entries[2]["prev_sha256"] == entry_sha256(entries[1])
     assert all(e["entry_sha256"] == seal_sha256(e) for e in entries)
     assert entries[0]["mechanism"] == "DP-SGD, Poisson-subsampled Gaussian"
-    assert entries[0]["privacy_unit"] == "note"
+    assert entries[0]["privacy_unit"] == "encounter"
     assert set(entries[0]["library_versions"]) == {"opacus", "torch", "peft", "flwr"}
     assert entries[0]["epsilon"] < entries[1]["epsilon"] < entries[2]["epsilon"] <= 3.0
     assert _lines(genuine) == [canonical_line(e) for e in entries]  # file lines are canonical

@@ -83,6 +83,34 @@ def test_round_with_too_few_training_sites_is_skipped_not_averaged():
     assert any(f.endswith("no reply") for f in failures)
 
 
+def test_a_site_that_declines_for_its_budget_is_recorded_and_left_out_of_the_average():
+    strategy = build_strategy("fedavg", roster=ROSTER, min_train_sites=2)
+    grid = FakeGrid(ROSTER.node_ids)
+    requests = {r.metadata.dst_node_id: r
+                for r in strategy.configure_train(2, _arrays(0.0), ConfigRecord(), grid)}
+    privacy = {"dp": True, "epsilon": 3.5, "delta": 1e-5, "declined": ""}
+    replies = []
+    for node, value in ((11, 1.0), (12, 3.0)):
+        reply = _train_reply(requests[node], value, 100)
+        reply.content["privacy"] = ConfigRecord(privacy)
+        replies.append(reply)
+    reason = "site 'surgical' declines round 2: its 35 steps would bring ε to 9.1"
+    replies.append(Message(RecordDict({"privacy": ConfigRecord(
+        {**privacy, "epsilon": 7.9, "declined": reason})}), reply_to=requests[13]))
+    arrays, _ = strategy.aggregate_train(2, replies)
+    np.testing.assert_allclose(arrays["adapter.lora_A"].numpy(), 2.0)  # surgical not averaged
+    assert strategy.run_log.declined == {2: {"surgical": reason}}
+    assert set(strategy.run_log.training[2]) == {"academic", "community"}
+    assert strategy.run_log.privacy[2]["surgical"]["epsilon"] == 7.9
+    assert strategy.run_log.privacy[2]["academic"]["epsilon"] == 3.5
+    assert 2 not in strategy.run_log.failures  # declining is an answer, not a failure
+
+    # When declines leave fewer trained sites than the quorum, the round is skipped.
+    replies = replies[:1] + replies[2:]
+    assert strategy.aggregate_train(3, replies) == (None, None)
+    assert strategy.run_log.skipped_rounds == [3]
+
+
 def test_evaluation_is_kept_per_site_under_its_name():
     strategy = build_strategy("fedavg", roster=ROSTER, min_train_sites=1)
     grid = FakeGrid(ROSTER.node_ids)

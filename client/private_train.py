@@ -1,0 +1,119 @@
+"""One round of DP-SGD at a site: opacus per-encounter clipping and noise, Poisson batches.
+
+The same joint loss and optimizer as `client.train`, with opacus's pieces put around them: a
+`GradSampleModule` computes per-encounter gradients of the LoRA and head parameters (frozen base
+weights get none), `DPOptimizer` clips each to `max_grad_norm`, sums them, adds Gaussian noise of
+std σ·C and divides by the expected batch size, and `UniformWithReplacementSampler` draws each batch
+by Poisson sampling, which is what the accountant assumes. The privacy unit is the encounter: one
+row of the table, its notes and its labels, clipped together.
+
+Sampling and noise come from a generator seeded from the operating system, never from the run's
+public seed: whoever knows the noise can subtract it, and whoever knows the batches loses the
+amplification by subsampling. Only dropout, which protects nothing, follows the run seed.
+
+The base model is cached across rounds, so opacus's hooks are taken off again when the round ends
+(`to_standard_module`): a module wrapped twice fails, and evaluation must run without hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Literal
+
+import torch
+from opacus import GradSampleModule
+from opacus.optimizers import DPOptimizer
+from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+from .data import EncodedSplit
+from .model import MultiTaskModel
+from .train import OptimizerSettings, TrainResult, joint_loss, make_optimizer
+
+log = logging.getLogger(__name__)
+
+GradSampleMode = Literal["hooks", "functorch"]
+GRAD_SAMPLE_MODES: tuple[str, ...] = ("hooks", "functorch")
+"""opacus per-sample gradient modes this loop supports; `hooks` is the default (fastest measured
+with LoRA on CPU, see bench/privacy.py)."""
+
+
+def secret_generator(seed: int | None = None) -> torch.Generator:
+    """A generator for noise and sampling: OS entropy unless a test passes `seed` explicitly."""
+    return torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
+
+
+def train_steps_private(
+    model: MultiTaskModel,
+    data: EncodedSplit,
+    *,
+    steps: int,
+    sample_rate: float,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    optimizer: OptimizerSettings,
+    seed: int,
+    grad_sample_mode: GradSampleMode = "hooks",
+    noise_seed: int | None = None,
+) -> TrainResult:
+    """Run `steps` DP-SGD steps of the joint loss; the model is left without opacus hooks.
+
+    `seed` drives dropout only. `noise_seed` fixes noise and sampling and exists for tests and
+    benchmarks: a real site leaves it None.
+    """
+    tasks = model.tasks
+    missing = [t for t in tasks if t not in data.labels]
+    if missing:
+        raise KeyError(f"training data has no labels for task `{missing[0]}`; expected {tasks}")
+    if steps < 1:
+        raise ValueError(f"`steps` is {steps}; expected >= 1")
+    if data.size == 0:
+        raise ValueError("the training split is empty; expected at least one example")
+    if not 0 < sample_rate <= 1:
+        raise ValueError(f"`sample_rate` is {sample_rate}; expected 0 < sample_rate <= 1")
+    if grad_sample_mode not in GRAD_SAMPLE_MODES:
+        raise ValueError(f"`grad_sample_mode` is {grad_sample_mode!r}; expected one of "
+                         f"{list(GRAD_SAMPLE_MODES)}")
+    device = next(model.heads.parameters()).device
+    generator = secret_generator(noise_seed)
+    # Train mode before wrapping: opacus records no activations in eval mode.
+    model.train()
+    wrapped = GradSampleModule(model, batch_first=True, loss_reduction="mean",
+                               force_functorch=grad_sample_mode == "functorch")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    total, examples = 0.0, 0
+    try:
+        dp_optimizer = DPOptimizer(
+            make_optimizer(model, optimizer),
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            expected_batch_size=max(1, round(sample_rate * data.size)),
+            loss_reduction="mean",
+            generator=generator,
+        )
+        sampler = UniformWithReplacementSampler(
+            num_samples=data.size, sample_rate=sample_rate, generator=generator, steps=steps
+        )
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)  # dropout masks only
+            for batch in sampler:
+                dp_optimizer.zero_grad(set_to_none=True)
+                index = torch.as_tensor(batch, dtype=torch.long)
+                if len(index) == 0:
+                    # An empty Poisson batch still takes a step (the accountant counts it): the
+                    # update is pure noise. opacus clips an empty stack of per-sample gradients.
+                    for p in trainable:
+                        p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
+                else:
+                    loss = joint_loss(model, data, index, tasks)
+                    loss.backward()
+                    total += float(loss.detach())
+                dp_optimizer.step()
+                examples += len(index)
+    finally:
+        wrapped.to_standard_module()
+        for p in trainable:
+            p.grad = None
+    log.debug("DP-SGD: %d steps, σ=%.4f, C=%.3g, q=%.4g", steps, noise_multiplier, max_grad_norm,
+              sample_rate)
+    return TrainResult(loss=total / steps, steps=steps, examples=examples)

@@ -1,0 +1,92 @@
+"""`lang1-fl privacy forecast` and the privacy block of a site YAML."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from client.privacy_plan import plan_privacy
+from server.cli import main as lang1_fl
+from server.privacy_forecast import forecast
+from sites.config import InvalidSiteConfig, load_consortium
+from sites.dataset import count_training_encounters, read_site_table
+from tests.consortium_fixtures import write_small_consortium
+
+PRIVACY = {"target_epsilon": 3.0, "delta": 1e-4, "max_grad_norm": 0.5}
+
+
+def test_forecast_prints_noise_and_planned_epsilon_per_training_site(tmp_path, capsys):
+    consortium = write_small_consortium(tmp_path, encounters=200, local_steps=5, privacy=PRIVACY)
+    data = tmp_path / "data"
+    assert lang1_fl(["privacy", "forecast", str(consortium), "--data-dir", str(data),
+                     "--rounds", "4"]) == 0
+    out = capsys.readouterr().out
+    config = load_consortium(consortium, data_root=data)
+    rows = forecast(config, rounds=4, local_steps=0)
+    assert [r.site for r in rows] == ["academic", "community"]  # the external site never trains
+    for row in rows:
+        n = int((read_site_table(config.site(row.site))["split"] == "train").sum())
+        assert row.examples == n == count_training_encounters(config.site(row.site))
+        assert row.plan.sample_rate == pytest.approx(16 / n)
+        assert row.plan.total_steps == 20
+        assert 0.999 * 3.0 <= row.plan.planned_epsilon <= 3.0
+        line = next(line for line in out.splitlines() if line.startswith(row.site))
+        assert f"{row.plan.noise_multiplier:.4f}" in line and "4×5" in line
+        assert f"{row.plan.planned_epsilon:.3f}" in line
+
+
+def test_forecast_marks_a_site_without_dp(tmp_path, capsys):
+    consortium = write_small_consortium(tmp_path, encounters=100)
+    assert lang1_fl(["privacy", "forecast", str(consortium), "--data-dir",
+                     str(tmp_path / "data")]) == 0
+    assert "∞ (no DP)" in capsys.readouterr().out
+
+
+def test_forecast_refuses_a_delta_not_below_one_over_n(tmp_path, capsys):
+    consortium = write_small_consortium(tmp_path, encounters=100,
+                                        privacy={**PRIVACY, "delta": 0.02})
+    assert lang1_fl(["privacy", "forecast", str(consortium), "--data-dir",
+                     str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "`privacy.delta` of site 'academic' is 0.02; expected below 1/n" in err
+
+
+def test_plan_uses_all_of_a_small_site_when_the_batch_is_larger(tmp_path):
+    consortium = write_small_consortium(tmp_path, encounters=20, privacy=PRIVACY)
+    site = load_consortium(consortium, data_root=tmp_path / "data").sites[0]
+    plan = plan_privacy(site, examples=10, rounds=1, steps_per_round=3)
+    assert plan.sample_rate == 1.0 and plan.batch_size == 10
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"delta": 1.5}, "`sites[0].privacy.delta` is 1.5; expected a number with 0 < delta < 1"),
+    ({"target_epsilon": 0}, "`sites[0].privacy.target_epsilon` is 0; expected a finite number > 0"),
+    ({"target_epsilon": -1.0}, "`sites[0].privacy.target_epsilon` is -1.0; expected a finite"),
+    ({"max_grad_norm": None}, "`sites[0].privacy.max_grad_norm` is missing; expected the clipping"),
+    ({"accountant": "gdp"}, "`sites[0].privacy.accountant` is 'gdp'; expected 'rdp' or 'prv'"),
+    ({"enabled": "yes"}, "`sites[0].privacy.enabled` is 'yes'; expected true or false"),
+    ({"epsilon": 3}, "`sites[0].privacy.epsilon` is not a known key; expected one of"),
+])
+def test_invalid_privacy_blocks_are_named(tmp_path, change, message):
+    privacy = {k: v for k, v in {**PRIVACY, **change}.items() if v is not None}
+    consortium = write_small_consortium(tmp_path, privacy=privacy)
+    with pytest.raises(InvalidSiteConfig) as error:
+        load_consortium(consortium)
+    assert message in str(error.value)
+    assert str(error.value).startswith("consortium.yaml: ") or "consortium.yaml" in str(error.value)
+
+
+def test_privacy_block_defaults_and_ledger_folder(tmp_path):
+    consortium = write_small_consortium(tmp_path, privacy=PRIVACY)
+    config = load_consortium(consortium, data_root=tmp_path / "data")
+    academic, external = config.sites[0], config.sites[2]
+    assert academic.is_private and academic.privacy.accountant == "rdp"
+    assert academic.privacy.ledger_dir == (tmp_path / "data" / "academic" / "privacy-ledger")
+    assert not external.is_private  # never trains, so it has no budget to spend
+    raw = yaml.safe_load(consortium.read_text())
+    raw["sites"][0]["privacy"]["enabled"] = False
+    raw["sites"][0]["privacy"]["ledger_dir"] = "ledgers/academic"
+    consortium.write_text(yaml.safe_dump(raw))
+    site = load_consortium(consortium, data_root=tmp_path / "data").sites[0]
+    assert not site.is_private
+    assert site.privacy.ledger_dir == tmp_path / "data" / "ledgers" / "academic"

@@ -54,7 +54,8 @@ def main(grid: Grid, context: Context) -> None:
 
     # 4. The strategy, told which sites may train
     strategy = build_strategy(
-        settings.strategy, roster=roster, min_train_sites=settings.min_train_sites
+        settings.strategy, roster=roster, min_train_sites=settings.min_train_sites,
+        client_dp=settings.client_dp,  # used by `dp-fedavg` only
     )
 
     # 5. Round 0: the untrained model, evaluated at every site
@@ -89,6 +90,7 @@ def main(grid: Grid, context: Context) -> None:
     log.info("report: %s", report_path)
     if not trained:  # `flwr run` exits 0 either way: `lang1-fl run` reads the outcome instead
         raise RuntimeError(
-            f"no round trained: each had fewer than `min-train-sites`={settings.min_train_sites} "
-            f"training replies; the failures are listed in {report_path}"
+            f"no round trained: every round had fewer trained sites than strategy "
+            f"{settings.strategy!r} requires (`min-train-sites`={settings.min_train_sites}; "
+            f"`dp-fedavg` needs all); failures and declined rounds are listed in {report_path}"
         )

@@ -24,6 +24,7 @@ def _consortium_path(value: str) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Generate missing synthetic sites, run the Flower simulation, point at the report."""
+    from client.site_budget import ledger_path
     from client.site_resolution import ensure_site_data
     from server.flower_run import flwr_run
     from server.privacy_forecast import forecast, render
@@ -50,6 +51,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_name = args.run_name or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     if (runs_dir / run_name).exists():
         raise FileExistsError(f"{runs_dir / run_name}: a run of that name exists; choose another --run-name")
+    for site in consortium.training_sites:  # a run name is also a budget: never reuse one
+        if site.is_private and ledger_path(site, run_name).exists():
+            raise FileExistsError(
+                f"{ledger_path(site, run_name)}: site {site.name!r} already has a privacy ledger "
+                f"for run {run_name!r}, whose budget it spent; choose another --run-name")
     run_config: dict[str, object] = {
         "consortium": str(consortium_file),
         "data-dir": str(data_dir),
@@ -128,8 +134,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     from sites.cli import summarize
     from sites.config import load_site
 
-    print(summarize(load_site(args.site, data_root=args.data_dir)))
+    site = load_site(args.site, data_root=args.data_dir)
+    print(summarize(site))
+    print(_privacy_summary(site))
     return 0
+
+
+def _privacy_summary(site) -> str:
+    """The site's DP budget as Hospital IT declared it, with δ checked against its data."""
+    from client.privacy_plan import check_delta
+    from sites.dataset import count_training_encounters
+
+    if site.is_external:
+        return "privacy: external site, evaluated only (it never trains, so spends no budget)"
+    if not site.is_private:
+        return ("privacy: NO differential privacy (no enabled `privacy` block): the adapter this "
+                "site sends carries no DP guarantee")
+    privacy = site.privacy
+    check_delta(site, count_training_encounters(site))
+    return (f"privacy: DP-SGD, budget ε = {privacy.target_epsilon:g} at δ = {privacy.delta:g} "
+            f"per run, clipping norm {privacy.max_grad_norm:g}, accountant {privacy.accountant}; "
+            f"ledgers in {privacy.ledger_dir}; `lang1-fl privacy forecast` shows the noise")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

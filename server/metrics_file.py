@@ -71,7 +71,26 @@ def privacy_summary(consortium: ConsortiumConfig, run_log: RunLog) -> dict:
             })
         entry["declined_rounds"] = sorted(r for r, d in run_log.declined.items() if site.name in d)
         sites[site.name] = entry
-    return {"sites": sites, "client_level": None}
+    return {"sites": sites, "client_level": client_level_summary(run_log)}
+
+
+def client_level_summary(run_log: RunLog) -> dict | None:
+    """Client-level DP (`dp-fedavg` only, else None): its settings and ε over released rounds."""
+    record = run_log.client_level
+    if record is None:
+        return None
+    return {
+        "noise_multiplier": record.noise_multiplier,
+        "clipping_norm": record.clipping_norm,
+        "delta": record.delta,
+        "epsilon": record.epsilon,
+        "epsilon_per_round": {str(r): e for r, e in sorted(record.epsilon_per_round.items())},
+        "released_rounds": list(record.released_rounds),
+        "num_sites": record.num_sites,
+        "accountant": record.accountant,
+        "privacy_unit": record.privacy_unit,
+        "noise_std": record.noise_std,
+    }
 
 
 def base_model_bytes(model: torch.nn.Module) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from client.run_settings import (
     config_value,
     positive_config_value,
 )
-from strategies import STRATEGIES
+from strategies import STRATEGIES, ClientDP
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,26 @@ class ServerSettings:
     """A training round with fewer replies than this is skipped (global adapter kept)."""
     round_timeout: float
     """Seconds to wait for the replies of one round."""
+    client_dp: ClientDP
+    """Client-level DP (`client-dp-noise-multiplier`, `client-dp-clipping-norm`, `client-dp-delta`):
+    read and checked always, used only by `strategy = "dp-fedavg"`."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise InvalidRunConfig(
                 f"run config: `strategy` is {self.strategy!r}; expected one of "
-                f"{', '.join(sorted(STRATEGIES))}"
+                f"{', '.join(STRATEGIES)}"
+            )
+        for key, value in (("client-dp-noise-multiplier", self.client_dp.noise_multiplier),
+                           ("client-dp-clipping-norm", self.client_dp.clipping_norm)):
+            if not math.isfinite(value):
+                raise InvalidRunConfig(
+                    f"run config: `{key}` is {value!r}; expected a finite number > 0"
+                )
+        if not 0 < self.client_dp.delta < 1:
+            raise InvalidRunConfig(
+                f"run config: `client-dp-delta` is {self.client_dp.delta!r}; expected 0 < δ < 1, "
+                "and far below 1/number-of-training-sites (the unit is a site), e.g. 1e-5"
             )
         if not re.fullmatch(r"[A-Za-z0-9._-]+", self.run_name):
             raise InvalidRunConfig(
@@ -62,4 +77,9 @@ class ServerSettings:
             strategy=config_value(config, "strategy", str),
             min_train_sites=positive_config_value(config, "min-train-sites", int),
             round_timeout=positive_config_value(config, "round-timeout", float),
+            client_dp=ClientDP(
+                noise_multiplier=positive_config_value(config, "client-dp-noise-multiplier", float),
+                clipping_norm=positive_config_value(config, "client-dp-clipping-norm", float),
+                delta=positive_config_value(config, "client-dp-delta", float),
+            ),
         )

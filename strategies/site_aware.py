@@ -17,11 +17,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from strategies.roster import SiteRoster
+
+if TYPE_CHECKING:
+    from strategies.dp_fedavg import ClientLevelPrivacy
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,8 @@ class RunLog:
     failures: dict[int, list[str]] = field(default_factory=dict)
     """round -> descriptions of sites that replied with an error or not at all."""
     skipped_rounds: list[int] = field(default_factory=list)
+    client_level: ClientLevelPrivacy | None = None
+    """Client-level DP settings and ε per round, under `dp-fedavg` only."""
 
 
 def arrayrecord_bytes(record: ArrayRecord) -> int:

@@ -49,10 +49,11 @@ def write_small_consortium(
 
 def write_table_consortium(
     directory: Path, tables: dict[str, tuple[str, "pd.DataFrame"]], *, tasks: tuple[str, ...],
-    local_steps: int = 10,
+    local_steps: int = 10, privacy: dict | None = None,
 ) -> Path:
     """A consortium of sites whose tables are given (the real-data path: no `synthetic` block);
-    `tables` maps site name -> (role, encounter table)."""
+    `tables` maps site name -> (role, encounter table); `privacy` is every training site's
+    `privacy` block when given."""
     from sites.config import DataSource
     from sites.dataset import write_site_table
 
@@ -69,6 +70,7 @@ def write_table_consortium(
                 "tasks": list(tasks),
                 "training": {"batch_size": 16, "local_steps": local_steps},
                 "device": "cpu",
+                **({"privacy": privacy} if privacy and role == "train" else {}),
             }
         )
     path = directory / "consortium.yaml"

@@ -85,3 +85,49 @@ def test_run_outcome_is_what_the_server_recorded(tmp_path, capsys, flwr_status, 
     assert _run_outcome(tmp_path, flwr_status) == expected
     captured = capsys.readouterr()
     assert message in captured.out + captured.err
+
+
+def _site_yaml(tmp_path, privacy=None):
+    import yaml
+
+    consortium = write_table_consortium(tmp_path, {"a": ("train", keyword_table(40))},
+                                        tasks=("mortality",))
+    site = yaml.safe_load(consortium.read_text())["sites"][0]
+    if privacy is not None:
+        site["privacy"] = privacy
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(site))
+    return path
+
+
+def test_sites_check_states_the_privacy_budget_or_its_absence(tmp_path, capsys):
+    assert lang1_fl(["sites", "check", str(_site_yaml(tmp_path))]) == 0
+    assert "privacy: NO differential privacy" in capsys.readouterr().out
+    privacy = {"target_epsilon": 8, "delta": 1e-3, "max_grad_norm": 1.0}
+    assert lang1_fl(["sites", "check", str(_site_yaml(tmp_path, privacy))]) == 0
+    assert "privacy: DP-SGD, budget ε = 8 at δ = 0.001 per run" in capsys.readouterr().out
+
+
+def test_sites_check_refuses_a_delta_not_below_one_over_n(tmp_path, capsys):
+    privacy = {"target_epsilon": 8, "delta": 0.1, "max_grad_norm": 1.0}
+    assert lang1_fl(["sites", "check", str(_site_yaml(tmp_path, privacy))]) == 2
+    err = capsys.readouterr().err
+    assert "site.yaml: `privacy.delta` of site 'a' is 0.1; expected below 1/n = 0.0333" in err
+    assert "n = 30 training encounters" in err
+
+
+def test_run_refuses_a_run_name_whose_ledger_exists(tmp_path, capsys):
+    from client.site_budget import ledger_path
+    from sites.config import load_consortium
+    from tests.consortium_fixtures import write_small_consortium
+
+    privacy = {"target_epsilon": 8, "delta": 1e-3, "max_grad_norm": 1.0}
+    consortium = write_small_consortium(tmp_path, encounters=100, privacy=privacy)
+    site = load_consortium(consortium, data_root=tmp_path / "data").sites[1]
+    ledger_path(site, "trial").parent.mkdir(parents=True)
+    ledger_path(site, "trial").write_text("")
+    argv = ["run", "--consortium", str(consortium), "--data-dir", str(tmp_path / "data"),
+            "--runs-dir", str(tmp_path / "runs"), "--run-name", "trial"]
+    assert lang1_fl(argv) == 2
+    err = capsys.readouterr().err
+    assert "site 'community' already has a privacy ledger for run 'trial'" in err

@@ -117,3 +117,67 @@ def test_saved_adapter_loads_with_plain_peft(finished_run):
 def test_no_superlink_left_running(finished_run):
     root, _, _ = finished_run
     assert local_superlink_pids(root / "runs" / ".flwr") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The same Lang1 path with DP-SGD at both training sites: ledgers, forecast, report.
+
+DP_PRIVACY = {"target_epsilon": 8.0, "delta": 1e-3, "max_grad_norm": 1.0}
+
+
+@pytest.fixture(scope="module")
+def private_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("private")
+    tables = {
+        "north": ("train", keyword_table(240, seed=1)),
+        "south": ("train", keyword_table(240, seed=2)),
+        "external-system": ("external", keyword_table(120, seed=3)),
+    }
+    consortium = write_table_consortium(root, tables, tasks=("mortality",), local_steps=25,
+                                        privacy=DP_PRIVACY)
+    base = make_tiny_llama(root / "base")
+    status = lang1_fl(
+        [
+            "run", "--consortium", str(consortium), "--rounds", str(ROUNDS),
+            "--data-dir", str(root / "data"), "--runs-dir", str(root / "runs"), "--run-name", "dp",
+            "--set", f"base-model={base}", "--set", "tasks=mortality", "--set", "max-length=96",
+            "--set", "learning-rate=0.01", "--set", "head-learning-rate=0.1",
+            "--set", "bootstrap-resamples=100",
+        ]
+    )
+    assert status == 0
+    return root, consortium, root / "runs" / "dp"
+
+
+def test_private_run_spends_each_site_budget_and_leaves_verifiable_ledgers(private_run):
+    from client.ledger import read_ledger
+    from client.ledger_verify import verify_ledger
+    from client.site_budget import ledger_path
+    from server.privacy_forecast import forecast
+    from sites.config import load_consortium
+
+    root, consortium_file, run_dir = private_run
+    metrics = _metrics(run_dir)
+    consortium = load_consortium(consortium_file, data_root=root / "data")
+    forecasts = {f.site: f for f in forecast(consortium, rounds=ROUNDS, local_steps=0)}
+    privacy = metrics["privacy"]["sites"]
+    assert set(privacy) == {"north", "south"}
+    for site in consortium.training_sites:
+        reported = privacy[site.name]
+        assert reported["dp"] and reported["declined_rounds"] == []
+        # The realised ε is the forecast's, within 1 %, and within the budget.
+        planned = forecasts[site.name].plan.planned_epsilon
+        assert abs(reported["epsilon"] - planned) <= 0.01 * planned
+        assert reported["epsilon"] <= DP_PRIVACY["target_epsilon"]
+        ledger = ledger_path(site, "dp")
+        assert [e["round"] for e in read_ledger(ledger)] == list(range(1, ROUNDS + 1))
+        report = verify_ledger(ledger, head_sha256=reported["ledger_head"])
+        assert report.ok, str(report)
+    for entry in metrics["rounds"][1:]:
+        assert all(values["train-loss"] is None for values in entry["training"].values())
+    report = (run_dir / "report.md").read_text()
+    assert "## Privacy" in report and "lang1-fl privacy verify" in report
+    assert (run_dir / "privacy_per_round.png").exists()
+    # Still learns: the keyword task at ε = 8 per site.
+    final = metrics["rounds"][-1]["evaluation"]
+    assert final["external-system"]["tasks"]["mortality"]["auroc"] > 0.6

@@ -1,0 +1,182 @@
+"""Issue-3 numbers: what DP-SGD costs in time and in utility, each measured side by side in one run.
+
+1. `timing`: seconds per local step of joint five-task LoRA training on all-MiniLM-L6-v2 (batch 16
+   × 128 tokens, the default site settings) without DP and with DP-SGD in each opacus per-sample
+   gradient mode this toolkit supports, arms interleaved over repeats so that drift hits all alike;
+   prints each mode ÷ non-DP (goal ≤ 1.25). DP batches are Poisson-sampled with mean 16, so the
+   ratio is also shown per example.
+2. `utility`: the default federated run (`lang1-fl run`) at ε ∈ {1, 3, 8, ∞} per site, everything
+   else equal; prints the external system's macro AUROC (mean of the five tasks, last round) and
+   its ratio to the non-DP run (goal at ε = 8: ≥ 0.95), and the same for the training sites.
+   About 12 minutes per run on 2 cores; `--reuse` reads runs already in `--runs-dir`.
+
+    python bench/privacy.py timing
+    python bench/privacy.py utility --epsilons 1 3 8 inf
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from server.report import headline  # noqa: E402
+from sites.config import DEFAULT_CONSORTIUM, load_consortium  # noqa: E402
+
+# Used where the default consortium's sites carry no privacy block of their own.
+FALLBACK_PRIVACY = {"delta": 1e-5, "max_grad_norm": 1.0, "accountant": "rdp"}
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Step time
+
+
+def timing(data_dir: Path, *, steps: int, repeats: int, threads: int) -> None:
+    import torch
+
+    from client.data import encode_site
+    from client.model import ModelSettings, build_model, load_tokenizer
+    from client.private_train import GRAD_SAMPLE_MODES, train_steps_private
+    from client.site_resolution import ensure_site_data
+    from client.train import OptimizerSettings, train_steps
+    from sites.dataset import read_site_table
+    from sites.tasks import TASK_NAMES
+
+    torch.set_num_threads(threads)
+    consortium = load_consortium(DEFAULT_CONSORTIUM, data_root=data_dir)
+    site = consortium.site("academic")
+    ensure_site_data(site, seed=consortium.seed)
+    settings = ModelSettings(base="all-MiniLM-L6-v2", max_length=128, tasks=TASK_NAMES, seed=2026)
+    model = build_model(settings, device=torch.device("cpu"))
+    train = encode_site(read_site_table(site), load_tokenizer(settings), TASK_NAMES,
+                        max_length=128)["train"]
+    batch = site.training.batch_size
+    optimizer = OptimizerSettings(learning_rate=3e-3, head_learning_rate=3e-2)
+
+    def non_dp(n: int, seed: int):
+        return train_steps(model, train, steps=n, batch_size=batch, optimizer=optimizer, seed=seed)
+
+    def dp(mode: str):
+        def run(n: int, seed: int):
+            return train_steps_private(
+                model, train, steps=n, sample_rate=batch / train.size, noise_multiplier=0.6,
+                max_grad_norm=1.0, optimizer=optimizer, seed=seed, grad_sample_mode=mode,
+                noise_seed=seed)
+        return run
+
+    arms = {"non-DP": non_dp, **{f"DP {mode}": dp(mode) for mode in GRAD_SAMPLE_MODES}}
+    per_step = {name: [] for name in arms}
+    per_example = {name: [] for name in arms}
+    for name, run in arms.items():
+        run(1, 0)  # warm-up: allocator, first hooks
+    for repeat in range(repeats):
+        for name, run in arms.items():
+            started = time.perf_counter()
+            result = run(steps, repeat + 1)
+            elapsed = time.perf_counter() - started
+            per_step[name].append(elapsed / steps)
+            per_example[name].append(elapsed / max(1, result.examples))
+    base_step = statistics.median(per_step["non-DP"])
+    base_example = statistics.median(per_example["non-DP"])
+    print(f"\nstep time, all-MiniLM-L6-v2 + LoRA r=8, 5 joint tasks, batch {batch} × 128 tokens, "
+          f"{train.size} training encounters, {threads} thread(s), median of {repeats} × "
+          f"{steps} steps")
+    print(f"{'arm':<14} {'s/step':>8} {'÷ non-DP':>9} {'ms/example':>11} {'÷ non-DP':>9}")
+    for name in arms:
+        step, example = statistics.median(per_step[name]), statistics.median(per_example[name])
+        print(f"{name:<14} {step:>8.3f} {step / base_step:>9.2f} {1000 * example:>11.1f} "
+              f"{example / base_example:>9.2f}")
+    print("goal: DP ÷ non-DP ≤ 1.25 for the mode the toolkit uses (`hooks`)")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Utility at several budgets
+
+
+def _variant(epsilon: float, folder: Path) -> Path:
+    """The default consortium with every training site's budget set to `epsilon` (∞: no DP)."""
+    raw = yaml.safe_load(DEFAULT_CONSORTIUM.read_text())
+    for site in raw["sites"]:
+        if site["role"] != "train":
+            continue
+        privacy = {**FALLBACK_PRIVACY, **site.get("privacy", {})}
+        privacy.pop("ledger_dir", None)
+        if math.isinf(epsilon):
+            site.pop("privacy", None)
+        else:
+            site["privacy"] = {**privacy, "target_epsilon": epsilon, "enabled": True}
+    raw["name"] = f"default-eps-{epsilon:g}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{raw['name']}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _macro(metrics: dict) -> tuple[float, float]:
+    rows = headline(metrics).values()
+    return (statistics.fmean(r["external_final"] for r in rows),
+            statistics.fmean(r["in_distribution_final"] for r in rows))
+
+
+def utility(epsilons: list[float], *, data_dir: Path, runs_dir: Path, reuse: bool) -> None:
+    from server.cli import main as lang1_fl
+
+    results = {}
+    for epsilon in epsilons:
+        name = f"privacy-eps-{epsilon:g}"
+        run_dir = runs_dir / name
+        if not (reuse and (run_dir / "metrics.json").exists()):
+            consortium = _variant(epsilon, runs_dir / "consortia")
+            started = time.perf_counter()
+            status = lang1_fl(["run", "--consortium", str(consortium), "--data-dir",
+                               str(data_dir), "--runs-dir", str(runs_dir), "--run-name", name])
+            if status != 0:
+                raise SystemExit(f"the run at ε = {epsilon:g} failed; see its log")
+            print(f"ε = {epsilon:g}: run took {time.perf_counter() - started:.0f} s")
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        spent = [s.get("epsilon") for s in metrics.get("privacy", {}).get("sites", {}).values()
+                 if s.get("dp")]
+        results[epsilon] = (*_macro(metrics), max(spent) if spent else None)
+    reference = results.get(math.inf)
+    print("\nmacro AUROC (mean of five tasks, last round) by per-site budget ε (δ and clipping as "
+          "in the site YAMLs)")
+    print(f"{'ε':>6} {'ε spent':>8} {'external':>9} {'÷ non-DP':>9} {'training sites':>15} "
+          f"{'÷ non-DP':>9}")
+    for epsilon, (external, inside, spent) in results.items():
+        ratio_ext = f"{external / reference[0]:>9.3f}" if reference else f"{'–':>9}"
+        ratio_in = f"{inside / reference[1]:>9.3f}" if reference else f"{'–':>9}"
+        shown = "–" if spent is None else f"{spent:.3f}"
+        print(f"{epsilon:>6g} {shown:>8} {external:>9.3f} {ratio_ext} {inside:>15.3f} {ratio_in}")
+    print("goal: external macro AUROC at ε = 8 ÷ non-DP ≥ 0.95")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", choices=("timing", "utility", "all"))
+    parser.add_argument("--data-dir", type=Path, default=Path("lang1-fl-data"))
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--steps", type=int, default=8, help="timing: steps per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="timing: interleaved repeats")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="timing: torch threads (1 = what one simulated site gets)")
+    parser.add_argument("--epsilons", type=float, nargs="+", default=[1, 3, 8, math.inf])
+    parser.add_argument("--reuse", action="store_true", help="utility: read runs already there")
+    args = parser.parse_args()
+    data_dir, runs_dir = args.data_dir.resolve(), args.runs_dir.resolve()
+    if args.part in ("timing", "all"):
+        timing(data_dir, steps=args.steps, repeats=args.repeats, threads=args.threads)
+    if args.part in ("utility", "all"):
+        utility(args.epsilons, data_dir=data_dir, runs_dir=runs_dir, reuse=args.reuse)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,9 +4,10 @@
    × 128 tokens, the default site settings) without DP and with DP-SGD in each opacus per-sample
    gradient mode this toolkit supports, arms interleaved over repeats so that drift hits all alike;
    prints each mode ÷ non-DP (goal ≤ 1.25). DP batches are Poisson-sampled with mean 16, so the
-   ratio is also shown per example.
-2. `utility`: the default federated run (`lang1-fl run`) at ε ∈ {1, 3, 8, ∞} per site, everything
-   else equal; prints the external system's macro AUROC (mean of the five tasks, last round) and
+   ratio is also shown per example. opacus's third mode, ghost clipping, is tried too: it refuses
+   joint training, whose encoder runs once per note type in a step.
+2. `utility`: the federated run of the `private` consortium (`lang1-fl run`) at ε ∈ {1, 3, 8, ∞}
+   per site, everything else equal; prints the external system's macro AUROC (mean of the five tasks, last round) and
    its ratio to the non-DP run (goal at ε = 8: ≥ 0.95), and the same for the training sites.
    About 12 minutes per run on 2 cores; `--reuse` reads runs already in `--runs-dir`.
 
@@ -94,16 +95,38 @@ def timing(data_dir: Path, *, steps: int, repeats: int, threads: int) -> None:
         step, example = statistics.median(per_step[name]), statistics.median(per_example[name])
         print(f"{name:<14} {step:>8.3f} {step / base_step:>9.2f} {1000 * example:>11.1f} "
               f"{example / base_example:>9.2f}")
+    print(f"{'DP ghost':<14} {_ghost_verdict(model, train)}")
     print("goal: DP ÷ non-DP ≤ 1.25 for the mode the toolkit uses (`hooks`)")
+
+
+def _ghost_verdict(model, train) -> str:
+    """Whether opacus's ghost clipping can run the joint model at all (it cannot clip a module
+    whose per-sample gradient sums two forward passes, and the encoder reads two note types)."""
+    import torch
+    from opacus.grad_sample import GradSampleModuleFastGradientClipping
+
+    from client.train import joint_loss
+
+    model.train()
+    wrapped = GradSampleModuleFastGradientClipping(model, batch_first=True, loss_reduction="mean",
+                                                   max_grad_norm=1.0, use_ghost_clipping=True)
+    try:
+        joint_loss(model, train, torch.arange(4), model.tasks)
+    except NotImplementedError as refusal:
+        return f"not applicable: opacus refuses ({refusal}); the encoder runs once per note type"
+    finally:
+        wrapped.to_standard_module()
+    return "runs (not timed)"
 
 
 # ---------------------------------------------------------------------------------------------
 # 2. Utility at several budgets
 
 
-def _variant(epsilon: float, folder: Path) -> Path:
-    """The default consortium with every training site's budget set to `epsilon` (∞: no DP)."""
-    raw = yaml.safe_load(DEFAULT_CONSORTIUM.read_text())
+def _variant(base: Path, epsilon: float, folder: Path) -> Path:
+    """Consortium `base` with every training site's budget set to `epsilon` (∞: the privacy
+    block removed), everything else as it is."""
+    raw = yaml.safe_load(base.read_text())
     for site in raw["sites"]:
         if site["role"] != "train":
             continue
@@ -113,7 +136,7 @@ def _variant(epsilon: float, folder: Path) -> Path:
             site.pop("privacy", None)
         else:
             site["privacy"] = {**privacy, "target_epsilon": epsilon, "enabled": True}
-    raw["name"] = f"default-eps-{epsilon:g}"
+    raw["name"] = f"{raw['name']}-eps-{epsilon:g}"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{raw['name']}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -126,15 +149,16 @@ def _macro(metrics: dict) -> tuple[float, float]:
             statistics.fmean(r["in_distribution_final"] for r in rows))
 
 
-def utility(epsilons: list[float], *, data_dir: Path, runs_dir: Path, reuse: bool) -> None:
+def utility(base: Path, epsilons: list[float], *, data_dir: Path, runs_dir: Path,
+            reuse: bool) -> None:
     from server.cli import main as lang1_fl
 
     results = {}
     for epsilon in epsilons:
-        name = f"privacy-eps-{epsilon:g}"
+        consortium = _variant(base, epsilon, runs_dir / "consortia")
+        name = f"privacy-{consortium.stem}"
         run_dir = runs_dir / name
         if not (reuse and (run_dir / "metrics.json").exists()):
-            consortium = _variant(epsilon, runs_dir / "consortia")
             started = time.perf_counter()
             status = lang1_fl(["run", "--consortium", str(consortium), "--data-dir",
                                str(data_dir), "--runs-dir", str(runs_dir), "--run-name", name])
@@ -142,12 +166,14 @@ def utility(epsilons: list[float], *, data_dir: Path, runs_dir: Path, reuse: boo
                 raise SystemExit(f"the run at ε = {epsilon:g} failed; see its log")
             print(f"ε = {epsilon:g}: run took {time.perf_counter() - started:.0f} s")
         metrics = json.loads((run_dir / "metrics.json").read_text())
+        if any(entry["failures"] or entry["skipped"] for entry in metrics["rounds"]):
+            raise SystemExit(f"{run_dir}: a site failed or a round was skipped; not comparable")
         spent = [s.get("epsilon") for s in metrics.get("privacy", {}).get("sites", {}).values()
                  if s.get("dp")]
         results[epsilon] = (*_macro(metrics), max(spent) if spent else None)
     reference = results.get(math.inf)
-    print("\nmacro AUROC (mean of five tasks, last round) by per-site budget ε (δ and clipping as "
-          "in the site YAMLs)")
+    print(f"\nmacro AUROC (mean of five tasks, last round) by per-site budget ε, consortium "
+          f"{base.name} (δ, clipping, batches and steps as in its site YAMLs)")
     print(f"{'ε':>6} {'ε spent':>8} {'external':>9} {'÷ non-DP':>9} {'training sites':>15} "
           f"{'÷ non-DP':>9}")
     for epsilon, (external, inside, spent) in results.items():
@@ -169,12 +195,17 @@ def main() -> int:
                         help="timing: torch threads (1 = what one simulated site gets)")
     parser.add_argument("--epsilons", type=float, nargs="+", default=[1, 3, 8, math.inf])
     parser.add_argument("--reuse", action="store_true", help="utility: read runs already there")
+    parser.add_argument("--consortium", default="private",
+                        help="utility: the consortium whose budgets are varied (default: private)")
     args = parser.parse_args()
     data_dir, runs_dir = args.data_dir.resolve(), args.runs_dir.resolve()
     if args.part in ("timing", "all"):
         timing(data_dir, steps=args.steps, repeats=args.repeats, threads=args.threads)
     if args.part in ("utility", "all"):
-        utility(args.epsilons, data_dir=data_dir, runs_dir=runs_dir, reuse=args.reuse)
+        from client.run_settings import resolve_consortium
+
+        utility(resolve_consortium(args.consortium), args.epsilons, data_dir=data_dir,
+                runs_dir=runs_dir, reuse=args.reuse)
     return 0
 
 

@@ -98,7 +98,7 @@ def train(message: Message, context: Context) -> Message:
         result = train_steps_private(
             runtime.model, data, steps=steps, sample_rate=charge.sample_rate,
             noise_multiplier=charge.noise_multiplier, max_grad_norm=plan.max_grad_norm,
-            optimizer=settings.optimizer, seed=seed)
+            optimizer=settings.dp_optimizer, seed=seed)
     log.info("site %s, round %d: %d steps%s, loss %.4f (%.1f s)", site.name, server_round,
              result.steps, f", DP ε = {charge.epsilon:.3f}" if charge else "", result.loss,
              time.perf_counter() - started)

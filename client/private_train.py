@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 GradSampleMode = Literal["hooks", "functorch"]
 GRAD_SAMPLE_MODES: tuple[str, ...] = ("hooks", "functorch")
 """opacus per-sample gradient modes this loop supports; `hooks` is the default (fastest measured
-with LoRA on CPU, see bench/privacy.py)."""
+with LoRA on CPU, see bench/privacy.py). opacus's `ghost` clipping is not among them: it refuses a
+module that runs twice in one step ("Parameter tying is not supported"), and joint training runs
+the encoder once per note type."""
 
 
 def secret_generator(seed: int | None = None) -> torch.Generator:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client.model import LoraSettings, ModelSettings
-from client.train import OptimizerSettings
+from client.train import OPTIMIZERS, OptimizerSettings
 from sites.config import DEFAULT_CONSORTIUM
 from sites.tasks import TASK_NAMES, resolve_tasks
 
@@ -54,8 +54,12 @@ def parse_tasks(value: str) -> tuple[str, ...]:
 
 
 def resolve_consortium(value: str) -> Path:
-    """`default` names the consortium shipped with the package; anything else is a YAML path."""
-    return DEFAULT_CONSORTIUM if value == "default" else Path(value).expanduser().resolve()
+    """A consortium shipped with the package by name (`default`, `private`: the files in
+    sites/consortia/), or else the path of a consortium YAML."""
+    shipped = DEFAULT_CONSORTIUM.parent / f"{value}.yaml"
+    if "/" not in value and shipped.is_file():
+        return shipped
+    return Path(value).expanduser().resolve()
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class ClientSettings:
     """Folder that relative data paths in site YAMLs resolve against."""
     model: ModelSettings
     optimizer: OptimizerSettings
+    dp_optimizer: OptimizerSettings
+    """What sites with DP train with (`dp-optimizer`, `dp-learning-rate`, `dp-head-learning-rate`)."""
     local_steps: int
     """Optimizer steps per round; 0 = each site's own `training.local_steps`."""
     num_rounds: int
@@ -100,11 +106,21 @@ class ClientSettings:
             learning_rate=positive_config_value(config, "learning-rate", float),
             head_learning_rate=positive_config_value(config, "head-learning-rate", float),
         )
+        dp_name = config_value(config, "dp-optimizer", str)
+        if dp_name not in OPTIMIZERS:
+            raise InvalidRunConfig(f"run config: `dp-optimizer` is {dp_name!r}; expected one of "
+                                   + ", ".join(OPTIMIZERS))
+        dp_optimizer = OptimizerSettings(
+            learning_rate=positive_config_value(config, "dp-learning-rate", float),
+            head_learning_rate=positive_config_value(config, "dp-head-learning-rate", float),
+            name=dp_name,
+        )
         return cls(
             consortium=resolve_consortium(config_value(config, "consortium", str)),
             data_dir=Path(config_value(config, "data-dir", str)).expanduser().resolve(),
             model=model,
             optimizer=optimizer,
+            dp_optimizer=dp_optimizer,
             local_steps=positive_config_value(config, "local-steps", int, allow_zero=True),
             num_rounds=positive_config_value(config, "num-server-rounds", int),
             bootstrap_resamples=positive_config_value(config, "bootstrap-resamples", int),

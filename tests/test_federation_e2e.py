@@ -141,7 +141,7 @@ def private_run(tmp_path_factory):
             "run", "--consortium", str(consortium), "--rounds", str(ROUNDS),
             "--data-dir", str(root / "data"), "--runs-dir", str(root / "runs"), "--run-name", "dp",
             "--set", f"base-model={base}", "--set", "tasks=mortality", "--set", "max-length=96",
-            "--set", "learning-rate=0.01", "--set", "head-learning-rate=0.1",
+            "--set", "dp-learning-rate=0.01", "--set", "dp-head-learning-rate=0.1",
             "--set", "bootstrap-resamples=100",
         ]
     )

@@ -90,3 +90,16 @@ def test_privacy_block_defaults_and_ledger_folder(tmp_path):
     site = load_consortium(consortium, data_root=tmp_path / "data").sites[0]
     assert not site.is_private
     assert site.privacy.ledger_dir == tmp_path / "data" / "ledgers" / "academic"
+
+
+def test_the_shipped_private_consortium_is_default_with_a_budget_per_hospital():
+    from client.run_settings import resolve_consortium
+
+    default = load_consortium(resolve_consortium("default"))
+    private = load_consortium(resolve_consortium("private"))
+    assert [s.name for s in private.sites] == [s.name for s in default.sites]
+    assert [s.synthetic for s in private.sites] == [s.synthetic for s in default.sites]
+    assert all(s.is_private and s.privacy.target_epsilon == 8 and s.privacy.delta == 1e-5
+               for s in private.training_sites)
+    assert not any(s.is_private for s in default.sites)
+    assert not private.site("external_system").is_private

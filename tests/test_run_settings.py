@@ -18,6 +18,8 @@ def test_pyproject_defaults_parse_into_settings():
     assert settings.client.model.base == "all-MiniLM-L6-v2"
     assert settings.strategy == "fedavg"
     assert settings.num_rounds >= 2
+    assert settings.client.optimizer.name == "adamw"
+    assert settings.client.dp_optimizer.learning_rate < settings.client.optimizer.learning_rate
 
 
 def test_single_task_list_is_parsed():
@@ -37,6 +39,8 @@ def test_single_task_list_is_parsed():
         ({"num_server_rounds": 0}, r"`num-server-rounds` is 0; expected a number > 0"),
         ({"strategy": "fedsgd"}, r"`strategy` is 'fedsgd'; expected one of fedavg"),
         ({"run_name": "a/b"}, r"`run-name` is 'a/b'"),
+        ({"dp_optimizer": "adam"}, r"`dp-optimizer` is 'adam'; expected one of adamw, sgd"),
+        ({"dp_learning_rate": 0.0}, r"`dp-learning-rate` is 0.0; expected a number > 0"),
     ],
 )
 def test_bad_run_config_values_are_named(overrides, message):

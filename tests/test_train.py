@@ -96,3 +96,21 @@ def test_tiny_models_learn_a_keyword_task(tiny_base: Path) -> None:
     # Six model seeds gave 1.0 (encoder) and 0.89-0.98 (Llama) here; untrained is near 0.5.
     assert after["mortality.auroc"] > 0.8
     assert after["mortality.auroc"] > before["mortality.auroc"] + 0.1
+
+
+def test_sgd_option_builds_momentum_sgd_with_two_rates(tiny_encoder: Path) -> None:
+    from client.train import make_optimizer
+
+    model, splits = setup(tiny_encoder)
+    opt = make_optimizer(model, OptimizerSettings(learning_rate=0.1, head_learning_rate=0.5,
+                                                  name="sgd"))
+    assert isinstance(opt, torch.optim.SGD)
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.5]
+    assert all(g["momentum"] == 0.9 for g in opt.param_groups)
+    before = trainable_state(model)
+    train_steps(model, splits["train"], steps=2, batch_size=8, seed=0,
+                optimizer=OptimizerSettings(learning_rate=0.1, head_learning_rate=0.5, name="sgd"))
+    after = trainable_state(model)
+    assert any(not (before[k] == after[k]).all() for k in before)
+    with pytest.raises(ValueError, match="`optimizer` is 'adam'"):
+        OptimizerSettings(name="adam")

@@ -5,9 +5,9 @@ A site YAML says where a hospital's encounter table is, which tasks it has, its 
 synthetically. A consortium YAML names a seed and lists sites, inline or as paths to site YAMLs.
 
 Every rule is checked here, so the raw dict never travels further: value rules live in the
-dataclasses' `__post_init__` (so a config built in code is checked too) and the loader adds the file
-and key path to their message; rules spanning sites live in `ConsortiumConfig.__post_init__`. Errors
-are one line: file, key path in backticks, the value, and what was expected, e.g.
+dataclasses' `__post_init__` (so a config built in code is checked too; the nested settings are in
+`sites.site_settings`) and the loader adds the file and key path to their message; rules spanning
+sites live in `ConsortiumConfig.__post_init__`. Errors are one line: file, key path in backticks, the value, and what was expected, e.g.
 "consortia/x.yaml: `sites[2].role` is 'trainer'; expected 'train' or 'external'".
 """
 
@@ -21,11 +21,27 @@ from typing import Literal, get_args
 
 import yaml
 
+from sites.site_settings import (
+    DataSource,
+    EvaluationSettings,
+    InvalidSiteConfig,
+    PrivacySettings,
+    SyntheticSpec,
+    TableFormat,
+    TrainingSettings,
+    _FieldError,
+    _is_int,
+    _require,
+)
 from sites.tasks import TASK_NAMES, TASKS
 
+__all__ = [
+    "DEFAULT_CONSORTIUM", "ConsortiumConfig", "DataSource", "EvaluationSettings",
+    "InvalidSiteConfig", "PrivacySettings", "SiteConfig", "SyntheticSpec", "TrainingSettings",
+    "load_consortium", "load_site",
+]
+
 Role = Literal["train", "external"]
-TableFormat = Literal["parquet", "jsonl", "csv"]
-AccountantName = Literal["rdp", "prv"]
 
 DEFAULT_CONSORTIUM: Path = Path(__file__).resolve().parent / "consortia" / "default.yaml"
 """The consortium shipped with the package: four training hospitals and one external system."""
@@ -35,130 +51,6 @@ _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 _SUFFIX_FORMATS: dict[str, TableFormat] = {
     ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
 }
-
-
-class InvalidSiteConfig(ValueError):
-    """A site or consortium YAML is missing, malformed, or breaks a rule; the message says where."""
-
-
-class _FieldError(InvalidSiteConfig):
-    """A field rule broken in `__post_init__`; the loader adds the file and the key path."""
-
-    def __init__(self, key: str, value: object, expected: str) -> None:
-        super().__init__(f"`{key}` is {value!r}; expected {expected}")
-        self.key, self.value, self.expected = key, value, expected
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _require(ok: bool, key: str, value: object, expected: str) -> None:
-    if not ok:
-        raise _FieldError(key, value, expected)
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """Where a site's encounter table lives."""
-
-    path: Path
-    """Absolute path of the table (relative YAML paths are resolved by the loader)."""
-    format: TableFormat
-    """`parquet`, `jsonl` (one JSON object per line) or `csv`."""
-
-    def __post_init__(self) -> None:
-        _require(self.format in get_args(TableFormat), "format", self.format,
-                 "'parquet', 'jsonl' or 'csv'")
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """How a training site runs its local rounds."""
-
-    batch_size: int = 16
-    """Encounters per local step."""
-    local_steps: int = 8
-    """Optimizer steps per federated round (unless the run config overrides them)."""
-
-    def __post_init__(self) -> None:
-        for key in ("batch_size", "local_steps"):
-            value = getattr(self, key)
-            _require(_is_int(value) and value >= 1, key, value, "an integer >= 1")
-
-
-@dataclass(frozen=True)
-class EvaluationSettings:
-    """How a site evaluates the global model."""
-
-    batch_size: int = 64
-    """Encounters per forward pass (no gradients, so larger than the training batch)."""
-    max_examples: int = 0
-    """Evaluate at most this many encounters of a split; 0 = the whole split."""
-
-    def __post_init__(self) -> None:
-        _require(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size",
-                 self.batch_size, "an integer >= 1")
-        _require(_is_int(self.max_examples) and self.max_examples >= 0, "max_examples",
-                 self.max_examples, "an integer >= 0 (0 = the whole split)")
-
-
-@dataclass(frozen=True)
-class PrivacySettings:
-    """A training site's differential-privacy budget for one run (DP-SGD with opacus).
-
-    The site spends at most `target_epsilon` at `delta` over the whole planned run: the client
-    derives one noise multiplier from it for rounds × local steps at its Poisson sampling rate.
-    `delta` must also be below 1/n for the site's n training encounters, which only the data
-    can tell: that check happens when the table is read (`client.privacy_plan`).
-    """
-
-    target_epsilon: float
-    """ε the whole run may spend at this site (its budget)."""
-    delta: float
-    """δ of the (ε, δ) guarantee; below 1/n for n training encounters."""
-    max_grad_norm: float
-    """Per-encounter gradient clipping norm C (opacus `max_grad_norm`)."""
-    accountant: AccountantName = "rdp"
-    """opacus accountant that tracks the spend: `rdp` (default) or `prv`."""
-    enabled: bool = True
-    """`false` trains without DP: the site's reports say so loudly."""
-    ledger_dir: Path | None = None
-    """Folder of the site's privacy ledgers, one file per run (the loader defaults it to a
-    `privacy-ledger` folder beside the data table)."""
-
-    def __post_init__(self) -> None:
-        _require(isinstance(self.enabled, bool), "enabled", self.enabled, "true or false")
-        _require(_is_number(self.target_epsilon) and 0 < self.target_epsilon < float("inf"),
-                 "target_epsilon", self.target_epsilon, "a finite number > 0")
-        _require(_is_number(self.delta) and 0 < self.delta < 1, "delta", self.delta,
-                 "a number with 0 < delta < 1 (and below 1/n for n training encounters)")
-        _require(_is_number(self.max_grad_norm) and 0 < self.max_grad_norm < float("inf"),
-                 "max_grad_norm", self.max_grad_norm, "a finite number > 0 (the clipping norm)")
-        _require(self.accountant in get_args(AccountantName), "accountant", self.accountant,
-                 "'rdp' or 'prv'")
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """How `lang1-fl sites generate` makes this site's table: a profile and a size."""
-
-    profile: str
-    """A profile of `sites.synthetic.profiles.PROFILES` (academic, community, ...)."""
-    encounters: int
-    """Number of encounters (rows) to generate."""
-
-    def __post_init__(self) -> None:
-        from sites.synthetic.profiles import PROFILES  # lazy: the generator needs numpy
-
-        _require(self.profile in PROFILES, "profile", self.profile,
-                 "one of " + ", ".join(PROFILES))
-        _require(_is_int(self.encounters) and self.encounters >= 1, "encounters",
-                 self.encounters, "an integer >= 1")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ synthetically. A consortium YAML names a seed and lists sites, inline or as path
 Every rule is checked here, so the raw dict never travels further: value rules live in the
 dataclasses' `__post_init__` (so a config built in code is checked too; the nested settings are in
 `sites.site_settings`) and the loader adds the file and key path to their message; rules spanning
-sites live in `ConsortiumConfig.__post_init__`. Errors are one line: file, key path in backticks, the value, and what was expected, e.g.
+sites live in `ConsortiumConfig.__post_init__`. Errors are one line: file, key path in backticks,
+the value, and what was expected, e.g.
 "consortia/x.yaml: `sites[2].role` is 'trainer'; expected 'train' or 'external'".
 """
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from client.privacy_math import epsilon_after, noise_multiplier_for
-from sites.config import InvalidSiteConfig, SiteConfig
+from sites.config import InvalidSiteConfig, SiteConfig, display_path
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,11 @@ def check_delta(site: SiteConfig, examples: int) -> None:
     assert site.privacy is not None
     if examples < 1:
         raise InvalidSiteConfig(
-            f"{site.source or '<config>'}: site {site.name!r} has no training encounters in "
+            f"{display_path(site.source)}: site {site.name!r} has no training encounters in "
             f"{site.data.path}; expected at least one to train with DP")
     if not site.privacy.delta < 1.0 / examples:
         raise InvalidSiteConfig(
-            f"{site.source or '<config>'}: `privacy.delta` of site {site.name!r} is "
+            f"{display_path(site.source)}: `privacy.delta` of site {site.name!r} is "
             f"{site.privacy.delta!r}; expected below 1/n = {1.0 / examples:.3g} for its n = "
             f"{examples} training encounters in {site.data.path}")
 

@@ -39,7 +39,7 @@ from sites.tasks import TASK_NAMES, TASKS
 __all__ = [
     "DEFAULT_CONSORTIUM", "ConsortiumConfig", "DataSource", "EvaluationSettings",
     "InvalidSiteConfig", "PrivacySettings", "SiteConfig", "SyntheticSpec", "TrainingSettings",
-    "load_consortium", "load_site",
+    "display_path", "load_consortium", "load_site",
 ]
 
 Role = Literal["train", "external"]
@@ -114,7 +114,7 @@ class ConsortiumConfig:
     source: Path | None = None
 
     def __post_init__(self) -> None:
-        where = f"{_display(self.source)}: " if self.source else ""
+        where = f"{display_path(self.source)}: " if self.source else ""
         _require(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
         if not self.sites:
             raise InvalidSiteConfig(f"{where}`sites` is empty; expected at least one site")
@@ -178,10 +178,10 @@ def load_consortium(path: str | Path, *, data_root: Path | None = None) -> Conso
     name = _get(raw, "name", file=file, key="", expected="the consortium's name")
     if not isinstance(name, str) or not name:
         raise InvalidSiteConfig(
-            f"{_display(file)}: `name` is {name!r}; expected a non-empty string")
+            f"{display_path(file)}: `name` is {name!r}; expected a non-empty string")
     entries = _get(raw, "sites", file=file, key="", expected="a list of sites")
     if not isinstance(entries, list):
-        raise InvalidSiteConfig(f"{_display(file)}: `sites` is {entries!r}; expected a list of "
+        raise InvalidSiteConfig(f"{display_path(file)}: `sites` is {entries!r}; expected a list of "
                                 "site mappings or site YAML paths")
     sites = tuple(_consortium_site(entry, index, file=file, data_root=data_root)
                   for index, entry in enumerate(entries))
@@ -197,8 +197,8 @@ def _consortium_site(entry: object, index: int, *, file: Path,
         site_file = (file.parent / entry).expanduser().resolve()
         if not site_file.is_file():
             raise InvalidSiteConfig(
-                f"{_display(file)}: `{key}` is {entry!r}, which does not exist; expected a path "
-                f"to a site YAML file relative to {_display(file.parent)}")
+                f"{display_path(file)}: `{key}` is {entry!r}, which does not exist; expected a path "
+                f"to a site YAML file relative to {display_path(file.parent)}")
         raw = _read_yaml(site_file, expected="a site YAML file")
         return _site(raw, file=site_file, key="", data_base=_base(data_root, site_file))
     return _site(entry, file=file, key=key, data_base=_base(data_root, file))
@@ -211,7 +211,7 @@ def _site(raw: object, *, file: Path, key: str, data_base: Path) -> SiteConfig:
     assert isinstance(raw, dict)
     tasks = _get(raw, "tasks", file=file, key=key, expected="a list of task names")
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
-        raise InvalidSiteConfig(f"{_display(file)}: `{_join(key, 'tasks')}` is {tasks!r}; expected "
+        raise InvalidSiteConfig(f"{display_path(file)}: `{_join(key, 'tasks')}` is {tasks!r}; expected "
                                 f"a list of task names from {', '.join(TASK_NAMES)}")
     data = _data(raw, file=file, key=key, base=data_base)
     fields = {
@@ -236,13 +236,13 @@ def _data(raw: dict, *, file: Path, key: str, base: Path) -> DataSource:
     _check_keys(data, ("path", "format"), file=file, key=key)
     path = _get(data, "path", file=file, key=key, expected="the table's path")
     if not isinstance(path, str) or not path.strip():
-        raise InvalidSiteConfig(f"{_display(file)}: `{key}.path` is {path!r}; expected a file path")
+        raise InvalidSiteConfig(f"{display_path(file)}: `{key}.path` is {path!r}; expected a file path")
     resolved = Path(path).expanduser()
     resolved = (resolved if resolved.is_absolute() else base / resolved).resolve()
     fmt = data.get("format", _SUFFIX_FORMATS.get(resolved.suffix.lower()))
     if fmt is None:
         raise InvalidSiteConfig(
-            f"{_display(file)}: `{key}.format` is missing and the suffix of {path!r} says nothing; "
+            f"{display_path(file)}: `{key}.format` is missing and the suffix of {path!r} says nothing; "
             "expected 'parquet', 'jsonl' or 'csv'")
     with _located(file, key):
         return DataSource(path=resolved, format=fmt)
@@ -268,7 +268,7 @@ def _privacy(raw: dict, *, file: Path, key: str, base: Path,
         ledger_dir = Path(ledger).expanduser()
         ledger_dir = (ledger_dir if ledger_dir.is_absolute() else base / ledger_dir).resolve()
     else:
-        raise InvalidSiteConfig(f"{_display(file)}: `{key}.ledger_dir` is {ledger!r}; expected a "
+        raise InvalidSiteConfig(f"{display_path(file)}: `{key}.ledger_dir` is {ledger!r}; expected a "
                                 "folder path")
     with _located(file, key):
         return PrivacySettings(**{**value, "ledger_dir": ledger_dir})
@@ -295,7 +295,7 @@ def _section(raw: dict, name: str, cls: type, *, file: Path, key: str):
 
 def _read_yaml(file: Path, *, expected: str) -> object:
     if not file.is_file():
-        raise InvalidSiteConfig(f"{_display(file)}: does not exist; expected {expected}")
+        raise InvalidSiteConfig(f"{display_path(file)}: does not exist; expected {expected}")
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
@@ -303,10 +303,10 @@ def _read_yaml(file: Path, *, expected: str) -> object:
         line = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or type(error).__name__
         raise InvalidSiteConfig(
-            f"{_display(file)}: does not parse as YAML ({problem}{line}); expected {expected}"
+            f"{display_path(file)}: does not parse as YAML ({problem}{line}); expected {expected}"
         ) from None
     if raw is None:
-        raise InvalidSiteConfig(f"{_display(file)}: is empty; expected {expected}")
+        raise InvalidSiteConfig(f"{display_path(file)}: is empty; expected {expected}")
     return raw
 
 
@@ -314,19 +314,19 @@ def _check_keys(raw: object, allowed: tuple[str, ...], *, file: Path, key: str) 
     if not isinstance(raw, dict):
         where = f"`{key}` is {raw!r}" if key else f"the top level is a {type(raw).__name__}"
         raise InvalidSiteConfig(
-            f"{_display(file)}: {where}; expected a mapping with keys {', '.join(allowed)}")
+            f"{display_path(file)}: {where}; expected a mapping with keys {', '.join(allowed)}")
     for name in raw:
         if name not in allowed:
             close = difflib.get_close_matches(str(name), allowed, n=1)
             hint = f" (did you mean `{close[0]}`?)" if close else ""
             raise InvalidSiteConfig(
-                f"{_display(file)}: `{_join(key, str(name))}` is not a known key; expected one of "
+                f"{display_path(file)}: `{_join(key, str(name))}` is not a known key; expected one of "
                 f"{', '.join(allowed)}{hint}")
 
 
 def _get(raw: dict, name: str, *, file: Path, key: str, expected: str) -> object:
     if name not in raw or raw[name] is None:
-        raise InvalidSiteConfig(f"{_display(file)}: `{_join(key, name)}` is missing; expected "
+        raise InvalidSiteConfig(f"{display_path(file)}: `{_join(key, name)}` is missing; expected "
                                 f"{expected}")
     return raw[name]
 
@@ -343,7 +343,7 @@ class _located:
     def __exit__(self, kind, error, traceback) -> bool:
         if isinstance(error, _FieldError):
             raise InvalidSiteConfig(
-                f"{_display(self.file)}: `{_join(self.key, error.key)}` is {error.value!r}; "
+                f"{display_path(self.file)}: `{_join(self.key, error.key)}` is {error.value!r}; "
                 f"expected {error.expected}") from None
         return False
 
@@ -356,7 +356,7 @@ def _base(data_root: Path | None, file: Path) -> Path:
     return Path(data_root).expanduser().resolve() if data_root is not None else file.parent
 
 
-def _display(path: Path | None) -> str:
+def display_path(path: Path | None) -> str:
     """A path as the user most likely wrote it: relative to the working directory when inside it."""
     if path is None:
         return "<config>"

@@ -130,3 +130,15 @@ def test_delta_not_below_one_over_n_is_refused_before_training(tmp_path, tiny_en
         _send(run_config, MessageType.TRAIN, arrays, 1)
     settings = ClientSettings.from_run_config(run_config)
     assert not ledger_path(_site(settings), RUN).exists()
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", "a/b", ".hidden", ""])
+def test_a_server_cannot_point_a_site_ledger_outside_its_folder(name):
+    from client.privacy_reply import run_name
+
+    context = Context(run_id=7, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    if name == "":  # no name from the server: Flower's run id names the ledger
+        assert run_name(ConfigRecord({"run-name": ""}), context) == "flwr-run-7"
+        return
+    with pytest.raises(ValueError, match="`run-name` is"):
+        run_name(ConfigRecord({"run-name": name}), context)

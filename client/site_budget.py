@@ -3,8 +3,9 @@
 The ledger *is* the accountant's state: the history an opacus accountant keeps in memory
 (`(noise_multiplier, sample_rate, steps)` per round) is exactly what the ledger records, so
 reading the ledger back rebuilds the accountant. Nothing lives only in memory: a client process
-that restarts, a simulation actor that serves another site in between, or a server that restarts
-all find the spend where the last round left it, and no round is counted twice or forgotten.
+that restarts, or a simulation actor that serves another site in between, finds the spend where
+the last round left it, and no round is counted twice or forgotten. (A round number the ledger
+already holds — a restarted server re-sending a round — is refused by the ledger for now.)
 
 A round is charged before it trains (commit before spend): the guard computes the ε the site would
 have after the round; above the budget the round is declined and nothing is written; otherwise the
@@ -68,17 +69,6 @@ class SiteBudget:
         self.site = site
         self.path = ledger_path(site, run_name)
 
-    def entries(self) -> list[dict[str, Any]]:
-        return read_ledger(self.path)
-
-    def history(self) -> list[tuple[float, float, int]]:
-        return [(e["noise_multiplier"], e["sample_rate"], e["steps"]) for e in self.entries()]
-
-    def spent(self, delta: float) -> float:
-        """Cumulative ε at `delta` over every round recorded so far (0.0 before the first)."""
-        return cumulative_epsilon(history=self.history(), delta=delta,
-                                  accountant=self.site.privacy.accountant)
-
     def charge(self, *, server_round: int, plan: PrivacyPlan, steps: int) -> Charge:
         """Guard, then record, the round about to train; raise `BudgetExhausted` if it would
         overspend.
@@ -86,7 +76,7 @@ class SiteBudget:
         The noise multiplier is the one recorded by the run's first round when there is one, so a
         restarted client keeps the noise the run was planned with.
         """
-        entries = self.entries()
+        entries = read_ledger(self.path)
         noise = entries[0]["noise_multiplier"] if entries else plan.noise_multiplier
         history = [(e["noise_multiplier"], e["sample_rate"], e["steps"]) for e in entries]
         spent = cumulative_epsilon(history=history, delta=plan.delta, accountant=plan.accountant)

@@ -28,7 +28,8 @@ from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
 from .data import EncodedSplit
 from .model import MultiTaskModel
-from .train import OptimizerSettings, TrainResult, joint_loss, make_optimizer
+from .train import (OptimizerSettings, TrainResult, check_training_inputs, joint_loss,
+                    make_optimizer)
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,7 @@ def train_steps_private(
     benchmarks: a real site leaves it None.
     """
     tasks = model.tasks
-    missing = [t for t in tasks if t not in data.labels]
-    if missing:
-        raise KeyError(f"training data has no labels for task `{missing[0]}`; expected {tasks}")
-    if steps < 1:
-        raise ValueError(f"`steps` is {steps}; expected >= 1")
-    if data.size == 0:
-        raise ValueError("the training split is empty; expected at least one example")
+    check_training_inputs(model, data, steps)
     if not 0 < sample_rate <= 1:
         raise ValueError(f"`sample_rate` is {sample_rate}; expected 0 < sample_rate <= 1")
     if grad_sample_mode not in GRAD_SAMPLE_MODES:

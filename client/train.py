@@ -107,6 +107,18 @@ def joint_loss(model: MultiTaskModel, data: EncodedSplit, index: torch.Tensor,
     return torch.stack(losses).sum()
 
 
+def check_training_inputs(model: MultiTaskModel, data: EncodedSplit, steps: int) -> None:
+    """What every training loop (plain or DP) needs: labels for each head, steps, examples."""
+    missing = [t for t in model.tasks if t not in data.labels]
+    if missing:
+        raise KeyError(f"training data has no labels for task `{missing[0]}`; expected "
+                       f"{model.tasks}")
+    if steps < 1:
+        raise ValueError(f"`steps` is {steps}; expected >= 1")
+    if data.size == 0:
+        raise ValueError("the training split is empty; expected at least one example")
+
+
 def train_steps(model: MultiTaskModel, data: EncodedSplit, *, steps: int, batch_size: int,
                 optimizer: OptimizerSettings, seed: int) -> TrainResult:
     """Run `steps` joint optimizer steps on every head of `model`; deterministic for a `seed`.
@@ -115,13 +127,9 @@ def train_steps(model: MultiTaskModel, data: EncodedSplit, *, steps: int, batch_
     server has since replaced would be stale).
     """
     tasks = model.tasks
-    missing = [t for t in tasks if t not in data.labels]
-    if missing:
-        raise KeyError(f"training data has no labels for task `{missing[0]}`; expected {tasks}")
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"`steps` is {steps} and `batch_size` is {batch_size}; expected both >= 1")
-    if data.size == 0:
-        raise ValueError("the training split is empty; expected at least one example")
+    check_training_inputs(model, data, steps)
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` is {batch_size}; expected >= 1")
     device = next(model.heads.parameters()).device
     opt = make_optimizer(model, optimizer)
     generator = torch.Generator().manual_seed(seed)

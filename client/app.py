@@ -4,7 +4,8 @@ Three kinds of message reach a site. `query` asks who it is (site name and role,
 data). `train` carries the global adapter and heads: the site loads them into its cached model,
 trains on its own notes and replies with the adapter and head tensors and aggregate metrics only.
 `evaluate` carries the same tensors and gets back per-task AUROC with its bootstrap interval, n and
-prevalence — the same metric keys at every site, as Flower requires. No note text, token id, label or
+prevalence on the test split, and the validation AUROC the server selects rounds by — the same
+metric keys at every site, as Flower requires. No note text, token id, label or
 per-example value is ever put in a reply.
 """
 
@@ -18,7 +19,12 @@ import zlib
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.evaluate import evaluate_split
+from client.evaluate import evaluate_split, validation_metrics
+from client.message_config import (
+    message_local_steps,
+    message_model_settings,
+    requested_splits,
+)
 from client.model import load_trainable_state, trainable_state
 from client.progress import show_progress
 from client.run_settings import ClientSettings
@@ -72,9 +78,9 @@ def train(message: Message, context: Context) -> Message:
         )
     config = message.content["config"]
     server_round = int(config["server-round"])
-    runtime = site_runtime(site, settings.model)
+    runtime = site_runtime(site, message_model_settings(settings.model, config))
     data = runtime.splits["train"]
-    steps = settings.local_steps or site.training.local_steps
+    steps = message_local_steps(config) or settings.local_steps or site.training.local_steps
     # 2. A private site charges its budget first, and declines a round it cannot afford
     charge, plan = None, None
     if site.is_private:
@@ -119,25 +125,33 @@ def train(message: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    """Score the global adapter on this site's held-out test split."""
+    """Score the global adapter on the splits the server asks for: validation (to select a round)
+    and/or this site's held-out test split (to report). A split not asked for, or that the site
+    lacks (an external site has no validation split), gives NaN under the same keys."""
     show_progress()
     settings = ClientSettings.from_run_config(context.run_config)
     site = resolve_site(context.node_config, settings)
-    runtime = site_runtime(site, settings.model)
+    config = message.content["config"] if "config" in message.content else ConfigRecord()
+    model_settings = message_model_settings(settings.model, config)
+    splits = requested_splits(config)
+    runtime = site_runtime(site, model_settings)
     load_trainable_state(runtime.model, _arrays(message))
     test = runtime.splits["test"]
     if 0 < site.evaluation.max_examples < test.size:  # the site caps its evaluation cost
         test = test.subset(range(site.evaluation.max_examples))
+    validation = runtime.splits["validation"]
+    if "test" not in splits:
+        test = test.subset([])
+    if "validation" not in splits:
+        validation = validation.subset([])
     started = time.perf_counter()
-    metrics = evaluate_split(
-        runtime.model,
-        test,
-        settings.model.tasks,
-        batch_size=site.evaluation.batch_size,
-        seed=settings.seed,
-        n_resamples=settings.bootstrap_resamples,
-    )
-    metrics["num-examples"] = test.size
-    log.info("site %s: evaluated %d test encounters (%.1f s)", site.name, test.size,
-             time.perf_counter() - started)
+    metrics = evaluate_split(runtime.model, test, model_settings.tasks,
+                             batch_size=site.evaluation.batch_size, seed=settings.seed,
+                             n_resamples=settings.bootstrap_resamples)
+    metrics.update(validation_metrics(runtime.model, validation, model_settings.tasks,
+                                      batch_size=site.evaluation.batch_size))
+    # Flower weights its (unused) cross-site average by this; never 0, or it divides by zero.
+    metrics["num-examples"] = max(test.size + validation.size, 1)
+    log.info("site %s: scored %d test and %d validation encounters (%.1f s)", site.name,
+             test.size, validation.size, time.perf_counter() - started)
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)

@@ -4,12 +4,17 @@ Each note type is tokenized once for the whole table (truncated to `max_length`,
 longest note of its split) and shared by every task that reads it. Batches are later trimmed to
 their own longest note (`EncodedNotes.batch`): on a CPU, attention cost grows with the padded
 length, so dynamic padding is the cheapest speed-up there is.
+
+A model that scores answer letters (`scoring` 'letters', client/letter_scoring.py) reads no bare
+note: it reads one prompt per task, the note's first tokens followed by the task's question, options
+and answer cue. Those prompts are encoded here once too (`EncodedSplit.prompts`), the note cut so
+that note and question together fit `max_length`; the notes themselves are then not kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,7 +23,8 @@ import torch
 
 from sites.tasks import NOTE_COLUMNS, SPLIT_COLUMN, SPLITS, TASKS, NoteType
 
-from .model import MAX_LENGTH_LIMIT
+from .letter_scoring import prompt_suffix
+from .model import MAX_LENGTH_LIMIT, ResolvedScoring
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -54,6 +60,9 @@ class EncodedSplit:
     """True class probabilities [N, K] per task, only for tasks whose oracle columns all exist
     (synthetic data); real data has none."""
     size: int
+    prompts: dict[str, EncodedNotes] = field(default_factory=dict)
+    """Per task, note prefix + question + options + answer cue, right-padded: only for a model
+    that scores answer letters (then `notes` is empty)."""
 
     def subset(self, index: Sequence[int] | torch.Tensor) -> EncodedSplit:
         """The rows `index` (e.g. the first `max_examples` for a cheaper evaluation)."""
@@ -64,7 +73,18 @@ class EncodedSplit:
             labels={t: y[index] for t, y in self.labels.items()},
             oracle={t: p[index.numpy()] for t, p in self.oracle.items()},
             size=len(index),
+            prompts={t: EncodedNotes(n.input_ids[index], n.attention_mask[index])
+                     for t, n in self.prompts.items()},
         )
+
+    def lengths(self, tasks: Sequence[str]) -> torch.Tensor:
+        """Tokens a model reads per row for `tasks`, [N]: their prompts if encoded, else each note
+        type once (sorting by it keeps batches evenly padded)."""
+        if self.prompts:
+            sequences = [self.prompts[t] for t in tasks]
+        else:
+            sequences = [self.notes[n] for n in sorted({TASKS[t].note for t in tasks})]
+        return sum((s.lengths for s in sequences), torch.zeros(self.size, dtype=torch.long))
 
 
 def _tokenize(
@@ -79,6 +99,28 @@ def _tokenize(
     return EncodedNotes(encoded["input_ids"].long(), encoded["attention_mask"].long())
 
 
+def _prompts(texts: list[str], tokenizer: PreTrainedTokenizerBase, task: str, max_length: int
+             ) -> EncodedNotes:
+    """`task`'s prompts: each note cut to leave room for the question, then the question."""
+    suffix = tokenizer(prompt_suffix(task), add_special_tokens=False)["input_ids"]
+    budget = max_length - len(suffix)
+    if budget < 1:
+        raise ValueError(f"`max_length` is {max_length} but task `{task}`'s question, options and "
+                         f"answer cue take {len(suffix)} tokens with this tokenizer; expected "
+                         f"`max_length` > {len(suffix)} with `scoring` 'letters'")
+    if not texts:
+        empty = torch.zeros((0, 1), dtype=torch.long)
+        return EncodedNotes(empty, empty.clone())
+    notes = tokenizer(texts, truncation=True, max_length=budget)["input_ids"]
+    width = max(len(ids) for ids in notes) + len(suffix)
+    input_ids = torch.full((len(notes), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(notes), width), dtype=torch.long)
+    for row, ids in enumerate(notes):  # right padding, like `_tokenize`
+        input_ids[row, : len(ids) + len(suffix)] = torch.tensor(ids + suffix, dtype=torch.long)
+        attention_mask[row, : len(ids) + len(suffix)] = 1
+    return EncodedNotes(input_ids, attention_mask)
+
+
 def _oracle(df: pd.DataFrame, task: str) -> np.ndarray | None:
     spec = TASKS[task]
     columns = spec.oracle_columns
@@ -91,33 +133,44 @@ def _oracle(df: pd.DataFrame, task: str) -> np.ndarray | None:
 
 
 def encode_split(
-    df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[str], *, max_length: int
+    df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[str], *, max_length: int,
+    scoring: ResolvedScoring = "head",
 ) -> EncodedSplit:
-    """Encode one split's rows (any order); each note type read by `tasks` is tokenized once."""
+    """Encode one split's rows (any order): for `head` each note type read by `tasks` once, for
+    `letters` one prompt per task."""
     if not 1 <= max_length <= MAX_LENGTH_LIMIT:
         raise ValueError(f"`max_length` is {max_length}; expected 1..{MAX_LENGTH_LIMIT} tokens")
-    note_types = sorted({TASKS[t].note for t in tasks})
-    notes = {n: _tokenize(df[NOTE_COLUMNS[n]].astype(str).tolist(), tokenizer, max_length)
-             for n in note_types}
+    notes, prompts = {}, {}
+    if scoring == "letters":
+        prompts = {t: _prompts(df[NOTE_COLUMNS[TASKS[t].note]].astype(str).tolist(), tokenizer,
+                               t, max_length) for t in tasks}
+    else:
+        notes = {n: _tokenize(df[NOTE_COLUMNS[n]].astype(str).tolist(), tokenizer, max_length)
+                 for n in sorted({TASKS[t].note for t in tasks})}
     labels = {t: torch.tensor(df[TASKS[t].label_column].to_numpy(dtype=np.int64))
               for t in tasks}
     oracle = {t: p for t in tasks if (p := _oracle(df, t)) is not None}
-    return EncodedSplit(notes=notes, labels=labels, oracle=oracle, size=len(df))
+    return EncodedSplit(notes=notes, labels=labels, oracle=oracle, size=len(df), prompts=prompts)
 
 
 def encode_site(
-    df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[str], *, max_length: int
+    df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[str], *, max_length: int,
+    scoring: ResolvedScoring = "head",
 ) -> dict[str, EncodedSplit]:
     """Every split of a validated encounter table (`sites.dataset.read_site_table`).
 
     All of `train`, `validation` and `test` are returned, empty (size 0) where the site has no rows,
-    so callers never meet a missing key (an external site may hold only a test split).
+    so callers never meet a missing key (an external site may hold only a test split). `scoring`
+    is the model's resolved scoring (`client.model.base_scoring`): `letters` encodes prompts.
     """
+    if scoring not in ("head", "letters"):
+        raise ValueError(f"`scoring` is {scoring!r}; expected 'head' or 'letters' (resolve 'auto' "
+                         "with client.model.base_scoring first)")
     missing = [c for c in [SPLIT_COLUMN] + [NOTE_COLUMNS[TASKS[t].note] for t in tasks]
                + [TASKS[t].label_column for t in tasks] if c not in df.columns]
     if missing:
         raise KeyError(f"encounter table lacks column `{missing[0]}`; expected the columns of "
                        "sites.dataset.read_site_table")
     return {split: encode_split(df[df[SPLIT_COLUMN] == split], tokenizer, tasks,
-                                max_length=max_length)
+                                max_length=max_length, scoring=scoring)
             for split in SPLITS}

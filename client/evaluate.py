@@ -15,11 +15,14 @@ import torch
 
 from sites.tasks import TASKS
 
+from .calibration import calibration_metrics
 from .data import EncodedSplit
 from .metrics import auroc, bootstrap_ci
-from .model import MultiTaskModel
+from .model import MultiTaskModel, TaskModel
 
-METRIC_SUFFIXES = ("auroc", "auroc_low", "auroc_high", "n", "prevalence", "oracle_auroc")
+METRIC_SUFFIXES = ("auroc", "auroc_low", "auroc_high", "n", "prevalence", "oracle_auroc",
+                   "ece", "reliability_confidence", "reliability_frequency", "reliability_count")
+"""Per-task metric names; the `reliability_*` ones are lists of `calibration.NUM_BINS` floats."""
 
 
 def metric_keys(tasks: Sequence[str]) -> list[str]:
@@ -28,31 +31,29 @@ def metric_keys(tasks: Sequence[str]) -> list[str]:
 
 
 @torch.no_grad()
-def log_probs(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[str], *,
+def log_probs(model: TaskModel, data: EncodedSplit, tasks: Sequence[str], *,
               batch_size: int) -> dict[str, np.ndarray]:
-    """Log class probabilities [N, K] per task, rows in the split's order.
+    """Log class probabilities [N, K] per task (log-softmax of `TaskModel.task_logits`: over the
+    heads' outputs, or over the answer letters' logits), rows in the split's order.
 
-    Rows are visited from shortest to longest notes, so each batch is padded little (most of a CPU
+    Rows are visited from shortest to longest inputs, so each batch is padded little (most of a CPU
     evaluation's time is padding otherwise), then put back in order.
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` is {batch_size}; expected >= 1")
     tasks = tuple(tasks)
-    notes = sorted({TASKS[t].note for t in tasks})
     out = {t: np.zeros((data.size, TASKS[t].num_classes), dtype=np.float64) for t in tasks}
     if data.size == 0:
         return out
-    device = next(model.heads.parameters()).device
-    order = torch.argsort(sum(data.notes[n].lengths for n in notes), stable=True)
+    order = torch.argsort(data.lengths(tasks), stable=True)
     was_training = model.training
     model.eval()
     try:
         for start in range(0, data.size, batch_size):
             index = order[start: start + batch_size]
-            pooled = {n: model.encode(*data.notes[n].batch(index, device)) for n in notes}
-            for t in tasks:
-                logits = model.heads[t](pooled[TASKS[t].note]).float()
-                out[t][index.numpy()] = torch.log_softmax(logits, dim=-1).cpu().numpy()
+            for t, logits in model.task_logits(data, index, tasks).items():
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                out[t][index.numpy()] = logp.cpu().numpy()
     finally:
         model.train(was_training)
     return out
@@ -65,7 +66,9 @@ def predict(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[str], *,
 
 
 def _task_metrics(task: str, y: np.ndarray, probs: np.ndarray, oracle: np.ndarray | None,
-                  seed: int, n_resamples: int) -> dict[str, float]:
+                  seed: int, n_resamples: int) -> dict[str, float | list[float]]:
+    """One task's keys, in `METRIC_SUFFIXES` order: AUROC with CI, n, prevalence, oracle AUROC,
+    then calibration (`client.calibration`: small reliability bins are withheld at the site)."""
     n = int(y.size)
     if n == 0:
         prevalence = math.nan
@@ -82,6 +85,7 @@ def _task_metrics(task: str, y: np.ndarray, probs: np.ndarray, oracle: np.ndarra
         f"{task}.n": float(n),
         f"{task}.prevalence": prevalence,
         f"{task}.oracle_auroc": auroc(y, oracle) if oracle is not None and n else math.nan,
+        **calibration_metrics(task, y, probs),
     }
 
 
@@ -101,4 +105,28 @@ def evaluate_split(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[st
         if y.size:
             losses.append(float(-logp[task][np.arange(y.size), y].mean()))
     metrics["loss"] = float(np.mean(losses)) if losses else math.nan
+    return metrics
+
+
+VALIDATION_PREFIX = "validation."
+"""Validation metrics are keyed `validation.<task>.auroc|n`: the server selects the best round on
+them (never on test), so they travel beside the test metrics under their own names."""
+
+
+def validation_keys(tasks: Sequence[str]) -> list[str]:
+    """Keys of `validation_metrics`'s result for `tasks`, in order."""
+    return [f"{VALIDATION_PREFIX}{t}.{s}" for t in tasks for s in ("auroc", "n")]
+
+
+def validation_metrics(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[str], *,
+                       batch_size: int) -> dict[str, float]:
+    """Per-task AUROC and n on the validation split, for round selection: no interval (nothing
+    is reported about it), NaN where undefined (no validation split, one class only)."""
+    tasks = tuple(tasks)
+    probs = predict(model, data, tasks, batch_size=batch_size)
+    metrics: dict[str, float] = {}
+    for task in tasks:
+        y = data.labels[task].cpu().numpy().astype(np.int64)
+        metrics[f"{VALIDATION_PREFIX}{task}.auroc"] = auroc(y, probs[task]) if y.size else math.nan
+        metrics[f"{VALIDATION_PREFIX}{task}.n"] = float(y.size)
     return metrics

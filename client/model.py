@@ -1,6 +1,12 @@
-"""The model every site trains: a frozen base, a LoRA adapter (peft) and one linear head per task.
+"""The model every site trains: a frozen base, a LoRA adapter (peft) and a way to score each task.
 
-Only the adapter and the heads ever leave a site (`trainable_state`), so they are the whole
+Two ways to score, one interface (`TaskModel.task_logits`): encoders get one linear head per task
+on a pooled note vector (`MultiTaskModel`, here); decoders (Lang1/Llama) are asked each task as a
+multiple-choice question after the note and scored by the logits of the answer letters, as the
+Lang1 paper does (`LetterModel`, client/letter_scoring.py): no head, so the untrained model already
+gives a zero-shot baseline. `ModelSettings.scoring` picks one; `auto` follows the architecture.
+
+Only the adapter and the heads (if any) ever leave a site (`trainable_state`), so they are the whole
 federated state; the base stays frozen and is loaded from a local folder (sites have no network).
 The server builds the initial state with the same code and the same seed as every client
 (`build_model`), so round 1 starts from identical weights everywhere.
@@ -25,7 +31,9 @@ from torch import nn
 from sites.tasks import TASK_NAMES, TASKS, resolve_tasks
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+    from .data import EncodedSplit
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,9 @@ ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout")
 """Config fields (BERT family, Llama family) zeroed at load time; see `build_model`."""
 
 Pooling = Literal["mean", "last"]
+Scoring = Literal["auto", "head", "letters"]
+SCORINGS: tuple[str, ...] = ("auto", "head", "letters")
+ResolvedScoring = Literal["head", "letters"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,11 @@ class ModelSettings:
     """One head per task, in this order."""
     seed: int = 0
     """Seeds the adapter and head initialisation: same seed, same initial weights everywhere."""
+    scoring: Scoring = "auto"
+    """`head`: a linear head per task on the pooled note (any base). `letters`: the task as a
+    multiple-choice question after the note, scored by the answer letters' logits (causal LMs only;
+    `max_length` then covers note and question together). `auto`: `head` for encoders (masked-LM
+    families), `letters` for decoders."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_length <= MAX_LENGTH_LIMIT:
@@ -85,6 +101,9 @@ class ModelSettings:
                 f"`max_length` is {self.max_length}; expected 1..{MAX_LENGTH_LIMIT} tokens"
             )
         resolve_tasks(self.tasks, where="model settings `tasks`")
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"`scoring` is {self.scoring!r}; expected one of "
+                             + ", ".join(repr(s) for s in SCORINGS))
 
 
 def resolve_base_path(base: str) -> Path:
@@ -150,6 +169,27 @@ def pooling_for(model_type: str) -> Pooling:
     return "mean" if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES else "last"
 
 
+def resolve_scoring(settings: ModelSettings, model_type: str) -> ResolvedScoring:
+    """`auto` -> `head` for encoders, `letters` for decoders; `letters` needs a decoder."""
+    encoder = pooling_for(model_type) == "mean"
+    if settings.scoring == "auto":
+        return "head" if encoder else "letters"
+    if settings.scoring == "letters" and encoder:
+        raise ValueError(
+            f"`scoring` is 'letters' but `base` {settings.base!r} is an encoder (model type "
+            f"{model_type!r}) that cannot score answer letters; expected 'head' or 'auto' for it"
+        )
+    return settings.scoring
+
+
+def base_scoring(settings: ModelSettings) -> ResolvedScoring:
+    """The scoring `settings` resolve to for their base (reads only the base's config.json)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolve_base_path(settings.base), local_files_only=True)
+    return resolve_scoring(settings, config.model_type)
+
+
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
     """[B, L, H] token states -> [B, H] note vectors (works for left or right padding)."""
     mask = attention_mask.to(hidden.dtype)
@@ -161,8 +201,37 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
-class MultiTaskModel(nn.Module):
+class TaskModel(nn.Module):
+    """What training, DP training and evaluation see of a model, whichever way it scores.
+
+    `backbone` is the peft-wrapped base (its LoRA weights are the adapter); `heads` holds the task
+    heads, empty for a model without any; `task_logits` gives unnormalised class scores per task,
+    so log-probabilities are their `log_softmax` and the training loss their cross-entropy.
+    """
+
+    backbone: nn.Module
+    heads: nn.ModuleDict
+    scoring: ResolvedScoring
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (the adapter sits next to its base layers)."""
+        return next(self.backbone.parameters()).device
+
+    def task_logits(self, data: EncodedSplit, index: torch.Tensor, tasks: tuple[str, ...]
+                    ) -> dict[str, torch.Tensor]:
+        """Class logits [B, K] per task for rows `index` of `data`, on `self.device`."""
+        raise NotImplementedError
+
+
+class MultiTaskModel(TaskModel):
     """peft-wrapped backbone + one linear head per task; forward returns logits per task."""
+
+    scoring: ResolvedScoring = "head"
 
     def __init__(self, backbone: nn.Module, heads: nn.ModuleDict, pooling: Pooling) -> None:
         super().__init__()
@@ -173,6 +242,18 @@ class MultiTaskModel(nn.Module):
     @property
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.heads.keys())
+
+    def task_logits(self, data: EncodedSplit, index: torch.Tensor, tasks: tuple[str, ...]
+                    ) -> dict[str, torch.Tensor]:
+        """Each note type read by `tasks` is encoded once and shared by the heads that read it."""
+        notes = sorted({TASKS[t].note for t in tasks})
+        missing = [n for n in notes if n not in data.notes]
+        if missing:
+            raise KeyError(f"encoded split has no `{missing[0]}` notes; expected data encoded "
+                           "with `scoring` 'head' (client.data.encode_site)")
+        device = self.device
+        pooled = {note: self.encode(*data.notes[note].batch(index, device)) for note in notes}
+        return {t: self.heads[t](pooled[TASKS[t].note]) for t in tasks}
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled note vectors [B, H]; call once per note type and share it across tasks."""
@@ -187,27 +268,30 @@ class MultiTaskModel(nn.Module):
         return {task: self.heads[task](pooled) for task in tasks}
 
 
-def build_model(settings: ModelSettings, *, device: torch.device) -> MultiTaskModel:
-    """Load the frozen base, add LoRA and the heads; the same seed gives the same initial weights.
+def load_base_config(settings: ModelSettings) -> PretrainedConfig:
+    """The base's config, with dropout on attention probabilities off.
 
-    Adapter and head weights are initialised on the CPU generator (peft creates LoRA layers on the
-    CPU, then moves them next to their base layer), so a CUDA client matches a CPU server.
+    Without it PyTorch's fused CPU attention falls back to the unfused path and a MiniLM train step
+    at 256 tokens takes 2.3x as long; LoRA dropout and the base's hidden dropout still regularise.
     """
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig
 
-    path = resolve_base_path(settings.base)
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
-    # No dropout on attention probabilities: with it, PyTorch's fused CPU attention falls back to
-    # the unfused path and a MiniLM train step at 256 tokens takes 2.3x as long. LoRA dropout and
-    # the base's hidden dropout still regularise.
+    config = AutoConfig.from_pretrained(resolve_base_path(settings.base), local_files_only=True)
     for name in ATTENTION_DROPOUT_FIELDS:
         if hasattr(config, name):
             setattr(config, name, 0.0)
-    base = AutoModel.from_pretrained(
-        path, config=config, local_files_only=True, dtype=torch.float32
-    )
-    # Device first, then peft: LoRA layers follow their base layer's device (pitfalls: opacus #820).
+    return config
+
+
+def add_lora(base: nn.Module, settings: ModelSettings, *, device: torch.device) -> nn.Module:
+    """Move `base` to `device`, then wrap it with LoRA; call it inside a `fork_rng` seeded with
+    `settings.seed`, so the same seed gives the same adapter at every site and at the server.
+
+    Device first, then peft: LoRA layers follow their base layer's device (pitfalls: opacus #820).
+    peft creates LoRA layers on the CPU generator, so a CUDA client matches a CPU server.
+    """
+    from peft import LoraConfig, get_peft_model
+
     base.to(device)
     lora = settings.lora
     lora_config = LoraConfig(
@@ -216,18 +300,43 @@ def build_model(settings: ModelSettings, *, device: torch.device) -> MultiTaskMo
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules) if lora.target_modules else None,
     )
+    return get_peft_model(base, lora_config)
+
+
+def build_model(settings: ModelSettings, *, device: torch.device) -> TaskModel:
+    """The model for `settings`' resolved scoring: heads on an encoder (`MultiTaskModel`) or
+    answer letters on a causal LM (`LetterModel`); the same seed gives the same initial weights."""
+    config = load_base_config(settings)
+    if resolve_scoring(settings, config.model_type) == "letters":
+        from .letter_scoring import build_letter_model
+
+        return build_letter_model(settings, config, device=device)
+    return build_head_model(settings, config, device=device)
+
+
+def build_head_model(settings: ModelSettings, config: PretrainedConfig, *, device: torch.device
+                     ) -> MultiTaskModel:
+    """Load the frozen base (`AutoModel`), add LoRA and one seeded linear head per task."""
+    from transformers import AutoModel
+
+    path = resolve_base_path(settings.base)
+    base = AutoModel.from_pretrained(
+        path, config=config, local_files_only=True, dtype=torch.float32
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        backbone = get_peft_model(base, lora_config)
+        backbone = add_lora(base, settings, device=device)
         hidden = base.config.hidden_size
         heads = nn.ModuleDict({t: nn.Linear(hidden, TASKS[t].num_classes) for t in settings.tasks})
     model = MultiTaskModel(backbone, heads.to(device), pooling_for(base.config.model_type))
-    log.info("built %s (%s pooling) with LoRA r=%d on %s", path.name, model.pooling, lora.r, device)
+    log.info("built %s (%s pooling) with LoRA r=%d on %s", path.name, model.pooling,
+             settings.lora.r, device)
     return model
 
 
-def trainable_state(model: MultiTaskModel) -> dict[str, np.ndarray]:
-    """The federated state: `adapter.<peft key>` and `head.<task>.weight|bias`, float32 numpy."""
+def trainable_state(model: TaskModel) -> dict[str, np.ndarray]:
+    """The federated state: `adapter.<peft key>` and `head.<task>.weight|bias` (none for a model
+    without heads), float32 numpy."""
     from peft import get_peft_model_state_dict
 
     state = {ADAPTER_PREFIX + k: v for k, v in get_peft_model_state_dict(model.backbone).items()}
@@ -235,7 +344,7 @@ def trainable_state(model: MultiTaskModel) -> dict[str, np.ndarray]:
     return {k: v.detach().to("cpu", torch.float32).numpy().copy() for k, v in state.items()}
 
 
-def load_trainable_state(model: MultiTaskModel, state: Mapping[str, np.ndarray]) -> None:
+def load_trainable_state(model: TaskModel, state: Mapping[str, np.ndarray]) -> None:
     """Load adapter and heads; names and shapes must match exactly (the first mismatch is named)."""
     from peft import set_peft_model_state_dict
 
@@ -250,7 +359,7 @@ def load_trainable_state(model: MultiTaskModel, state: Mapping[str, np.ndarray])
         if tuple(np.shape(state[key])) != tuple(expected[key]):
             raise ValueError(f"trainable state `{key}` has shape {tuple(np.shape(state[key]))}; "
                              f"expected {tuple(expected[key])}")
-    device = next(model.heads.parameters()).device
+    device = model.device
     tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.float32), device=device)
                for k, v in state.items()}
     n = len(ADAPTER_PREFIX)
@@ -260,14 +369,20 @@ def load_trainable_state(model: MultiTaskModel, state: Mapping[str, np.ndarray])
     model.heads.load_state_dict({k[n:]: v for k, v in tensors.items() if k.startswith(HEAD_PREFIX)})
 
 
-def save_adapter(model: MultiTaskModel, out_dir: Path) -> None:
-    """Write the adapter with `save_pretrained` (plain `PeftModel.from_pretrained` loads it) and the
-    heads as `heads.safetensors` (keys `<task>.weight|bias`, task classes in the metadata)."""
+def save_adapter(model: TaskModel, out_dir: Path) -> None:
+    """Write the adapter with `save_pretrained` (plain `PeftModel.from_pretrained` loads it) and,
+    when the model has heads, `heads.safetensors` (keys `<task>.weight|bias`, task classes in the
+    metadata); a letter-scoring model writes its prompts and answer letters instead."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.backbone.save_pretrained(out_dir)
+    if not isinstance(model, MultiTaskModel):
+        from .letter_scoring import save_letter_prompts
+
+        save_letter_prompts(model, out_dir)
+        return
     heads = {k: v.detach().to("cpu").contiguous() for k, v in model.heads.state_dict().items()}
     metadata = {t: ",".join(TASKS[t].class_names) for t in model.tasks}
     metadata["pooling"] = model.pooling

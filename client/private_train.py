@@ -7,6 +7,11 @@ std σ·C and divides by the expected batch size, and `UniformWithReplacementSam
 by Poisson sampling, which is what the accountant assumes. The privacy unit is the encounter: one
 row of the table, its notes and its labels, clipped together.
 
+Both ways of scoring train here (`TaskModel.task_logits`): with heads, the LoRA and head parameters
+get per-encounter gradients; with answer letters (client/letter_scoring.py), the LoRA parameters
+only — the output layer and the embeddings that read the letters are frozen, so opacus puts no
+hooks on them.
+
 Sampling and noise come from a generator seeded from the operating system, never from the run's
 public seed: whoever knows the noise can subtract it, and whoever knows the batches loses the
 amplification by subsampling. Only dropout, which protects nothing, follows the run seed.
@@ -27,7 +32,7 @@ from opacus.optimizers import DPOptimizer
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
 from .data import EncodedSplit
-from .model import MultiTaskModel
+from .model import TaskModel
 from .train import (OptimizerSettings, TrainResult, check_training_inputs, joint_loss,
                     make_optimizer)
 
@@ -38,7 +43,7 @@ GRAD_SAMPLE_MODES: tuple[str, ...] = ("hooks", "functorch")
 """opacus per-sample gradient modes this loop supports; `hooks` is the default (fastest measured
 with LoRA on CPU, see bench/privacy.py). opacus's `ghost` clipping is not among them: it refuses a
 module that runs twice in one step ("Parameter tying is not supported"), and joint training runs
-the encoder once per note type."""
+the encoder once per note type (a letter-scoring decoder once per task)."""
 
 
 def secret_generator(seed: int | None = None) -> torch.Generator:
@@ -47,7 +52,7 @@ def secret_generator(seed: int | None = None) -> torch.Generator:
 
 
 def train_steps_private(
-    model: MultiTaskModel,
+    model: TaskModel,
     data: EncodedSplit,
     *,
     steps: int,
@@ -71,7 +76,7 @@ def train_steps_private(
     if grad_sample_mode not in GRAD_SAMPLE_MODES:
         raise ValueError(f"`grad_sample_mode` is {grad_sample_mode!r}; expected one of "
                          f"{list(GRAD_SAMPLE_MODES)}")
-    device = next(model.heads.parameters()).device
+    device = model.device
     generator = secret_generator(noise_seed)
     # Train mode before wrapping: opacus records no activations in eval mode.
     model.train()

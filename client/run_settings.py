@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.model import LoraSettings, ModelSettings
+from client.model import SCORINGS, LoraSettings, ModelSettings
 from client.train import OPTIMIZERS, OptimizerSettings
 from sites.config import DEFAULT_CONSORTIUM
 from sites.tasks import TASK_NAMES, resolve_tasks
@@ -53,6 +53,17 @@ def parse_tasks(value: str) -> tuple[str, ...]:
         raise InvalidRunConfig(str(error)) from None
 
 
+EXPERIMENTS: tuple[str, ...] = ("", "transfer")
+
+
+def parse_experiment(value: object) -> str:
+    """The run config's `experiment`: "" for a federation, or the name of an experiment."""
+    if value not in EXPERIMENTS:
+        raise InvalidRunConfig(f"run config: `experiment` is {value!r}; expected \"\" (a "
+                               "federation) or \"transfer\"")
+    return str(value)
+
+
 def resolve_consortium(value: str) -> Path:
     """A consortium shipped with the package by name (`default`, `private`: the files in
     sites/consortia/), or else the path of a consortium YAML."""
@@ -80,6 +91,9 @@ class ClientSettings:
     """Planned federated rounds: a private site spreads its budget over all of them."""
     bootstrap_resamples: int
     seed: int
+    experiment: str = ""
+    """`` (a federation) or `transfer` (`lang1-fl experiment transfer`: in simulation, one more
+    node than the consortium has sites serves the pooled site)."""
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, object]) -> ClientSettings:
@@ -95,12 +109,17 @@ class ClientSettings:
                 f"run config: `max-length` is {max_length}; expected at most 512 (tasks read the "
                 "first 512 tokens of a note)"
             )
+        scoring = config_value(config, "scoring", str)
+        if scoring not in SCORINGS:
+            raise InvalidRunConfig(f"run config: `scoring` is {scoring!r}; expected one of "
+                                   + ", ".join(SCORINGS))
         model = ModelSettings(
             base=config_value(config, "base-model", str),
             max_length=max_length,
             lora=lora,
             tasks=parse_tasks(config_value(config, "tasks", str)),
             seed=seed,
+            scoring=scoring,
         )
         optimizer = OptimizerSettings(
             learning_rate=positive_config_value(config, "learning-rate", float),
@@ -125,4 +144,5 @@ class ClientSettings:
             num_rounds=positive_config_value(config, "num-server-rounds", int),
             bootstrap_resamples=positive_config_value(config, "bootstrap-resamples", int),
             seed=seed,
+            experiment=parse_experiment(config.get("experiment", "")),
         )

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from client.data import EncodedSplit, encode_site
-from client.model import ModelSettings, MultiTaskModel, build_model, load_tokenizer, select_device
+from client.model import (ModelSettings, TaskModel, base_scoring, build_model, load_tokenizer,
+                          select_device)
 from sites.config import SiteConfig
 from sites.dataset import read_site_table
 
@@ -25,13 +26,15 @@ log = logging.getLogger(__name__)
 class SiteRuntime:
     """A site's model (shared with other sites of this process) and its encoded splits."""
 
-    model: MultiTaskModel
+    model: TaskModel
     splits: dict[str, EncodedSplit]
     device: torch.device
 
 
-_MODELS: dict[tuple[ModelSettings, str], MultiTaskModel] = {}
+_MODELS: dict[tuple[ModelSettings, str], TaskModel] = {}
 _SPLITS: dict[tuple[str, str, ModelSettings], dict[str, EncodedSplit]] = {}
+"""Keyed by the whole `ModelSettings`: base, `max_length`, tasks and `scoring` all change what is
+encoded (a letter-scoring model reads per-task prompts, not bare notes)."""
 
 
 def site_runtime(site: SiteConfig, settings: ModelSettings) -> SiteRuntime:
@@ -50,7 +53,8 @@ def site_runtime(site: SiteConfig, settings: ModelSettings) -> SiteRuntime:
             table = table.assign(split="test")
         tokenizer = load_tokenizer(settings)
         _SPLITS[data_key] = encode_site(
-            table, tokenizer, settings.tasks, max_length=settings.max_length
+            table, tokenizer, settings.tasks, max_length=settings.max_length,
+            scoring=base_scoring(settings),
         )
         log.info("site %s: tokenized %d encounters", site.name, len(table))
     return SiteRuntime(model=_MODELS[model_key], splits=_SPLITS[data_key], device=device)

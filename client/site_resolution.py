@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from client.run_settings import ClientSettings
 from sites.config import InvalidSiteConfig, SiteConfig, load_consortium, load_site
 from sites.dataset import write_site_table
+from sites.pooling import with_pooled_site
 from sites.synthetic import generate_site
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ def resolve_site(node_config: Mapping[str, object], settings: ClientSettings) ->
             "(simulation) is set; start the SuperNode with --node-config 'site-config=\"...\"'"
         )
     consortium = load_consortium(settings.consortium, data_root=settings.data_dir)
+    if settings.experiment == "transfer":  # the CLI wrote the pooled table before the run
+        consortium = with_pooled_site(consortium, data_dir=settings.data_dir)
     partition = int(node_config["partition-id"])
     partitions = int(node_config.get("num-partitions", len(consortium.sites)))
     if partitions != len(consortium.sites):

@@ -3,8 +3,10 @@
 The pieces are separate on purpose so that DP-SGD (a later issue) can swap them one at a time:
 `minibatches` (here shuffled without replacement from a seeded generator; opacus wants Poisson
 sampling), `make_optimizer` (AdamW with two learning rates: the heads start from random and need a
-larger step than the adapter, whose B starts at zero) and `joint_loss` (one forward pass per note
-type, shared by every task that reads it, then the sum of the per-task cross-entropies).
+larger step than the adapter, whose B starts at zero) and `joint_loss` (the sum of the per-task
+cross-entropies of `TaskModel.task_logits`: for a head model one forward pass per note type, shared
+by every task that reads it; for a letter-scoring model one per task prompt, the loss then being
+LoRA's loss on the answer letter).
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sites.tasks import TASKS
-
 from .data import EncodedSplit
-from .model import MultiTaskModel
+from .model import TaskModel
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,14 @@ class TrainResult:
     """Examples seen, counting repeats (steps × batch size when the split is large enough)."""
 
 
-def make_optimizer(model: MultiTaskModel, settings: OptimizerSettings) -> torch.optim.Optimizer:
-    """The optimizer over the trainable parameters: one group for the adapter, one for the heads."""
+def make_optimizer(model: TaskModel, settings: OptimizerSettings) -> torch.optim.Optimizer:
+    """The optimizer over the trainable parameters: one group for the adapter, one for the heads
+    (left out for a model without heads)."""
     adapter = [p for p in model.backbone.parameters() if p.requires_grad]
     heads = list(model.heads.parameters())
-    groups = [{"params": adapter, "lr": settings.learning_rate},
-              {"params": heads, "lr": settings.head_learning_rate}]
+    groups = [{"params": adapter, "lr": settings.learning_rate}]
+    if heads:
+        groups.append({"params": heads, "lr": settings.head_learning_rate})
     if settings.name == "sgd":
         return torch.optim.SGD(groups, momentum=settings.momentum,
                                weight_decay=settings.weight_decay)
@@ -94,20 +96,17 @@ def minibatches(size: int, batch_size: int, steps: int, generator: torch.Generat
         cursor += batch_size
 
 
-def joint_loss(model: MultiTaskModel, data: EncodedSplit, index: torch.Tensor,
+def joint_loss(model: TaskModel, data: EncodedSplit, index: torch.Tensor,
                tasks: tuple[str, ...]) -> torch.Tensor:
-    """Sum over tasks of the mean cross-entropy on rows `index`; each note type encoded once."""
-    device = next(model.heads.parameters()).device
-    pooled = {}
-    for note in sorted({TASKS[t].note for t in tasks}):
-        input_ids, attention_mask = data.notes[note].batch(index, device)
-        pooled[note] = model.encode(input_ids, attention_mask)
-    losses = [nn.functional.cross_entropy(model.heads[t](pooled[TASKS[t].note]),
-                                          data.labels[t][index].to(device)) for t in tasks]
+    """Sum over tasks of the mean cross-entropy of the class logits on rows `index`."""
+    device = model.device
+    logits = model.task_logits(data, index, tasks)
+    losses = [nn.functional.cross_entropy(logits[t], data.labels[t][index].to(device))
+              for t in tasks]
     return torch.stack(losses).sum()
 
 
-def check_training_inputs(model: MultiTaskModel, data: EncodedSplit, steps: int) -> None:
+def check_training_inputs(model: TaskModel, data: EncodedSplit, steps: int) -> None:
     """What every training loop (plain or DP) needs: labels for each head, steps, examples."""
     missing = [t for t in model.tasks if t not in data.labels]
     if missing:
@@ -119,7 +118,7 @@ def check_training_inputs(model: MultiTaskModel, data: EncodedSplit, steps: int)
         raise ValueError("the training split is empty; expected at least one example")
 
 
-def train_steps(model: MultiTaskModel, data: EncodedSplit, *, steps: int, batch_size: int,
+def train_steps(model: TaskModel, data: EncodedSplit, *, steps: int, batch_size: int,
                 optimizer: OptimizerSettings, seed: int) -> TrainResult:
     """Run `steps` joint optimizer steps on every head of `model`; deterministic for a `seed`.
 
@@ -130,7 +129,7 @@ def train_steps(model: MultiTaskModel, data: EncodedSplit, *, steps: int, batch_
     check_training_inputs(model, data, steps)
     if batch_size < 1:
         raise ValueError(f"`batch_size` is {batch_size}; expected >= 1")
-    device = next(model.heads.parameters()).device
+    device = model.device
     opt = make_optimizer(model, optimizer)
     generator = torch.Generator().manual_seed(seed)
     total, examples = 0.0, 0

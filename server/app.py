@@ -3,8 +3,9 @@
 It reads the run configuration once, learns which node is which hospital, starts every site from
 the same initial adapter, evaluates the untrained model everywhere (round 0), runs the federated
 rounds with the chosen strategy — training sites train, every site including the external health
-system is evaluated each round — and writes the run directory: the final adapter, `metrics.json`
-and `report.md`.
+system is evaluated each round — selects the best round on validation AUROC, and writes the run
+directory: that round's adapter, `metrics.json` and `report.md`/`report.html`. With
+`experiment = "transfer"` it runs the transfer experiment instead (server/transfer_experiment.py).
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from client.run_settings import InvalidRunConfig
 from server.discovery import discover_sites
 from server.metrics_file import write_metrics
 from server.report import write_report
+from server.round_selection import RoundArrays, select_round
 from server.settings import ServerSettings
+from server.transfer_experiment import run_transfer_experiment
 from sites.config import load_consortium
+from sites.pooling import with_pooled_site
 from strategies import build_strategy
 
 log = logging.getLogger(__name__)
@@ -33,12 +37,14 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run the federation end to end and leave a run directory behind."""
+    """Run the federation (or an experiment) end to end and leave a run directory behind."""
     started = time.time()
     show_progress()
     # 1. Settings and consortium, read and validated once
     settings = ServerSettings.from_run_config(context.run_config)
     consortium = load_consortium(settings.client.consortium, data_root=settings.client.data_dir)
+    if settings.client.experiment == "transfer":  # simulation only: one more node, the pooled site
+        consortium = with_pooled_site(consortium, data_dir=settings.client.data_dir)
     run_dir = settings.run_dir
     if run_dir.exists():
         raise InvalidRunConfig(f"run config: run directory {run_dir} exists; choose another `run-name`")
@@ -47,6 +53,10 @@ def main(grid: Grid, context: Context) -> None:
 
     # 2. Which node is which hospital
     roster = discover_sites(grid, consortium, timeout=settings.round_timeout)
+    if settings.client.experiment == "transfer":
+        run_transfer_experiment(grid, settings=settings, consortium=consortium, roster=roster,
+                                run_dir=run_dir)
+        return
 
     # 3. The initial adapter and heads: the same deterministic builder every site uses
     model = build_model(settings.client.model, device=torch.device("cpu"))
@@ -59,21 +69,30 @@ def main(grid: Grid, context: Context) -> None:
     )
 
     # 5. Round 0: the untrained model, evaluated at every site
-    round_zero = strategy.configure_evaluate(0, initial, ConfigRecord(), grid)
+    scored = ConfigRecord({"splits": "validation,test"})
+    round_zero = strategy.configure_evaluate(0, initial, scored, grid)
     strategy.aggregate_evaluate(0, grid.send_and_receive(round_zero, timeout=settings.round_timeout))
 
-    # 6. Federated rounds: train at training sites, evaluate everywhere
-    result = strategy.start(
+    # 6. Federated rounds: train at training sites, evaluate everywhere; keep every round's adapter
+    kept = RoundArrays()
+    strategy.start(
         grid=grid,
         initial_arrays=initial,
         num_rounds=settings.num_rounds,
         timeout=settings.round_timeout,
         train_config=ConfigRecord({"run-name": settings.run_name}),  # names the sites' ledgers
+        evaluate_config=scored,
+        evaluate_fn=kept,
     )
 
-    # 7. The final adapter (loadable by plain peft), metrics and report
-    final = result.arrays if len(result.arrays) else initial  # every round may have been skipped
-    load_trainable_state(model, {k: final[k].numpy() for k in final.keys()})
+    # 7. The best round on validation AUROC (never test): its adapter is the run's model
+    selection = select_round(strategy.run_log.evaluation, sites=[s.name for s in
+                             consortium.training_sites], tasks=settings.client.model.tasks,
+                             num_rounds=settings.num_rounds)
+    log.info("selected round %d (%s)", selection.round, selection.criterion)
+
+    # 8. The selected adapter (loadable by plain peft), metrics and report
+    load_trainable_state(model, {k: v.numpy() for k, v in kept[selection.round].items()})
     save_adapter(model, run_dir / "adapter")
     trained = len(strategy.run_log.skipped_rounds) < settings.num_rounds
     outcome = "completed" if trained else "no round trained"
@@ -85,6 +104,7 @@ def main(grid: Grid, context: Context) -> None:
         run_log=strategy.run_log,
         model=model,
         duration_s=time.time() - started,
+        selection=selection,
     )
     report_path = write_report(run_dir, metrics_path)
     log.info("report: %s", report_path)

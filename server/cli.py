@@ -25,25 +25,14 @@ def _consortium_path(value: str) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     """Generate missing synthetic sites, run the Flower simulation, point at the report."""
     from client.site_budget import ledger_path
-    from client.site_resolution import ensure_site_data
     from server.flower_run import flwr_run
     from server.privacy_forecast import forecast, render
     from sites.config import load_consortium
-    from sites.dataset import read_site_table
 
     consortium_file = _consortium_path(args.consortium)
     data_dir, runs_dir = args.data_dir.resolve(), args.runs_dir.resolve()
     consortium = load_consortium(consortium_file, data_root=data_dir)
-    for site in consortium.sites:  # simulation: every site's data is on this machine
-        if site.data.path.exists():
-            read_site_table(site)  # a malformed table stops here, with file, row and column
-        elif site.synthetic is None:
-            raise FileNotFoundError(
-                f"{site.data.path}: site {site.name!r} of {consortium_file} has no data there "
-                "and no `synthetic` block to generate it from"
-            )
-        else:
-            ensure_site_data(site, seed=consortium.seed)
+    _prepare_site_data(consortium)
     if any(site.is_private for site in consortium.training_sites):
         # The privacy forecast, which also stops a δ that is not below 1/n before Flower starts
         rounds, local_steps = _planned_steps(args)
@@ -72,6 +61,62 @@ def cmd_run(args: argparse.Namespace) -> int:
         cpus_per_site=args.cpus_per_site,
     )
     return _run_outcome(runs_dir / run_name, status)
+
+
+def _prepare_site_data(consortium) -> None:
+    """Simulation: every site's data is on this machine. Validate each table (a malformed one
+    stops here, with file, row and column) and generate missing synthetic ones."""
+    from client.site_resolution import ensure_site_data
+    from sites.dataset import read_site_table
+
+    for site in consortium.sites:
+        if site.data.path.exists():
+            read_site_table(site)
+        elif site.synthetic is None:
+            raise FileNotFoundError(
+                f"{site.data.path}: site {site.name!r} of {consortium.source} has no data there "
+                "and no `synthetic` block to generate it from"
+            )
+        else:
+            ensure_site_data(site, seed=consortium.seed)
+
+
+def cmd_experiment_transfer(args: argparse.Namespace) -> int:
+    """Every training regime side by side in one Flower simulation; point at its report."""
+    from server.flower_run import flwr_run
+    from sites.config import InvalidSiteConfig, load_consortium
+    from sites.pooling import write_pooled_table
+
+    consortium_file = _consortium_path(args.consortium)
+    data_dir, runs_dir = args.data_dir.resolve(), args.runs_dir.resolve()
+    consortium = load_consortium(consortium_file, data_root=data_dir)
+    private = [s.name for s in consortium.training_sites if s.is_private]
+    if private:
+        raise InvalidSiteConfig(
+            f"{consortium_file}: sites {private} train with DP; the transfer experiment trains "
+            "each site in several regimes, each spending a whole budget, and pools their data. "
+            "Run it on a consortium without `privacy` blocks (e.g. `default`)")
+    _prepare_site_data(consortium)
+    write_pooled_table(consortium, data_dir=data_dir)  # before the nodes start: none of them writes
+    run_name = args.run_name or "transfer-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    if (runs_dir / run_name).exists():
+        raise FileExistsError(f"{runs_dir / run_name}: a run of that name exists; choose another --run-name")
+    run_config: dict[str, object] = {
+        "consortium": str(consortium_file), "data-dir": str(data_dir), "runs-dir": str(runs_dir),
+        "run-name": run_name, "experiment": "transfer",
+        "experiment-cross-task": not args.no_cross_task,
+    }
+    if args.rounds is not None:
+        run_config["num-server-rounds"] = args.rounds
+    run_config.update(_overrides(args.set))
+    status = flwr_run(run_config=run_config, num_supernodes=len(consortium.sites) + 1,
+                      flwr_home=runs_dir / ".flwr", cpus_per_site=args.cpus_per_site)
+    if status != 0 or not (runs_dir / run_name / "transfer.json").exists():
+        print("lang1-fl experiment transfer: the experiment failed; see the log above",
+              file=sys.stderr)
+        return 1
+    print(f"report: {runs_dir / run_name / 'report.md'} (and report.html)")
+    return 0
 
 
 def _run_outcome(run_dir: Path, flwr_status: int) -> int:
@@ -158,9 +203,23 @@ def _privacy_summary(site) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from server.report import write_report
+    """(Re)write report.md and report.html: a transfer experiment's when the folder has
+    `transfer.json`, else a run's from its `metrics.json`; print both paths."""
+    folder = args.run_dir
+    if (folder / "transfer.json").is_file():
+        from server.transfer_report import write_transfer_report  # another command's module
 
-    print(write_report(args.run_dir))
+        markdown = write_transfer_report(folder)
+    elif (folder / "metrics.json").is_file():
+        from server.report import write_report
+
+        markdown = write_report(folder)
+    else:
+        raise FileNotFoundError(
+            f"{folder}: no metrics.json (a run written by `lang1-fl run`) or transfer.json (a "
+            "transfer experiment) there; pass the folder that holds one")
+    print(markdown)
+    print(markdown.with_suffix(".html"))
     return 0
 
 
@@ -247,8 +306,31 @@ def build_parser() -> argparse.ArgumentParser:
                           help="run-config override, as for `lang1-fl run` (e.g. local-steps=20)")
     forecast.set_defaults(handler=cmd_privacy_forecast)
 
-    report = commands.add_parser("report", help="(re)write report.md from a run's metrics.json")
-    report.add_argument("run_dir", type=Path)
+    experiment = commands.add_parser("experiment", help="experiments over a consortium").add_subparsers(
+        dest="experiment_command", required=True
+    )
+    transfer = experiment.add_parser(
+        "transfer", help="train every regime (untrained, local-only, federated, leave-one-site-"
+        "out, pooled, single-task) with the same base, steps and seeds; score each at every site "
+        "and the external system; write transfer.json and a report"
+    )
+    transfer.add_argument("consortium", nargs="?", default="default")
+    transfer.add_argument("--rounds", type=int, help="federated rounds per regime")
+    transfer.add_argument("--no-cross-task", action="store_true",
+                          help="skip the single-task regimes (one federation per task)")
+    transfer.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    transfer.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
+    transfer.add_argument("--run-name", default="", help="folder name (default: transfer-<UTC time>)")
+    transfer.add_argument("--cpus-per-site", type=int, default=1)
+    transfer.add_argument("--set", action="append", metavar="KEY=VALUE",
+                          help="run-config override, as for `lang1-fl run`")
+    transfer.set_defaults(handler=cmd_experiment_transfer)
+
+    report = commands.add_parser(
+        "report", help="(re)write report.md and report.html from a run's metrics.json (or a "
+        "transfer experiment's transfer.json)")
+    report.add_argument("run_dir", type=Path, metavar="DIR",
+                        help="a run folder (metrics.json) or transfer experiment (transfer.json)")
     report.set_defaults(handler=cmd_report)
     return parser
 

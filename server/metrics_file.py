@@ -15,26 +15,69 @@ from pathlib import Path
 
 import torch
 
+from client.evaluate import VALIDATION_PREFIX
+from server.round_selection import Selection
 from server.settings import ServerSettings
 from sites.config import ConsortiumConfig
 from strategies import RunLog
 
-TASK_FIELDS = ("auroc", "auroc_low", "auroc_high", "n", "prevalence", "oracle_auroc")
+TASK_FIELDS = ("auroc", "auroc_low", "auroc_high", "n", "prevalence", "oracle_auroc", "ece")
+"""Scalar per-task fields sites send as `<task>.<field>`; `auroc_low`/`auroc_high` become `ci`."""
+RELIABILITY_FIELDS = ("confidence", "frequency", "count")
+"""Per-task lists of 10 bins sites send as `<task>.reliability_<field>` (see client.calibration)."""
+VALIDATION_FIELDS = ("auroc", "n")
+"""Sent as `validation.<task>.<field>` for round selection; absent from runs before selection."""
 
 
 def _clean(value: float) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
-def nest_site_metrics(flat: dict[str, float], tasks: tuple[str, ...]) -> dict:
-    """{"readmission.auroc": .7, ...} -> {"tasks": {"readmission": {"auroc": .7, "ci": [..]}}}."""
-    nested: dict = {"tasks": {}}
+def _count(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _reliability(flat: dict, task: str) -> dict | None:
+    """{"confidence": [...], "frequency": [...], "count": [...]} (NaN -> null), or None when the
+    site sent no reliability bins (a run before calibration)."""
+    keys = {f: f"{task}.reliability_{f}" for f in RELIABILITY_FIELDS}
+    if not all(key in flat for key in keys.values()):
+        return None
+    values = {f: [_clean(float(v)) for v in flat[key]] for f, key in keys.items()}
+    values["count"] = [_count(v) for v in values["count"]]
+    return values
+
+
+def _task_values(flat: dict, task: str) -> dict:
+    values = {f: _clean(flat.get(f"{task}.{f}", math.nan)) for f in TASK_FIELDS}
+    values["ci"] = [values.pop("auroc_low"), values.pop("auroc_high")]
+    values["n"] = _count(values["n"])
+    reliability = _reliability(flat, task)
+    if reliability is not None:
+        values["reliability"] = reliability
+    return values
+
+
+def _validation(flat: dict, tasks: tuple[str, ...]) -> dict:
+    """task -> {"auroc", "n"} for the tasks whose validation keys the site sent."""
+    nested = {}
     for task in tasks:
-        values = {f: _clean(flat.get(f"{task}.{f}", math.nan)) for f in TASK_FIELDS}
-        values["ci"] = [values.pop("auroc_low"), values.pop("auroc_high")]
-        if values["n"] is not None:
-            values["n"] = int(values["n"])
-        nested["tasks"][task] = values
+        keys = {f: f"{VALIDATION_PREFIX}{task}.{f}" for f in VALIDATION_FIELDS}
+        if any(key in flat for key in keys.values()):
+            values = {f: _clean(flat.get(key, math.nan)) for f, key in keys.items()}
+            nested[task] = values | {"n": _count(values["n"])}
+    return nested
+
+
+def nest_site_metrics(flat: dict[str, float | list[float]], tasks: tuple[str, ...]) -> dict:
+    """{"readmission.auroc": .7, ...} -> {"tasks": {"readmission": {"auroc": .7, "ci": [..],
+    "ece": .05, "reliability": {...}}}, "validation": {"readmission": {"auroc", "n"}}, "loss"}.
+
+    `reliability` and `validation` appear only when the site sent them (older runs did not)."""
+    nested: dict = {"tasks": {task: _task_values(flat, task) for task in tasks}}
+    validation = _validation(flat, tasks)
+    if validation:
+        nested["validation"] = validation
     nested["loss"] = _clean(flat.get("loss", math.nan))
     return nested
 
@@ -116,6 +159,7 @@ def build_metrics(
     model: torch.nn.Module,
     duration_s: float,
     outcome: str,
+    selection: Selection | None = None,
 ) -> dict:
     tasks = settings.client.model.tasks
     rounds = sorted(set(run_log.evaluation) | set(run_log.training))
@@ -159,6 +203,11 @@ def build_metrics(
             }
             for r in rounds
         ],
+        "selection": None if selection is None else {
+            "round": selection.round,
+            "criterion": selection.criterion,
+            "score_per_round": {str(r): v for r, v in selection.score_per_round.items()},
+        },
         "upload": _upload_summary(run_log, base_model_bytes(model)),
         "privacy": privacy_summary(consortium, run_log),
     }

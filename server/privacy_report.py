@@ -169,7 +169,9 @@ def _checklist() -> list[str]:
         "each DP site sent to the server, and everything computed from them (aggregates, the final "
         "adapter) — by post-processing, since DP-SGD's guarantee holds for every intermediate "
         "iterate, not only the last. **Not covered:** evaluation metrics (AUROC with bootstrap CIs, "
-        "loss, counts n and prevalence on the test splits, released without noise), "
+        "loss, counts n and prevalence on the test splits, calibration — ECE and reliability "
+        "bins, bins of fewer than 10 encounters withheld — and the validation AUROC that "
+        "selects the round, all released without noise), "
         "`num-examples` (the training-set size, also implied by q = batch size ÷ n), and, for "
         "sites without DP, everything they sent. DP sites' training loss is withheld.",
         "- **Trust model.** Each site is trusted with its own data and runs its own accountant and "
@@ -177,9 +179,11 @@ def _checklist() -> list[str]:
         "adapter are not trusted. Noise and Poisson sampling draw from OS entropy, never from the "
         "public run seed (which only drives dropout).",
         "- **Hyperparameter tuning.** Not accounted: the budget covers this run's training only. "
-        "The run tunes nothing — its hyperparameters are fixed in the configuration before the "
-        "first step and were not tuned on the sites' private data in this run; any tuning on that "
-        "data in other runs spends budget this ε does not include.",
+        "Its hyperparameters are fixed in the configuration before the first step and were not "
+        "tuned on the sites' private data in this run. The one choice made on site data is which "
+        "round's adapter to keep, by the validation AUROC the sites release without noise (not "
+        "covered, as above). Any tuning on that data in other runs spends budget this ε does not "
+        "include.",
         "- **Budget per run.** Each run has its own ledger and its own budget. A site's total over "
         "several runs on the same data adds up: sum the final ε (and δ) of every ledger in the "
         "site's `privacy-ledger` folder.",

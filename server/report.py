@@ -1,22 +1,60 @@
-"""`report.md` (and a per-round AUROC figure) from a run's `metrics.json`.
+"""`report.md` with its figures, and the same page as a self-contained `report.html`.
 
-Written for a consortium coordinator who never opens JSON: one table per task with every site —
-the external health system marked — its AUROC before training (round 0) and after the last round
-with the 95 % bootstrap interval, the oracle AUROC (the ceiling the synthetic generator knows), and
-the share of the round-0-to-oracle gap that federated training closed.
+Written for a consortium coordinator who never opens JSON: which round is reported and why (the
+round selected on validation AUROC, never test), one table per task with every site — the external
+health system marked — its AUROC before training (round 0) and at the reported round with the 95 %
+bootstrap interval, the oracle AUROC (the ceiling the synthetic generator knows) and the share of
+the round-0-to-oracle gap that federated training closed; then figures with a sentence each: AUROC
+by round, external vs in-distribution, calibration, label prevalence.
 
 A privacy section follows for a privacy reviewer (`server.privacy_report`): per-site budget and
 spend, how to verify each site's ledger, and what the DP guarantee does and does not cover.
+Figures are drawn by `server.report_figures`, the newer sections rendered by
+`server.report_sections`, and "final" always means `server.report_data.selected_round`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from server.privacy_report import FIGURE as PRIVACY_FIGURE
 from server.privacy_report import plot_privacy, render_privacy_section
+from server.report_data import (
+    final_entry,
+    first_entry,
+    mean,
+    selected_round,
+    sites_with_role,
+    task_values,
+)
+from server.report_data import oracle as oracle_auroc
+from server.report_figures import (
+    AUROC_FIGURE,
+    CALIBRATION_FIGURE,
+    GAP_FIGURE,
+    PREVALENCE_FIGURE,
+    plot_external_gap,
+    plot_prevalence,
+    plot_reliability,
+    plot_rounds,
+)
+from server.report_html import write_html
+from server.report_sections import calibration_lines, gap_lines, prevalence_lines, selection_lines
 from sites.tasks import TASKS
+
+
+@dataclass(frozen=True)
+class ReportFigures:
+    """File names (beside report.md) of the figures that were written; None: not written."""
+
+    auroc: str | None = None
+    external_gap: str | None = None
+    calibration: str | None = None
+    prevalence: str | None = None
+    privacy: str | None = None
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -35,15 +73,15 @@ def _percent(value: float | None) -> str:
 
 
 def _task_table(metrics: dict, task: str) -> list[str]:
-    first, last = metrics["rounds"][0], metrics["rounds"][-1]
+    first, last = first_entry(metrics), final_entry(metrics)
     lines = [
-        "| site | role | n | prevalence | AUROC round 0 | AUROC final [95 % CI] | oracle | gap closed |",
+        f"| site | role | n | prevalence | AUROC round {first['round']} "
+        f"| AUROC final (round {last['round']}) [95 % CI] | oracle | gap closed |",
         "|---|---|---:|---:|---:|---|---:|---:|",
     ]
     for site in metrics["sites"]:
         name = site["name"]
-        start = first["evaluation"].get(name, {}).get("tasks", {}).get(task, {})
-        end = last["evaluation"].get(name, {}).get("tasks", {}).get(task, {})
+        start, end = task_values(first, name, task), task_values(last, name, task)
         low, high = end.get("ci", [None, None])
         role = "**external**" if site["role"] == "external" else site["role"]
         lines.append(
@@ -55,44 +93,38 @@ def _task_table(metrics: dict, task: str) -> list[str]:
     return lines
 
 
-def _mean(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return sum(present) / len(present) if present else None
-
-
 def headline(metrics: dict) -> dict[str, dict[str, float | None]]:
     """Per task: the external site before/after, and the training sites' mean before/after/oracle.
 
-    These are the run's questions in one line each: did federation help the system that never
-    trained, and how much of the distance to the ceiling did it cover where it did train?
+    "After" is the reported round (`report_data.selected_round`: validation-selected, else the
+    last). These are the run's questions in one line each: did federation help the system that
+    never trained, and how much of the distance to the ceiling did it cover where it did train?
     """
-    first, last = metrics["rounds"][0]["evaluation"], metrics["rounds"][-1]["evaluation"]
-    roles = {s["name"]: s["role"] for s in metrics["sites"]}
+    first, last = first_entry(metrics), final_entry(metrics)
+    inside, external = sites_with_role(metrics, "train"), sites_with_role(metrics, "external")
 
-    def auroc(rounds: dict, site: str, task: str, field: str = "auroc") -> float | None:
-        return rounds.get(site, {}).get("tasks", {}).get(task, {}).get(field)
+    def aurocs(entry: dict, sites: list[str], task: str) -> float | None:
+        return mean([task_values(entry, s, task).get("auroc") for s in sites])
 
     summary = {}
     for task in metrics["run"]["tasks"]:
-        inside = [s for s, role in roles.items() if role == "train"]
-        external = [s for s, role in roles.items() if role == "external"]
-        start = _mean([auroc(first, s, task) for s in inside])
-        end = _mean([auroc(last, s, task) for s in inside])
-        oracle = _mean([auroc(last, s, task, "oracle_auroc") for s in inside])
+        start, end = aurocs(first, inside, task), aurocs(last, inside, task)
+        ceiling = oracle_auroc(metrics, task)
         summary[task] = {
-            "external_round0": _mean([auroc(first, s, task) for s in external]),
-            "external_final": _mean([auroc(last, s, task) for s in external]),
+            "external_round0": aurocs(first, external, task),
+            "external_final": aurocs(last, external, task),
             "in_distribution_round0": start,
             "in_distribution_final": end,
-            "in_distribution_oracle": oracle,
-            "gap_closed": gap_closed(start, end, oracle),
+            "in_distribution_oracle": ceiling,
+            "gap_closed": gap_closed(start, end, ceiling),
         }
     return summary
 
 
 def _headline_table(metrics: dict) -> list[str]:
     lines = [
-        "| task | external: round 0 → final | training sites (mean): round 0 → final | oracle | gap closed |",
+        "| task | external: round 0 → final | training sites (mean): round 0 → final "
+        "| oracle | gap closed |",
         "|---|---|---|---:|---:|",
     ]
     for task, row in headline(metrics).items():
@@ -129,8 +161,8 @@ def _problems(metrics: dict) -> list[str]:
     return lines or ["- None: every site replied in every round."]
 
 
-def render_markdown(metrics: dict, figure: str | None, privacy_figure: str | None = None) -> str:
-    run, upload = metrics["run"], metrics["upload"]
+def _intro(metrics: dict) -> list[str]:
+    run = metrics["run"]
     lines = [
         f"# lang1-fl run — consortium `{run['consortium']}`",
         "",
@@ -141,76 +173,84 @@ def render_markdown(metrics: dict, figure: str | None, privacy_figure: str | Non
     ]
     if run["outcome"] != "completed":
         lines += [f"**The run failed: {run['outcome']}.** See the missing sites below.", ""]
-    lines += [
+    return lines + [
         "AUROC on each training site's held-out test split and on all of the external system's "
         "encounters (one-vs-rest macro for multi-class tasks), 95 % "
         f"CI from {run['bootstrap_resamples']} stratified bootstrap resamples. Round 0 is the "
-        "untrained model. The **external** site never trained: its numbers are out of "
+        f"untrained model; *final* is round {selected_round(metrics)} (see *Which round is "
+        "reported*). The **external** site never trained: its numbers are out of "
         "distribution. *Oracle* is the AUROC of the true label probabilities the synthetic "
         "generator knows (the ceiling; none for real data); *gap closed* = (final − round 0) ÷ "
         "(oracle − round 0).",
         "",
     ]
-    lines += ["## Summary", ""] + _headline_table(metrics) + [""]
-    for task in run["tasks"]:
-        spec = TASKS[task]
-        lines += [f"## {task} — {spec.description} ({spec.num_classes} classes, {spec.note} note)", ""]
-        lines += _task_table(metrics, task) + [""]
-    if figure:
-        lines += ["## AUROC per round", "", f"![AUROC per round]({figure})", ""]
-    lines += ["## Training", ""] + _training_table(metrics) + [""]
-    lines += [
+
+
+def _upload_lines(metrics: dict) -> list[str]:
+    upload = metrics["upload"]
+    return [
         "## What left the sites",
         "",
         f"Each training site uploaded at most {upload['bytes_per_site_per_round']:,} bytes per "
         f"round (LoRA adapter and task heads, serialized), "
         f"{_fmt(100 * upload['ratio_to_base_model'], 2)} % of the base model's "
-        f"{upload['base_model_bytes']:,} bytes. Evaluation replies carry aggregate metrics only.",
+        f"{upload['base_model_bytes']:,} bytes. Evaluation replies carry aggregate metrics only "
+        "(calibration bins holding few encounters stay at the site).",
         "",
     ]
-    lines += render_privacy_section(metrics, privacy_figure)
+
+
+def render_markdown(metrics: dict, figure: str | None = None, privacy_figure: str | None = None,
+                    *, figures: ReportFigures | None = None) -> str:
+    """The whole report.md. `figures` names every figure written; `figure` and `privacy_figure`
+    (the AUROC and ε plots) are the older way to pass the two figures the report used to have."""
+    figures = figures or ReportFigures(auroc=figure, privacy=privacy_figure)
+    lines = _intro(metrics) + selection_lines(metrics)
+    lines += ["## Summary", ""] + _headline_table(metrics) + [""]
+    for task in metrics["run"]["tasks"]:
+        spec = TASKS[task]
+        lines += [f"## {task} — {spec.description} ({spec.num_classes} classes, {spec.note} note)", ""]
+        lines += _task_table(metrics, task) + [""]
+    if figures.auroc:
+        lines += ["## AUROC per round", "",
+                  "Test AUROC after each round, one panel per task; the external site dashed, the "
+                  "oracle ceiling dotted, the reported round marked by a vertical line.", "",
+                  f"![AUROC per round]({figures.auroc})", ""]
+    lines += gap_lines(metrics, figures.external_gap)
+    lines += calibration_lines(metrics, figures.calibration)
+    lines += prevalence_lines(figures.prevalence)
+    lines += ["## Training", ""] + _training_table(metrics) + [""]
+    lines += _upload_lines(metrics)
+    lines += render_privacy_section(metrics, figures.privacy)
     lines += ["## Missing sites and skipped rounds", ""]
     lines += _problems(metrics) + [""]
     return "\n".join(lines)
 
 
-def plot_rounds(metrics: dict, path: Path) -> None:
-    """One panel per task: AUROC by round for every site, the external one dashed."""
-    import matplotlib
+def write_figures(metrics: dict, run_dir: Path) -> ReportFigures:
+    """Draw every figure beside the report; a figure with nothing to show is not written."""
+    def drawn(name: str, plot: Callable[[dict, Path], bool]) -> str | None:
+        return name if plot(metrics, run_dir / name) else None
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = metrics["run"]["tasks"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for site in metrics["sites"]:
-            rounds, values = [], []
-            for entry in metrics["rounds"]:
-                value = entry["evaluation"].get(site["name"], {}).get("tasks", {}).get(task, {})
-                if value.get("auroc") is not None:
-                    rounds.append(entry["round"])
-                    values.append(value["auroc"])
-            style = "--" if site["role"] == "external" else "-"
-            ax.plot(rounds, values, style, marker="o", label=site["name"])
-        ax.set_title(task)
-        ax.set_xlabel("round")
-        ax.set_ylim(0.3, 1.0)
-        ax.axhline(0.5, color="grey", linewidth=0.5)
-    axes[0][0].set_ylabel("AUROC (test)")
-    axes[0][-1].legend(fontsize="small", loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return ReportFigures(
+        auroc=drawn(AUROC_FIGURE, plot_rounds),
+        external_gap=drawn(GAP_FIGURE, plot_external_gap),
+        calibration=drawn(CALIBRATION_FIGURE, plot_reliability),
+        prevalence=drawn(PREVALENCE_FIGURE, plot_prevalence),
+        privacy=drawn(PRIVACY_FIGURE, plot_privacy),
+    )
 
 
 def write_report(run_dir: Path, metrics_path: Path | None = None) -> Path:
-    """Write `report.md`, `auroc_per_round.png` and (when a site used DP) `privacy_per_round.png`
-    beside `metrics.json`; return the report path."""
-    metrics = json.loads((metrics_path or run_dir / "metrics.json").read_text())
-    figure = "auroc_per_round.png"
-    plot_rounds(metrics, run_dir / figure)
-    privacy_figure = PRIVACY_FIGURE if plot_privacy(metrics, run_dir / PRIVACY_FIGURE) else None
+    """Write `report.md` with its PNG figures beside it and the self-contained `report.html`, from
+    `metrics.json` (in `run_dir` unless `metrics_path` says otherwise); return report.md's path."""
+    run_dir = Path(run_dir)
+    metrics_path = Path(metrics_path or run_dir / "metrics.json")
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{metrics_path}: no metrics.json; expected the folder of a run "
+                                "that `lang1-fl run` wrote")
+    metrics = json.loads(metrics_path.read_text())
     path = run_dir / "report.md"
-    path.write_text(render_markdown(metrics, figure, privacy_figure))
+    path.write_text(render_markdown(metrics, figures=write_figures(metrics, run_dir)))
+    write_html(path, title=f"lang1-fl run — {metrics['run']['consortium']}")
     return path

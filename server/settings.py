@@ -34,6 +34,8 @@ class ServerSettings:
     """A training round with fewer replies than this is skipped (global adapter kept)."""
     round_timeout: float
     """Seconds to wait for the replies of one round."""
+    cross_task: bool
+    """Transfer experiment only (`experiment-cross-task`): also train each task alone."""
     client_dp: ClientDP
     """Client-level DP (`client-dp-noise-multiplier`, `client-dp-clipping-norm`, `client-dp-delta`):
     read and checked always, used only by `strategy = "dp-fedavg"`."""
@@ -77,6 +79,7 @@ class ServerSettings:
             strategy=config_value(config, "strategy", str),
             min_train_sites=positive_config_value(config, "min-train-sites", int),
             round_timeout=positive_config_value(config, "round-timeout", float),
+            cross_task=config_value(config, "experiment-cross-task", bool),
             client_dp=ClientDP(
                 noise_multiplier=positive_config_value(config, "client-dp-noise-multiplier", float),
                 clipping_norm=positive_config_value(config, "client-dp-clipping-norm", float),

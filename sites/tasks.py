@@ -2,9 +2,11 @@
 
 Definitions follow Lang1 / ReMedE (arXiv 2511.13703) as summarised in the project's task reference:
 each task reads one note type (the first tokens of it), has a fixed class list, and is scored by
-AUROC (one-vs-rest macro for the multi-class tasks). Raw quantities (length of stay in days, the
-Charlson score) are binned here and nowhere else, so a generated site and an imported site cannot
-disagree about a bin edge.
+AUROC (one-vs-rest macro for the multi-class tasks). Each task also carries its multiple-choice
+question and readable options: Lang1 poses a task to a decoder that way and scores the answer
+letters (client/letter_scoring.py). Raw quantities (length of stay in days, the Charlson score) are
+binned here and nowhere else, so a generated site and an imported site cannot disagree about a bin
+edge.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 NoteType = Literal["admission", "discharge"]
+
+OPTION_LETTERS = "ABCDEFGH"
+"""Letters that name a multiple-choice question's options, in class order."""
 
 
 @dataclass(frozen=True)
@@ -28,10 +33,34 @@ class TaskSpec:
     """Column of the encounter table holding the class index (0..num_classes-1)."""
     class_names: tuple[str, ...]
     description: str
+    question: str
+    """The task posed as a question about the note, as Lang1 scores decoders: it asks, never
+    answers, so it is the same for every encounter and cannot leak the label."""
+    options: tuple[str, ...]
+    """Readable answers, one per class in `class_names` order; lettered A, B, … in the prompt."""
+
+    def __post_init__(self) -> None:
+        if len(self.options) != len(self.class_names):
+            raise ValueError(f"task `{self.name}`: {len(self.options)} `options` for "
+                             f"{len(self.class_names)} classes; expected one option per class")
+        if len(self.options) > len(OPTION_LETTERS):
+            raise ValueError(f"task `{self.name}`: {len(self.options)} options; expected at "
+                             f"most {len(OPTION_LETTERS)} (one letter each)")
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def letters(self) -> tuple[str, ...]:
+        """Answer letters, one per class: A, B, … ."""
+        return tuple(OPTION_LETTERS[: self.num_classes])
+
+    def multiple_choice(self) -> str:
+        """The question and its lettered options, one per line (no answer cue)."""
+        lines = [f"Question: {self.question}"]
+        lines += [f"{letter}. {option}" for letter, option in zip(self.letters, self.options)]
+        return "\n".join(lines)
 
     @property
     def is_binary(self) -> bool:
@@ -93,6 +122,9 @@ TASKS: dict[str, TaskSpec] = {
             label_column="readmission",
             class_names=("no", "yes"),
             description="readmitted for any cause within 30 days of discharge",
+            question="Will the patient be readmitted to hospital for any cause within 30 days "
+                     "of discharge?",
+            options=("No", "Yes"),
         ),
         TaskSpec(
             name="mortality",
@@ -100,6 +132,8 @@ TASKS: dict[str, TaskSpec] = {
             label_column="mortality",
             class_names=("no", "yes"),
             description="in-hospital death (discharge disposition 'expired')",
+            question="Will the patient die during this hospital stay?",
+            options=("No", "Yes"),
         ),
         TaskSpec(
             name="los",
@@ -107,6 +141,8 @@ TASKS: dict[str, TaskSpec] = {
             label_column="los",
             class_names=tuple(name for name, _ in LOS_BINS),
             description="length of stay in days, binned 0-2, 3, 4-5, >5",
+            question="How many days will the patient stay in hospital?",
+            options=("0-2 days", "3 days", "4-5 days", "more than 5 days"),
         ),
         TaskSpec(
             name="comorbidity",
@@ -114,6 +150,8 @@ TASKS: dict[str, TaskSpec] = {
             label_column="comorbidity",
             class_names=tuple(name for name, _ in CCI_BINS),
             description="Charlson Comorbidity Index of the encounter's ICD codes, binned",
+            question="What is the patient's Charlson Comorbidity Index?",
+            options=("0", "1-2", "3-4", "5-7", "more than 7"),
         ),
         TaskSpec(
             name="denial",
@@ -121,6 +159,8 @@ TASKS: dict[str, TaskSpec] = {
             label_column="denial",
             class_names=("no", "yes"),
             description="insurance claim first denied, whatever the appeal outcome",
+            question="Will the insurance claim for this hospital stay be denied?",
+            options=("No", "Yes"),
         ),
     )
 }

@@ -4,7 +4,8 @@ Written as a mixin placed before a Flower strategy class (`class X(SiteAware, Fe
 hook calls the Flower implementation and only filters its input or records its output: the
 aggregation rule itself stays Flower's (or the specific strategy's).
 
-- `configure_train` drops messages to non-training sites: the external system is never trained.
+- `configure_train` drops messages to non-training sites: the external system is never trained;
+  `configure_evaluate` keeps the sites the roster evaluates (all, unless an experiment narrows it).
 - `aggregate_train` records each site's upload (bytes, tensors), loss and privacy spend, sets aside
   the replies of sites that declined the round (out of privacy budget: no tensors), and skips the
   round — keeping the previous global adapter — when fewer than `min_train_sites` trained.
@@ -35,8 +36,9 @@ class RunLog:
     """Everything the report needs, per round and site. Only aggregate values: sites send nothing
     else."""
 
-    evaluation: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
-    """round -> site -> metric name -> value (round 0 = the untrained model)."""
+    evaluation: dict[int, dict[str, dict[str, float | list[float]]]] = field(default_factory=dict)
+    """round -> site -> metric name -> value (round 0 = the untrained model); reliability-curve
+    metrics are lists (one value per probability bin)."""
     training: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     """round -> site -> {"train-loss", "num-examples", "steps", "upload-bytes", "upload-tensors"}."""
     privacy: dict[int, dict[str, dict[str, object]]] = field(default_factory=dict)
@@ -78,6 +80,12 @@ class SiteAware:
     ) -> Iterable[Message]:
         messages = super().configure_train(server_round, arrays, config, grid)
         return [m for m in messages if m.metadata.dst_node_id in self.roster.training_node_ids]
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        messages = super().configure_evaluate(server_round, arrays, config, grid)
+        return [m for m in messages if m.metadata.dst_node_id in self.roster.evaluation_node_ids]
 
     def _record_failures(self, server_round: int, replies: list[Message], expected: set[int]):
         failed = []
@@ -130,10 +138,11 @@ class SiteAware:
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
-        self._record_failures(server_round, replies, set(self.roster.node_ids))
+        self._record_failures(server_round, replies, set(self.roster.evaluation_node_ids))
         per_site = self.run_log.evaluation.setdefault(server_round, {})
         for message in replies:
             if not message.has_error():
                 site = self.roster.by_node(message.metadata.src_node_id).name
-                per_site[site] = {k: float(v) for k, v in message.content["metrics"].items()}
+                per_site[site] = {k: [float(x) for x in v] if isinstance(v, list) else float(v)
+                                  for k, v in message.content["metrics"].items()}
         return super().aggregate_evaluate(server_round, replies)

@@ -6,14 +6,20 @@ nothing else — no note text, token ids, labels or per-example values.
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import numpy as np
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MessageType, RecordDict
 
 from client.app import ExternalSiteCannotTrain
+from client.calibration import NUM_BINS
+from client.evaluate import metric_keys, validation_keys
 from client.app import app as client_app
 from client.model import ModelSettings, build_model, trainable_state
-from client.run_settings import ClientSettings
+from client.run_settings import ClientSettings, InvalidRunConfig
 from sites.config import load_consortium
 from sites.dataset import read_site_table
 from tests.consortium_fixtures import write_small_consortium
@@ -21,7 +27,9 @@ from tests.flower_fakes import message_to
 from tests.run_config import default_run_config
 from tests.tiny_models import make_tiny_encoder
 
-ALLOWED_METRIC_SUFFIXES = (".auroc", ".auroc_low", ".auroc_high", ".n", ".prevalence", ".oracle_auroc")
+ALLOWED_METRIC_SUFFIXES = (".auroc", ".auroc_low", ".auroc_high", ".n", ".prevalence", ".oracle_auroc",
+                           ".ece")
+RELIABILITY_SUFFIXES = (".reliability_confidence", ".reliability_frequency", ".reliability_count")
 ALLOWED_METRICS = {"num-examples", "train-loss", "steps", "loss"}
 
 
@@ -53,8 +61,8 @@ def _context(run_config, partition: int) -> Context:
     )
 
 
-def _send(run_config, partition: int, message_type: str, arrays: ArrayRecord):
-    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})})
+def _send(run_config, partition: int, message_type: str, arrays: ArrayRecord, **config):
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1, **config})})
     return client_app(message_to(100 + partition, content, message_type), _context(run_config, partition))
 
 
@@ -88,12 +96,16 @@ def test_evaluate_reply_is_per_task_aggregates_with_identical_keys(federation):
     replies = [_send(run_config, p, MessageType.EVALUATE, arrays) for p in (0, 2)]
     keys = [set(r.content["metrics"].keys()) for r in replies]
     assert keys[0] == keys[1], "sites must send identical metric keys"
+    tasks = settings.model.tasks
+    assert keys[0] == set(metric_keys(tasks)) | set(validation_keys(tasks)) | {"num-examples"}
     for key in keys[0]:
-        assert key in ALLOWED_METRICS or key.endswith(ALLOWED_METRIC_SUFFIXES), key
+        assert key in ALLOWED_METRICS or key.endswith(ALLOWED_METRIC_SUFFIXES + RELIABILITY_SUFFIXES), key
     assert set(replies[0].content.keys()) == {"metrics"}
     for partition, reply in zip((0, 2), replies):
         metrics = reply.content["metrics"]
-        assert all(isinstance(v, (int, float)) for v in metrics.values()), "no lists: no per-example values"
+        for key, value in metrics.items():  # lists only for the 10 reliability bins, never per example
+            assert isinstance(value, (int, float)) or (
+                key.endswith(RELIABILITY_SUFFIXES) and len(value) == NUM_BINS), key
         assert 0.0 <= metrics["mortality.auroc"] <= 1.0
         _assert_nothing_about_examples(reply, settings, partition=partition)
 
@@ -137,5 +149,39 @@ def test_external_site_is_evaluated_on_its_whole_table(federation):
         table = read_site_table(site)
         reply = _send(run_config, partition, MessageType.EVALUATE, arrays)
         sizes[partition] = (reply.content["metrics"]["num-examples"], table)
-    assert sizes[2][0] == len(sizes[2][1])
-    assert sizes[0][0] == (sizes[0][1]["split"] == "test").sum()
+    assert sizes[2][0] == len(sizes[2][1])  # and no validation split
+    assert sizes[0][0] == sizes[0][1]["split"].isin(["test", "validation"]).sum()
+
+
+def test_evaluate_scores_only_the_splits_the_server_asks_for(federation):
+    """Round selection asks for validation only; the final scoring for test only."""
+    run_config, _, arrays = federation
+    validation = _send(run_config, 0, MessageType.EVALUATE, arrays, splits="validation")
+    test = _send(run_config, 0, MessageType.EVALUATE, arrays, splits="test")
+    both = _send(run_config, 0, MessageType.EVALUATE, arrays)
+    assert set(validation.content["metrics"].keys()) == set(both.content["metrics"].keys())
+    v, t, b = (r.content["metrics"] for r in (validation, test, both))
+    assert math.isnan(v["mortality.auroc"]) and v["mortality.n"] == 0
+    assert v["validation.mortality.n"] > 0 and v["validation.los.auroc"] == b["validation.los.auroc"]
+    assert math.isnan(t["validation.mortality.auroc"]) and t["validation.mortality.n"] == 0
+    assert t["mortality.auroc"] == b["mortality.auroc"]
+    external = _send(run_config, 2, MessageType.EVALUATE, arrays)  # its whole table is test
+    assert external.content["metrics"]["validation.mortality.n"] == 0
+
+
+def test_evaluate_refuses_an_unknown_split(federation):
+    run_config, _, arrays = federation
+    with pytest.raises(InvalidRunConfig, match="`splits` is 'train'"):
+        _send(run_config, 0, MessageType.EVALUATE, arrays, splits="train")
+
+
+def test_a_message_can_narrow_the_tasks_and_set_the_steps(federation):
+    """A transfer experiment's single-task regime: the site builds a one-head model for it."""
+    run_config, settings, _ = federation
+    single = build_model(replace(settings.model, tasks=("los",)), device=torch.device("cpu"))
+    arrays = ArrayRecord({k: Array(v) for k, v in trainable_state(single).items()})
+    reply = _send(run_config, 0, MessageType.TRAIN, arrays, tasks="los", **{"local-steps": 3})
+    assert reply.content["metrics"]["steps"] == 3  # the pooled site's steps come this way
+    assert sorted(k.split(".")[1] for k in reply.content["arrays"].keys() if k.startswith("head.")) == ["los", "los"]
+    metrics = _send(run_config, 0, MessageType.EVALUATE, arrays, tasks="los").content["metrics"]
+    assert {k.split(".")[0] for k in metrics.keys() if "." in k} - {"validation"} == {"los"}

@@ -3,8 +3,10 @@ learn.
 
 Two federations, each of 3 sites (2 training, 1 external) over 2 rounds:
 - a BERT-style encoder, joint five-task finetuning on the synthetic hospitals;
-- a Llama-architecture decoder (the Lang1 path), single-task (mortality) on sites given as plain
-  tables — the real-data path — where a note's keyword decides the label.
+- a Llama-architecture decoder scored the way Lang1 is (multiple-choice answer letters,
+  `scoring=auto`), single-task (mortality) on sites given as plain tables — the real-data path —
+  where a note's keyword decides the label.
+The DP run below keeps task heads on the Llama (`scoring=head`).
 Each starts Flower's simulation engine in a subprocess (under a minute), hence `slow`.
 """
 
@@ -16,10 +18,12 @@ import numpy as np
 import pytest
 import torch
 
+from client.letter_scoring import PROMPTS_FILE
+from client.model import HEADS_FILE
 from server.cli import main as lang1_fl
 from server.flower_run import local_superlink_pids
 from tests.consortium_fixtures import write_small_consortium, write_table_consortium
-from tests.tiny_models import keyword_table, make_tiny_encoder, make_tiny_llama
+from tests.tiny_models import keyword_table, make_letter_llama, make_tiny_encoder, make_tiny_llama
 
 pytestmark = pytest.mark.slow
 
@@ -31,14 +35,21 @@ def _encoder_joint(root):
     return make_tiny_encoder(root / "base"), consortium, "all"
 
 
+def _with_validation(table):
+    """keyword_table splits train/test 3:1; the last eighth of its training rows validate."""
+    train = table.index[table["split"] == "train"]
+    return table.assign(split=table["split"].where(~table.index.isin(train[-len(train) // 8:]),
+                                                  "validation"))
+
+
 def _llama_mortality(root):
     tables = {
-        "north": ("train", keyword_table(240, seed=1)),
-        "south": ("train", keyword_table(240, seed=2)),
+        "north": ("train", _with_validation(keyword_table(240, seed=1))),
+        "south": ("train", _with_validation(keyword_table(240, seed=2))),
         "external-system": ("external", keyword_table(120, seed=3)),
     }
     consortium = write_table_consortium(root, tables, tasks=("mortality",), local_steps=25)
-    return make_tiny_llama(root / "base"), consortium, "mortality"
+    return make_letter_llama(root / "base"), consortium, "mortality"
 
 
 @pytest.fixture(scope="module", params=[_encoder_joint, _llama_mortality], ids=["encoder", "llama"])
@@ -49,7 +60,7 @@ def finished_run(request, tmp_path_factory):
         [
             "run", "--consortium", str(consortium), "--rounds", str(ROUNDS),
             "--data-dir", str(root / "data"), "--runs-dir", str(root / "runs"), "--run-name", "e2e",
-            "--set", f"base-model={base}", "--set", f"tasks={tasks}", "--set", "max-length=96",
+            "--set", f"base-model={base}", "--set", f"tasks={tasks}", "--set", "max-length=128",
             "--set", "learning-rate=0.01", "--set", "head-learning-rate=0.1",
             "--set", "bootstrap-resamples=200",
         ]
@@ -62,13 +73,33 @@ def _metrics(run_dir) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def _is_letters(run_dir) -> bool:
+    return (run_dir / "adapter" / PROMPTS_FILE).exists()
+
+
 def test_run_directory_has_report_metrics_and_adapter(finished_run):
     _, _, run_dir = finished_run
-    for name in ("report.md", "metrics.json", "auroc_per_round.png", "adapter/adapter_config.json",
-                 "adapter/heads.safetensors"):
+    for name in ("report.md", "report.html", "metrics.json", "auroc_per_round.png",
+                 "adapter/adapter_config.json"):
         assert (run_dir / name).exists(), name
+    # encoder: task heads beside the adapter; Lang1 path: the multiple-choice prompts, no heads
+    assert (run_dir / "adapter" / HEADS_FILE).exists() != _is_letters(run_dir)
     report = (run_dir / "report.md").read_text()
     assert "external-system | **external**" in report
+
+
+def test_the_saved_adapter_is_the_round_validation_selected(finished_run):
+    _, _, run_dir = finished_run
+    metrics = _metrics(run_dir)
+    selection = metrics["selection"]
+    scores = {int(r): v for r, v in selection["score_per_round"].items()}
+    assert set(scores) == set(range(1, ROUNDS + 1)) and None not in scores.values()
+    assert selection["round"] == max(scores, key=lambda r: (scores[r], -r))
+    training = [s["name"] for s in metrics["sites"] if s["role"] == "train"]
+    chosen = metrics["rounds"][selection["round"]]["evaluation"]
+    expected = np.mean([v["auroc"] for s in training
+                        for v in chosen[s]["validation"].values() if v["auroc"] is not None])
+    assert scores[selection["round"]] == pytest.approx(expected)
 
 
 def test_every_site_evaluated_every_round_and_external_never_trained(finished_run):
@@ -106,10 +137,11 @@ def test_federated_model_beats_chance_on_held_out_data(finished_run):
 
 def test_saved_adapter_loads_with_plain_peft(finished_run):
     from peft import PeftModel
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForCausalLM
 
     _, base, run_dir = finished_run
-    model = PeftModel.from_pretrained(AutoModel.from_pretrained(base), run_dir / "adapter")
+    auto = AutoModelForCausalLM if _is_letters(run_dir) else AutoModel
+    model = PeftModel.from_pretrained(auto.from_pretrained(base), run_dir / "adapter")
     lora = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora and any(torch.count_nonzero(p) > 0 for p in lora), "final adapter is untrained"
 
@@ -141,6 +173,7 @@ def private_run(tmp_path_factory):
             "run", "--consortium", str(consortium), "--rounds", str(ROUNDS),
             "--data-dir", str(root / "data"), "--runs-dir", str(root / "runs"), "--run-name", "dp",
             "--set", f"base-model={base}", "--set", "tasks=mortality", "--set", "max-length=96",
+            "--set", "scoring=head",
             "--set", "dp-learning-rate=0.01", "--set", "dp-head-learning-rate=0.1",
             "--set", "bootstrap-resamples=100",
         ]

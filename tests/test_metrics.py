@@ -111,13 +111,20 @@ def test_evaluate_split_keys_do_not_depend_on_the_data(tiny_setup) -> None:
     results["empty"] = evaluate_split(model, empty, TASKS, batch_size=5, seed=0)
     for metrics in results.values():
         assert list(metrics) == metric_keys(TASKS)
-        assert all(isinstance(v, float) for v in metrics.values())
+        for key, value in metrics.items():
+            if ".reliability_" in key:  # Flower zips list metrics across sites: always 10 long
+                assert len(value) == 10 and all(isinstance(v, float) for v in value)
+            else:
+                assert isinstance(value, float)
     assert math.isnan(results["plain"]["mortality.oracle_auroc"])
     assert not math.isnan(results["oracle"]["los.oracle_auroc"])
     assert math.isnan(results["single"]["mortality.auroc"])
     assert results["single"]["mortality.prevalence"] == 0.0
     assert results["plain"]["mortality.n"] == 12.0 and results["empty"]["mortality.n"] == 0.0
     assert results["plain"]["loss"] > 0 and math.isnan(results["empty"]["loss"])
+    assert math.isnan(results["empty"]["mortality.ece"])
+    assert results["empty"]["mortality.reliability_count"] == [0.0] * 10
+    assert sum(results["plain"]["los.reliability_count"]) == 12.0
 
 
 def test_predict_keeps_row_order_whatever_the_batch_size(tiny_setup) -> None:

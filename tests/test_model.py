@@ -28,7 +28,9 @@ TASKS = ("mortality", "los")
 
 
 def settings(base: Path, **kwargs) -> ModelSettings:
-    return ModelSettings(base=str(base), max_length=32, tasks=TASKS, **kwargs)
+    """The head path on either base (a decoder would score answer letters under `auto`; that path
+    is tests/test_letter_scoring.py's)."""
+    return ModelSettings(base=str(base), max_length=32, tasks=TASKS, scoring="head", **kwargs)
 
 
 def test_minilm_resolves_to_the_bundled_folder() -> None:

@@ -20,7 +20,9 @@ FAST = OptimizerSettings(learning_rate=3e-3, head_learning_rate=3e-2)
 
 
 def setup(base: Path, *, rows: int = 64, max_length: int = 24):
-    settings = ModelSettings(base=str(base), max_length=max_length, tasks=TASKS, seed=0)
+    # The head path on either base; DP with answer-letter scoring is in test_letter_scoring.py.
+    settings = ModelSettings(base=str(base), max_length=max_length, tasks=TASKS, seed=0,
+                             scoring="head")
     splits = encode_site(keyword_table(rows), load_tokenizer(settings), TASKS,
                          max_length=max_length)
     return build_model(settings, device=CPU), splits

@@ -2,28 +2,48 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import re
+from html.parser import HTMLParser
 
 import pytest
 
+from server.cli import main as lang1_fl
 from server.metrics_file import nest_site_metrics
-from server.report import gap_closed, headline, render_markdown, write_report
+from server.report import ReportFigures, gap_closed, headline, render_markdown, write_report
 
 TASKS = ("mortality", "los")
 
 
-def _flat(auroc: float, oracle: float) -> dict[str, float]:
-    flat = {"loss": 0.7}
+NAN = math.nan
+CONFIDENCE = [0.05, 0.15, 0.25, NAN, NAN, 0.55, NAN, NAN, NAN, NAN]
+FREQUENCY = [0.02, 0.10, 0.35, NAN, NAN, 0.40, NAN, NAN, NAN, NAN]
+COUNT = [150.0, 80.0, 40.0, 3.0, 7.0, 20.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def _flat(auroc: float, oracle: float, *, calibration: bool = False,
+          validation: float | None = None) -> dict[str, float | list[float]]:
+    """A site's evaluation reply; `calibration` adds ECE and reliability bins, `validation` the
+    validation AUROC (NaN: the site has no validation split)."""
+    flat: dict[str, float | list[float]] = {"loss": 0.7}
     for task in TASKS:
         flat |= {
             f"{task}.auroc": auroc,
             f"{task}.auroc_low": auroc - 0.05,
             f"{task}.auroc_high": auroc + 0.05,
             f"{task}.n": 300.0,
-            f"{task}.prevalence": 0.02,
+            f"{task}.prevalence": 0.02 if task == "mortality" else 0.45,
             f"{task}.oracle_auroc": oracle,
         }
+        if calibration:
+            flat |= {f"{task}.ece": 0.04, f"{task}.reliability_confidence": CONFIDENCE,
+                     f"{task}.reliability_frequency": FREQUENCY,
+                     f"{task}.reliability_count": COUNT}
+        if validation is not None:
+            flat |= {f"validation.{task}.auroc": validation,
+                     f"validation.{task}.n": 0.0 if math.isnan(validation) else 120.0}
     return flat
 
 
@@ -61,9 +81,24 @@ def test_flat_site_metrics_nest_by_task_with_nan_as_none():
     nested = nest_site_metrics(flat, TASKS)
     assert nested["tasks"]["mortality"] == {
         "auroc": 0.7, "ci": [pytest.approx(0.65), pytest.approx(0.75)], "n": 300,
-        "prevalence": 0.02, "oracle_auroc": None,
+        "prevalence": 0.02, "oracle_auroc": None, "ece": None,
     }
+    assert "validation" not in nested  # a run before round selection
     json.dumps(nested, allow_nan=False)  # NaN would make invalid JSON
+
+
+def test_calibration_and_validation_nest_with_nan_as_null():
+    nested = nest_site_metrics(_flat(0.7, 0.8, calibration=True, validation=0.66), TASKS)
+    los = nested["tasks"]["los"]
+    assert los["ece"] == 0.04
+    assert los["reliability"]["confidence"][:4] == [0.05, 0.15, 0.25, None]
+    assert los["reliability"]["frequency"][5] == 0.40 and los["reliability"]["frequency"][9] is None
+    assert los["reliability"]["count"] == [150, 80, 40, 3, 7, 20, 0, 0, 0, 0]
+    assert all(len(v) == 10 for v in los["reliability"].values())
+    assert nested["validation"] == {t: {"auroc": 0.66, "n": 120} for t in TASKS}
+    external = nest_site_metrics(_flat(0.6, NAN, validation=NAN), TASKS)
+    assert external["validation"]["mortality"] == {"auroc": None, "n": 0}
+    json.dumps(nested, allow_nan=False)
 
 
 def test_headline_separates_external_from_training_sites():
@@ -96,3 +131,118 @@ def test_write_report_renders_markdown_and_figure(tmp_path):
     path = write_report(tmp_path)
     assert path.read_text().startswith("# lang1-fl run")
     assert (tmp_path / "auroc_per_round.png").stat().st_size > 1000
+
+
+def _selected_metrics(*, selected: int | None = 1) -> dict:
+    """A 2-round run sent by today's sites (calibration, validation): round 1 has the better
+    validation AUROC and is selected; round 2 has the better *test* AUROC, which must not count."""
+    metrics = _metrics()
+    roles = {s["name"]: s["role"] for s in metrics["sites"]}
+    test = {0: {}, 1: {"a": 0.70, "b": 0.70, "x": 0.61}, 2: {"a": 0.74, "b": 0.76, "x": 0.55}}
+    validation = {0: 0.5, 1: 0.72, 2: 0.69}
+
+    def evaluation(number: int) -> dict:
+        return {s: nest_site_metrics(_flat(test[number].get(s, 0.5), 0.80, calibration=True,
+                                           validation=NAN if role == "external"
+                                           else validation[number]), TASKS)
+                for s, role in roles.items()}
+
+    metrics["rounds"].append({**metrics["rounds"][1], "round": 2, "failures": []})
+    for entry in metrics["rounds"]:
+        entry["evaluation"] = evaluation(entry["round"])
+    metrics["run"]["num_rounds"] = 2
+    if selected is not None:
+        metrics["selection"] = {"round": selected, "criterion": "highest mean validation AUROC",
+                                "score_per_round": {"1": 0.72, "2": 0.69}}
+    return metrics
+
+
+def test_final_numbers_are_the_selected_rounds_not_the_last():
+    metrics = _selected_metrics(selected=1)
+    text = render_markdown(metrics)
+    assert "| a | train | 300 | 0.02 | 0.500 | 0.700 [0.650, 0.750] | 0.800 | 67% |" in text
+    assert "0.740" not in text.split("## AUROC per round")[0]  # round 2's test AUROC chose nothing
+    assert "from **round 1**, selected by highest mean validation AUROC" in text
+    assert "| validation score | **0.720** | 0.690 |" in text
+    assert "| a | train | 0.720 (n=120) | 0.720 (n=120) |" in text
+    assert "| x | **external** | – | – |" in text  # no validation split
+    assert headline(metrics)["mortality"]["external_final"] == 0.61
+
+
+@pytest.mark.parametrize("selection", ["absent", "null"])
+def test_without_selection_the_last_round_is_final(selection: str):
+    metrics = _selected_metrics(selected=None)
+    if selection == "null":
+        metrics["selection"] = None  # a run whose server selected nothing
+    text = render_markdown(metrics)
+    assert "the final numbers below are the last round's (**round 2**)" in text
+    assert "| a | train | 300 | 0.02 | 0.500 | 0.740 [0.690, 0.790] | 0.800 | 80% |" in text
+    assert headline(metrics)["mortality"]["external_final"] == 0.55
+
+
+def test_report_explains_external_gap_calibration_and_prevalence():
+    text = render_markdown(_selected_metrics(), figures=ReportFigures(
+        external_gap="g.png", calibration="c.png", prevalence="p.png"))
+    assert "| mortality | 0.700 | 0.610 [0.560, 0.660] | -0.090 |" in text
+    assert "| x | **external** | 0.040 | 0.040 |" in text  # ECE per site and task
+    assert "fewer than 10 encounters" in text
+    for section in ("## External vs in-distribution", "## Calibration",
+                    "## Label prevalence per site", "## Training", "## Privacy",
+                    "## Missing sites"):
+        assert section in text
+    old = render_markdown(_metrics())
+    assert "No calibration recorded" in old and "no round selection" in old
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"] or "")
+
+
+@pytest.mark.parametrize("build", [_metrics, _selected_metrics], ids=["old-run", "selected-run"])
+def test_write_report_writes_markdown_figures_and_self_contained_html(tmp_path, build):
+    (tmp_path / "metrics.json").write_text(json.dumps(build(), allow_nan=False))
+    path = write_report(tmp_path)
+    text = path.read_text()
+    referenced = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert "auroc_per_round.png" in referenced and "external_gap.png" in referenced
+    assert ("calibration.png" in referenced) == (build is _selected_metrics)
+    for name in referenced:
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+    parser = _Images()
+    parser.feed((tmp_path / "report.html").read_text())
+    assert len(parser.sources) == len(referenced)
+    for source in parser.sources:
+        assert source.startswith("data:image/png;base64,")
+        assert base64.b64decode(source.split(",", 1)[1]).startswith(b"\x89PNG")
+
+
+def test_cli_report_prints_both_paths(tmp_path, capsys):
+    (tmp_path / "metrics.json").write_text(json.dumps(_selected_metrics()))
+    assert lang1_fl(["report", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "report.md"),
+                                               str(tmp_path / "report.html")]
+
+
+def test_cli_report_without_metrics_exits_2_naming_the_folder(tmp_path, capsys):
+    assert lang1_fl(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path}: no metrics.json" in err and "transfer.json" in err
+    assert "Traceback" not in err
+
+
+def test_cli_report_renders_a_transfer_experiment_with_its_own_report(tmp_path, capsys,
+                                                                      monkeypatch):
+    import server.transfer_report
+
+    (tmp_path / "transfer.json").write_text("{}")
+    monkeypatch.setattr(server.transfer_report, "write_transfer_report",
+                        lambda folder: folder / "report.md")
+    assert lang1_fl(["report", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "report.md"),
+                                               str(tmp_path / "report.html")]

@@ -19,7 +19,9 @@ FAST = OptimizerSettings(learning_rate=3e-3, head_learning_rate=3e-2)
 
 
 def setup(base: Path, *, rows: int = 64, max_length: int = 32, seed: int = 0):
-    settings = ModelSettings(base=str(base), max_length=max_length, tasks=TASKS, seed=seed)
+    # The head path on either base; answer-letter scoring has tests/test_letter_scoring.py.
+    settings = ModelSettings(base=str(base), max_length=max_length, tasks=TASKS, seed=seed,
+                             scoring="head")
     splits = encode_site(keyword_table(rows), load_tokenizer(settings), TASKS,
                          max_length=max_length)
     return build_model(settings, device=CPU), splits

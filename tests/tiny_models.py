@@ -2,7 +2,8 @@
 
 `make_tiny_encoder` is a 2-layer BERT that reuses the bundled MiniLM vocabulary and tokenizer, so it
 tokenizes exactly like the real default base. `make_tiny_llama` is a 2-layer Llama saved as a causal
-LM checkpoint (as Lang1 is) with a small byte-level BPE trained here on generated clinical-ish text.
+LM checkpoint (as Lang1 is) with a small byte-level BPE trained here on generated clinical-ish text;
+`make_letter_llama` adds the answer letters to it for multiple-choice letter scoring.
 Both load through `client.model.build_model` like any local base.
 """
 
@@ -105,6 +106,24 @@ def make_tiny_llama(
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(directory)
+    return directory
+
+
+def make_letter_llama(directory: Path, *, seed: int = 0) -> Path:
+    """`make_tiny_llama` with the answer letters A-E added as single-word tokens that absorb the
+    space before them (as Llama-2's `▁A` does), so Lang1's multiple-choice letter scoring works;
+    the plain tiny tokenizer knows only lowercase words and must be refused by it."""
+    from tokenizers import AddedToken
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = make_tiny_llama(directory, seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer.add_tokens([AddedToken(c, single_word=True, lstrip=True) for c in "ABCDE"])
+    tokenizer.save_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    torch.manual_seed(seed)
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model.save_pretrained(directory)
     return directory
 
 

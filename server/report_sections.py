@@ -1,0 +1,163 @@
+"""The report sections a coordinator reads to judge the model, beyond the AUROC tables.
+
+Which round is reported and why (validation, never test), how far the external health system falls
+behind the training sites, whether predicted risks can be read as probabilities at each site
+(calibration), and how label prevalence differs between sites (which moves AUROC and calibration).
+Each function returns Markdown lines: a short sentence on how to read the section, the figure when
+it was written, and a table with the numbers. Sections degrade to one sentence for runs recorded
+before the fields they need existed.
+"""
+
+from __future__ import annotations
+
+from client.calibration import MIN_BIN_COUNT
+from server.report_data import (
+    final_entry,
+    has_calibration,
+    has_validation,
+    mean,
+    selected_round,
+    selection,
+    sites_with_role,
+    task_values,
+    validation_values,
+)
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _role(site: dict) -> str:
+    return "**external**" if site["role"] == "external" else site["role"]
+
+
+def _score_table(chosen: dict) -> list[str]:
+    scores = sorted((int(r), v) for r, v in chosen.get("score_per_round", {}).items())
+    if not scores:
+        return []
+    return [
+        "| round | " + " | ".join(str(r) for r, _ in scores) + " |",
+        "|---|" + "---:|" * len(scores),
+        "| validation score | " + " | ".join(
+            f"**{fmt(v)}**" if r == int(chosen["round"]) else fmt(v) for r, v in scores) + " |",
+        "",
+    ]
+
+
+def _validation_table(metrics: dict) -> list[str]:
+    entry, tasks = final_entry(metrics), metrics["run"]["tasks"]
+    lines = ["| site | role | " + " | ".join(tasks) + " |", "|---|---|" + "---:|" * len(tasks)]
+    for site in metrics["sites"]:
+        cells = []
+        for task in tasks:
+            values = validation_values(entry, site["name"], task)
+            n = values.get("n")
+            cells.append(fmt(values.get("auroc")) + (f" (n={n})" if n else ""))
+        lines.append(f"| {site['name']} | {_role(site)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def selection_lines(metrics: dict) -> list[str]:
+    """`## Which round is reported`: the selected round, its criterion and the validation scores."""
+    chosen, number = selection(metrics), selected_round(metrics)
+    lines = ["## Which round is reported", ""]
+    if chosen is None:
+        return lines + [f"This run recorded no round selection, so the final numbers below are the "
+                        f"last round's (**round {number}**).", ""]
+    lines += [
+        f"The final numbers below are from **round {number}**, selected by "
+        f"{chosen.get('criterion', 'validation AUROC')}. Test AUROC never chose it, so the test "
+        "numbers reported for it are not inflated by the choice.",
+        "",
+    ]
+    lines += _score_table(chosen)
+    if has_validation(metrics):
+        lines += [f"Validation AUROC per site at round {number} (the external system has no "
+                  "validation split):", ""] + _validation_table(metrics)
+    return lines
+
+
+def external_gap(metrics: dict) -> dict[str, dict[str, float | None]]:
+    """Per task at the final round: training sites' mean AUROC, the external AUROC and its CI,
+    and external − mean (negative: the system that never trained does worse)."""
+    entry = final_entry(metrics)
+    inside, external = sites_with_role(metrics, "train"), sites_with_role(metrics, "external")
+    gaps = {}
+    for task in metrics["run"]["tasks"]:
+        trained = mean([task_values(entry, s, task).get("auroc") for s in inside])
+        values = [task_values(entry, s, task) for s in external]
+        outside = mean([v.get("auroc") for v in values])
+        low, high = (values[0].get("ci") or [None, None]) if len(values) == 1 else (None, None)
+        gaps[task] = {"in_distribution": trained, "external": outside, "external_low": low,
+                      "external_high": high,
+                      "gap": None if None in (trained, outside) else outside - trained}
+    return gaps
+
+
+def gap_lines(metrics: dict, figure: str | None) -> list[str]:
+    """`## External vs in-distribution`: does the model travel to a system that never trained?"""
+    lines = ["## External vs in-distribution", ""]
+    if not sites_with_role(metrics, "external"):
+        return lines + ["This consortium has no external site.", ""]
+    lines += [
+        f"At round {selected_round(metrics)}: the external health system (red) against the "
+        "training sites (grey, with their mean as a black bar), each with its 95 % CI. A gap well "
+        "below zero means the model does not transfer to a hospital it never saw.",
+        "",
+    ]
+    if figure:
+        lines += [f"![External vs in-distribution AUROC]({figure})", ""]
+    lines += ["| task | training sites (mean) | external [95 % CI] | external − mean |",
+              "|---|---:|---|---:|"]
+    for task, row in external_gap(metrics).items():
+        gap = "–" if row["gap"] is None else f"{row['gap']:+.3f}"
+        lines.append(f"| {task} | {fmt(row['in_distribution'])} | {fmt(row['external'])} "
+                     f"[{fmt(row['external_low'])}, {fmt(row['external_high'])}] | {gap} |")
+    return lines + [""]
+
+
+def _ece_table(metrics: dict) -> list[str]:
+    entry, tasks = final_entry(metrics), metrics["run"]["tasks"]
+    lines = ["| site | role | " + " | ".join(f"ECE {t}" for t in tasks) + " |",
+             "|---|---|" + "---:|" * len(tasks)]
+    for site in metrics["sites"]:
+        cells = [fmt(task_values(entry, site["name"], t).get("ece")) for t in tasks]
+        lines.append(f"| {site['name']} | {_role(site)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def calibration_lines(metrics: dict, figure: str | None) -> list[str]:
+    """`## Calibration`: reliability curves per task and the ECE per site."""
+    lines = ["## Calibration", ""]
+    if not has_calibration(metrics):
+        return lines + ["No calibration recorded in this run's metrics.json.", ""]
+    lines += [
+        f"Can a predicted risk be read as a probability? At round {selected_round(metrics)}, "
+        "each site sorts its test encounters into "
+        "10 bins by predicted probability (multi-class tasks: the top label's probability) and "
+        "compares the bin's mean prediction with what happened (binary: the share of positives; "
+        "multi-class: the share whose top label was right). On the dotted diagonal the model is "
+        "calibrated; below it, it over-predicts. ECE is the encounter-weighted mean distance from "
+        "the diagonal (0 is perfect). To keep single encounters at the site, bins with fewer "
+        f"than {MIN_BIN_COUNT} encounters (and, when those are few, the next-smallest) are not "
+        "sent and are missing from the curves.",
+        "",
+    ]
+    if figure:
+        lines += [f"![Reliability per task]({figure})", ""]
+    return lines + _ece_table(metrics)
+
+
+def prevalence_lines(figure: str | None) -> list[str]:
+    """`## Label prevalence per site`: case mix differs between hospitals."""
+    lines = [
+        "## Label prevalence per site",
+        "",
+        "Share of positive labels on each site's test split (multi-class tasks: the share of the "
+        "most frequent class). Sites with very different prevalence are not directly comparable "
+        "on calibration, and a rare label gives wide AUROC intervals.",
+        "",
+    ]
+    return lines + ([f"![Label prevalence per site]({figure})", ""] if figure else
+                    ["No prevalence recorded in this run's metrics.json.", ""])

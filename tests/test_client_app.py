@@ -124,6 +124,30 @@ def _assert_nothing_about_examples(reply, settings, *, partition: int) -> None:
         assert note[:40].encode() not in payload
 
 
+def test_only_the_training_split_reaches_a_training_step(federation, monkeypatch):
+    """Through the data path: the rows handed to the optimizer loop are the site's `train` rows,
+    never validation or test rows (which select and report), and the external site has none."""
+    import client.app
+
+    run_config, settings, arrays = federation
+    seen = []
+    original = client.app.train_steps
+
+    def spy(model, data, **kwargs):
+        seen.append((data.size, {t: data.labels[t].tolist() for t in data.labels}))
+        return original(model, data, **kwargs)
+
+    monkeypatch.setattr(client.app, "train_steps", spy)
+    _send(run_config, 0, MessageType.TRAIN, arrays)
+    site = load_consortium(settings.consortium, data_root=settings.data_dir).sites[0]
+    train = read_site_table(site).query("split == 'train'")
+    assert seen[0][0] == len(train)
+    assert seen[0][1]["los"] == train["los"].tolist()  # the same rows, in table order
+    with pytest.raises(ExternalSiteCannotTrain):
+        _send(run_config, 2, MessageType.TRAIN, arrays)
+    assert len(seen) == 1, "the external site reached a training step"
+
+
 def test_external_site_refuses_to_train(federation):
     """Flower turns the exception into an error reply, which the strategy drops."""
     run_config, _, arrays = federation

@@ -12,7 +12,7 @@ then every regime's in-distribution and external macro AUROC, and per task the w
 site and the spread across sites.
 
     python bench/transfer.py                     # a fresh experiment (about an hour on 2 cores)
-    python bench/transfer.py --no-cross-task     # without the five single-task federations
+    python bench/transfer.py --regimes federated,local,pooled   # just what the headline needs
     python bench/transfer.py --run-dir runs/transfer-20261125-210000
 """
 
@@ -36,14 +36,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, help="an existing experiment to read")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    parser.add_argument("--no-cross-task", action="store_true")
+    parser.add_argument("--regimes", default="all",
+                        help="regime kinds to train (default all; the headline needs "
+                        "federated,local,pooled)")
     args = parser.parse_args()
     run_dir = args.run_dir
     if run_dir is None:
         name = time.strftime("bench-transfer-%Y%m%d-%H%M%S")
         command = ["experiment", "transfer", "--runs-dir", str(args.runs_dir), "--run-name", name]
         started = time.perf_counter()
-        if lang1_fl(command + (["--no-cross-task"] if args.no_cross_task else [])) != 0:
+        if lang1_fl(command + ["--regimes", args.regimes]) != 0:
             return 1
         print(f"wall time of the experiment: {time.perf_counter() - started:.0f} s")
         run_dir = args.runs_dir / name

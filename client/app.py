@@ -19,6 +19,7 @@ import zlib
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.egress import EgressLog, attest, evaluate_declaration, train_declaration
 from client.evaluate import evaluate_split, validation_metrics
 from client.message_config import (
     message_local_steps,
@@ -27,6 +28,7 @@ from client.message_config import (
 )
 from client.model import load_trainable_state, trainable_state
 from client.progress import show_progress
+from client.round_replies import RoundReplies, StoredReply, arrays_digest, as_array_record
 from client.run_settings import ClientSettings
 from client.runtime import site_runtime
 from client.site_resolution import resolve_site
@@ -45,9 +47,12 @@ class ExternalSiteCannotTrain(RuntimeError):
     """An external (held-out) site was asked to train; it only ever evaluates."""
 
 
-def _arrays(message: Message) -> dict:
-    record = message.content["arrays"]
+def _tensors(record: ArrayRecord) -> dict:
     return {name: record[name].numpy() for name in record.keys()}
+
+
+def _arrays(message: Message) -> dict:
+    return _tensors(message.content["arrays"])
 
 
 def _round_seed(settings: ClientSettings, site: SiteConfig, server_round: int) -> int:
@@ -77,22 +82,52 @@ def train(message: Message, context: Context) -> Message:
             f"site {site.name!r} has role `external`: it is evaluated, never trained on"
         )
     config = message.content["config"]
-    server_round = int(config["server-round"])
+    server_round, run = int(config["server-round"]), run_name(config, context)
     runtime = site_runtime(site, message_model_settings(settings.model, config))
+    # What this site may send, from its model's definition (before anything is loaded or trained),
+    # and the log on its own disk where every reply is recorded before it leaves
+    declared = train_declaration(runtime.model)
+    egress = EgressLog.for_site(site, run)
+    # 2. A round this site already answered (a restarted server re-sends it): the same answer
+    #    for the same global adapter; for another one a DP site declines (its budget is spent)
+    replies = RoundReplies(site, run)
+    received = arrays_digest(message.content["arrays"])
+    stored = replies.load(server_round)
+    replay = stored is not None and stored.input_digest == received
+    if replay:
+        content = _replayed(stored, site, server_round)
+    elif stored is not None and site.is_private:
+        content = _declined_resent(stored, site, server_round)
+    else:
+        # 3. Charge the budget (DP), then train locally
+        content = _train_round(message, settings, site, runtime, server_round, run)
+    # 4. Only what the site declared leaves (else EgressRefused: Flower sends an error, no
+    #    content), and only after it is written to the site's egress log; a trained answer is
+    #    kept for a re-sent round
+    attested = attest(content, declared, log=egress, kind="train", server_round=server_round)
+    if "arrays" in content and not replay:
+        replies.save(server_round, StoredReply(
+            arrays=_tensors(content["arrays"]), metrics=dict(content["metrics"]),
+            privacy=dict(content["privacy"]), input_digest=received))
+    return Message(attested, reply_to=message)
+
+
+def _train_round(message: Message, settings: ClientSettings, site: SiteConfig, runtime,
+                 server_round: int, run: str) -> RecordDict:
+    """Charge the round (a DP site; declining what it cannot afford), train, build the reply."""
+    config = message.content["config"]
     data = runtime.splits["train"]
     steps = message_local_steps(config) or settings.local_steps or site.training.local_steps
-    # 2. A private site charges its budget first, and declines a round it cannot afford
     charge, plan = None, None
     if site.is_private:
         plan = plan_privacy(site, examples=data.size, rounds=settings.num_rounds,
                             steps_per_round=steps)
         try:
-            charge = SiteBudget(site, run_name(config, context)).charge(
-                server_round=server_round, plan=plan, steps=steps)
+            charge = SiteBudget(site, run).charge(server_round=server_round, plan=plan,
+                                                  steps=steps)
         except BudgetExhausted as declined:
             log.warning("%s", declined)
-            return Message(RecordDict({"privacy": declined_record(declined)}), reply_to=message)
-    # 3. Load the global adapter into the cached model and train locally
+            return RecordDict({"privacy": declined_record(declined)})
     load_trainable_state(runtime.model, _arrays(message))
     started = time.perf_counter()
     seed = _round_seed(settings, site, server_round)
@@ -108,19 +143,33 @@ def train(message: Message, context: Context) -> Message:
     log.info("site %s, round %d: %d steps%s, loss %.4f (%.1f s)", site.name, server_round,
              result.steps, f", DP ε = {charge.epsilon:.3f}" if charge else "", result.loss,
              time.perf_counter() - started)
-    # 4. Reply: adapter and heads, aggregate metrics, and what the round spent
     arrays = ArrayRecord({name: Array(value) for name, value in trainable_state(runtime.model).items()})
-    metrics = MetricRecord(
-        {
-            "num-examples": data.size,
-            # The loss is a statistic of the training data that DP-SGD's noise does not cover:
-            # a private site withholds it (NaN keeps the metric keys equal at every site).
-            "train-loss": float(result.loss) if charge is None else math.nan,
-            "steps": int(result.steps),
-        }
-    )
-    content = {"arrays": arrays, "metrics": metrics, "privacy": privacy_record(charge, plan)}
-    return Message(RecordDict(content), reply_to=message)
+    metrics = MetricRecord({
+        "num-examples": data.size,
+        # The loss is a statistic of the training data that DP-SGD's noise does not cover:
+        # a private site withholds it (NaN keeps the metric keys equal at every site).
+        "train-loss": float(result.loss) if charge is None else math.nan,
+        "steps": int(result.steps),
+    })
+    return RecordDict({"arrays": arrays, "metrics": metrics,
+                       "privacy": privacy_record(charge, plan)})
+
+
+def _replayed(stored: StoredReply, site: SiteConfig, server_round: int) -> RecordDict:
+    """The reply released before for this round: post-processing, so free of privacy cost."""
+    log.info("site %s, round %d: re-sent by the server with the same global adapter; answering "
+             "with the reply released before (nothing trained, nothing charged)", site.name,
+             server_round)
+    return RecordDict({"arrays": as_array_record(stored.arrays),
+                       "metrics": MetricRecord(stored.metrics),
+                       "privacy": ConfigRecord(stored.privacy)})
+
+
+def _declined_resent(stored: StoredReply, site: SiteConfig, server_round: int) -> RecordDict:
+    reason = (f"site {site.name!r} declines round {server_round}: it already answered that round "
+              "from another global adapter, and answering again would spend its budget twice")
+    log.warning("%s", reason)
+    return RecordDict({"privacy": ConfigRecord({**stored.privacy, "declined": reason})})
 
 
 @app.evaluate()
@@ -154,4 +203,9 @@ def evaluate(message: Message, context: Context) -> Message:
     metrics["num-examples"] = max(test.size + validation.size, 1)
     log.info("site %s: scored %d test and %d validation encounters (%.1f s)", site.name,
              test.size, validation.size, time.perf_counter() - started)
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
+    # Declared metric keys only, recorded in the site's egress log before the reply leaves
+    content = RecordDict({"metrics": MetricRecord(metrics)})
+    egress = EgressLog.for_site(site, run_name(config, context))
+    round_number = int(config["server-round"]) if "server-round" in config else None
+    return Message(attest(content, evaluate_declaration(model_settings.tasks), log=egress,
+                          kind="evaluate", server_round=round_number), reply_to=message)

@@ -19,6 +19,7 @@ from .calibration import calibration_metrics
 from .data import EncodedSplit
 from .metrics import auroc, bootstrap_ci
 from .model import MultiTaskModel, TaskModel
+from .precision import autocast
 
 METRIC_SUFFIXES = ("auroc", "auroc_low", "auroc_high", "n", "prevalence", "oracle_auroc",
                    "ece", "reliability_confidence", "reliability_frequency", "reliability_count")
@@ -51,7 +52,9 @@ def log_probs(model: TaskModel, data: EncodedSplit, tasks: Sequence[str], *,
     try:
         for start in range(0, data.size, batch_size):
             index = order[start: start + batch_size]
-            for t, logits in model.task_logits(data, index, tasks).items():
+            with autocast(model.device):
+                logits_per_task = model.task_logits(data, index, tasks)
+            for t, logits in logits_per_task.items():
                 logp = torch.log_softmax(logits.float(), dim=-1)
                 out[t][index.numpy()] = logp.cpu().numpy()
     finally:

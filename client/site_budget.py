@@ -4,8 +4,10 @@ The ledger *is* the accountant's state: the history an opacus accountant keeps i
 (`(noise_multiplier, sample_rate, steps)` per round) is exactly what the ledger records, so
 reading the ledger back rebuilds the accountant. Nothing lives only in memory: a client process
 that restarts, or a simulation actor that serves another site in between, finds the spend where
-the last round left it, and no round is counted twice or forgotten. (A round number the ledger
-already holds — a restarted server re-sending a round — is refused by the ledger for now.)
+the last round left it, and no round is counted twice or forgotten. A restarted server re-sends
+the round it was in: if the site had answered it, the stored reply is sent again
+(client/round_replies.py) and nothing is charged; if the site had only charged it, that charge
+stands for the one answer it now gives.
 
 A round is charged before it trains (commit before spend): the guard computes the ε the site would
 have after the round; above the budget the round is declined and nothing is written; otherwise the
@@ -77,6 +79,13 @@ class SiteBudget:
         restarted client keeps the noise the run was planned with.
         """
         entries = read_ledger(self.path)
+        if entries and entries[-1]["round"] == server_round:
+            # Charged, then never answered (the site's stored replies have no such round): the
+            # server died mid-round and re-sends it. The charge stands for the one release to come.
+            last = entries[-1]
+            return Charge(noise_multiplier=last["noise_multiplier"],
+                          sample_rate=last["sample_rate"], steps=last["steps"],
+                          epsilon=last["epsilon"], entry=last)
         noise = entries[0]["noise_multiplier"] if entries else plan.noise_multiplier
         history = [(e["noise_multiplier"], e["sample_rate"], e["steps"]) for e in entries]
         spent = cumulative_epsilon(history=history, delta=plan.delta, accountant=plan.accountant)

@@ -20,6 +20,7 @@ from torch import nn
 
 from .data import EncodedSplit
 from .model import TaskModel
+from .precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,8 @@ def train_steps(model: TaskModel, data: EncodedSplit, *, steps: int, batch_size:
         torch.manual_seed(seed)  # dropout masks, so a seed replays a round exactly
         for index in minibatches(data.size, batch_size, steps, generator):
             opt.zero_grad(set_to_none=True)
-            loss = joint_loss(model, data, index, tasks)
+            with autocast(device):  # bf16 on a GPU that has it; the loss comes out fp32
+                loss = joint_loss(model, data, index, tasks)
             loss.backward()
             opt.step()
             total += float(loss.detach())

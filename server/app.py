@@ -23,12 +23,14 @@ from client.run_settings import InvalidRunConfig
 from server.discovery import discover_sites
 from server.metrics_file import write_metrics
 from server.report import write_report
-from server.round_selection import RoundArrays, select_round
+from server.checkpoint import Checkpoint, RoundCheckpointer, load_checkpoint, save_run_config
+from server.round_selection import select_round
 from server.settings import ServerSettings
 from server.transfer_experiment import run_transfer_experiment
 from sites.config import load_consortium
 from sites.pooling import with_pooled_site
 from strategies import build_strategy
+from strategies.continued_rounds import ContinuedRounds
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,7 @@ def main(grid: Grid, context: Context) -> None:
     if settings.client.experiment == "transfer":  # simulation only: one more node, the pooled site
         consortium = with_pooled_site(consortium, data_dir=settings.client.data_dir)
     run_dir = settings.run_dir
-    if run_dir.exists():
-        raise InvalidRunConfig(f"run config: run directory {run_dir} exists; choose another `run-name`")
-    run_dir.mkdir(parents=True)
-    log.info("run directory: %s", run_dir)
+    checkpoint = _open_run_dir(run_dir, settings, dict(context.run_config))
 
     # 2. Which node is which hospital
     roster = discover_sites(grid, consortium, timeout=settings.round_timeout)
@@ -67,18 +66,27 @@ def main(grid: Grid, context: Context) -> None:
         settings.strategy, roster=roster, min_train_sites=settings.min_train_sites,
         client_dp=settings.client_dp,  # used by `dp-fedavg` only
     )
+    scored = ConfigRecord({"splits": "validation,test", "run-name": settings.run_name})
+    if checkpoint is None:
+        # 5. Round 0: the untrained model, evaluated at every site; checkpointed as round 0
+        round_zero = strategy.configure_evaluate(0, initial, scored, grid)
+        strategy.aggregate_evaluate(0, grid.send_and_receive(round_zero,
+                                                             timeout=settings.round_timeout))
+        kept = RoundCheckpointer(run_dir=run_dir, strategy=strategy)
+        kept(0, initial)
+    else:
+        # 5'. A resumed run: its records and every round's adapter, from the last checkpoint
+        log.info("resuming %s after round %d", run_dir, checkpoint.round)
+        strategy.resume_from(checkpoint.run_log)
+        kept = RoundCheckpointer(run_dir=run_dir, strategy=strategy, arrays=checkpoint.arrays,
+                                 offset=checkpoint.round)
 
-    # 5. Round 0: the untrained model, evaluated at every site
-    scored = ConfigRecord({"splits": "validation,test"})
-    round_zero = strategy.configure_evaluate(0, initial, scored, grid)
-    strategy.aggregate_evaluate(0, grid.send_and_receive(round_zero, timeout=settings.round_timeout))
-
-    # 6. Federated rounds: train at training sites, evaluate everywhere; keep every round's adapter
-    kept = RoundArrays()
-    strategy.start(
+    # 6. Federated rounds: train at training sites, evaluate everywhere; checkpoint every round
+    done = kept.offset
+    ContinuedRounds(strategy, offset=done).start(
         grid=grid,
-        initial_arrays=initial,
-        num_rounds=settings.num_rounds,
+        initial_arrays=kept[done],
+        num_rounds=settings.num_rounds - done,
         timeout=settings.round_timeout,
         train_config=ConfigRecord({"run-name": settings.run_name}),  # names the sites' ledgers
         evaluate_config=scored,
@@ -114,3 +122,23 @@ def main(grid: Grid, context: Context) -> None:
             f"{settings.strategy!r} requires (`min-train-sites`={settings.min_train_sites}; "
             f"`dp-fedavg` needs all); failures and declined rounds are listed in {report_path}"
         )
+
+
+def _open_run_dir(run_dir, settings: ServerSettings, run_config: dict) -> Checkpoint | None:
+    """A new run gets a fresh directory (and its run config, for `--resume`); a resumed run
+    gets its last checkpoint back."""
+    if settings.resume:
+        if settings.client.experiment:
+            raise InvalidRunConfig("run config: `resume` applies to a federation run, not to "
+                                   f"experiment {settings.client.experiment!r}; start it afresh")
+        checkpoint = load_checkpoint(run_dir)
+        if checkpoint.round >= settings.num_rounds:
+            log.info("%s: all %d rounds were done; writing its results", run_dir, checkpoint.round)
+        return checkpoint
+    if run_dir.exists():
+        raise InvalidRunConfig(f"run config: run directory {run_dir} exists; choose another "
+                               "`run-name`, or resume it (`lang1-fl run --resume RUN_DIR`)")
+    run_dir.mkdir(parents=True)
+    save_run_config(run_dir, run_config)
+    log.info("run directory: %s", run_dir)
+    return None

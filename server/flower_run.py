@@ -1,9 +1,10 @@
 """Drive `flwr run` on this project's Flower app, and clean up what it leaves behind.
 
 `flwr run . --stream` starts a managed local SuperLink in the background (state under
-`$FLWR_HOME`) that outlives the run. `lang1-fl run` gives each invocation a known `FLWR_HOME`, so the
-SuperLink it started can be found by its database path and stopped by process id afterwards, and
-disables Flower's per-run dependency installation so a run never re-downloads torch.
+`$FLWR_HOME`) that outlives the run. `lang1-fl run` gives each invocation a known `FLWR_HOME` and
+ports of its own, so the SuperLink it started is its alone, can be found by its database path and
+is stopped by process id afterwards with everything below it, and disables Flower's per-run
+dependency installation so a run never re-downloads torch.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,27 +50,56 @@ def flwr_run(
     num_supernodes: int,
     flwr_home: Path,
     cpus_per_site: int,
+    gpus_per_site: float = 0.0,
 ) -> int:
-    """Run the app in Flower's simulation engine; returns `flwr run`'s exit status."""
+    """Run the app in Flower's simulation engine; returns `flwr run`'s exit status.
+
+    `gpus_per_site` is Ray's share of a GPU per simulated site (0.25: four sites share one GPU);
+    with a share, sites whose `device` is `auto` find CUDA and train on it."""
     if not (APP_DIR / "pyproject.toml").exists():
         raise FileNotFoundError(
             f"{APP_DIR / 'pyproject.toml'} not found: `lang1-fl run` needs the source checkout "
             "(pip install -e .), where the Flower app is declared"
         )
     overrides = " ".join(f"{key}={toml_value(value)}" for key, value in run_config.items())
-    federation = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_site}"
+    federation = (f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_site} "
+                  f"client-resources-num-gpus={gpus_per_site}")
     command = [
         _flwr_executable(), "run", str(APP_DIR), "--stream",
         "--run-config", overrides,
         "--federation-config", federation,
     ]
-    env = dict(os.environ, FLWR_HOME=str(flwr_home), FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1")
+    # `flwr run` reuses any local SuperLink answering on its fixed ports, which the run that
+    # started it stops when it ends: with ports of its own, each run gets its own SuperLink.
+    env = dict(os.environ, FLWR_HOME=str(flwr_home), FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+               FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()),
+               FLWR_LOCAL_CONTROL_API_PORT=str(free_port()))
     flwr_home.mkdir(parents=True, exist_ok=True)
     log.info("running: %s", " ".join(command))
     try:
         return subprocess.run(command, env=env, check=False).returncode
     finally:
         stop_local_superlink(flwr_home)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _processes() -> list[tuple[int, str]]:
+    """(pid, command line) of every live process (Linux /proc)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline and _alive(int(proc.name)):
+            found.append((int(proc.name), cmdline))
+    return found
 
 
 def _flwr_executable() -> str:
@@ -80,31 +111,43 @@ def _flwr_executable() -> str:
 def local_superlink_pids(flwr_home: Path) -> list[int]:
     """Process ids of Flower processes started with state under `flwr_home` (Linux /proc)."""
     marker = str(flwr_home / "local-superlink")
-    pids = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        is_flower = "flower-superlink" in cmdline or "flower-superexec" in cmdline
-        if marker in cmdline and is_flower and _alive(int(proc.name)):
-            pids.append(int(proc.name))
-    return pids
+    return [pid for pid, cmdline in _processes() if marker in cmdline
+            and ("flower-superlink" in cmdline or "flower-superexec" in cmdline)]
 
 
 def stop_local_superlink(flwr_home: Path, *, grace_s: float = 15.0) -> None:
     """Stop the background SuperLink that `flwr run` started for this FLWR_HOME: SIGTERM, then
     SIGKILL for whatever has not exited after `grace_s` seconds."""
-    pids = local_superlink_pids(flwr_home)
+    roots = local_superlink_pids(flwr_home)
+    # The simulation (flwr-simulation, its Ray workers) runs under the SuperExec: a killed
+    # `flwr run` leaves it running, still driving the ServerApp, unless the tree goes too.
+    pids = roots + [child for pid in roots for child in _descendants(pid) if child not in roots]
     for pid in pids:
-        log.info("stopping the local Flower SuperLink (pid %d)", pid)
+        log.info("stopping local Flower process %d", pid)
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while (alive := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
         time.sleep(0.2)
     for pid in alive:
-        log.warning("the local Flower SuperLink (pid %d) ignored SIGTERM; killing it", pid)
+        log.warning("local Flower process %d ignored SIGTERM; killing it", pid)
         _signal(pid, signal.SIGKILL)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc), children before grandchildren."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    found, frontier = [], [pid]
+    while frontier:
+        children = [c for p in frontier for c in parents.get(p, [])]
+        found += children
+        frontier = children
+    return found
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

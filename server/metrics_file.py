@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from client.egress import egress_log_path
 from client.evaluate import VALIDATION_PREFIX
 from server.round_selection import Selection
 from server.settings import ServerSettings
@@ -136,6 +137,29 @@ def client_level_summary(run_log: RunLog) -> dict | None:
     }
 
 
+def egress_summary(consortium: ConsortiumConfig, run_log: RunLog, run_name: str) -> dict:
+    """What each training site attested to sending and what the server received, per round, with
+    a per-site roll-up and where the site keeps its egress log (`client.egress`).
+
+    {"sites": {site: {"rounds", "tensors" (per round, at most), "bytes" (all rounds), "match"
+    (every round), "mismatched_rounds", "log"}}, "rounds": {round: {site: {"sent_digest",
+    "received_digest", "match", "tensors", "bytes"}}}}
+    """
+    rounds = {r: per_site for r, per_site in sorted(run_log.egress.items())}
+    sites = {}
+    for site in consortium.training_sites:
+        seen = {r: per_site[site.name] for r, per_site in rounds.items() if site.name in per_site}
+        sites[site.name] = {
+            "rounds": sorted(seen),
+            "tensors": max((int(v["tensors"]) for v in seen.values()), default=0),
+            "bytes": sum(int(v["bytes"]) for v in seen.values()),
+            "match": all(bool(v["match"]) for v in seen.values()),
+            "mismatched_rounds": sorted(r for r, v in seen.items() if not v["match"]),
+            "log": str(egress_log_path(site, run_name)),
+        }
+    return {"sites": sites, "rounds": {str(r): per_site for r, per_site in rounds.items()}}
+
+
 def base_model_bytes(model: torch.nn.Module) -> int:
     """Size of the frozen base weights: what a site would send without LoRA."""
     return sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
@@ -210,6 +234,7 @@ def build_metrics(
         },
         "upload": _upload_summary(run_log, base_model_bytes(model)),
         "privacy": privacy_summary(consortium, run_log),
+        "egress": egress_summary(consortium, run_log, settings.run_name),
     }
 
 

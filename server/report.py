@@ -42,7 +42,13 @@ from server.report_figures import (
     plot_rounds,
 )
 from server.report_html import write_html
-from server.report_sections import calibration_lines, gap_lines, prevalence_lines, selection_lines
+from server.report_sections import (
+    calibration_lines,
+    egress_lines,
+    gap_lines,
+    prevalence_lines,
+    selection_lines,
+)
 from sites.tasks import TASKS
 
 
@@ -197,7 +203,7 @@ def _upload_lines(metrics: dict) -> list[str]:
         f"{upload['base_model_bytes']:,} bytes. Evaluation replies carry aggregate metrics only "
         "(calibration bins holding few encounters stay at the site).",
         "",
-    ]
+    ] + egress_lines(metrics)
 
 
 def render_markdown(metrics: dict, figure: str | None = None, privacy_figure: str | None = None,

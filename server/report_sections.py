@@ -2,7 +2,8 @@
 
 Which round is reported and why (validation, never test), how far the external health system falls
 behind the training sites, whether predicted risks can be read as probabilities at each site
-(calibration), and how label prevalence differs between sites (which moves AUROC and calibration).
+(calibration), how label prevalence differs between sites (which moves AUROC and calibration), and
+whether what each site attested to sending is exactly what the server received (egress).
 Each function returns Markdown lines: a short sentence on how to read the section, the figure when
 it was written, and a table with the numbers. Sections degrade to one sentence for runs recorded
 before the fields they need existed.
@@ -161,3 +162,46 @@ def prevalence_lines(figure: str | None) -> list[str]:
     ]
     return lines + ([f"![Label prevalence per site]({figure})", ""] if figure else
                     ["No prevalence recorded in this run's metrics.json.", ""])
+
+
+def _round_span(rounds: list[int]) -> str:
+    if not rounds:
+        return "–"
+    if rounds == list(range(rounds[0], rounds[-1] + 1)) and len(rounds) > 1:
+        return f"{rounds[0]}–{rounds[-1]}"
+    return ", ".join(str(r) for r in rounds)
+
+
+def egress_lines(metrics: dict) -> list[str]:
+    """Per training site, what it attested to sending and whether the server received exactly
+    that (`client.egress`); part of `## What left the sites`."""
+    egress = metrics.get("egress")
+    if not egress or not egress.get("sites"):
+        return ["No egress attestation recorded in this run's metrics.json.", ""]
+    lines = [
+        "**Egress attestation.** Before a reply leaves, each site checks it against what its "
+        "model declares — the adapter and head tensors' names, shapes and float32, the declared "
+        "metric keys — and refuses anything else (it sends an error, no content). It then writes "
+        "the reply's manifest (per tensor: shape, dtype, bytes, SHA-256) to an append-only egress "
+        "log on its own disk, one line per train and evaluate reply, and sends the manifest's "
+        "digest along. The server recomputes the manifest of every training reply it received: "
+        "*digests match* means it received exactly what the site logged.",
+        "",
+        "| site | rounds | tensors per round | bytes (all rounds) | digests match | egress log (at "
+        "the site) |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for name, site in egress["sites"].items():
+        if not site["rounds"]:
+            match = "–"
+        elif site["match"]:
+            match = "yes"
+        else:
+            match = f"**NO** (round {_round_span(site['mismatched_rounds'])})"
+        lines.append(f"| {name} | {_round_span(site['rounds'])} | {site['tensors']} | "
+                     f"{site['bytes']:,} | {match} | `{site['log']}` |")
+    mismatched = [n for n, s in egress["sites"].items() if s["mismatched_rounds"]]
+    if mismatched:
+        lines += ["", f"**What the server received differs from what {', '.join(mismatched)} "
+                  "logged.** Compare `egress.rounds` in metrics.json with the site's egress log."]
+    return lines + [""]

@@ -50,15 +50,17 @@ def select_round(evaluation: dict[int, dict[str, dict[str, float]]], *, sites: I
     return Selection(round=best, score_per_round=scores)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RoundArrays:
     """Keeps the global adapter of every round; passed to Flower's `Strategy.start` as its
-    `evaluate_fn`, the hook Flower calls with each round's global arrays (round 0 included)."""
+    `evaluate_fn`, the hook Flower calls with each round's global arrays (round 0 included).
+    `offset`: rounds already done before this `start` (a resumed run), added to Flower's count."""
 
     arrays: dict[int, ArrayRecord] = field(default_factory=dict)
+    offset: int = 0
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        self.arrays[server_round] = ArrayRecord(
+        self.arrays[server_round + self.offset] = ArrayRecord(
             {name: arrays[name] for name in arrays.keys()})  # a copy: records are mutable
         return None
 

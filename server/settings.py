@@ -34,8 +34,12 @@ class ServerSettings:
     """A training round with fewer replies than this is skipped (global adapter kept)."""
     round_timeout: float
     """Seconds to wait for the replies of one round."""
-    cross_task: bool
-    """Transfer experiment only (`experiment-cross-task`): also train each task alone."""
+    regimes: frozenset[str]
+    resume: bool
+    """Continue the run in `run_dir` from its last checkpoint (`lang1-fl run --resume RUN_DIR`)
+    instead of starting one."""
+    """Transfer experiment only (`experiment-regimes`): the regime kinds to train, besides the
+    untrained model."""
     client_dp: ClientDP
     """Client-level DP (`client-dp-noise-multiplier`, `client-dp-clipping-norm`, `client-dp-delta`):
     read and checked always, used only by `strategy = "dp-fedavg"`."""
@@ -79,10 +83,25 @@ class ServerSettings:
             strategy=config_value(config, "strategy", str),
             min_train_sites=positive_config_value(config, "min-train-sites", int),
             round_timeout=positive_config_value(config, "round-timeout", float),
-            cross_task=config_value(config, "experiment-cross-task", bool),
+            regimes=parse_regimes(config_value(config, "experiment-regimes", str)),
+            resume=config_value(config, "resume", bool),
             client_dp=ClientDP(
                 noise_multiplier=positive_config_value(config, "client-dp-noise-multiplier", float),
                 clipping_norm=positive_config_value(config, "client-dp-clipping-norm", float),
                 delta=positive_config_value(config, "client-dp-delta", float),
             ),
         )
+
+
+def parse_regimes(value: str) -> frozenset[str]:
+    """`all`, or a comma list of the transfer experiment's regime kinds."""
+    from server.transfer_experiment import TRAINED_KINDS
+
+    if value.strip() == "all":
+        return frozenset(TRAINED_KINDS)
+    kinds = frozenset(k.strip() for k in value.split(",") if k.strip())
+    unknown = sorted(kinds - set(TRAINED_KINDS))
+    if unknown or not kinds:
+        raise InvalidRunConfig(f"run config: `experiment-regimes` is {value!r}; expected 'all' or "
+                               f"a comma list of {', '.join(TRAINED_KINDS)}")
+    return kinds

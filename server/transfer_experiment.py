@@ -42,6 +42,8 @@ from strategies import SiteRoster, build_strategy
 log = logging.getLogger(__name__)
 
 RegimeKind = Literal["untrained", "federated", "local", "leave-one-out", "pooled", "single-task"]
+TRAINED_KINDS: tuple[str, ...] = ("federated", "local", "leave-one-out", "pooled", "single-task")
+"""The regime kinds `experiment-regimes` may choose from (`untrained` is always scored)."""
 TRANSFER_FILE = "transfer.json"
 
 
@@ -60,18 +62,21 @@ class Regime:
 
 
 def plan_regimes(training_sites: tuple[str, ...], tasks: tuple[str, ...], *, pooled: bool,
-                 cross_task: bool) -> list[Regime]:
-    """The regimes of the experiment, in the order the matrix shows them."""
+                 kinds: frozenset[str] = frozenset(TRAINED_KINDS)) -> list[Regime]:
+    """The regimes of the experiment, in the order the matrix shows them: the untrained model and
+    every regime of the chosen `kinds` that applies."""
     everyone = tuple(training_sites)
-    regimes = [Regime("untrained", "untrained", (), tasks),
-               Regime("federated", "federated", everyone, tasks)]
-    regimes += [Regime(f"local:{s}", "local", (s,), tasks) for s in everyone]
-    if len(everyone) > 2:  # without one of two sites is the other's local-only regime
+    regimes = [Regime("untrained", "untrained", (), tasks)]
+    if "federated" in kinds:
+        regimes.append(Regime("federated", "federated", everyone, tasks))
+    if "local" in kinds:
+        regimes += [Regime(f"local:{s}", "local", (s,), tasks) for s in everyone]
+    if "leave-one-out" in kinds and len(everyone) > 2:  # without one of two = the other alone
         regimes += [Regime(f"without:{s}", "leave-one-out", tuple(o for o in everyone if o != s),
                            tasks) for s in everyone]
-    if pooled:
+    if "pooled" in kinds and pooled:
         regimes.append(Regime("pooled", "pooled", (POOLED_SITE,), tasks))
-    if cross_task and len(tasks) > 1:
+    if "single-task" in kinds and len(tasks) > 1:
         regimes += [Regime(f"single:{t}", "single-task", everyone, (t,)) for t in tasks]
     return regimes
 
@@ -148,7 +153,7 @@ def run_transfer_experiment(grid: Grid, *, settings: ServerSettings,
     training = tuple(s.name for s in consortium.training_sites if s.name != POOLED_SITE)
     tasks = settings.client.model.tasks
     pooled = any(s.name == POOLED_SITE for s in consortium.sites)
-    regimes = plan_regimes(training, tasks, pooled=pooled, cross_task=settings.cross_task)
+    regimes = plan_regimes(training, tasks, pooled=pooled, kinds=settings.regimes)
     log.info("transfer experiment: %d regimes: %s", len(regimes), ", ".join(r.name for r in regimes))
     entries, cells = [], {}
     for index, regime in enumerate(regimes, start=1):

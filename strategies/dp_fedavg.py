@@ -179,6 +179,18 @@ class ClientLevelDPFedAvg(DifferentialPrivacyServerSideFixedClipping):
     def run_log(self) -> RunLog:
         return self.strategy.run_log
 
+    def resume_from(self, run_log: RunLog) -> None:
+        """Continue a checkpointed run: restore its records and replay its released rounds into
+        the accountant, so ε continues from where the killed server left it."""
+        if run_log.client_level is None:
+            raise ValueError("the checkpointed run has no client-level DP record; it was not a "
+                             "`dp-fedavg` run")
+        self.strategy.resume_from(run_log)
+        n = self.num_sampled_clients
+        for _ in run_log.client_level.released_rounds:
+            self.rdp_accountant.compose(GaussianPrivacyEvent(
+                noise_multiplier=self.noise_multiplier, sample_size=n, population_size=n))
+
     @property
     def roster(self) -> SiteRoster:
         return self.strategy.roster
@@ -196,6 +208,8 @@ class ClientLevelDPFedAvg(DifferentialPrivacyServerSideFixedClipping):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
+        # Flower's clipping below rewrites the replies' arrays in place: attest them first
+        self.strategy.record_egress(server_round, replies)
         trained = [m for m in replies if not m.has_error() and "arrays" in m.content]
         if len(trained) < self.num_sampled_clients:
             log.warning("round %d: %d of %d training sites trained; noise sized for %d would "

@@ -9,6 +9,8 @@ aggregation rule itself stays Flower's (or the specific strategy's).
 - `aggregate_train` records each site's upload (bytes, tensors), loss and privacy spend, sets aside
   the replies of sites that declined the round (out of privacy budget: no tensors), and skips the
   round — keeping the previous global adapter — when fewer than `min_train_sites` trained.
+- `aggregate_train` also recomputes the egress manifest of each reply it received
+  (`client.egress`) and records whether its digest matches the one the site logged and sent.
 - `aggregate_evaluate` keeps each site's metrics under its name: Flower's aggregate is a weighted
   mean across sites, which hides exactly the per-site, out-of-distribution numbers we report.
 """
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
+from client.egress import received_egress
 from strategies.roster import SiteRoster
 
 if TYPE_CHECKING:
@@ -48,6 +51,9 @@ class RunLog:
     failures: dict[int, list[str]] = field(default_factory=dict)
     """round -> descriptions of sites that replied with an error or not at all."""
     skipped_rounds: list[int] = field(default_factory=list)
+    egress: dict[int, dict[str, dict]] = field(default_factory=dict)
+    """round -> site -> {"sent_digest" (the digest the site logged; None if it sent none),
+    "received_digest" (recomputed here from what arrived), "match", "tensors", "bytes"}."""
     client_level: ClientLevelPrivacy | None = None
     """Client-level DP settings and ε per round, under `dp-fedavg` only."""
 
@@ -75,6 +81,10 @@ class SiteAware:
         self.min_train_sites = min_train_sites
         self.run_log = RunLog()
 
+    def resume_from(self, run_log: RunLog) -> None:
+        """Continue a checkpointed run: its records so far become this strategy's."""
+        self.run_log = run_log
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
@@ -100,12 +110,28 @@ class SiteAware:
             for line in failed:
                 log.warning("round %d: %s", server_round, line)
 
+    def record_egress(self, server_round: int, replies: Iterable[Message]) -> None:
+        """Recompute each reply's egress manifest and compare its digest with the one the site
+        logged and sent. Call it before anything alters a reply (Flower's client-level DP wrapper
+        clips arrays in place): a site already recorded for the round is kept as it was."""
+        per_site = self.run_log.egress.setdefault(server_round, {})
+        for message in replies:
+            if message.has_error():
+                continue
+            site = self.roster.by_node(message.metadata.src_node_id).name
+            if site not in per_site:
+                per_site[site] = received_egress(message.content)
+                if not per_site[site]["match"]:
+                    log.warning("round %d: what %s sent does not match the egress digest it "
+                                "logged: %s", server_round, site, per_site[site])
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         self._record_failures(server_round, replies, set(self.roster.training_node_ids))
         valid = [m for m in replies if not m.has_error()]
+        self.record_egress(server_round, valid)
         trained = [m for m in valid if "arrays" in m.content]
         per_site = self.run_log.training.setdefault(server_round, {})
         for message in valid:

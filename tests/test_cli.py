@@ -131,3 +131,30 @@ def test_run_refuses_a_run_name_whose_ledger_exists(tmp_path, capsys):
     assert lang1_fl(argv) == 2
     err = capsys.readouterr().err
     assert "site 'community' already has a privacy ledger for run 'trial'" in err
+
+
+def test_sites_check_prints_counts_prevalence_and_note_lengths_contacting_no_one(
+        tmp_path, capsys, monkeypatch):
+    import socket
+
+    import yaml
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("`lang1-fl sites check` tried to open a network connection")
+
+    consortium = write_table_consortium(tmp_path, {"north": ("train", keyword_table(40))},
+                                        tasks=("mortality",))
+    site_yaml = tmp_path / "site.yaml"
+    site_yaml.write_text(yaml.safe_dump(yaml.safe_load(consortium.read_text())["sites"][0]))
+    for name in ("connect", "connect_ex", "sendto"):
+        monkeypatch.setattr(socket.socket, name, refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert lang1_fl(["sites", "check", str(site_yaml)]) == 0
+    out = capsys.readouterr().out
+    assert "site north (train)" in out and "40 encounters, 40 patients" in out
+    counts = next(line for line in out.splitlines() if line.startswith("encounters"))
+    assert counts.split()[1:] == ["30", "10"]  # train, test
+    mortality = next(line for line in out.splitlines() if line.startswith("mortality"))
+    assert "50.0% (15)" in mortality and "50.0% (5)" in mortality  # prevalence (positives)
+    assert "admission note words: median 14, min 8, max 21" in out
+    assert "discharge note words: median" in out

@@ -77,7 +77,7 @@ def test_train_reply_carries_only_adapter_heads_and_aggregates(federation):
     run_config, settings, arrays = federation
     reply = _send(run_config, 0, MessageType.TRAIN, arrays)
     assert not reply.has_error(), reply.error
-    assert set(reply.content.keys()) == {"arrays", "metrics", "privacy"}
+    assert set(reply.content.keys()) == {"arrays", "metrics", "privacy", "egress"}
     assert dict(reply.content["privacy"]) == {"dp": False, "declined": ""}  # no DP: said so
     sent = reply.content["arrays"]
     # Exactly the tensors the server sent: same names, shapes and dtype; all adapter or head.
@@ -100,7 +100,7 @@ def test_evaluate_reply_is_per_task_aggregates_with_identical_keys(federation):
     assert keys[0] == set(metric_keys(tasks)) | set(validation_keys(tasks)) | {"num-examples"}
     for key in keys[0]:
         assert key in ALLOWED_METRICS or key.endswith(ALLOWED_METRIC_SUFFIXES + RELIABILITY_SUFFIXES), key
-    assert set(replies[0].content.keys()) == {"metrics"}
+    assert set(replies[0].content.keys()) == {"metrics", "egress"}
     for partition, reply in zip((0, 2), replies):
         metrics = reply.content["metrics"]
         for key, value in metrics.items():  # lists only for the 10 reliability bins, never per example
@@ -138,14 +138,34 @@ def test_only_the_training_split_reaches_a_training_step(federation, monkeypatch
         return original(model, data, **kwargs)
 
     monkeypatch.setattr(client.app, "train_steps", spy)
-    _send(run_config, 0, MessageType.TRAIN, arrays)
+    _send(run_config, 0, MessageType.TRAIN, arrays, **{"run-name": "spy"})
     site = load_consortium(settings.consortium, data_root=settings.data_dir).sites[0]
     train = read_site_table(site).query("split == 'train'")
     assert seen[0][0] == len(train)
     assert seen[0][1]["los"] == train["los"].tolist()  # the same rows, in table order
     with pytest.raises(ExternalSiteCannotTrain):
-        _send(run_config, 2, MessageType.TRAIN, arrays)
+        _send(run_config, 2, MessageType.TRAIN, arrays, **{"run-name": "spy"})
     assert len(seen) == 1, "the external site reached a training step"
+
+
+def test_a_re_sent_round_is_answered_from_the_stored_reply_without_training(federation,
+                                                                           monkeypatch):
+    """A restarted server re-sends the round it was in: same global adapter, same answer."""
+    import client.app
+
+    run_config, _, arrays = federation
+    first = _send(run_config, 0, MessageType.TRAIN, arrays, **{"run-name": "resent"})
+    trained = []
+    original = client.app.train_steps
+    monkeypatch.setattr(client.app, "train_steps",
+                        lambda *a, **k: trained.append(1) or original(*a, **k))
+    again = _send(run_config, 0, MessageType.TRAIN, arrays, **{"run-name": "resent"})
+    assert not trained
+    for name in first.content["arrays"].keys():
+        assert again.content["arrays"][name].data == first.content["arrays"][name].data
+    other = ArrayRecord({k: Array(v.numpy() + 1.0) for k, v in arrays.items()})
+    _send(run_config, 0, MessageType.TRAIN, other, **{"run-name": "resent"})
+    assert trained == [1], "a site without DP trains a re-sent round from another adapter"
 
 
 def test_external_site_refuses_to_train(federation):

@@ -48,8 +48,9 @@ def federation(tmp_path_factory):
     return run_config, settings, arrays
 
 
-def _send(run_config, message_type: str, arrays: ArrayRecord, server_round: int, partition=0):
-    config = ConfigRecord({"server-round": server_round, "run-name": RUN})
+def _send(run_config, message_type: str, arrays: ArrayRecord, server_round: int, partition=0,
+          run=RUN):
+    config = ConfigRecord({"server-round": server_round, "run-name": run})
     content = RecordDict({"arrays": arrays, "config": config})
     context = Context(run_id=1, node_id=100 + partition,
                       node_config={"partition-id": partition, "num-partitions": 3},
@@ -94,7 +95,7 @@ def test_a_private_site_spends_its_budget_over_the_planned_rounds_and_no_more(fe
     # A fourth round would overspend: the site declines, writes nothing, and sends no tensors.
     reply = _send(run_config, MessageType.TRAIN, arrays, 4)
     assert not reply.has_error()
-    assert set(reply.content.keys()) == {"privacy"}
+    assert set(reply.content.keys()) == {"privacy", "egress"}  # egress: digest and totals only
     declined = dict(reply.content["privacy"])
     assert "declines round 4" in declined["declined"] and "over the budget of 4" in declined["declined"]
     assert declined["epsilon"] == pytest.approx(epsilons[2])
@@ -103,6 +104,41 @@ def test_a_private_site_spends_its_budget_over_the_planned_rounds_and_no_more(fe
     # Out of budget, it still evaluates.
     reply = _send(run_config, MessageType.EVALUATE, arrays, 4)
     assert not reply.has_error() and 0 <= reply.content["metrics"]["mortality.auroc"] <= 1
+
+
+def test_a_re_sent_round_costs_nothing_more_and_another_adapter_is_declined(federation):
+    """A restarted server re-sends round 1: the site replays its released answer (post-
+    processing, no new charge); the same round from a different adapter would be a second
+    release, so the site declines it."""
+    run_config, settings, arrays = federation
+    first = _send(run_config, MessageType.TRAIN, arrays, 1, run="resent")
+    again = _send(run_config, MessageType.TRAIN, arrays, 1, run="resent")
+    assert again.content["privacy"]["epsilon"] == first.content["privacy"]["epsilon"]
+    for name in first.content["arrays"].keys():
+        assert again.content["arrays"][name].data == first.content["arrays"][name].data
+    other = ArrayRecord({k: Array(v.numpy() + 1.0) for k, v in arrays.items()})
+    declined = _send(run_config, MessageType.TRAIN, other, 1, run="resent")
+    assert "arrays" not in declined.content
+    assert "spend its budget twice" in declined.content["privacy"]["declined"]
+    assert len(read_ledger(ledger_path(_site(settings), "resent"))) == 1
+
+
+def test_a_site_that_crashed_mid_round_rejoins_later_with_its_ledger_intact(federation):
+    """It trained round 1 and then dropped out; round 2 went on without it; it is back, in a new
+    process, for round 3. Its ledger continues where it was, ε counts both rounds, and the chain
+    still verifies."""
+    run_config, settings, arrays = federation
+    _send(run_config, MessageType.TRAIN, arrays, 1, run="rejoin")
+    ledger = ledger_path(_site(settings), "rejoin")
+    lines = ledger.read_text().splitlines()
+    client.runtime._MODELS.clear()  # a new process
+    client.runtime._SPLITS.clear()
+    reply = _send(run_config, MessageType.TRAIN, arrays, 3, run="rejoin")
+    entries = read_ledger(ledger)
+    assert ledger.read_text().splitlines()[: len(lines)] == lines
+    assert [e["round"] for e in entries] == [1, 3]
+    assert reply.content["privacy"]["epsilon"] == entries[-1]["epsilon"] > entries[0]["epsilon"]
+    assert verify_ledger(ledger, head_sha256=reply.content["privacy"]["ledger-head"]).ok
 
 
 def test_privacy_reply_holds_scalars_only(federation):

@@ -17,6 +17,7 @@ from server.settings import ServerSettings
 from server.transfer_experiment import (
     TransferExperimentError,
     evaluate_at,
+    TRAINED_KINDS,
     plan_regimes,
     run_transfer_experiment,
 )
@@ -33,14 +34,26 @@ BEST_ROUND = 2
 
 
 def test_regimes_cover_local_leave_one_out_pooled_and_single_task():
-    regimes = plan_regimes(("a", "b", "c"), TASKS, pooled=True, cross_task=True)
+    regimes = plan_regimes(("a", "b", "c"), TASKS, pooled=True)
     assert [r.name for r in regimes] == [
         "untrained", "federated", "local:a", "local:b", "local:c", "without:a", "without:b",
         "without:c", "pooled", "single:mortality", "single:los"]
     assert {r.name: r.trained_on for r in regimes}["without:b"] == ("a", "c")
     assert {r.name: r.tasks for r in regimes}["single:los"] == ("los",)
-    two = [r.name for r in plan_regimes(("a", "b"), ("los",), pooled=False, cross_task=True)]
+    two = [r.name for r in plan_regimes(("a", "b"), ("los",), pooled=False)]
     assert two == ["untrained", "federated", "local:a", "local:b"]  # without:a would be local:b
+    chosen = plan_regimes(("a", "b", "c"), TASKS, pooled=True,
+                          kinds=frozenset({"federated", "pooled"}))
+    assert [r.name for r in chosen] == ["untrained", "federated", "pooled"]
+
+
+def test_unknown_regime_kinds_are_named():
+    from client.run_settings import InvalidRunConfig
+    from server.settings import parse_regimes
+
+    assert parse_regimes("all") == frozenset(TRAINED_KINDS)
+    with pytest.raises(InvalidRunConfig, match="`experiment-regimes` is 'federated,lokal'"):
+        parse_regimes("federated,lokal")
 
 
 class FakeSites:

@@ -1,0 +1,61 @@
+"""Driving `flwr run`: one local SuperLink per run, and everything it started stopped afterwards."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import server.flower_run as flower_run
+from server.flower_run import flwr_run, stop_local_superlink, toml_value
+
+
+def test_each_run_gets_ports_of_its_own(monkeypatch, tmp_path):
+    """`flwr run` would reuse another run's local SuperLink on the default ports — and die when
+    that run stops it — so every run is given free ports for its own."""
+    seen = []
+
+    def fake_run(command, env, check):
+        seen.append((env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"], env["FLWR_LOCAL_CONTROL_API_PORT"],
+                     env["FLWR_HOME"]))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(flower_run.subprocess, "run", fake_run)
+    for name in ("a", "b"):
+        assert flwr_run(run_config={}, num_supernodes=2, flwr_home=tmp_path / name,
+                        cpus_per_site=1) == 0
+    (http_a, control_a, home_a), (http_b, control_b, home_b) = seen
+    assert len({http_a, control_a, http_b, control_b}) == 4 and home_a != home_b
+    assert "39091" not in (http_a, http_b)
+
+
+def test_stopping_a_superlink_stops_the_whole_tree_below_it(tmp_path):
+    """A stand-in 'SuperLink' (its command line carries the FLWR_HOME marker) with a child and a
+    grandchild, as the SuperExec and the simulation are: all three must go."""
+    marker = tmp_path / "local-superlink"
+    tree = ("import subprocess, sys, time\n"
+            "child = 'import subprocess,sys,time; subprocess.Popen([sys.executable, \"-c\", "
+            "\"import time; time.sleep(300)\"]); time.sleep(300)'\n"
+            "subprocess.Popen([sys.executable, '-c', child]); time.sleep(300)\n")
+    root = subprocess.Popen([sys.executable, "-c", tree, "flower-superlink", str(marker)])
+    try:
+        deadline = time.monotonic() + 10
+        while len(flower_run._descendants(root.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        below = flower_run._descendants(root.pid)
+        assert len(below) == 2
+        stop_local_superlink(tmp_path, grace_s=5)
+        root.wait(timeout=5)
+        assert not any(flower_run._alive(pid) for pid in below)
+    finally:
+        if root.poll() is None:
+            root.kill()
+
+
+@pytest.mark.parametrize("value, text", [(True, "true"), (3, "3"), (0.5, "0.5"),
+                                         ('a "b"', '"a \\"b\\""')])
+def test_run_config_values_are_written_as_toml(value, text):
+    assert toml_value(value) == text

@@ -142,14 +142,19 @@ def egress_summary(consortium: ConsortiumConfig, run_log: RunLog, run_name: str)
     a per-site roll-up and where the site keeps its egress log (`client.egress`).
 
     {"sites": {site: {"rounds", "tensors" (per round, at most), "bytes" (all rounds), "match"
-    (every round), "mismatched_rounds", "log"}}, "rounds": {round: {site: {"sent_digest",
-    "received_digest", "match", "tensors", "bytes"}}}}
+    (every round), "mismatched_rounds", "evaluation_replies", "evaluation_match", "log"}},
+    "rounds": {round: {site: {"sent_digest", "received_digest", "match", "tensors", "bytes"}}},
+    "evaluation_rounds": the same for evaluation replies}
     """
     rounds = {r: per_site for r, per_site in sorted(run_log.egress.items())}
+    evaluated = {r: per_site for r, per_site in sorted(run_log.egress_evaluation.items())}
     sites = {}
-    for site in consortium.training_sites:
+    for site in consortium.sites:
         seen = {r: per_site[site.name] for r, per_site in rounds.items() if site.name in per_site}
+        scored = [per_site[site.name] for per_site in evaluated.values() if site.name in per_site]
         sites[site.name] = {
+            "evaluation_replies": len(scored),
+            "evaluation_match": all(bool(v["match"]) for v in scored),
             "rounds": sorted(seen),
             "tensors": max((int(v["tensors"]) for v in seen.values()), default=0),
             "bytes": sum(int(v["bytes"]) for v in seen.values()),
@@ -157,7 +162,8 @@ def egress_summary(consortium: ConsortiumConfig, run_log: RunLog, run_name: str)
             "mismatched_rounds": sorted(r for r, v in seen.items() if not v["match"]),
             "log": str(egress_log_path(site, run_name)),
         }
-    return {"sites": sites, "rounds": {str(r): per_site for r, per_site in rounds.items()}}
+    return {"sites": sites, "rounds": {str(r): per_site for r, per_site in rounds.items()},
+            "evaluation_rounds": {str(r): per_site for r, per_site in evaluated.items()}}
 
 
 def base_model_bytes(model: torch.nn.Module) -> int:

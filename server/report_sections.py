@@ -184,12 +184,12 @@ def egress_lines(metrics: dict) -> list[str]:
         "metric keys — and refuses anything else (it sends an error, no content). It then writes "
         "the reply's manifest (per tensor: shape, dtype, bytes, SHA-256) to an append-only egress "
         "log on its own disk, one line per train and evaluate reply, and sends the manifest's "
-        "digest along. The server recomputes the manifest of every training reply it received: "
-        "*digests match* means it received exactly what the site logged.",
+        "digest along. The server recomputes the manifest of every reply it received: *digests "
+        "match* means it received exactly what the site logged.",
         "",
-        "| site | rounds | tensors per round | bytes (all rounds) | digests match | egress log (at "
-        "the site) |",
-        "|---|---|---:|---:|---|---|",
+        "| site | training rounds | tensors per round | bytes (all rounds) | digests match | "
+        "evaluation replies: digests match | egress log (at the site) |",
+        "|---|---|---:|---:|---|---|---|",
     ]
     for name, site in egress["sites"].items():
         if not site["rounds"]:
@@ -198,9 +198,15 @@ def egress_lines(metrics: dict) -> list[str]:
             match = "yes"
         else:
             match = f"**NO** (round {_round_span(site['mismatched_rounds'])})"
-        lines.append(f"| {name} | {_round_span(site['rounds'])} | {site['tensors']} | "
-                     f"{site['bytes']:,} | {match} | `{site['log']}` |")
-    mismatched = [n for n, s in egress["sites"].items() if s["mismatched_rounds"]]
+        replies = site.get("evaluation_replies", 0)
+        scored = "–" if not replies else (
+            f"yes ({replies})" if site.get("evaluation_match") else f"**NO** ({replies})")
+        lines.append(f"| {name} | {_round_span(site['rounds']) if site['rounds'] else '–'} | "
+                     f"{site['tensors']} | {site['bytes']:,} | {match} | {scored} | "
+                     f"`{site['log']}` |")
+    mismatched = [n for n, s in egress["sites"].items()
+                  if s["mismatched_rounds"] or (s.get("evaluation_replies")
+                                                and not s.get("evaluation_match"))]
     if mismatched:
         lines += ["", f"**What the server received differs from what {', '.join(mismatched)} "
                   "logged.** Compare `egress.rounds` in metrics.json with the site's egress log."]

@@ -53,7 +53,10 @@ class RunLog:
     skipped_rounds: list[int] = field(default_factory=list)
     egress: dict[int, dict[str, dict]] = field(default_factory=dict)
     """round -> site -> {"sent_digest" (the digest the site logged; None if it sent none),
-    "received_digest" (recomputed here from what arrived), "match", "tensors", "bytes"}."""
+    "received_digest" (recomputed here from what arrived), "match", "tensors", "bytes"}, for
+    training replies."""
+    egress_evaluation: dict[int, dict[str, dict]] = field(default_factory=dict)
+    """The same for evaluation replies (metrics only), every site's."""
     client_level: ClientLevelPrivacy | None = None
     """Client-level DP settings and ε per round, under `dp-fedavg` only."""
 
@@ -110,11 +113,13 @@ class SiteAware:
             for line in failed:
                 log.warning("round %d: %s", server_round, line)
 
-    def record_egress(self, server_round: int, replies: Iterable[Message]) -> None:
+    def record_egress(self, server_round: int, replies: Iterable[Message], *,
+                      evaluation: bool = False) -> None:
         """Recompute each reply's egress manifest and compare its digest with the one the site
         logged and sent. Call it before anything alters a reply (Flower's client-level DP wrapper
         clips arrays in place): a site already recorded for the round is kept as it was."""
-        per_site = self.run_log.egress.setdefault(server_round, {})
+        records = self.run_log.egress_evaluation if evaluation else self.run_log.egress
+        per_site = records.setdefault(server_round, {})
         for message in replies:
             if message.has_error():
                 continue
@@ -165,6 +170,8 @@ class SiteAware:
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
         self._record_failures(server_round, replies, set(self.roster.evaluation_node_ids))
+        self.record_egress(server_round, [m for m in replies if not m.has_error()],
+                           evaluation=True)
         per_site = self.run_log.evaluation.setdefault(server_round, {})
         for message in replies:
             if not message.has_error():

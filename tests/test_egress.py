@@ -288,5 +288,23 @@ def test_the_server_records_the_sites_digest_and_the_report_shows_the_match(fede
     report = render_markdown({**report_metrics(), "egress": egress_summary(
         sites, strategy.run_log, "served")})
     section = report.split("## What left the sites")[1].split("\n## ")[0]
-    assert f"| academic | 1 | {recorded['tensors']} | {recorded['bytes']:,} | yes | `" in section
+    assert f"| academic | 1 | {recorded['tensors']} | {recorded['bytes']:,} | yes | – | `" in section
     assert "egress-log/served.jsonl" in section
+
+
+def test_the_server_also_recomputes_evaluation_replies(federation):
+    """Every site's evaluation replies (the external one's included) are checked on arrival too."""
+    run_config, _, arrays, sites = federation
+    set_task_identity()
+    strategy = build_strategy("fedavg", roster=ROSTER, min_train_sites=1)
+    honest = _send(run_config, 2, MessageType.EVALUATE, arrays, "scored")
+    altered = _send(run_config, 0, MessageType.EVALUATE, arrays, "scored")
+    altered.content["metrics"]["mortality.auroc"] = 0.99  # changed after the site logged it
+    strategy.aggregate_evaluate(1, [honest, altered])
+    recorded = strategy.run_log.egress_evaluation[1]
+    assert recorded[sites.sites[2].name]["match"] and not recorded["academic"]["match"]
+    summary = egress_summary(sites, strategy.run_log, "scored")
+    assert summary["sites"][sites.sites[2].name]["evaluation_replies"] == 1
+    assert not summary["sites"]["academic"]["evaluation_match"]
+    table = "\n".join(egress_lines({"egress": summary}))
+    assert "**NO** (1)" in table and "yes (1)" in table

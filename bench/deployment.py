@@ -1,0 +1,243 @@
+"""What the deployment path costs next to simulation: wall time per round, and bytes on the wire.
+
+A real consortium runs on Flower's Deployment Engine: every hospital a SuperNode that starts a fresh
+ClientApp process for each message (importing torch and loading the model again), every request
+signed and sent over TLS, every message serialised. Simulation has none of that. This bench runs
+the same small federation — two training hospitals and the external system, with the default
+consortium's profiles and site settings, `--encounters` synthetic encounters each — twice in one
+invocation on this machine: in simulation, then on the Deployment Engine over loopback (a SuperLink
+and three SuperNodes as real processes, TLS and SuperNode authentication on; server/loopback.py,
+the same code tests/test_deployment_e2e.py runs). It prints, measured side by side:
+
+- wall time per federated round in each, deployment ÷ simulation. A round is timed between the
+  checkpoints the server writes after round 0 and after the last round (server/checkpoint.py writes
+  one once a round's training and evaluation are done), ÷ rounds, so start-up is left out; the
+  whole `flwr run` is printed too. Loopback has no network latency: the ratio is the engine's own
+  overhead (processes, model loading, serialisation, TLS), the floor of what a real deployment adds.
+- bytes on the wire per round per training site ÷ the adapter + heads tensor bytes
+  (`upload.bytes_per_site_per_round` of metrics.json). The site's actual train reply, kept in its
+  `round-replies/` and checked against the digest in its egress log, is serialised as Flower 1.42's
+  SuperNode sends it: the protobuf body of one PushMessages request (metadata and object tree) and
+  one PushObject request per object (records, arrays, array chunks). HTTP headers, the request
+  signatures of SuperNode authentication and TLS records add a little more; not measured.
+
+    python bench/deployment.py                      # MiniLM, 2 rounds, 300 encounters/site
+    python bench/deployment.py --tiny --rounds 1    # tiny random encoder: checks the bench works
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from server.cli import main as lang1_fl  # noqa: E402
+from server.loopback import deploy, simulate  # noqa: E402
+from sites.config import DEFAULT_CONSORTIUM, SiteConfig, load_site  # noqa: E402
+
+SITES = ("academic", "community", "external_system")
+"""Two training hospitals and the external system, from the default consortium."""
+RUNS = ("simulated", "deployed")
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. The federation: consortium, data, one site YAML per hospital, run config
+
+
+def write_consortium(work: Path, *, encounters: int) -> Path:
+    """The default consortium's three sites, `encounters` synthetic encounters each, on the CPU."""
+    default = yaml.safe_load(DEFAULT_CONSORTIUM.read_text())
+    sites = [dict(s, device="cpu", synthetic={**s["synthetic"], "encounters": encounters})
+             for s in default["sites"] if s["name"] in SITES]
+    path = work / "consortium.yaml"
+    path.write_text(yaml.safe_dump({"name": "deployment-bench", "seed": default["seed"],
+                                    "sites": sites}, sort_keys=False))
+    return path
+
+
+def write_site_yamls(consortium: Path, data_dir: Path, work: Path) -> dict[str, Path]:
+    """What each hospital holds: its own site YAML, its table's path absolute (README advice)."""
+    site_yamls = {}
+    for site in yaml.safe_load(consortium.read_text())["sites"]:
+        site["data"]["path"] = str(data_dir / site["data"]["path"])
+        site_yamls[site["name"]] = work / "hospitals" / site["name"] / "site.yaml"
+        site_yamls[site["name"]].parent.mkdir(parents=True, exist_ok=True)
+        site_yamls[site["name"]].write_text(yaml.safe_dump(site, sort_keys=False))
+    return site_yamls
+
+
+def run_config(args: argparse.Namespace, work: Path, consortium: Path) -> dict[str, object]:
+    """The app's defaults, but for where things are, the rounds and the base (`--tiny`: the tiny
+    random encoder, one task, short notes, few steps and resamples: a quick check only)."""
+    config: dict[str, object] = {"consortium": str(consortium), "data-dir": str(work / "data"),
+                                 "runs-dir": str(work / "runs"), "num-server-rounds": args.rounds,
+                                 "base-model": args.base}
+    if args.tiny:
+        from tests.tiny_models import make_tiny_encoder
+
+        config.update({"base-model": str(make_tiny_encoder(work / "tiny-base")),
+                       "tasks": "mortality", "max-length": 64, "local-steps": 6,
+                       "bootstrap-resamples": 50})
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. What was measured: seconds per round, bytes on the wire
+
+
+def seconds_per_round(run_dir: Path, rounds: int) -> float:
+    """(last round's checkpoint − round 0's) ÷ rounds: federated rounds only, no start-up."""
+    checkpoints = run_dir / "checkpoints"
+    first = (checkpoints / "round-0.safetensors").stat().st_mtime
+    last = (checkpoints / f"round-{rounds}.safetensors").stat().st_mtime
+    return (last - first) / rounds
+
+
+def train_reply(site: SiteConfig, run_name: str, server_round: int):
+    """The site's train reply of `server_round`, as it left: its stored tensors, metrics and
+    privacy record, and the egress record from its log (whose digest must match the content)."""
+    from flwr.app import ConfigRecord, MetricRecord, RecordDict
+
+    from client.egress import (EGRESS_RECORD, egress_log_path, manifest_digest,
+                               read_egress_log, reply_manifest)
+    from client.round_replies import RoundReplies, as_array_record
+
+    stored = RoundReplies(site, run_name).load(server_round)
+    sent = next(e for e in read_egress_log(egress_log_path(site, run_name))
+                if e["message_type"] == "train" and e["server_round"] == server_round
+                and e["status"] == "sent")
+    content = RecordDict({"arrays": as_array_record(stored.arrays),
+                          "metrics": MetricRecord(stored.metrics),
+                          "privacy": ConfigRecord(stored.privacy)})
+    if manifest_digest(reply_manifest(content)) != sent["digest"]:
+        raise RuntimeError(f"site {site.name}: the stored round-{server_round} reply is not the "
+                           "one its egress log records")
+    content[EGRESS_RECORD] = ConfigRecord({k: sent[k] for k in ("digest", "tensors", "bytes")})
+    return content
+
+
+def wire_bytes(content, server_round: int) -> tuple[int, int]:
+    """(bytes, requests): the protobuf bodies a Flower 1.42 SuperNode sends for this reply, one
+    PushMessages (the message without content, its object tree) and one PushObject per object
+    (message, records, arrays, array chunks), and how many requests that is. Ids get the
+    sizes Flower gives them: 64-hex message and object ids, 63-bit run and node ids, a UUID
+    session."""
+    from flwr.app import Message, Metadata
+    from flwr.app.message.message import remove_content_from_message
+    from flwr.common.serde import message_to_proto
+    from flwr.proto.fleet_pb2 import PushMessagesRequest
+    from flwr.proto.message_pb2 import PushObjectRequest
+    from flwr.proto.node_pb2 import Node
+    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree
+
+    run_id, node = 2**63 - 1, Node(node_id=2**63 - 1)
+    reply = Message(content, metadata=Metadata(
+        run_id=run_id, message_id="", src_node_id=node.node_id, dst_node_id=1,
+        reply_to_message_id="f" * 64, group_id=str(server_round), created_at=time.time(),
+        ttl=43200.0, message_type="train"))
+    reply.metadata.__dict__["_message_id"] = reply.object_id  # as the SuperNode sets it
+    push = PushMessagesRequest(node=node, messages_list=[message_to_proto(
+        remove_content_from_message(reply))], message_object_trees=[get_object_tree(reply)],
+        clientapp_runtime_list=[1.0])
+    objects = [PushObjectRequest(node=node, run_id=run_id, object_id=object_id,
+                                 object_content=obj.deflate(), session_id="0" * 36)
+               for object_id, obj in get_all_nested_objects(reply).items()]
+    requests = [push, *objects]
+    return sum(len(r.SerializeToString(deterministic=True)) for r in requests), len(requests)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Both runs, then the numbers
+
+
+def run_both(config: dict[str, object], site_yamls: dict[str, Path], work: Path,
+             timeout_s: float) -> dict[str, float] | None:
+    """In simulation, then deployed on loopback: the wall time of each `flwr run`, or None (the
+    end of the failed run's log printed)."""
+    print("simulation ...", flush=True)
+    simulated = simulate({**config, "run-name": "simulated"}, num_sites=len(site_yamls),
+                         root=work, timeout_s=timeout_s)
+    print(f"  flwr run: {simulated.wall_s:.0f} s (exit {simulated.status})\n"
+          "deployment on loopback ...", flush=True)
+    deployed = deploy({**config, "run-name": "deployed"}, site_yamls=site_yamls, root=work,
+                      timeout_s=timeout_s)
+    print(f"  flwr run: {deployed.wall_s:.0f} s (exit {deployed.status})")
+    if deployed.left_running:
+        print(f"WARNING: still running after the deployment: {deployed.left_running}")
+    for name, status, log in (("simulated", simulated.status, simulated.log),
+                              ("deployed", deployed.status, deployed.logs / "flwr-run.log")):
+        if status != 0 or not (work / "runs" / name / "metrics.json").exists():
+            print(f"the {name} run failed; the end of {log}:\n"
+                  f"{log.read_text(errors='replace')[-3000:]}")
+            return None
+    return {"simulated": simulated.wall_s, "deployed": deployed.wall_s}
+
+
+def print_timing(work: Path, rounds: int, wall: dict[str, float]) -> None:
+    per_round = {name: seconds_per_round(work / "runs" / name, rounds) for name in RUNS}
+    print("                     simulation  deployment  deployment ÷ simulation")
+    print(f"s per round          {per_round['simulated']:10.1f}  {per_round['deployed']:10.1f}  "
+          f"{per_round['deployed'] / per_round['simulated']:10.2f}")
+    print(f"s per `flwr run`     {wall['simulated']:10.1f}  {wall['deployed']:10.1f}  "
+          f"{wall['deployed'] / wall['simulated']:10.2f}")
+    print("(a `flwr run` in simulation includes starting its SuperLink and Ray; the deployment's "
+          "SuperLink\nand SuperNodes were up before it)")
+
+
+def print_wire(metrics: dict, site_yamls: dict[str, Path], rounds: int) -> None:
+    tensors = metrics["upload"]["bytes_per_site_per_round"]
+    print(f"\ntrain reply per site per round: adapter + heads tensors {tensors:,} bytes "
+          "(metrics.json upload.bytes_per_site_per_round)")
+    for site_yaml in site_yamls.values():
+        site = load_site(site_yaml)
+        for server_round in range(1, rounds + 1) if site.role == "train" else ():
+            sent, requests = wire_bytes(train_reply(site, "deployed", server_round), server_round)
+            print(f"  {site.name:10s} round {server_round}: {sent:,} bytes of protobuf in "
+                  f"{requests} requests; ÷ tensor bytes {sent / tensors:.4f}")
+    print("HTTP headers, SuperNode-auth signatures and TLS framing add a little more (not "
+          "measured);\neach round a site also receives the global adapter twice (train, "
+          "evaluate): not counted here.")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="all-MiniLM-L6-v2", 
+                        help="base model (default %(default)s)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="the tiny random encoder of tests/tiny_models.py: a quick check")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--encounters", type=int, default=300, help="per site")
+    parser.add_argument("--work-dir", type=Path,
+                        help="default: runs/bench-deployment-<time>; must not exist")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per `flwr run`")
+    args = parser.parse_args()
+    work = args.work_dir or Path("runs") / time.strftime("bench-deployment-%Y%m%d-%H%M%S")
+    work = work.resolve()
+    work.mkdir(parents=True)
+    consortium = write_consortium(work, encounters=args.encounters)
+    if lang1_fl(["sites", "generate", str(consortium), "--data-dir", str(work / "data")]) != 0:
+        return 1
+    site_yamls = write_site_yamls(consortium, work / "data", work)
+    wall = run_both(run_config(args, work, consortium), site_yamls, work, args.timeout)
+    if wall is None:
+        return 1
+    metrics = {name: json.loads((work / "runs" / name / "metrics.json").read_text())
+               for name in RUNS}
+    print(f"\n{args.rounds} round(s), base {metrics['deployed']['run']['base_model']}, "
+          f"{args.encounters} encounters per site, 2 training sites + 1 external\n")
+    print_timing(work, args.rounds, wall)
+    print_wire(metrics["deployed"], site_yamls, args.rounds)
+    same = [(r["evaluation"], r["training"]) for r in metrics["deployed"]["rounds"]] == \
+        [(r["evaluation"], r["training"]) for r in metrics["simulated"]["rounds"]]
+    print(f"same AUROCs and losses both ways: {same}\nlogs, runs and keys: {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""One small federation run on this machine, both ways: in Flower's simulation engine, and on its
+Deployment Engine over loopback, with every Flower component a real process.
+
+The deployment follows the README's Deployment section step by step: `lang1-fl deploy ...` makes
+the consortium CA, the SuperLink's certificate, one key pair per hospital and the `flwr`
+connection (in a FLWR_HOME of its own); one SuperLink (TLS, SuperNode authentication, state on
+disk) and one SuperNode per site YAML then run the command lines `lang1-fl deploy superlink` and
+`lang1-fl deploy supernode` print, the coordinator registers the hospitals' public keys, and
+`flwr run` runs the app. tests/test_deployment_e2e.py checks with it that both ways give the same
+numbers; bench/deployment.py measures what the deployment path costs. Both need it to leave nothing
+running, so every process started here — and everything below it, which Flower starts in new
+sessions — is stopped by process id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from server.deployment import SuperLinkFiles, run_command, superlink_command, supernode_command
+from server.flower_run import free_port, local_superlink_pids, stop_local_superlink
+
+CONNECTION = "loopback"
+"""The name of the SuperLink in the deployment's `$FLWR_HOME/config.toml`."""
+INTRUDER = "intruder"
+"""A SuperNode whose key is made but never registered: the SuperLink must refuse it."""
+
+
+class LoopbackError(RuntimeError):
+    """A step of the loopback deployment failed; the message names the step and its log."""
+
+
+@dataclass(frozen=True)
+class SimulatedRun:
+    status: int
+    """`flwr run`'s exit status."""
+    log: Path
+    """Its output (`--stream`: the ServerApp's log)."""
+    wall_s: float
+    """Seconds `flwr run` took, the local SuperLink's start included."""
+
+
+@dataclass(frozen=True)
+class DeployedRun:
+    status: int
+    """`flwr run`'s exit status."""
+    logs: Path
+    """Folder of every process's log: `flwr-run.log`, `superlink.log`, `<site>.log`."""
+    wall_s: float
+    """Seconds `flwr run` took (the SuperLink and SuperNodes were already up)."""
+    nodes: list[dict]
+    """`flwr supernode list` after the run: the registered SuperNodes."""
+    intruder_status: int | None
+    """Exit status of the unregistered SuperNode (None when none was started)."""
+    left_running: list[int]
+    """Process ids still alive after everything was stopped: should be empty."""
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+
+def simulate(run_config: dict[str, object], *, num_sites: int, root: Path,
+             timeout_s: float = 300) -> SimulatedRun:
+    """`flwr run` in simulation, one node per site and one CPU each, with its own FLWR_HOME and
+    free ports (so it never joins another local SuperLink); that SuperLink is stopped by process
+    id afterwards. The log is `root/simulation.log`."""
+    flwr_home, log_path = root / "simulation-flwr-home", root / "simulation.log"
+    env = dict(os.environ, FLWR_HOME=str(flwr_home),
+               FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+               FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()),
+               FLWR_LOCAL_CONTROL_API_PORT=str(free_port()))
+    command = run_command("local", run_config=run_config) + [
+        "--federation-config", f"num-supernodes={num_sites} client-resources-num-cpus=1"]
+    started = time.monotonic()
+    try:
+        with log_path.open("wb") as log:
+            status = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    timeout=timeout_s, check=False).returncode
+    finally:
+        stop_local_superlink(flwr_home)
+    if local_superlink_pids(flwr_home):
+        raise LoopbackError(f"the simulation's SuperLink under {flwr_home} is still running")
+    return SimulatedRun(status=status, log=log_path, wall_s=time.monotonic() - started)
+
+
+def deploy(run_config: dict[str, object], *, site_yamls: dict[str, Path], root: Path,
+           intruder_site: Path | None = None, timeout_s: float = 300) -> DeployedRun:
+    """Join (CA, certificates, keys, connection), start the SuperLink and one SuperNode per site
+    YAML, run `flwr run` once, list the SuperNodes, stop everything. With `intruder_site`, one more
+    SuperNode serving that YAML starts with a key that was never registered, before the run."""
+    port = free_port()
+    # One torch thread per site, as simulation's one CPU per Ray actor: the same numbers, bit for
+    # bit, and a fair timing comparison.
+    env = dict(os.environ, FLWR_HOME=str(root / "flwr-home"), OMP_NUM_THREADS="1",
+               FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1")
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    processes = Processes(root / "logs")
+    names = [*site_yamls, *([INTRUDER] if intruder_site else [])]
+    with _flwr_home(env["FLWR_HOME"]), _quiet(root / "logs" / "coordinator.log"):
+        _join(root, names, env, port)
+        try:
+            status, wall_s, intruder = _start_and_run(processes, root, site_yamls, intruder_site,
+                                                      run_config, env, port, timeout_s)
+            processes.descendants()  # remember SuperExec and app processes for the leftover check
+            nodes = _supernodes(env)
+        finally:
+            processes.stop_all()
+    return DeployedRun(status=status, logs=processes.logs, wall_s=wall_s, nodes=nodes,
+                       intruder_status=intruder,
+                       left_running=[pid for pid in processes.seen if _alive(pid)])
+
+
+def _join(root: Path, names: list[str], env: dict[str, str], port: int) -> None:
+    """Coordinator and hospitals run the README's commands: CA, server certificate, site keys,
+    connection (the SuperLink starts next, then registration follows)."""
+    certs, keys = root / "coordinator", root / "keys"
+    _lang1_fl("deploy", "ca", "--out", str(certs))
+    _lang1_fl("deploy", "server-cert", "--ca-dir", str(certs), "--host", "localhost")
+    for name in names:
+        _lang1_fl("deploy", "site-key", name, "--out", str(keys / name))
+    _lang1_fl("deploy", "connect", "--name", CONNECTION, "--address", f"127.0.0.1:{port}",
+              "--root-cert", str(certs / "ca.crt"), "--flwr-home", env["FLWR_HOME"])
+
+
+def _start_and_run(processes: Processes, root: Path, site_yamls: dict[str, Path],
+                   intruder_site: Path | None, run_config: dict[str, object],
+                   env: dict[str, str], port: int,
+                   timeout_s: float) -> tuple[int, float, int | None]:
+    """SuperLink up, the sites' keys registered, SuperNodes up, one `flwr run`: (its exit status,
+    its seconds, the intruder's exit status or None)."""
+    certs, keys = root / "coordinator", root / "keys"
+    link = processes.start("superlink", superlink_command(
+        SuperLinkFiles(ca_cert=certs / "ca.crt", server_cert=certs / "server.crt",
+                       server_key=certs / "server.key", database=root / "superlink.db"),
+        host="127.0.0.1", port=port), env)
+    _wait_for_port(port, link)
+    for name in site_yamls:  # the coordinator registers the hospitals' public keys only
+        _lang1_fl("deploy", "register", str(keys / name / f"{name}.pub"),
+                  "--connection", CONNECTION, "--name", name)
+    nodes = [*site_yamls.items(), *([(INTRUDER, intruder_site)] if intruder_site else [])]
+    for name, site_yaml in nodes:
+        processes.start(name, supernode_command(
+            superlink=f"127.0.0.1:{port}", root_cert=certs / "ca.crt",
+            private_key=keys / name / name, site_config=site_yaml, runtime_port=free_port()), env)
+    intruder = processes.started[INTRUDER].wait(timeout=90) if intruder_site else None
+    started = time.monotonic()
+    with (processes.logs / "flwr-run.log").open("wb") as log:
+        status = subprocess.run(run_command(CONNECTION, run_config=run_config), env=env,
+                                stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
+                                check=False).returncode
+    return status, time.monotonic() - started, intruder
+
+
+def _supernodes(env: dict[str, str]) -> list[dict]:
+    listing = subprocess.run([str(Path(sys.executable).parent / "flwr"), "supernode", "list",
+                              CONNECTION, "--format", "json"],
+                             env=env, capture_output=True, text=True, timeout=60, check=False)
+    if "{" not in listing.stdout:
+        raise LoopbackError(f"`flwr supernode list` printed no JSON: {listing.stderr[-1000:]}")
+    return json.loads(listing.stdout[listing.stdout.index("{"):])["nodes"]
+
+
+def _lang1_fl(*argv: str) -> None:
+    from server.cli import main as lang1_fl
+
+    if lang1_fl(list(argv)) != 0:
+        raise LoopbackError(f"`lang1-fl {' '.join(argv)}` failed")
+
+
+@contextlib.contextmanager
+def _flwr_home(path: str) -> Iterator[None]:
+    """`lang1-fl deploy register` runs `flwr` in the environment's FLWR_HOME: point it at the
+    deployment's for the duration, then restore it."""
+    before = os.environ.get("FLWR_HOME")
+    os.environ["FLWR_HOME"] = path
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("FLWR_HOME", None)
+        else:
+            os.environ["FLWR_HOME"] = before
+
+
+@contextlib.contextmanager
+def _quiet(log_path: Path) -> Iterator[None]:
+    """The coordinator's `lang1-fl deploy` output goes to a log, not between a caller's lines."""
+    with log_path.open("a") as log, contextlib.redirect_stdout(log):
+        yield
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LoopbackError("the SuperLink exited at start; see superlink.log")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise LoopbackError(f"the SuperLink did not listen on port {port} within {timeout:.0f} s")
+
+
+class Processes:
+    """Every process started here, stopped by process id (and their children too)."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.started: dict[str, subprocess.Popen] = {}
+        self.seen: set[int] = set()
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+        with (self.logs / f"{name}.log").open("wb") as log:  # the child keeps its own copy
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                       cwd=self.logs)
+        self.started[name] = process
+        return process
+
+    def descendants(self) -> set[int]:
+        """Started processes and everything below them (Flower starts SuperExec and app
+        processes in new sessions, so a process group would miss them)."""
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        found, todo = set(), [p.pid for p in self.started.values()]
+        while todo:
+            pid = todo.pop()
+            found.add(pid)
+            todo += children.get(pid, [])
+        self.seen |= found
+        return found
+
+    def stop_all(self, grace_s: float = 15.0) -> None:
+        """SIGTERM to every process below the started ones, SIGKILL after `grace_s` seconds."""
+        pids = self.descendants()
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            for process in self.started.values():
+                process.poll()  # reap our own children, so they do not linger as zombies
+            time.sleep(0.2)
+        for pid in [p for p in pids if _alive(p)]:
+            _signal(pid, signal.SIGKILL)
+        for process in self.started.values():
+            process.wait(timeout=10)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

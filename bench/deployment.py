@@ -32,6 +32,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -44,6 +45,9 @@ from sites.config import DEFAULT_CONSORTIUM, SiteConfig, load_site  # noqa: E402
 SITES = ("academic", "community", "external_system")
 """Two training hospitals and the external system, from the default consortium."""
 RUNS = ("simulated", "deployed")
+
+if TYPE_CHECKING:
+    from flwr.app import RecordDict
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,7 +103,7 @@ def seconds_per_round(run_dir: Path, rounds: int) -> float:
     return (last - first) / rounds
 
 
-def train_reply(site: SiteConfig, run_name: str, server_round: int):
+def train_reply(site: SiteConfig, run_name: str, server_round: int) -> RecordDict:
     """The site's train reply of `server_round`, as it left: its stored tensors, metrics and
     privacy record, and the egress record from its log (whose digest must match the content)."""
     from flwr.app import ConfigRecord, MetricRecord, RecordDict
@@ -122,7 +126,7 @@ def train_reply(site: SiteConfig, run_name: str, server_round: int):
     return content
 
 
-def wire_bytes(content, server_round: int) -> tuple[int, int]:
+def wire_bytes(content: RecordDict, server_round: int) -> tuple[int, int]:
     """(bytes, requests): the protobuf bodies a Flower 1.42 SuperNode sends for this reply, one
     PushMessages (the message without content, its object tree) and one PushObject per object
     (message, records, arrays, array chunks), and how many requests that is. Ids get the

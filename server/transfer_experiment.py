@@ -119,8 +119,7 @@ def train_regime(grid: Grid, regime: Regime, *, settings: ServerSettings, roster
     train_config = {"run-name": f"{settings.run_name}-{regime.name.replace(':', '-')}",
                     "tasks": tasks}
     if regime.kind == "pooled":  # as many examples per round as the whole federation
-        train_config["local-steps"] = sum(settings.client.local_steps or s.training.local_steps
-                                          for s in consortium.training_sites)
+        train_config["local-steps"] = pooled_local_steps(consortium, settings.client.local_steps)
     kept = RoundArrays()
     strategy.start(grid=grid, initial_arrays=_initial_arrays(
                        replace(settings.client.model, tasks=regime.tasks)),
@@ -138,6 +137,13 @@ def train_regime(grid: Grid, regime: Regime, *, settings: ServerSettings, roster
     summary = {"selected_round": selection.round,
                "validation_per_round": {str(r): v for r, v in selection.score_per_round.items()}}
     return kept[selection.round], summary
+
+
+def pooled_local_steps(consortium: ConsortiumConfig, run_steps: int) -> int:
+    """The pooled site's steps per round: the sum over the hospitals (never the pooled site
+    itself) of what each trains per round — the run config's `local-steps`, else its own."""
+    return sum(run_steps or s.training.local_steps for s in consortium.training_sites
+               if s.name != POOLED_SITE)
 
 
 def _cells(flat: dict[str, dict[str, float]], tasks: tuple[str, ...]) -> dict:

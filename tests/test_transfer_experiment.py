@@ -19,6 +19,7 @@ from server.transfer_experiment import (
     evaluate_at,
     TRAINED_KINDS,
     plan_regimes,
+    pooled_local_steps,
     run_transfer_experiment,
 )
 from sites.config import load_consortium
@@ -113,6 +114,14 @@ def test_the_external_system_never_receives_a_training_message(experiment):
     log, _, _ = experiment
     trained = {site for site, kind, *_ in log if kind == MessageType.TRAIN}
     assert trained == {"academic", "community", "safety-net", POOLED_SITE}
+
+
+def test_the_pooled_site_trains_as_many_steps_per_round_as_the_whole_federation(tmp_path):
+    path = write_small_consortium(tmp_path, local_steps=7, profiles=(
+        ("academic", "train"), ("community", "train"), ("external_system", "external")))
+    consortium = with_pooled_site(load_consortium(path, data_root=tmp_path), data_dir=tmp_path)
+    assert pooled_local_steps(consortium, 0) == 14  # 7 + 7: not the pooled site's own 14 again
+    assert pooled_local_steps(consortium, 5) == 10
 
 
 def test_the_pooled_site_trains_only_in_its_regime_and_is_never_a_test_column(experiment):

@@ -97,7 +97,7 @@ def _processes() -> list[tuple[int, str]]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if cmdline and _alive(int(proc.name)):
+        if cmdline and process_alive(int(proc.name)):
             found.append((int(proc.name), cmdline))
     return found
 
@@ -121,19 +121,19 @@ def stop_local_superlink(flwr_home: Path, *, grace_s: float = 15.0) -> None:
     roots = local_superlink_pids(flwr_home)
     # The simulation (flwr-simulation, its Ray workers) runs under the SuperExec: a killed
     # `flwr run` leaves it running, still driving the ServerApp, unless the tree goes too.
-    pids = roots + [child for pid in roots for child in _descendants(pid) if child not in roots]
+    pids = roots + [child for pid in roots for child in descendants(pid) if child not in roots]
     for pid in pids:
         log.info("stopping local Flower process %d", pid)
-        _signal(pid, signal.SIGTERM)
+        send_signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while (alive := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+    while (alive := [p for p in pids if process_alive(p)]) and time.monotonic() < deadline:
         time.sleep(0.2)
     for pid in alive:
         log.warning("local Flower process %d ignored SIGTERM; killing it", pid)
-        _signal(pid, signal.SIGKILL)
+        send_signal(pid, signal.SIGKILL)
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Every process below `pid` (Linux /proc), children before grandchildren."""
     parents: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -150,14 +150,14 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _signal(pid: int, sig: signal.Signals) -> None:
+def send_signal(pid: int, sig: signal.Signals) -> None:
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """True while `pid` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

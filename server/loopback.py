@@ -27,7 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.deployment import SuperLinkFiles, run_command, superlink_command, supernode_command
-from server.flower_run import free_port, local_superlink_pids, stop_local_superlink
+from server.flower_run import (
+    free_port,
+    local_superlink_pids,
+    process_alive,
+    send_signal,
+    stop_local_superlink,
+)
 
 CONNECTION = "loopback"
 """The name of the SuperLink in the deployment's `$FLWR_HOME/config.toml`."""
@@ -116,7 +122,7 @@ def deploy(run_config: dict[str, object], *, site_yamls: dict[str, Path], root: 
             processes.stop_all()
     return DeployedRun(status=status, logs=processes.logs, wall_s=wall_s, nodes=nodes,
                        intruder_status=intruder,
-                       left_running=[pid for pid in processes.seen if _alive(pid)])
+                       left_running=[pid for pid in processes.seen if process_alive(pid)])
 
 
 def _join(root: Path, names: list[str], env: dict[str, str], port: int) -> None:
@@ -247,28 +253,13 @@ class Processes:
         """SIGTERM to every process below the started ones, SIGKILL after `grace_s` seconds."""
         pids = self.descendants()
         for pid in pids:
-            _signal(pid, signal.SIGTERM)
+            send_signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
             for process in self.started.values():
                 process.poll()  # reap our own children, so they do not linger as zombies
             time.sleep(0.2)
-        for pid in [p for p in pids if _alive(p)]:
-            _signal(pid, signal.SIGKILL)
+        for pid in [p for p in pids if process_alive(p)]:
+            send_signal(pid, signal.SIGKILL)
         for process in self.started.values():
             process.wait(timeout=10)
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _alive(pid: int) -> bool:
-    """True while `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False

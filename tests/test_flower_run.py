@@ -43,13 +43,13 @@ def test_stopping_a_superlink_stops_the_whole_tree_below_it(tmp_path):
     root = subprocess.Popen([sys.executable, "-c", tree, "flower-superlink", str(marker)])
     try:
         deadline = time.monotonic() + 10
-        while len(flower_run._descendants(root.pid)) < 2 and time.monotonic() < deadline:
+        while len(flower_run.descendants(root.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        below = flower_run._descendants(root.pid)
+        below = flower_run.descendants(root.pid)
         assert len(below) == 2
         stop_local_superlink(tmp_path, grace_s=5)
         root.wait(timeout=5)
-        assert not any(flower_run._alive(pid) for pid in below)
+        assert not any(flower_run.process_alive(pid) for pid in below)
     finally:
         if root.poll() is None:
             root.kill()

@@ -1,0 +1,219 @@
+"""`lang1-fl deploy`: joining a real federation (Flower Deployment Engine, TLS, SuperNode auth).
+
+The work is in server/certificates.py, client/node_identity.py and server/deployment.py; each
+handler here prints what it wrote and the exact next command, so hospital IT and the coordinator
+never have to assemble a Flower command line by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+
+def _deploy_command(handler):
+    """Deployment errors (a missing or wrong certificate, key or address) as one line, exit 2."""
+    import functools
+
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        from client.node_identity import NodeKeyError
+        from server.certificates import CertificateError
+        from server.deployment import DeploymentError
+
+        try:
+            return handler(args)
+        except (CertificateError, NodeKeyError, DeploymentError) as error:
+            print(f"lang1-fl deploy: {error}", file=sys.stderr)
+            return 2
+    return wrapped
+
+
+@_deploy_command
+def cmd_deploy_ca(args: argparse.Namespace) -> int:
+    """Coordinator: create the consortium CA."""
+    from server.certificates import write_ca
+
+    ca = write_ca(args.out, days=args.days, overwrite=args.overwrite)
+    print(f"wrote {ca.cert} (public: give it to every hospital) and {ca.key} (PRIVATE: keep it "
+          "with the coordinator, offline if you can)")
+    print(f"next: lang1-fl deploy server-cert --ca-dir {args.out} --host SUPERLINK_HOSTNAME")
+    return 0
+
+
+@_deploy_command
+def cmd_deploy_server_cert(args: argparse.Namespace) -> int:
+    """Coordinator: the SuperLink's TLS certificate, signed by the consortium CA."""
+    from server.certificates import CA_CERT, CA_KEY, CertificatePair, write_server_certificate
+
+    ca = CertificatePair(cert=args.ca_dir / CA_CERT, key=args.ca_dir / CA_KEY)
+    out = args.out or args.ca_dir
+    server = write_server_certificate(out, ca=ca, hosts=args.host, days=args.days,
+                                      overwrite=args.overwrite)
+    print(f"wrote {server.cert} and {server.key} (PRIVATE: stays on the SuperLink machine), "
+          f"valid for {', '.join(args.host)}, localhost and 127.0.0.1")
+    print(f"next: lang1-fl deploy superlink --ca-cert {ca.cert} --certs-dir {out}")
+    return 0
+
+
+@_deploy_command
+def cmd_deploy_site_key(args: argparse.Namespace) -> int:
+    """Hospital: create the SuperNode's key pair; only the public half leaves the hospital."""
+    from client.node_identity import fingerprint, load_node_public_key, write_node_key_pair
+
+    pair = write_node_key_pair(args.out, name=args.name, overwrite=args.overwrite)
+    print(f"wrote {pair.private_key} (PRIVATE: never leaves this machine) and {pair.public_key}")
+    print(f"fingerprint: {fingerprint(load_node_public_key(pair.public_key))}")
+    print(f"next: send {pair.public_key} to the coordinator and read them the fingerprint on "
+          "another channel; once registered, start the SuperNode:")
+    print(f"  lang1-fl deploy supernode --superlink SUPERLINK_HOST:PORT --root-cert ca.crt "
+          f"--key {pair.private_key} --site SITE.yaml")
+    return 0
+
+
+@_deploy_command
+def cmd_deploy_connect(args: argparse.Namespace) -> int:
+    """Coordinator: name the SuperLink in `$FLWR_HOME/config.toml` for `flwr run` and register."""
+    import os
+
+    from server.deployment import add_connection, run_command, shell_line
+
+    flwr_home = args.flwr_home or Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
+    config = flwr_home / "config.toml"
+    add_connection(config, args.name, address=args.address, root_cert=args.root_cert)
+    print(f"added SuperLink connection `{args.name}` ({args.address}) to {config}")
+    if args.flwr_home:
+        print(f"(run `flwr` and `lang1-fl deploy register` with FLWR_HOME={flwr_home})")
+    print(f"next, for each hospital's public key: lang1-fl deploy register SITE.pub "
+          f"--connection {args.name}")
+    print(f"then, once every SuperNode is up: {shell_line(run_command(args.name))} "
+          "--run-config 'consortium=\"/abs/consortium.yaml\" runs-dir=\"/abs/runs\"'")
+    return 0
+
+
+@_deploy_command
+def cmd_deploy_register(args: argparse.Namespace) -> int:
+    """Coordinator: check a site's public key, show its fingerprint, register it with the
+    SuperLink (`flwr supernode register`)."""
+    import subprocess
+
+    from client.node_identity import fingerprint, load_node_public_key
+    from server.deployment import register_command, shell_line
+
+    key = load_node_public_key(args.public_key)
+    print(f"{args.public_key}: fingerprint {fingerprint(key)} (compare it with the hospital's)")
+    command = register_command(args.public_key, connection=args.connection, name=args.name)
+    print(f"running: {shell_line(command)}", flush=True)
+    status = subprocess.run(command, check=False).returncode
+    if status != 0:
+        print(f"lang1-fl deploy register: `flwr supernode register` failed (exit {status}); is "
+              f"the SuperLink of connection `{args.connection}` running?", file=sys.stderr)
+        return 1
+    print("next: the hospital starts its SuperNode (`lang1-fl deploy supernode ...`)")
+    return 0
+
+
+@_deploy_command
+def cmd_deploy_superlink(args: argparse.Namespace) -> int:
+    """Coordinator: the `flower-superlink` command with TLS and SuperNode auth (or run it)."""
+    from server.certificates import SERVER_CERT, SERVER_KEY
+    from server.deployment import SuperLinkFiles, shell_line, superlink_command
+
+    files = SuperLinkFiles(ca_cert=args.ca_cert, server_cert=args.certs_dir / SERVER_CERT,
+                           server_key=args.certs_dir / SERVER_KEY, database=args.database)
+    command = superlink_command(files, host=args.host, port=args.port)
+    return _print_or_exec(command, shell_line(command), start=args.exec)
+
+
+@_deploy_command
+def cmd_deploy_supernode(args: argparse.Namespace) -> int:
+    """Hospital: the `flower-supernode` command for its site YAML (or run it)."""
+    from server.deployment import shell_line, supernode_command
+
+    command = supernode_command(superlink=args.superlink, root_cert=args.root_cert,
+                                private_key=args.key, site_config=args.site,
+                                runtime_port=args.port)
+    return _print_or_exec(command, shell_line(command), start=args.exec)
+
+
+def _print_or_exec(command: list[str], line: str, *, start: bool) -> int:
+    """Print the command; with `--exec`, become it (so systemd and signals reach Flower)."""
+    import os
+
+    print(line, flush=True)
+    if start:
+        os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"  # never rebuild torch
+        os.execvp(command[0], command)
+    return 0
+
+
+def add_deploy_parser(commands: argparse._SubParsersAction) -> None:
+    """`lang1-fl deploy ...`: certificates, site keys, registration, SuperLink and SuperNode."""
+    deploy = commands.add_parser(
+        "deploy", help="join a real federation: CA and TLS certificates, site keys, "
+        "registration, SuperLink and SuperNode command lines").add_subparsers(
+        dest="deploy_command", required=True)
+    _add_deploy_identity_parsers(deploy)
+    _add_deploy_federation_parsers(deploy)
+
+
+def _add_deploy_identity_parsers(deploy: argparse._SubParsersAction) -> None:
+    """The files: consortium CA, SuperLink certificate, a site's key pair."""
+    ca = deploy.add_parser("ca", help="coordinator: create the consortium CA (ca.crt, ca.key)")
+    ca.add_argument("--out", type=Path, required=True, help="folder for ca.crt and ca.key")
+    ca.add_argument("--days", type=int, default=3650, help="validity in days")
+    ca.add_argument("--overwrite", action="store_true", help="replace existing files")
+    ca.set_defaults(handler=cmd_deploy_ca)
+    server = deploy.add_parser("server-cert", help="coordinator: the SuperLink's TLS certificate, "
+                               "signed by the CA, for the names the hospitals dial")
+    server.add_argument("--ca-dir", type=Path, required=True, help="folder of ca.crt and ca.key")
+    server.add_argument("--host", action="append", required=True, metavar="NAME_OR_IP",
+                        help="a DNS name or IP address of the SuperLink (repeat for several); "
+                        "localhost and 127.0.0.1 are always added")
+    server.add_argument("--out", type=Path, help="folder for server.crt/.key (default: --ca-dir)")
+    server.add_argument("--days", type=int, default=825, help="validity in days")
+    server.add_argument("--overwrite", action="store_true", help="replace existing files")
+    server.set_defaults(handler=cmd_deploy_server_cert)
+    key = deploy.add_parser("site-key", help="hospital: create the SuperNode key pair")
+    key.add_argument("name", help="file name, e.g. the site's name: writes NAME and NAME.pub")
+    key.add_argument("--out", type=Path, required=True, help="folder on the SuperNode machine")
+    key.add_argument("--overwrite", action="store_true", help="replace an existing key pair")
+    key.set_defaults(handler=cmd_deploy_site_key)
+
+
+def _add_deploy_federation_parsers(deploy: argparse._SubParsersAction) -> None:
+    """The processes: flwr connection, registration, SuperLink, SuperNode."""
+    connect = deploy.add_parser("connect", help="coordinator: add the SuperLink to "
+                                "$FLWR_HOME/config.toml for `flwr run` and `register`")
+    connect.add_argument("--name", required=True, help="connection name, e.g. the consortium's")
+    connect.add_argument("--address", required=True, metavar="HOST:PORT", help="SuperLink address")
+    connect.add_argument("--root-cert", type=Path, required=True, help="the consortium's ca.crt")
+    connect.add_argument("--flwr-home", type=Path, help="default: $FLWR_HOME or ~/.flwr")
+    connect.set_defaults(handler=cmd_deploy_connect)
+    register = deploy.add_parser("register", help="coordinator: check a site's public key and "
+                                 "register it with the running SuperLink")
+    register.add_argument("public_key", type=Path, metavar="SITE.pub")
+    register.add_argument("--connection", required=True, help="name given to `deploy connect`")
+    register.add_argument("--name", help="a name for the SuperNode in `flwr supernode list`")
+    register.set_defaults(handler=cmd_deploy_register)
+    link = deploy.add_parser("superlink", help="coordinator: print (or --exec) flower-superlink "
+                             "with TLS and SuperNode authentication")
+    link.add_argument("--ca-cert", type=Path, required=True, help="the consortium's ca.crt")
+    link.add_argument("--certs-dir", type=Path, required=True, help="folder of server.crt/.key")
+    link.add_argument("--database", type=Path, default=Path("superlink-state.db"),
+                      help="SuperLink state; registrations survive restarts only on disk")
+    link.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    link.add_argument("--port", type=int, default=8000, help="the one SuperLink port (Flower 1.42)")
+    link.add_argument("--exec", action="store_true", help="start it instead of printing it")
+    link.set_defaults(handler=cmd_deploy_superlink)
+    node = deploy.add_parser("supernode", help="hospital: print (or --exec) flower-supernode "
+                             "for its site YAML")
+    node.add_argument("--superlink", required=True, metavar="HOST:PORT", help="SuperLink address")
+    node.add_argument("--root-cert", type=Path, required=True, help="the consortium's ca.crt")
+    node.add_argument("--key", type=Path, required=True, help="this site's private key")
+    node.add_argument("--site", type=Path, required=True, help="this site's YAML")
+    node.add_argument("--port", type=int, default=9094, help="local port for its ClientApps")
+    node.add_argument("--exec", action="store_true", help="start it instead of printing it")
+    node.set_defaults(handler=cmd_deploy_supernode)

@@ -6,13 +6,13 @@ import base64
 import json
 import math
 import re
-from html.parser import HTMLParser
 
 import pytest
 
 from server.cli import main as lang1_fl
 from server.metrics_file import nest_site_metrics
 from server.report import ReportFigures, gap_closed, headline, render_markdown, write_report
+from tests.html_images import ImageSources
 
 TASKS = ("mortality", "los")
 
@@ -194,16 +194,6 @@ def test_report_explains_external_gap_calibration_and_prevalence():
     assert "No calibration recorded" in old and "no round selection" in old
 
 
-class _Images(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sources: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "img":
-            self.sources.append(dict(attrs)["src"] or "")
-
-
 @pytest.mark.parametrize("build", [_metrics, _selected_metrics], ids=["old-run", "selected-run"])
 def test_write_report_writes_markdown_figures_and_self_contained_html(tmp_path, build):
     (tmp_path / "metrics.json").write_text(json.dumps(build(), allow_nan=False))
@@ -214,7 +204,7 @@ def test_write_report_writes_markdown_figures_and_self_contained_html(tmp_path, 
     assert ("calibration.png" in referenced) == (build is _selected_metrics)
     for name in referenced:
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
-    parser = _Images()
+    parser = ImageSources()
     parser.feed((tmp_path / "report.html").read_text())
     assert len(parser.sources) == len(referenced)
     for source in parser.sources:

@@ -11,7 +11,6 @@ import base64
 import copy
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from server.transfer_summary import (
     oracle_in_distribution,
     summarize_transfer,
 )
+from tests.html_images import ImageSources
 
 TASKS = ["mortality", "los"]
 SITES = ("a", "b", "x")
@@ -186,16 +186,6 @@ def test_no_oracle_gives_null_gap_with_reason() -> None:
 # --- the report ----------------------------------------------------------------------------------
 
 
-class _Images(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sources: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "img":
-            self.sources.append(dict(attrs)["src"] or "")
-
-
 def _write(tmp_path: Path, transfer: dict) -> Path:
     (tmp_path / "transfer.json").write_text(json.dumps(transfer))
     return write_transfer_report(tmp_path)
@@ -205,7 +195,7 @@ def _check_images(report: Path) -> list[str]:
     """Every image in report.md exists; every <img> in report.html is an embedded PNG."""
     referenced = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report.read_text())
     assert all((report.parent / name).is_file() for name in referenced)
-    parser = _Images()
+    parser = ImageSources()
     parser.feed(report.with_suffix(".html").read_text())
     parser.close()
     assert len(parser.sources) == len(referenced)

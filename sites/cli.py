@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from sites.config import DEFAULT_CONSORTIUM, SiteConfig, TableFormat, load_consortium
-from sites.dataset import read_site_table
+from sites.importers.describe import unavailable_tasks
+from sites.importers.site_table import import_site_table
 from sites.tasks import NOTE_COLUMNS, SPLIT_COLUMN, SPLITS, TASKS
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,15 @@ def summarize(site_or_table: SiteConfig | pd.DataFrame) -> str:
     """A plain-text report of a site's table: encounters and patients per split, each task's
     prevalence (binary) or class shares (multi-class) per split, and note lengths in words.
 
-    A `SiteConfig` is read and validated first (so this is also the check); a DataFrame is
-    summarised as it is, for the tasks whose label column it has."""
+    A `SiteConfig` is imported and validated first (so this is also the check), and the summary
+    says which importer, column mapping and split rule made the table and which tasks the site
+    does not have; a DataFrame is summarised as it is, for the tasks whose label column it has."""
     if isinstance(site_or_table, SiteConfig):
-        table = read_site_table(site_or_table)
-        title = f"site {site_or_table.name} ({site_or_table.role}): {site_or_table.data.path}"
+        imported = import_site_table(site_or_table)
+        table = imported.table
+        title = "\n".join([
+            f"site {site_or_table.name} ({site_or_table.role}): {site_or_table.data.path}",
+            imported.importer, *imported.notes, unavailable_tasks(site_or_table)])
         tasks = site_or_table.tasks
     else:
         table, title = site_or_table, "encounter table"

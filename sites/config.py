@@ -25,8 +25,14 @@ import yaml
 from sites.site_settings import (
     DataSource,
     EvaluationSettings,
+    FaultSettings,
     InvalidSiteConfig,
     PrivacySettings,
+    SPLIT_VALUE_KEYS,
+    SplitByColumn,
+    SplitByDate,
+    SplitByPatient,
+    SplitRule,
     SyntheticSpec,
     TableFormat,
     TrainingSettings,
@@ -34,7 +40,7 @@ from sites.site_settings import (
     _is_int,
     _require,
 )
-from sites.tasks import TASK_NAMES, TASKS
+from sites.tasks import SPLITS, TASK_NAMES, TASKS
 
 __all__ = [
     "DEFAULT_CONSORTIUM", "ConsortiumConfig", "DataSource", "EvaluationSettings",
@@ -73,6 +79,8 @@ class SiteConfig:
     """Set for simulated sites: how to generate the table when it is missing."""
     privacy: PrivacySettings | None = None
     """The site's DP budget; None (no `privacy` block) trains without differential privacy."""
+    fault: FaultSettings | None = None
+    """A robustness drill only: the site corrupts every update it sends (never set for real)."""
     source: Path | None = None
     """The YAML file this site was read from (None when built in code)."""
 
@@ -92,6 +100,22 @@ class SiteConfig:
                      "one of " + ", ".join(TASK_NAMES) + hint)
             _require(task not in self.tasks[:index], f"tasks[{index}]", task,
                      "each task listed once")
+        self._check_data_fits_tasks()
+
+    def _check_data_fits_tasks(self) -> None:
+        """A label mapped for an undeclared task is a forgotten task or a stale mapping; a task
+        the dataset has no labels for cannot be trained."""
+        labels = {spec.label_column: name for name, spec in TASKS.items()}
+        for group in ("columns", "raw_labels"):
+            for ours, theirs in getattr(self.data, group).items():
+                task = labels.get(ours, ours if group == "raw_labels" else None)
+                _require(task is None or task in self.tasks, f"data.{group}.{ours}", theirs,
+                         f"labels only for tasks the site declares (add {task!r} to `tasks` or "
+                         "remove this mapping)")
+        if self.data.format == "mimic-iv" and "denial" in self.tasks:
+            _require(False, f"tasks[{self.tasks.index('denial')}]", "denial",
+                     "tasks MIMIC-IV has labels for: readmission, mortality, los, comorbidity "
+                     "(denial is unavailable for MIMIC-IV: it has no insurance claims)")
 
     @property
     def is_external(self) -> bool:
@@ -206,7 +230,7 @@ def _consortium_site(entry: object, index: int, *, file: Path,
 
 def _site(raw: object, *, file: Path, key: str, data_base: Path) -> SiteConfig:
     site_keys = ("name", "role", "data", "tasks", "training", "evaluation", "device", "synthetic",
-                 "privacy")
+                 "privacy", "fault")
     _check_keys(raw, site_keys, file=file, key=key)
     assert isinstance(raw, dict)
     tasks = _get(raw, "tasks", file=file, key=key, expected="a list of task names")
@@ -224,6 +248,7 @@ def _site(raw: object, *, file: Path, key: str, data_base: Path) -> SiteConfig:
         "device": raw.get("device", "auto"),
         "synthetic": _section(raw, "synthetic", SyntheticSpec, file=file, key=key),
         "privacy": _privacy(raw, file=file, key=key, base=data_base, data=data),
+        "fault": _section(raw, "fault", FaultSettings, file=file, key=key),
         "source": file,
     }
     with _located(file, key):
@@ -233,7 +258,7 @@ def _site(raw: object, *, file: Path, key: str, data_base: Path) -> SiteConfig:
 def _data(raw: dict, *, file: Path, key: str, base: Path) -> DataSource:
     data = _get(raw, "data", file=file, key=key, expected="a mapping with `path` and `format`")
     key = _join(key, "data")
-    _check_keys(data, ("path", "format"), file=file, key=key)
+    _check_keys(data, _DATA_KEYS, file=file, key=key)
     path = _get(data, "path", file=file, key=key, expected="the table's path")
     if not isinstance(path, str) or not path.strip():
         raise InvalidSiteConfig(f"{display_path(file)}: `{key}.path` is {path!r}; expected a file path")
@@ -243,9 +268,67 @@ def _data(raw: dict, *, file: Path, key: str, base: Path) -> DataSource:
     if fmt is None:
         raise InvalidSiteConfig(
             f"{display_path(file)}: `{key}.format` is missing and the suffix of {path!r} says nothing; "
-            "expected 'parquet', 'jsonl' or 'csv'")
+            "expected 'parquet', 'jsonl' or 'csv' (or 'mimic-iv' / 'meds' for a dataset folder)")
+    if fmt == "mimic-iv" and data.get("split") is None:
+        raise InvalidSiteConfig(
+            f"{display_path(file)}: `{key}.split` is missing; expected a split rule by patient or "
+            "by date (MIMIC-IV has no split column), e.g. {by: patient, seed: 7}")
+    fields = {name: data[name] for name in ("columns", "raw_labels", "options") if name in data}
     with _located(file, key):
-        return DataSource(path=resolved, format=fmt)
+        return DataSource(path=resolved, format=fmt, **fields,
+                          split=_split_rule(data.get("split"), file=file, key=_join(key, "split")))
+
+
+_DATA_KEYS = ("path", "format", "columns", "raw_labels", "split", "options")
+_SPLIT_KEYS: dict[str, tuple[str, ...]] = {
+    "column": ("by", "column", "values"),
+    "patient": ("by", "seed", "fractions"),
+    "date": ("by", "column", "test_from", "validation_from", "straddling"),
+}
+
+
+def _split_rule(raw: object, *, file: Path, key: str) -> SplitRule | None:
+    """`data.split`: `by` column (the table's own split column), patient (seeded) or date
+    (temporal). `by` may be left out: date when `test_from` is given, column when `column` is,
+    patient otherwise."""
+    if raw is None:
+        return None
+    _check_keys(raw, tuple(dict.fromkeys(k for keys in _SPLIT_KEYS.values() for k in keys)),
+                file=file, key=key)
+    assert isinstance(raw, dict)
+    by = raw.get("by", "date" if "test_from" in raw else "column" if "column" in raw else "patient")
+    if by not in _SPLIT_KEYS:
+        raise InvalidSiteConfig(f"{display_path(file)}: `{key}.by` is {by!r}; expected 'column', "
+                                "'patient' or 'date'")
+    _check_keys(raw, _SPLIT_KEYS[by], file=file, key=key)
+    fields = {k: v for k, v in raw.items() if k != "by"}
+    if by == "patient":
+        _get(raw, "seed", file=file, key=key, expected="an integer >= 0 seeding the split")
+        fractions = fields.get("fractions", {})
+        _check_keys(fractions, SPLITS, file=file, key=_join(key, "fractions"))
+        defaults = dict(zip(SPLITS, SplitByPatient.__dataclass_fields__["fractions"].default))
+        fields["fractions"] = tuple({**defaults, **fractions}[s] for s in SPLITS)
+    elif by == "date":
+        _get(raw, "column", file=file, key=key, expected="the table's date column")
+        _get(raw, "test_from", file=file, key=key, expected="the first date of the test split")
+    elif "values" in fields:
+        _check_keys(fields["values"], SPLIT_VALUE_KEYS, file=file, key=_join(key, "values"))
+        fields["values"] = {split: _split_values(theirs, file=file, key=f"{key}.values.{split}")
+                            for split, theirs in fields["values"].items()}
+    cls = {"column": SplitByColumn, "patient": SplitByPatient, "date": SplitByDate}[by]
+    with _located(file, key):
+        return cls(**fields)
+
+
+def _split_values(raw: object, *, file: Path, key: str) -> tuple[str, ...]:
+    """One split's values of the table's split column, as text (YAML may read `1` as a number)."""
+    values = raw if isinstance(raw, list) else [raw]
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
+            raise InvalidSiteConfig(
+                f"{display_path(file)}: `{key}` is {raw!r}; expected a value or a list of values "
+                "of the split column (text or integers; quote yes/no/true/false)")
+    return tuple(str(value) for value in values)
 
 
 def _privacy(raw: dict, *, file: Path, key: str, base: Path,
@@ -276,8 +359,9 @@ def _privacy(raw: dict, *, file: Path, key: str, base: Path,
 
 def _section(raw: dict, name: str, cls: type, *, file: Path, key: str):
     """An optional nested mapping (`training`, `evaluation`, `synthetic`) built into `cls`."""
+    optional = cls in (SyntheticSpec, FaultSettings)  # absent = none, not defaults
     if name not in raw:
-        return None if cls is SyntheticSpec else cls()
+        return None if optional else cls()
     key = _join(key, name)
     value = raw[name]
     allowed = tuple(cls.__dataclass_fields__)
@@ -285,6 +369,8 @@ def _section(raw: dict, name: str, cls: type, *, file: Path, key: str):
     if cls is SyntheticSpec:
         for field in allowed:
             _get(value, field, file=file, key=key, expected=f"the synthetic site's {field}")
+    if cls is FaultSettings:
+        _get(value, "update", file=file, key=key, expected="'sign-flip' or 'scale'")
     with _located(file, key):
         return cls(**value)
 

@@ -7,12 +7,30 @@ and consortium themselves, and the loader, live in `sites.config`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+from sites.tasks import ID_COLUMNS, NOTE_COLUMNS, SPLITS, TASKS
+
 TableFormat = Literal["parquet", "jsonl", "csv"]
+DatasetFormat = Literal["mimic-iv", "meds"]
+DataFormat = Literal["parquet", "jsonl", "csv", "mimic-iv", "meds"]
 AccountantName = Literal["rdp", "prv"]
+Straddling = Literal["first", "drop"]
+
+MAPPABLE_COLUMNS: tuple[str, ...] = (
+    *ID_COLUMNS, *NOTE_COLUMNS.values(), *(spec.label_column for spec in TASKS.values()))
+"""Our columns a site may map to its own column names under `data.columns`."""
+RAW_LABEL_TASKS: tuple[str, ...] = ("los", "comorbidity")
+"""Tasks whose label may be given raw (days, Charlson points) under `data.raw_labels`; binned with
+`sites.tasks.los_class` / `cci_class`."""
+DATASET_NAMES: dict[str, str] = {"mimic-iv": "MIMIC-IV", "meds": "MEDS"}
+SPLIT_VALUE_KEYS: tuple[str, ...] = (*SPLITS, "exclude")
+"""Keys of `data.split.values`: our splits, and `exclude` for encounters to leave out."""
 
 
 class InvalidSiteConfig(ValueError):
@@ -40,18 +58,197 @@ def _require(ok: bool, key: str, value: object, expected: str) -> None:
         raise _FieldError(key, value, expected)
 
 
-@dataclass(frozen=True)
-class DataSource:
-    """Where a site's encounter table lives."""
+def _hint(value: object, choices: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(value), choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
-    path: Path
-    """Absolute path of the table (relative YAML paths are resolved by the loader)."""
-    format: TableFormat
-    """`parquet`, `jsonl` (one JSON object per line) or `csv`."""
+
+def _frozen(mapping: Mapping) -> dict:
+    """A copy, so the caller's dict cannot change the settings later (a plain dict, unlike a
+    mappingproxy, pickles and deep-copies)."""
+    return dict(mapping)
+
+
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+@dataclass(frozen=True)
+class SplitByColumn:
+    """The table's own split column, its values mapped to train/validation/test."""
+
+    column: str = "split"
+    """The table's column holding each encounter's split."""
+    values: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    """Our split name -> the table's values meaning it (compared as text); values under `exclude`
+    mark encounters to leave out. Empty: the column already says `train`, `validation` or
+    `test`."""
 
     def __post_init__(self) -> None:
-        _require(self.format in get_args(TableFormat), "format", self.format,
-                 "'parquet', 'jsonl' or 'csv'")
+        _require(_is_name(self.column), "column", self.column, "the name of the split column")
+        _require(isinstance(self.values, Mapping), "values", self.values,
+                 "a mapping like {train: TRAIN, validation: VAL, test: TEST}")
+        seen: dict[str, str] = {}
+        for split, theirs in self.values.items():
+            _require(split in SPLIT_VALUE_KEYS, f"values.{split}", theirs,
+                     f"keys from {', '.join(SPLIT_VALUE_KEYS)}{_hint(split, SPLIT_VALUE_KEYS)}")
+            _require(isinstance(theirs, tuple) and len(theirs) > 0
+                     and all(isinstance(v, str) for v in theirs), f"values.{split}", theirs,
+                     "a value or a list of values of the split column (text or integers)")
+            for value in theirs:
+                _require(value not in seen, f"values.{split}", value,
+                         f"each value under one split only (it is also under {seen.get(value)!r})")
+                seen[value] = split
+        object.__setattr__(self, "values", _frozen(self.values))
+
+
+@dataclass(frozen=True)
+class SplitByPatient:
+    """A seeded split by patient (`sites.splits.split_by_patient`): no patient in two splits."""
+
+    seed: int
+    """Seeds the shuffle of patients: the same seed and patients give the same split."""
+    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    """Share of patients in train, validation and test; they sum to 1."""
+
+    def __post_init__(self) -> None:
+        from sites.splits import SplitFractions  # lazy: the splitter needs numpy
+
+        _require(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        ok = (isinstance(self.fractions, tuple) and len(self.fractions) == 3
+              and all(_is_number(f) for f in self.fractions))
+        if ok:
+            try:
+                SplitFractions(*self.fractions)
+            except ValueError:
+                ok = False
+        shown = (dict(zip(SPLITS, self.fractions)) if isinstance(self.fractions, tuple)
+                 else self.fractions)
+        _require(ok, "fractions", shown, "shares {train, validation, test} >= 0 that sum to 1")
+
+
+@dataclass(frozen=True)
+class SplitByDate:
+    """A temporal split (as Lang1 evaluates): train before `validation_from`, validation until
+    `test_from`, test from `test_from` on. A patient's encounters all go to one split: the split of
+    their first encounter (`straddling: first`), or their encounters that fall in a later split
+    are dropped (`straddling: drop`)."""
+
+    column: str
+    """The table's column with each encounter's date (ISO 8601, e.g. 2023-01-31)."""
+    test_from: dt.date
+    """First date of the test split."""
+    validation_from: dt.date | None = None
+    """First date of the validation split; None: no validation split (train until `test_from`)."""
+    straddling: Straddling = "first"
+    """A patient with encounters on both sides of a cut: `first` puts all of them in the split of
+    their first encounter (keeps every encounter; training may hold stays after the cut), `drop`
+    drops those after their first split (each split stays inside its dates)."""
+
+    def __post_init__(self) -> None:
+        _require(_is_name(self.column), "column", self.column, "the name of the date column")
+        for key in ("test_from", "validation_from"):
+            value = getattr(self, key)
+            if isinstance(value, str):
+                try:
+                    value = dt.date.fromisoformat(value.strip())
+                except ValueError:
+                    pass
+            if isinstance(value, dt.datetime):
+                value = value.date()
+            _require(isinstance(value, dt.date) or (value is None and key != "test_from"), key,
+                     value, "a date like 2024-01-01")
+            object.__setattr__(self, key, value)
+        if self.validation_from is not None:
+            _require(self.validation_from < self.test_from, "validation_from",
+                     self.validation_from, f"a date before `test_from` ({self.test_from})")
+        _require(self.straddling in get_args(Straddling), "straddling", self.straddling,
+                 "'first' (a patient goes where their first encounter falls) or 'drop' (their "
+                 "encounters in a later split are dropped)")
+
+
+SplitRule = SplitByColumn | SplitByPatient | SplitByDate
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a site's encounter data lives and how it maps to our encounter table.
+
+    A table (`parquet`, `jsonl`, `csv`) may keep the hospital's column names: `columns` maps ours
+    to theirs, `raw_labels` names columns of raw length of stay / Charlson score to bin, and `split`
+    says how encounters are split. A dataset folder (`mimic-iv`, `meds`) is read by its importer
+    in `sites.importers`, which gets `options` verbatim.
+    """
+
+    path: Path
+    """Absolute path of the table, or the dataset's root folder (relative YAML paths are resolved
+    by the loader)."""
+    format: DataFormat
+    """`parquet`, `jsonl` (one JSON object per line) or `csv` tables; `mimic-iv` or `meds`
+    dataset folders."""
+    columns: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Our column name -> the table's (`MAPPABLE_COLUMNS`); unmapped columns keep our names."""
+    raw_labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Task (`los` or `comorbidity`) -> the table's column of raw days / Charlson points."""
+    split: SplitRule | None = None
+    """How encounters are split; None: the table's own `split` column, values as they are."""
+    options: Mapping[str, object] | None = field(default=None, hash=False)
+    """Settings of the `mimic-iv` / `meds` importer, passed to it verbatim."""
+
+    def __post_init__(self) -> None:
+        _require(self.format in get_args(DataFormat), "format", self.format,
+                 "'parquet', 'jsonl' or 'csv' (a table), or 'mimic-iv' or 'meds' (a dataset "
+                 "folder)")
+        is_table = self.format in get_args(TableFormat)
+        for key in ("columns", "raw_labels"):
+            value = getattr(self, key)
+            _require(isinstance(value, Mapping), key, value,
+                     "a mapping of our names to the table's column names")
+            _require(is_table or not value, key, dict(value),
+                     f"no `{key}` for a {self.format} dataset (its importer names the columns; "
+                     "its settings go under `options`)")
+        self._check_columns()
+        _require(self.options is None or isinstance(self.options, Mapping), "options",
+                 self.options, "a mapping of importer settings")
+        _require(self.options is None or not is_table, "options", self.options,
+                 f"no `options` for a {self.format} table (map its columns under `columns`)")
+        _require(self.split is None or isinstance(self.split, (SplitByColumn, SplitByPatient,
+                                                               SplitByDate)),
+                 "split", self.split, "a split rule")
+        if self.format == "mimic-iv":
+            _require(self.split is not None and not isinstance(self.split, SplitByColumn),
+                     "split", None if self.split is None else "by column",
+                     "a split rule by patient or by date (MIMIC-IV has no split column), e.g. "
+                     "{by: patient, seed: 7} or {by: date, column: admittime, test_from: "
+                     "2017-01-01}")
+        object.__setattr__(self, "columns", _frozen(self.columns))
+        object.__setattr__(self, "raw_labels", _frozen(self.raw_labels))
+        if self.options is not None:
+            object.__setattr__(self, "options", _frozen(self.options))
+
+    def _check_columns(self) -> None:
+        used: dict[str, str] = {}
+        for group, allowed in (("columns", MAPPABLE_COLUMNS), ("raw_labels", RAW_LABEL_TASKS)):
+            for ours, theirs in getattr(self, group).items():
+                if group == "columns" and ours == "split":
+                    expected = "the split column under `split.column`, e.g. {column: fold}"
+                else:
+                    expected = f"keys from {', '.join(allowed)}{_hint(ours, allowed)}"
+                _require(ours in allowed, f"{group}.{ours}", theirs, expected)
+                _require(_is_name(theirs), f"{group}.{ours}", theirs,
+                         "the name of a column of the table")
+                _require(theirs not in used, f"{group}.{ours}", theirs,
+                         f"a column not already mapped (it is mapped by `{used.get(theirs)}`)")
+                used[theirs] = f"{group}.{ours}"
+        for task in self.raw_labels:
+            _require(task not in self.columns, f"raw_labels.{task}", self.raw_labels[task],
+                     f"the label of {task!r} mapped once: under `columns` (class indices) or "
+                     "`raw_labels` (raw values), not both")
+
+    @property
+    def is_table(self) -> bool:
+        """True for a table format; False for a dataset folder read by its importer."""
+        return self.format in get_args(TableFormat)
 
 
 @dataclass(frozen=True)
@@ -62,11 +259,17 @@ class TrainingSettings:
     """Encounters per local step."""
     local_steps: int = 8
     """Optimizer steps per federated round (unless the run config overrides them)."""
+    lora_rank: int = 0
+    """This site's own LoRA rank; 0 = the run's (`lora-r`). Only `strategy = "flora"` combines
+    sites of different ranks (a smaller site, or one with a smaller GPU, may train a smaller
+    adapter); any other strategy refuses a site whose rank differs."""
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "local_steps"):
             value = getattr(self, key)
             _require(_is_int(value) and value >= 1, key, value, "an integer >= 1")
+        _require(_is_int(self.lora_rank) and self.lora_rank >= 0, "lora_rank", self.lora_rank,
+                 "an integer >= 1, or 0 for the run's rank")
 
 
 @dataclass(frozen=True)
@@ -119,6 +322,30 @@ class PrivacySettings:
                  "max_grad_norm", self.max_grad_norm, "a finite number > 0 (the clipping norm)")
         _require(self.accountant in get_args(AccountantName), "accountant", self.accountant,
                  "'rdp' or 'prv'")
+
+
+FaultKind = Literal["sign-flip", "scale"]
+
+
+@dataclass(frozen=True)
+class FaultSettings:
+    """A drill: this site corrupts every update it sends, to test robust aggregation.
+
+    Its update u = trained − received becomes −factor·u (`sign-flip`) or factor·u (`scale`) before
+    it leaves the site. Real hospitals never set this; benchmarks and tests do (a faulty or
+    malicious site looks exactly like this to the server).
+    """
+
+    update: FaultKind
+    """`sign-flip` or `scale`."""
+    factor: float = 1.0
+    """Multiplier of the (flipped) update; > 0."""
+
+    def __post_init__(self) -> None:
+        _require(self.update in get_args(FaultKind), "update", self.update,
+                 "'sign-flip' or 'scale'")
+        _require(_is_number(self.factor) and 0 < self.factor < float("inf"), "factor",
+                 self.factor, "a finite number > 0")
 
 
 @dataclass(frozen=True)

@@ -72,8 +72,8 @@ BAD_SITES = [
      r"`data.format` is 'xlsx'; expected 'parquet', 'jsonl' or 'csv'"),
     (_with({"data.path": "table.xlsx"}, drop=("data.format",)),
      r"`data.format` is missing and the suffix of 'table.xlsx' says nothing"),
-    (_with({"data.pth": "x.csv"}), r"`data.pth` is not a known key; expected one of path, format "
-                                   r"\(did you mean `path`\?\)"),
+    (_with({"data.pth": "x.csv"}), r"`data.pth` is not a known key; expected one of path, format, "
+                                   r"columns, .* \(did you mean `path`\?\)"),
     (_with({"trainig": {"batch_size": 4}}),
      r"`trainig` is not a known key; expected one of name, .* \(did you mean `training`\?\)"),
     (_with({"training.batchsize": 4}), r"`training.batchsize` is not a known key.*`batch_size`"),

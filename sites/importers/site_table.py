@@ -1,0 +1,81 @@
+"""A site's encounter table from whatever it holds: read, map, split, validate — in that order.
+
+This is the one path from a site YAML's `data` block to the validated table the client trains on
+(`sites.dataset.read_site_table` calls it), so a generated Parquet file, a hospital's CSV under its
+own column names and a MIMIC-IV folder all arrive with the same columns and the same guarantees.
+Every error names the row of the file (rows a split rule leaves out are removed first, their
+numbers kept); nothing is written anywhere, so a failure leaves nothing half-done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sites.config import SiteConfig
+from sites.dataset import InvalidSiteData, validate_site_table
+from sites.importers.describe import describe_source
+from sites.importers.split_rules import apply_split_rule
+from sites.importers.tables import read_columns, read_mapped_table
+from sites.site_settings import SplitByColumn, SplitByDate, SplitByPatient
+from sites.tasks import SPLIT_COLUMN, SPLITS
+
+
+@dataclass(frozen=True)
+class ImportedTable:
+    """A validated encounter table and, in words, how it was made (for `lang1-fl sites check`)."""
+
+    table: pd.DataFrame
+    importer: str
+    """Which importer, column mapping and split rule made the table."""
+    notes: tuple[str, ...] = ()
+    """What the import did beyond the mapping (e.g. encounters a split by date dropped)."""
+
+
+def import_site_table(site: SiteConfig) -> ImportedTable:
+    """The site's table, read by its importer, split by its rule and validated for its tasks."""
+    source = site.data
+    if source.is_table:
+        mapped = read_mapped_table(source, tasks=site.tasks, site_name=site.name)
+    else:
+        from sites.importers.datasets import read_dataset  # its readers are large: lazily
+
+        mapped = read_dataset(site)
+    outcome = apply_split_rule(mapped.table, source.split, file=source.path)
+    kept = ~outcome.dropped
+    if not kept.any():
+        raise InvalidSiteData(
+            f"{source.path}: no rows left after the split rule left out all "
+            f"{len(kept)} encounters ({'; '.join(outcome.notes)}); expected at least one encounter")
+    names = dict(mapped.names)
+    if isinstance(source.split, SplitByColumn):
+        names[SPLIT_COLUMN] = source.split.column
+    table = validate_site_table(outcome.table.loc[kept], tasks=site.tasks, file=source.path,
+                                names=names, rows=np.flatnonzero(kept) + 1)
+    return ImportedTable(table=table, importer=describe_source(site), notes=outcome.notes)
+
+
+def count_training_rows(site: SiteConfig) -> int:
+    """Encounters in the site's `train` split, reading only the columns its split rule needs (no
+    notes) from a table; a dataset folder is imported whole (its importer decides what it reads)."""
+    source = site.data
+    if not source.is_table:
+        table = import_site_table(site).table
+        return int((table[SPLIT_COLUMN] == SPLITS[0]).sum())
+    rule = source.split
+    patient = source.columns.get("patient_id", "patient_id")
+    if rule is None or isinstance(rule, SplitByColumn):
+        wanted = [SPLIT_COLUMN if rule is None else rule.column]
+    elif isinstance(rule, SplitByPatient):
+        wanted = [patient]
+    else:
+        assert isinstance(rule, SplitByDate)
+        wanted = list(dict.fromkeys([patient, rule.column]))
+    columns = read_columns(source, wanted, site_name=site.name)
+    if patient in wanted:
+        columns = columns.rename(columns={patient: "patient_id"})
+    outcome = apply_split_rule(columns, rule, file=source.path)
+    train = (outcome.table[SPLIT_COLUMN] == SPLITS[0]).to_numpy() & ~outcome.dropped
+    return int(train.sum())

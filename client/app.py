@@ -26,7 +26,15 @@ from client.message_config import (
     message_model_settings,
     requested_splits,
 )
-from client.model import load_trainable_state, trainable_state
+from client.adapter_mode import (
+    AdapterMode,
+    load_global_state,
+    message_adapter_mode,
+    sent_state,
+    set_trainable,
+    site_model_settings,
+)
+from client.fault_injection import corrupt_update
 from client.progress import show_progress
 from client.round_replies import RoundReplies, StoredReply, arrays_digest, as_array_record
 from client.run_settings import ClientSettings
@@ -83,10 +91,13 @@ def train(message: Message, context: Context) -> Message:
         )
     config = message.content["config"]
     server_round, run = int(config["server-round"]), run_name(config, context)
-    runtime = site_runtime(site, message_model_settings(settings.model, config))
-    # What this site may send, from its model's definition (before anything is loaded or trained),
-    # and the log on its own disk where every reply is recorded before it leaves
-    declared = train_declaration(runtime.model)
+    mode = message_adapter_mode(config)
+    runtime = site_runtime(site, site_model_settings(
+        message_model_settings(settings.model, config), site, mode))
+    # What this site may send, from its model's definition and the strategy's adapter mode
+    # (before anything is loaded or trained), and the log on its own disk where every reply is
+    # recorded before it leaves
+    declared = train_declaration(runtime.model, without_lora_a=mode == "ffa")
     egress = EgressLog.for_site(site, run)
     # 2. A round this site already answered (a restarted server re-sends it): the same answer
     #    for the same global adapter; for another one a DP site declines (its budget is spent)
@@ -100,7 +111,7 @@ def train(message: Message, context: Context) -> Message:
         content = _declined_resent(stored, site, server_round)
     else:
         # 3. Charge the budget (DP), then train locally
-        content = _train_round(message, settings, site, runtime, server_round, run)
+        content = _train_round(message, settings, site, runtime, server_round, run, mode)
     # 4. Only what the site declared leaves (else EgressRefused: Flower sends an error, no
     #    content), and only after it is written to the site's egress log; a trained answer is
     #    kept for a re-sent round
@@ -113,7 +124,7 @@ def train(message: Message, context: Context) -> Message:
 
 
 def _train_round(message: Message, settings: ClientSettings, site: SiteConfig, runtime,
-                 server_round: int, run: str) -> RecordDict:
+                 server_round: int, run: str, mode: AdapterMode) -> RecordDict:
     """Charge the round (a DP site; declining what it cannot afford), train, build the reply."""
     config = message.content["config"]
     data = runtime.splits["train"]
@@ -128,22 +139,28 @@ def _train_round(message: Message, settings: ClientSettings, site: SiteConfig, r
         except BudgetExhausted as declined:
             log.warning("%s", declined)
             return RecordDict({"privacy": declined_record(declined)})
-    load_trainable_state(runtime.model, _arrays(message))
-    started = time.perf_counter()
     seed = _round_seed(settings, site, server_round)
+    received = _arrays(message)
+    load_global_state(runtime.model, received, mode, seed=seed)
+    set_trainable(runtime.model, mode)
+    mu = float(config.get("proximal-mu", 0.0))  # FedProx (Flower's strategy sets it)
+    started = time.perf_counter()
     if charge is None:
         result = train_steps(runtime.model, data, steps=steps,
                              batch_size=site.training.batch_size,
-                             optimizer=settings.optimizer, seed=seed)
+                             optimizer=settings.optimizer, seed=seed, proximal_mu=mu)
     else:
         result = train_steps_private(
             runtime.model, data, steps=steps, sample_rate=charge.sample_rate,
             noise_multiplier=charge.noise_multiplier, max_grad_norm=plan.max_grad_norm,
-            optimizer=settings.dp_optimizer, seed=seed)
+            optimizer=settings.dp_optimizer, seed=seed, proximal_mu=mu)
     log.info("site %s, round %d: %d steps%s, loss %.4f (%.1f s)", site.name, server_round,
              result.steps, f", DP ε = {charge.epsilon:.3f}" if charge else "", result.loss,
              time.perf_counter() - started)
-    arrays = ArrayRecord({name: Array(value) for name, value in trainable_state(runtime.model).items()})
+    state = sent_state(runtime.model, mode)
+    if site.fault is not None:  # a robustness drill, never a real hospital
+        state = corrupt_update(state, received, site.fault)
+    arrays = ArrayRecord({name: Array(value) for name, value in state.items()})
     metrics = MetricRecord({
         "num-examples": data.size,
         # The loss is a statistic of the training data that DP-SGD's noise does not cover:
@@ -183,8 +200,9 @@ def evaluate(message: Message, context: Context) -> Message:
     config = message.content["config"] if "config" in message.content else ConfigRecord()
     model_settings = message_model_settings(settings.model, config)
     splits = requested_splits(config)
-    runtime = site_runtime(site, model_settings)
-    load_trainable_state(runtime.model, _arrays(message))
+    mode = message_adapter_mode(config)
+    runtime = site_runtime(site, site_model_settings(model_settings, site, mode))
+    load_global_state(runtime.model, _arrays(message), mode, seed=settings.seed)
     test = runtime.splits["test"]
     if 0 < site.evaluation.max_examples < test.size:  # the site caps its evaluation cost
         test = test.subset(range(site.evaluation.max_examples))

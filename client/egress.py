@@ -102,16 +102,21 @@ def _spec_from_parameters(model: TaskModel) -> dict[str, TensorSpec]:
 
     # peft names a parameter `...lora_A.<adapter>.weight`; its state-dict key drops `.<adapter>`.
     adapter = f".{model.backbone.active_adapter}."
+    # LoRA parameters by name, not by `requires_grad`: FFA-LoRA freezes A for some messages only.
     spec = {ADAPTER_PREFIX + name.replace(adapter, "."): TensorSpec(tuple(param.shape))
-            for name, param in model.backbone.named_parameters() if param.requires_grad}
+            for name, param in model.backbone.named_parameters() if "lora_" in name}
     spec.update({HEAD_PREFIX + name: TensorSpec(tuple(param.shape))
                  for name, param in model.heads.named_parameters()})
     return spec
 
 
-def train_declaration(model: TaskModel) -> Declaration:
-    """A training reply: the model's adapter/head tensors, training aggregates, privacy record."""
-    return Declaration(tensors=declared_spec(model), metric_keys=TRAIN_METRIC_KEYS,
+def train_declaration(model: TaskModel, *, without_lora_a: bool = False) -> Declaration:
+    """A training reply: the model's adapter/head tensors (LoRA A left out under FFA-LoRA, whose
+    A never changes), training aggregates, privacy record."""
+    tensors = declared_spec(model)
+    if without_lora_a:
+        tensors = {k: v for k, v in tensors.items() if ".lora_A." not in k}
+    return Declaration(tensors=tensors, metric_keys=TRAIN_METRIC_KEYS,
                        config_records=TRAIN_CONFIG_RECORDS)
 
 

@@ -33,6 +33,7 @@ from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
 from .data import EncodedSplit
 from .model import TaskModel
+from .proximal import ProximalPull
 from .train import (OptimizerSettings, TrainResult, check_training_inputs, joint_loss,
                     make_optimizer)
 
@@ -63,11 +64,13 @@ def train_steps_private(
     seed: int,
     grad_sample_mode: GradSampleMode = "hooks",
     noise_seed: int | None = None,
+    proximal_mu: float = 0.0,
 ) -> TrainResult:
     """Run `steps` DP-SGD steps of the joint loss; the model is left without opacus hooks.
 
     `seed` drives dropout only. `noise_seed` fixes noise and sampling and exists for tests and
-    benchmarks: a real site leaves it None.
+    benchmarks: a real site leaves it None. `proximal_mu` > 0 takes FedProx's pull after each
+    noisy step, outside clipping and noise (client/proximal.py).
     """
     tasks = model.tasks
     check_training_inputs(model, data, steps)
@@ -93,6 +96,7 @@ def train_steps_private(
             loss_reduction="mean",
             generator=generator,
         )
+        pull = ProximalPull(dp_optimizer, proximal_mu)
         sampler = UniformWithReplacementSampler(
             num_samples=data.size, sample_rate=sample_rate, generator=generator, steps=steps
         )
@@ -111,6 +115,7 @@ def train_steps_private(
                     loss.backward()
                     total += float(loss.detach())
                 dp_optimizer.step()
+                pull()
                 examples += len(index)
     finally:
         wrapped.to_standard_module()

@@ -21,6 +21,7 @@ from torch import nn
 from .data import EncodedSplit
 from .model import TaskModel
 from .precision import autocast
+from .proximal import ProximalPull
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,11 @@ def check_training_inputs(model: TaskModel, data: EncodedSplit, steps: int) -> N
 
 
 def train_steps(model: TaskModel, data: EncodedSplit, *, steps: int, batch_size: int,
-                optimizer: OptimizerSettings, seed: int) -> TrainResult:
+                optimizer: OptimizerSettings, seed: int, proximal_mu: float = 0.0) -> TrainResult:
     """Run `steps` joint optimizer steps on every head of `model`; deterministic for a `seed`.
+
+    `proximal_mu` > 0 pulls the parameters toward the round's start after each step (FedProx,
+    client/proximal.py).
 
     A fresh AdamW is made per call (one call per federated round: moments from an adapter that the
     server has since replaced would be stale).
@@ -132,6 +136,7 @@ def train_steps(model: TaskModel, data: EncodedSplit, *, steps: int, batch_size:
         raise ValueError(f"`batch_size` is {batch_size}; expected >= 1")
     device = model.device
     opt = make_optimizer(model, optimizer)
+    pull = ProximalPull(opt, proximal_mu)
     generator = torch.Generator().manual_seed(seed)
     total, examples = 0.0, 0
     model.train()  # dropout on, and opacus (later) needs train mode for its hooks
@@ -143,6 +148,7 @@ def train_steps(model: TaskModel, data: EncodedSplit, *, steps: int, batch_size:
                 loss = joint_loss(model, data, index, tasks)
             loss.backward()
             opt.step()
+            pull()
             total += float(loss.detach())
             examples += len(index)
     log.debug("trained %d steps, mean loss %.4f", steps, total / steps)

@@ -61,11 +61,13 @@ def main(grid: Grid, context: Context) -> None:
     model = build_model(settings.client.model, device=torch.device("cpu"))
     initial = ArrayRecord({k: Array(v) for k, v in trainable_state(model).items()})
 
-    # 4. The strategy, told which sites may train
+    # 4. The strategy, told which sites may train; it says what round 1 starts from
     strategy = build_strategy(
         settings.strategy, roster=roster, min_train_sites=settings.min_train_sites,
         client_dp=settings.client_dp,  # used by `dp-fedavg` only
+        options=settings.options,
     )
+    initial = strategy.initial_arrays(initial)
     scored = ConfigRecord({"splits": "validation,test", "run-name": settings.run_name})
     if checkpoint is None:
         # 5. Round 0: the untrained model, evaluated at every site; checkpointed as round 0
@@ -78,6 +80,7 @@ def main(grid: Grid, context: Context) -> None:
         # 5'. A resumed run: its records and every round's adapter, from the last checkpoint
         log.info("resuming %s after round %d", run_dir, checkpoint.round)
         strategy.resume_from(checkpoint.run_log)
+        strategy.restore_state(checkpoint.strategy_state)
         kept = RoundCheckpointer(run_dir=run_dir, strategy=strategy, arrays=checkpoint.arrays,
                                  offset=checkpoint.round)
 
@@ -100,7 +103,7 @@ def main(grid: Grid, context: Context) -> None:
     log.info("selected round %d (%s)", selection.round, selection.criterion)
 
     # 8. The selected adapter (loadable by plain peft), metrics and report
-    load_trainable_state(model, {k: v.numpy() for k, v in kept[selection.round].items()})
+    model = _load_selected(strategy, model, kept[selection.round], settings)
     save_adapter(model, run_dir / "adapter")
     trained = len(strategy.run_log.skipped_rounds) < settings.num_rounds
     outcome = "completed" if trained else "no round trained"
@@ -122,6 +125,17 @@ def main(grid: Grid, context: Context) -> None:
             f"{settings.strategy!r} requires (`min-train-sites`={settings.min_train_sites}; "
             f"`dp-fedavg` needs all); failures and declined rounds are listed in {report_path}"
         )
+
+
+def _load_selected(strategy, model, arrays: ArrayRecord, settings: ServerSettings):
+    """The model holding a global state as a peft adapter and heads: `model` itself, or one of
+    another rank when the strategy's state is not the run's adapter (FLoRA's stacked update)."""
+    model_settings, state = strategy.peft_state({k: v.numpy() for k, v in arrays.items()},
+                                                settings.client.model)
+    if model_settings != settings.client.model:
+        model = build_model(model_settings, device=torch.device("cpu"))
+    load_trainable_state(model, state)
+    return model
 
 
 def _open_run_dir(run_dir, settings: ServerSettings, run_config: dict) -> Checkpoint | None:

@@ -40,6 +40,8 @@ class Checkpoint:
     round: int
     arrays: dict[int, ArrayRecord]
     run_log: RunLog
+    strategy_state: dict[str, np.ndarray]
+    """What the aggregation rule carried after `round` (FedAdam's moments; usually nothing)."""
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -60,8 +62,10 @@ def load_run_config(run_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def save_round(run_dir: Path, server_round: int, arrays: ArrayRecord, run_log: RunLog) -> None:
-    """Write round `server_round`'s global arrays, then the state that points at them."""
+def save_round(run_dir: Path, server_round: int, arrays: ArrayRecord, run_log: RunLog,
+               strategy_state: dict[str, np.ndarray] | None = None) -> None:
+    """Write round `server_round`'s global arrays and the rule's own state, then the state file
+    that points at them."""
     from safetensors.numpy import save
 
     directory = run_dir / CHECKPOINT_DIR
@@ -70,6 +74,9 @@ def save_round(run_dir: Path, server_round: int, arrays: ArrayRecord, run_log: R
     # safetensors sorts names; the order matters (aggregation pairs tensors by position)
     order = {"order": json.dumps(list(arrays.keys()))}
     _write_atomic(directory / f"round-{server_round}.safetensors", save(tensors, metadata=order))
+    if strategy_state:
+        _write_atomic(directory / f"strategy-round-{server_round}.safetensors",
+                      save({k: np.ascontiguousarray(v) for k, v in strategy_state.items()}))
     state = {"round": server_round, "run_log": run_log_to_dict(run_log)}
     _write_atomic(directory / STATE_FILE, (json.dumps(state) + "\n").encode())
 
@@ -89,8 +96,14 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
             raise NoCheckpoint(f"{path} not found; expected the adapter of every round up to "
                                f"round {state['round']} (named in {state_path})")
         arrays[server_round] = _read_arrays(path)
+    rule_path = directory / f"strategy-round-{state['round']}.safetensors"
+    rule_state = {}
+    if rule_path.is_file():
+        from safetensors.numpy import load_file
+
+        rule_state = load_file(str(rule_path))
     return Checkpoint(round=state["round"], arrays=arrays,
-                      run_log=run_log_from_dict(state["run_log"]))
+                      run_log=run_log_from_dict(state["run_log"]), strategy_state=rule_state)
 
 
 def _read_arrays(path: Path) -> ArrayRecord:
@@ -112,5 +125,7 @@ class RoundCheckpointer(RoundArrays):
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         super().__call__(server_round, arrays)
-        save_round(self.run_dir, server_round + self.offset, arrays, self.strategy.run_log)
+        rule_state = getattr(self.strategy, "strategy_state", dict)()
+        save_round(self.run_dir, server_round + self.offset, arrays, self.strategy.run_log,
+                   rule_state)
         return None

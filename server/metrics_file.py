@@ -21,6 +21,7 @@ from server.round_selection import Selection
 from server.settings import ServerSettings
 from sites.config import ConsortiumConfig
 from strategies import RunLog
+from strategies.options import options_used
 
 TASK_FIELDS = ("auroc", "auroc_low", "auroc_high", "n", "prevalence", "oracle_auroc", "ece")
 """Scalar per-task fields sites send as `<task>.<field>`; `auroc_low`/`auroc_high` become `ci`."""
@@ -200,6 +201,7 @@ def build_metrics(
             "consortium": consortium.name,
             "consortium_file": str(consortium.source),
             "strategy": settings.strategy,
+            "strategy_options": options_used(settings.options, settings.strategy),
             "num_rounds": settings.num_rounds,
             "tasks": list(tasks),
             "base_model": settings.client.model.base,

@@ -167,12 +167,18 @@ def _problems(metrics: dict) -> list[str]:
     return lines or ["- None: every site replied in every round."]
 
 
+def _options(run: dict) -> str:
+    """The strategy's own settings, e.g. " (tolerated-bad-sites 1)"; older runs have none."""
+    options = run.get("strategy_options") or {}
+    return " (" + ", ".join(f"{k} {v:g}" for k, v in options.items()) + ")" if options else ""
+
+
 def _intro(metrics: dict) -> list[str]:
     run = metrics["run"]
     lines = [
         f"# lang1-fl run — consortium `{run['consortium']}`",
         "",
-        f"Strategy **{run['strategy']}**, {run['num_rounds']} rounds, base model "
+        f"Strategy **{run['strategy']}**{_options(run)}, {run['num_rounds']} rounds, base model "
         f"`{run['base_model']}` with LoRA r={run['lora']['r']}, tasks: {', '.join(run['tasks'])}; "
         f"seed {run['seed']}; wall time {run['duration_s']:.0f} s.",
         "",

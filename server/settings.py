@@ -15,7 +15,10 @@ from client.run_settings import (
     config_value,
     positive_config_value,
 )
-from strategies import STRATEGIES, ClientDP
+from strategies import STRATEGIES, ClientDP, StrategyOptions
+
+
+NOT_FOR_EXPERIMENTS: frozenset[str] = frozenset({"flora", "median", "trimmed-mean"})
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class ServerSettings:
     instead of starting one."""
     """Transfer experiment only (`experiment-regimes`): the regime kinds to train, besides the
     untrained model."""
+    options: StrategyOptions
+    """Settings of the rules that have any (`proximal-mu`, `tolerated-bad-sites`, `server-*`)."""
     client_dp: ClientDP
     """Client-level DP (`client-dp-noise-multiplier`, `client-dp-clipping-norm`, `client-dp-delta`):
     read and checked always, used only by `strategy = "dp-fedavg"`."""
@@ -61,6 +66,12 @@ class ServerSettings:
                 f"run config: `client-dp-delta` is {self.client_dp.delta!r}; expected 0 < δ < 1, "
                 "and far below 1/number-of-training-sites (the unit is a site), e.g. 1e-5"
             )
+        if self.client.experiment and self.strategy in NOT_FOR_EXPERIMENTS:
+            raise InvalidRunConfig(
+                f"run config: `strategy` is {self.strategy!r}, which the transfer experiment "
+                "cannot use: it trains single hospitals (local regimes) and scores each regime's "
+                "adapter itself; the robust rules need several sites per round and FLoRA's state "
+                "is not an adapter. Expected another strategy, e.g. 'fedavg'")
         if not re.fullmatch(r"[A-Za-z0-9._-]+", self.run_name):
             raise InvalidRunConfig(
                 f"run config: `run-name` is {self.run_name!r}; expected letters, digits, '.', '_' "
@@ -85,12 +96,29 @@ class ServerSettings:
             round_timeout=positive_config_value(config, "round-timeout", float),
             regimes=parse_regimes(config_value(config, "experiment-regimes", str)),
             resume=config_value(config, "resume", bool),
+            options=_strategy_options(config, client),
             client_dp=ClientDP(
                 noise_multiplier=positive_config_value(config, "client-dp-noise-multiplier", float),
                 clipping_norm=positive_config_value(config, "client-dp-clipping-norm", float),
                 delta=positive_config_value(config, "client-dp-delta", float),
             ),
         )
+
+
+def _strategy_options(config: Mapping[str, object], client: ClientSettings) -> StrategyOptions:
+    try:
+        return StrategyOptions(
+            proximal_mu=positive_config_value(config, "proximal-mu", float, allow_zero=True),
+            tolerated_bad_sites=positive_config_value(config, "tolerated-bad-sites", int,
+                                                      allow_zero=True),
+            server_learning_rate=positive_config_value(config, "server-learning-rate", float),
+            server_beta_1=positive_config_value(config, "server-beta-1", float, allow_zero=True),
+            server_beta_2=positive_config_value(config, "server-beta-2", float, allow_zero=True),
+            server_tau=positive_config_value(config, "server-tau", float),
+            lora_alpha=float(client.model.lora.alpha),
+        )
+    except ValueError as error:
+        raise InvalidRunConfig(str(error)) from None
 
 
 def parse_regimes(value: str) -> frozenset[str]:

@@ -115,7 +115,7 @@ def train_regime(grid: Grid, regime: Regime, *, settings: ServerSettings, roster
     trainers = frozenset(regime.trained_on)
     strategy = build_strategy(settings.strategy, roster=roster.restrict(trainers=trainers,
                               evaluated=trainers), min_train_sites=len(trainers),
-                              client_dp=settings.client_dp)
+                              client_dp=settings.client_dp, options=settings.options)
     train_config = {"run-name": f"{settings.run_name}-{regime.name.replace(':', '-')}",
                     "tasks": tasks}
     if regime.kind == "pooled":  # as many examples per round as the whole federation

@@ -1,37 +1,75 @@
-"""Aggregation rules over LoRA adapters, chosen by the run config's `strategy` key."""
+"""Aggregation rules over LoRA adapters, chosen by the run config's `strategy` key.
+
+Each is a Flower strategy with lang1-fl's site awareness mixed in (strategies/site_aware.py):
+
+| `strategy`     | rule                                                        | module        |
+|----------------|-------------------------------------------------------------|---------------|
+| `fedavg`       | FedAvg of adapter and heads, weighted by examples           | fedavg.py     |
+| `ffa-lora`     | A frozen at its shared init, FedAvg of B and heads (exact)  | ffa_lora.py   |
+| `fedprox`      | FedAvg, sites pulled toward the global adapter              | fedprox.py    |
+| `flora`        | sites' factors stacked (exact, per-site ranks)              | flora.py      |
+| `median`       | coordinate-wise median (Flower's), tolerates f bad sites    | robust.py     |
+| `trimmed-mean` | coordinate-wise trimmed mean (Flower's), cuts f per end     | robust.py     |
+| `fedadam`      | Adam on the server over the averaged update (Flower's)      | fedadam.py    |
+| `dp-fedavg`    | client-level DP: clipped updates, Gaussian noise at server  | dp_fedavg.py  |
+"""
 
 from __future__ import annotations
 
 from flwr.serverapp.strategy import Strategy
 
 from strategies.dp_fedavg import ClientDP, ClientLevelDPFedAvg, ClientLevelPrivacy
+from strategies.fedadam import AdapterFedAdam
 from strategies.fedavg import AdapterFedAvg
+from strategies.fedprox import AdapterFedProx
+from strategies.ffa_lora import FfaLoraFedAvg
+from strategies.flora import FLoRA
+from strategies.options import StrategyOptions
+from strategies.robust import RobustMedian, RobustTrimmedMean
 from strategies.roster import SiteEntry, SiteRoster
 from strategies.site_aware import RunLog, SiteAware
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "fedavg": AdapterFedAvg,
+    "ffa-lora": FfaLoraFedAvg,
+    "fedprox": AdapterFedProx,
+    "flora": FLoRA,
+    "median": RobustMedian,
+    "trimmed-mean": RobustTrimmedMean,
+    "fedadam": AdapterFedAdam,
     "dp-fedavg": ClientLevelDPFedAvg,
 }
 
 
 def build_strategy(
-    name: str, *, roster: SiteRoster, min_train_sites: int, client_dp: ClientDP | None = None
+    name: str, *, roster: SiteRoster, min_train_sites: int, client_dp: ClientDP | None = None,
+    options: StrategyOptions = StrategyOptions(),
 ) -> Strategy:
     """The strategy registered under `name`, aware of the sites' roles.
 
-    `client_dp` (noise multiplier, clipping norm, δ) is needed by `dp-fedavg` only.
+    `client_dp` (noise multiplier, clipping norm, δ) is needed by `dp-fedavg` only; `options`
+    holds the settings of the rules that have any (each reads its own).
     """
     if name not in STRATEGIES:
         raise ValueError(
             f"run config: `strategy` is {name!r}; expected one of {', '.join(STRATEGIES)}"
         )
     cls = STRATEGIES[name]
+    common = {"roster": roster, "min_train_sites": min_train_sites}
     if issubclass(cls, ClientLevelDPFedAvg):
         if client_dp is None:
             raise ValueError(f"`strategy` {name!r} needs the `client-dp-*` settings (client_dp)")
-        return cls(roster=roster, min_train_sites=min_train_sites, client_dp=client_dp)
-    return cls(roster=roster, min_train_sites=min_train_sites)
+        return cls(**common, client_dp=client_dp)
+    if cls is AdapterFedProx:
+        return cls(**common, proximal_mu=options.proximal_mu)
+    if cls in (RobustMedian, RobustTrimmedMean):
+        return cls(**common, tolerated_bad_sites=options.tolerated_bad_sites)
+    if cls is AdapterFedAdam:
+        return cls(**common, eta=options.server_learning_rate, beta_1=options.server_beta_1,
+                   beta_2=options.server_beta_2, tau=options.server_tau)
+    if cls is FLoRA:
+        return cls(**common, lora_alpha=options.lora_alpha)
+    return cls(**common)
 
 
 __all__ = [
@@ -42,5 +80,6 @@ __all__ = [
     "SiteAware",
     "SiteEntry",
     "SiteRoster",
+    "StrategyOptions",
     "build_strategy",
 ]

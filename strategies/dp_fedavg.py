@@ -195,6 +195,19 @@ class ClientLevelDPFedAvg(DifferentialPrivacyServerSideFixedClipping):
     def roster(self) -> SiteRoster:
         return self.strategy.roster
 
+    # What the server asks of every lang1-fl strategy, answered by the wrapped FedAvg
+    def initial_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
+        return self.strategy.initial_arrays(arrays)
+
+    def peft_state(self, arrays, settings):
+        return self.strategy.peft_state(arrays, settings)
+
+    def strategy_state(self) -> dict:
+        return self.strategy.strategy_state()
+
+    def restore_state(self, state) -> None:
+        self.strategy.restore_state(state)
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:

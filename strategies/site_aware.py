@@ -18,10 +18,11 @@ aggregation rule itself stays Flower's (or the specific strategy's).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
@@ -29,6 +30,7 @@ from client.egress import received_egress
 from strategies.roster import SiteRoster
 
 if TYPE_CHECKING:
+    from client.model import ModelSettings
     from strategies.dp_fedavg import ClientLevelPrivacy
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,30 @@ class SiteAware:
         self.roster = roster
         self.min_train_sites = min_train_sites
         self.run_log = RunLog()
+
+    def initial_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The global state round 1 starts from, given the model's initial adapter and heads (a
+        strategy that exchanges something else, FLoRA, changes it)."""
+        return arrays
+
+    def peft_state(self, arrays: Mapping[str, np.ndarray], settings: ModelSettings
+                   ) -> tuple[ModelSettings, dict[str, np.ndarray]]:
+        """A global state as the adapter and heads of a model built with the returned settings
+        (what the run saves with `save_pretrained`); the same for strategies that exchange the
+        adapter itself."""
+        return settings, dict(arrays)
+
+    def strategy_state(self) -> dict[str, np.ndarray]:
+        """What the rule itself carries from round to round besides the global arrays (FedAdam's
+        moments), for the checkpoint; most rules carry nothing."""
+        return {}
+
+    def restore_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Take back `strategy_state()` from a checkpoint."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state between rounds, but the "
+                             f"checkpoint holds {sorted(state)[:3]}…; resume with the strategy "
+                             "the run was started with")
 
     def resume_from(self, run_log: RunLog) -> None:
         """Continue a checkpointed run: its records so far become this strategy's."""

@@ -201,7 +201,7 @@ def test_a_site_refuses_to_send_what_its_model_does_not_declare(federation, monk
                                                                 match):
     run_config, _, arrays, sites = federation
     run = f"refused-{sent.__name__.strip('_')}"
-    monkeypatch.setattr(client.app, "trainable_state", sent)
+    monkeypatch.setattr(client.app, "sent_state", lambda model, mode: sent(model))
     with pytest.raises(EgressRefused, match=match):  # Flower sends an error reply, no content
         _send(run_config, 0, MessageType.TRAIN, arrays, run)
     lines = _log(sites, run)

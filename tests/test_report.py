@@ -236,3 +236,10 @@ def test_cli_report_renders_a_transfer_experiment_with_its_own_report(tmp_path, 
     assert lang1_fl(["report", str(tmp_path)]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "report.md"),
                                                str(tmp_path / "report.html")]
+
+
+def test_report_names_the_strategy_settings_it_ran_with():
+    metrics = _metrics()
+    metrics["run"] = {**metrics["run"], "strategy": "trimmed-mean",
+                      "strategy_options": {"tolerated-bad-sites": 1}}
+    assert "Strategy **trimmed-mean** (tolerated-bad-sites 1)," in render_markdown(metrics)

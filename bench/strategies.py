@@ -1,0 +1,171 @@
+"""Issue-6 numbers: every aggregation rule on the default consortium, and a faulty site.
+
+Runs `lang1-fl run` once per strategy on the default consortium (same seeds, same sites, same
+local steps; only `strategy` differs), then twice more with one training hospital sending a
+sign-flipped, scaled update every round (`fault` in its site YAML): once under plain FedAvg and
+once under the robust rule. Prints, per run: external-site macro AUROC and the training sites'
+mean in-distribution macro AUROC (both at the validation-selected round, with the test split),
+bytes uploaded per site per round and wall time; then the ratios the issue asks for:
+
+- FFA-LoRA upload ÷ FedAvg upload (goal <= 0.55);
+- robust rule, attacked − clean, external and in-distribution macro AUROC (goal: within 0.02);
+- FedAvg, attacked − clean (expected to degrade visibly).
+
+    python bench/strategies.py                               # everything (about an hour on 2 cores)
+    python bench/strategies.py --rounds 2 --local-steps 20   # shorter runs, same comparison
+    python bench/strategies.py --from runs/bench-strategies-…/strategies.json   # print again
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from server.cli import main as lang1_fl
+from server.report import headline
+from sites.config import DEFAULT_CONSORTIUM
+
+STRATEGIES = ("fedavg", "ffa-lora", "fedprox", "flora", "median", "trimmed-mean", "fedadam")
+
+
+def faulty_consortium(out: Path, *, site: str, update: str, factor: float) -> Path:
+    """The default consortium with one training site corrupting every update it sends. Its data
+    paths stay relative, so they resolve against the same `--data-dir`."""
+    raw = yaml.safe_load(DEFAULT_CONSORTIUM.read_text())
+    names = [s["name"] for s in raw["sites"] if s["role"] == "train"]
+    if site not in names:
+        raise SystemExit(f"--attacker {site!r}; expected a training site: {', '.join(names)}")
+    for entry in raw["sites"]:
+        if entry["name"] == site:
+            entry["fault"] = {"update": update, "factor": factor}
+    raw["name"] = f"default-with-faulty-{site}"
+    path = out / "faulty-consortium.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def summarize(run_dir: Path, wall_s: float) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    rows = headline(metrics).values()
+    uploads = [site["upload-bytes"] for entry in metrics["rounds"]
+               for site in entry["training"].values() if "upload-bytes" in site]
+    return {
+        "external": _mean([r["external_final"] for r in rows]),
+        "in_distribution": _mean([r["in_distribution_final"] for r in rows]),
+        "upload_bytes": sum(uploads) / len(uploads) if uploads else None,
+        "selected_round": metrics["selection"]["round"] if metrics.get("selection") else None,
+        "skipped_rounds": [e["round"] for e in metrics["rounds"] if e.get("skipped")],
+        "wall_s": round(wall_s, 1),
+        "run_dir": str(run_dir),
+    }
+
+
+def _mean(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def run_all(args: argparse.Namespace) -> dict:
+    out = args.runs_dir / time.strftime("bench-strategies-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True)
+    common = ["--rounds", str(args.rounds), "--data-dir", str(args.data_dir),
+              "--runs-dir", str(out), "--set", f"local-steps={args.local_steps}"]
+    faulty = faulty_consortium(out, site=args.attacker, update=args.update, factor=args.factor)
+    plan = [(name, name, None) for name in args.strategies]
+    plan += [(f"{name}+faulty", name, faulty) for name in ("fedavg", args.robust)]
+    results = {}
+    for label, strategy, consortium in plan:
+        command = ["run", *common, "--run-name", label, "--set", f"strategy={strategy}"]
+        if consortium is not None:
+            command += ["--consortium", str(consortium)]
+        print(f"--- {label}", flush=True)
+        started = time.perf_counter()
+        if lang1_fl(command) != 0:
+            raise SystemExit(f"run {label} failed; see {out / label}")
+        results[label] = summarize(out / label, time.perf_counter() - started)
+        (out / "strategies.json").write_text(json.dumps(_record(args, results), indent=2))
+    return _record(args, results)
+
+
+def _record(args: argparse.Namespace, results: dict) -> dict:
+    return {"rounds": args.rounds, "local_steps": args.local_steps, "robust": args.robust,
+            "attack": {"site": args.attacker, "update": args.update, "factor": args.factor},
+            "results": results}
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def report(record: dict) -> None:
+    results = record["results"]
+    attack = record["attack"]
+    print(f"\n{record['rounds']} rounds × {record['local_steps']} local steps per site; "
+          f"faulty site: {attack['site']} sends {attack['update']} × {attack['factor']:g} of its "
+          "update every round")
+    print(f"{'run':22s} {'external':>9s} {'in-dist':>8s} {'upload/site/round':>18s} "
+          f"{'wall s':>7s}  selected")
+    for label, row in results.items():
+        upload = "–" if row["upload_bytes"] is None else f"{row['upload_bytes']:,.0f} B"
+        print(f"{label:22s} {_fmt(row['external']):>9s} {_fmt(row['in_distribution']):>8s} "
+              f"{upload:>18s} {row['wall_s']:>7.0f}  round {row['selected_round']}"
+              + (f" (skipped {row['skipped_rounds']})" if row["skipped_rounds"] else ""))
+    fedavg, ffa = results.get("fedavg"), results.get("ffa-lora")
+    if fedavg and ffa:
+        ratio = ffa["upload_bytes"] / fedavg["upload_bytes"]
+        print(f"\nFFA-LoRA upload ÷ FedAvg upload: {ratio:.3f} (goal <= 0.55: "
+              f"{'met' if ratio <= 0.55 else 'NOT met'})")
+    robust = record["robust"]
+    for name, goal in ((robust, "within 0.02 of clean"), ("fedavg", "expected to degrade")):
+        clean, attacked = results.get(name), results.get(f"{name}+faulty")
+        if not (clean and attacked):
+            continue
+        external = attacked["external"] - clean["external"]
+        in_dist = attacked["in_distribution"] - clean["in_distribution"]
+        verdict = ""
+        if name == robust:
+            verdict = "met" if abs(external) <= 0.02 and abs(in_dist) <= 0.02 else "NOT met"
+            verdict = f": {verdict}"
+        print(f"{name}, attacked − clean: external {external:+.3f}, in-distribution "
+              f"{in_dist:+.3f} ({goal}{verdict})")
+    if fedavg and results.get(f"{robust}+faulty"):
+        attacked = results[f"{robust}+faulty"]
+        print(f"{robust} attacked − FedAvg clean: external "
+              f"{attacked['external'] - fedavg['external']:+.3f}, in-distribution "
+              f"{attacked['in_distribution'] - fedavg['in_distribution']:+.3f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--from", dest="source", type=Path,
+                        help="a strategies.json written by an earlier run: print it again")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES),
+                        help="comma list (default: all but dp-fedavg)")
+    parser.add_argument("--robust", default="trimmed-mean", choices=("trimmed-mean", "median"))
+    parser.add_argument("--attacker", default="community", help="the faulty training site")
+    parser.add_argument("--update", default="sign-flip", choices=("sign-flip", "scale"))
+    parser.add_argument("--factor", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--local-steps", type=int, default=0,
+                        help="steps per site and round; 0 = each site's own (35 by default)")
+    parser.add_argument("--data-dir", type=Path, default=Path("lang1-fl-data"))
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    args = parser.parse_args()
+    if args.source is not None:
+        report(json.loads(args.source.read_text()))
+        return 0
+    args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = sorted(set(args.strategies) - set(STRATEGIES))
+    if unknown:
+        parser.error(f"--strategies names {unknown}; expected some of {', '.join(STRATEGIES)}")
+    report(run_all(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""How a site holds, trains and sends the adapter, as the server's strategy asks in each message.
+
+Most strategies exchange the whole adapter (`full`: LoRA A and B and the heads). Two exchange less
+or something else, and the site must know which, because it changes what it loads, what it trains
+and what it may send:
+
+- `ffa` (FFA-LoRA): every site's A is the one the server sent at the start — built from the seed
+  all sites share — and stays frozen; only B and the heads train and leave the site. The server's
+  average of the B's, times the shared A, is then exactly the average of the sites' updates B·A,
+  and the upload is about half.
+- `flora` (FLoRA): the server sends the global update so far as stacked factors (`fold.*` keys,
+  any rank); the site folds it into its frozen base weights (client/lora_fold.py), trains a fresh
+  LoRA of its *own* rank (`training.lora_rank` in its YAML) and sends that with the heads.
+
+The mode travels in the message config (`adapter-mode`), set by the strategy; a message without it
+is `full`. Under any mode a site sends only tensors its own model declares (client/egress.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Literal, get_args
+
+import numpy as np
+from flwr.app import ConfigRecord
+
+from client.model import (
+    ADAPTER_PREFIX,
+    HEAD_PREFIX,
+    LoraSettings,
+    ModelSettings,
+    TaskModel,
+    load_trainable_state,
+    trainable_state,
+)
+from client.run_settings import InvalidRunConfig
+from sites.config import SiteConfig
+
+AdapterMode = Literal["full", "ffa", "flora"]
+MODE_KEY = "adapter-mode"
+LORA_A = ".lora_A."
+FOLD_PREFIX = "fold."
+"""Keys of the stacked global update under FLoRA: `fold.<peft key of A or B>`."""
+
+
+def message_adapter_mode(config: ConfigRecord) -> AdapterMode:
+    """The message's `adapter-mode`; `full` when it has none."""
+    mode = str(config.get(MODE_KEY, "full"))
+    if mode not in get_args(AdapterMode):
+        raise InvalidRunConfig(f"message: `{MODE_KEY}` is {mode!r}; expected one of "
+                               + ", ".join(get_args(AdapterMode)))
+    return mode  # type: ignore[return-value]
+
+
+def site_model_settings(settings: ModelSettings, site: SiteConfig,
+                        mode: AdapterMode) -> ModelSettings:
+    """The model this site builds: the run's, at the site's own LoRA rank under `flora`.
+
+    A site that sets its own rank under any other mode is refused here, before anything is loaded:
+    averaging tensors of different shapes has no meaning, and only FLoRA's stacking combines them.
+    """
+    rank = site.training.lora_rank
+    if rank == 0 or rank == settings.lora.r:
+        return settings
+    if mode != "flora":
+        raise InvalidRunConfig(
+            f"site {site.name!r}: `training.lora_rank` is {rank} but the run's adapters have "
+            f"rank {settings.lora.r}; per-site ranks need `strategy = \"flora\"` (or remove "
+            "`lora_rank` from the site YAML)")
+    return replace(settings, lora=replace(settings.lora, r=rank))
+
+
+def is_lora_a(key: str) -> bool:
+    return key.startswith(ADAPTER_PREFIX) and LORA_A in key
+
+
+def set_trainable(model: TaskModel, mode: AdapterMode) -> None:
+    """Freeze LoRA A under `ffa`; every adapter tensor trains otherwise. The model object is shared
+    by the sites of a process and reused across messages, so this is set on every message."""
+    for name, parameter in model.backbone.named_parameters():
+        if "lora_" in name:
+            parameter.requires_grad_(not (mode == "ffa" and LORA_A in name))
+
+
+def sent_state(model: TaskModel, mode: AdapterMode) -> dict[str, np.ndarray]:
+    """What a training reply carries: the model's federated state, without A under `ffa`."""
+    state = trainable_state(model)
+    if mode == "ffa":
+        state = {k: v for k, v in state.items() if not is_lora_a(k)}
+    return state
+
+
+def load_global_state(model: TaskModel, arrays: Mapping[str, np.ndarray], mode: AdapterMode,
+                      *, seed: int) -> None:
+    """Put the server's global state into `model`.
+
+    `full` and `ffa` messages carry the whole adapter (the shared frozen A included) and load as
+    they are. A `flora` message carries heads and the stacked global update: that is folded into
+    the base and the site's own adapter starts afresh (B = 0, A drawn from `seed`), so the model
+    computes exactly base + global update until it trains.
+    """
+    from client.lora_fold import fold_into_base, reset_adapter
+
+    if mode != "flora":
+        fold_into_base(model, {})  # a model folded for an earlier FLoRA message gets its base back
+        load_trainable_state(model, arrays)
+        return
+    unexpected = sorted(k for k in arrays if not (k.startswith(HEAD_PREFIX)
+                                                  or k.startswith(FOLD_PREFIX)))
+    if unexpected:
+        raise KeyError(f"a `flora` message carries `{unexpected[0]}`; expected only "
+                       f"`{HEAD_PREFIX}*` and `{FOLD_PREFIX}*` tensors")
+    fold_into_base(model, {k: v for k, v in arrays.items() if k.startswith(FOLD_PREFIX)})
+    reset_adapter(model, seed=seed)
+    state = trainable_state(model)  # the fresh adapter, and the heads to overwrite
+    heads = {k: v for k, v in arrays.items() if k.startswith(HEAD_PREFIX)}
+    load_trainable_state(model, {**state, **heads})
+
+
+def flora_lora(lora: LoraSettings, rank: int) -> LoraSettings:
+    """LoRA settings under which stacked factors of total `rank` are a plain peft adapter: scaling
+    alpha/r = 1, because the stacked B already carries each site's weight and scaling."""
+    return replace(lora, r=rank, alpha=rank, dropout=0.0)

@@ -1,0 +1,72 @@
+"""Robust aggregation against faulty or malicious sites: Flower's trimmed mean and median.
+
+A site whose update is scaled up or sign-flipped (a bug, a poisoned extract, an attacker) moves a
+FedAvg mean as far as it likes. The coordinate-wise median and trimmed mean (Yin et al., 2018) do
+not: with at most `tolerated-bad-sites` = f bad sites among n replies, every output coordinate
+stays within the range of the honest sites' values. Aggregation is Flower's (`FedMedian`,
+`FedTrimmedAvg`); what this module adds is that f is the setting, not a fraction:
+
+- the trimmed mean cuts exactly f values from each end of every coordinate, whatever n is this
+  round (Flower's `beta` is a fraction of n, so a site dropping out would silently trim fewer);
+- a round needs enough replies for the rule to tolerate f: the median n ≥ 2f + 1, the trimmed mean
+  n ≥ 2f + 2 (something must be left after cutting 2f). With fewer, the round is skipped and the
+  global adapter kept, like any round short of its quorum (strategies/site_aware.py).
+
+Both rules are unweighted: a site's size must not buy it influence when it may be lying. Adapter
+parameters rather than updates are aggregated; as every site starts from the same global adapter,
+the median or trimmed mean of parameters is that of updates, shifted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.serverapp.strategy import FedMedian, FedTrimmedAvg
+
+from strategies.site_aware import SiteAware
+
+
+def _trained(replies: list[Message]) -> int:
+    return sum(1 for m in replies if not m.has_error() and "arrays" in m.content)
+
+
+class _Tolerant(SiteAware):
+    """The quorum a robust rule needs to tolerate `tolerated_bad_sites` bad ones."""
+
+    extra_replies: int = 1
+    """Replies the rule needs beyond 2f."""
+
+    def __init__(self, *, tolerated_bad_sites: int = 1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        training = len(self.roster.training_node_ids)
+        needed = 2 * tolerated_bad_sites + self.extra_replies
+        if tolerated_bad_sites < 0 or needed > training:
+            raise ValueError(
+                f"`tolerated-bad-sites` is {tolerated_bad_sites}; {type(self).__name__} needs "
+                f"2×{tolerated_bad_sites}+{self.extra_replies} = {needed} training sites to "
+                f"tolerate that many, and the run has {training}")
+        self.tolerated_bad_sites = tolerated_bad_sites
+        self.min_train_sites = max(self.min_train_sites, needed)
+
+
+class RobustMedian(_Tolerant, FedMedian):
+    """Coordinate-wise median of the trained sites' adapters and heads."""
+
+    extra_replies = 1
+
+
+class RobustTrimmedMean(_Tolerant, FedTrimmedAvg):
+    """Coordinate-wise mean after cutting the f lowest and f highest values."""
+
+    extra_replies = 2
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        n = _trained(replies)
+        # Flower cuts int(beta·n) from each end; (f + ½)/n makes that exactly f for this round.
+        self.beta = (self.tolerated_bad_sites + 0.5) / n if n else 0.0
+        if self.beta >= 0.5:  # too few replies: SiteAware's quorum check skips the round
+            self.beta = 0.0
+        return super().aggregate_train(server_round, replies)

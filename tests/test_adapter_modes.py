@@ -187,3 +187,15 @@ def test_bad_fault_and_rank_settings_name_the_key(tmp_path, block, message):
                     + block + "\n")
     with pytest.raises(InvalidSiteConfig, match=message):
         load_site(path)
+
+
+def test_ffa_under_dp_sgd_leaves_a_untouched_and_noises_the_rest(tiny_encoder):
+    _, model, train = _setup(tiny_encoder)
+    start = trainable_state(model)
+    set_trainable(model, "ffa")
+    train_steps_private(model, train, steps=2, sample_rate=0.25, noise_multiplier=1.0,
+                        max_grad_norm=1.0, optimizer=SAME_RATE, seed=0, noise_seed=1)
+    moved = _moved(start, model)
+    assert all(moved[k] == 0 for k in moved if ".lora_A." in k)
+    assert all(moved[k] > 0 for k in moved if ".lora_A." not in k)
+    set_trainable(model, "full")

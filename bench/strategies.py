@@ -13,7 +13,7 @@ bytes uploaded per site per round and wall time; then the ratios the issue asks 
 
     python bench/strategies.py                               # everything (about an hour on 2 cores)
     python bench/strategies.py --rounds 2 --local-steps 20   # shorter runs, same comparison
-    python bench/strategies.py --from runs/bench-strategies-…/strategies.json   # print again
+    python bench/strategies.py --from runs/bench-strategies-*/strategies.json   # print again
 """
 
 from __future__ import annotations
@@ -98,6 +98,16 @@ def _record(args: argparse.Namespace, results: dict) -> dict:
             "results": results}
 
 
+def merge(records: list[dict]) -> dict:
+    """Several records of this bench as one, refused unless they were run alike."""
+    same = ("rounds", "local_steps", "robust", "attack")
+    for record in records[1:]:
+        differs = [k for k in same if record[k] != records[0][k]]
+        if differs:
+            raise SystemExit(f"--from: the records differ in {differs}; expected runs alike")
+    return {**records[0], "results": {k: v for r in records for k, v in r["results"].items()}}
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -105,7 +115,8 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def report(record: dict) -> None:
     results = record["results"]
     attack = record["attack"]
-    print(f"\n{record['rounds']} rounds × {record['local_steps']} local steps per site; "
+    steps = record["local_steps"] or "the site's own"
+    print(f"\n{record['rounds']} rounds × {steps} local steps per site; "
           f"faulty site: {attack['site']} sends {attack['update']} × {attack['factor']:g} of its "
           "update every round")
     print(f"{'run':22s} {'external':>9s} {'in-dist':>8s} {'upload/site/round':>18s} "
@@ -142,8 +153,9 @@ def report(record: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--from", dest="source", type=Path,
-                        help="a strategies.json written by an earlier run: print it again")
+    parser.add_argument("--from", dest="sources", type=Path, nargs="+",
+                        help="strategies.json files written by earlier runs of this bench with the "
+                        "same rounds, steps and attack: print them again, as one table")
     parser.add_argument("--strategies", default=",".join(STRATEGIES),
                         help="comma list (default: all but dp-fedavg)")
     parser.add_argument("--robust", default="trimmed-mean", choices=("trimmed-mean", "median"))
@@ -156,8 +168,8 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("lang1-fl-data"))
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     args = parser.parse_args()
-    if args.source is not None:
-        report(json.loads(args.source.read_text()))
+    if args.sources:
+        report(merge([json.loads(path.read_text()) for path in args.sources]))
         return 0
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = sorted(set(args.strategies) - set(STRATEGIES))

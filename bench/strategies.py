@@ -77,7 +77,7 @@ def run_all(args: argparse.Namespace) -> dict:
               "--runs-dir", str(out), "--set", f"local-steps={args.local_steps}"]
     faulty = faulty_consortium(out, site=args.attacker, update=args.update, factor=args.factor)
     plan = [(name, name, None) for name in args.strategies]
-    plan += [(f"{name}+faulty", name, faulty) for name in ("fedavg", args.robust)]
+    plan += [(f"{name}-faulty", name, faulty) for name in ("fedavg", args.robust)]
     results = {}
     for label, strategy, consortium in plan:
         command = ["run", *common, "--run-name", label, "--set", f"strategy={strategy}"]
@@ -133,7 +133,7 @@ def report(record: dict) -> None:
               f"{'met' if ratio <= 0.55 else 'NOT met'})")
     robust = record["robust"]
     for name, goal in ((robust, "within 0.02 of clean"), ("fedavg", "expected to degrade")):
-        clean, attacked = results.get(name), results.get(f"{name}+faulty")
+        clean, attacked = results.get(name), results.get(f"{name}-faulty")
         if not (clean and attacked):
             continue
         external = attacked["external"] - clean["external"]
@@ -144,8 +144,8 @@ def report(record: dict) -> None:
             verdict = f": {verdict}"
         print(f"{name}, attacked − clean: external {external:+.3f}, in-distribution "
               f"{in_dist:+.3f} ({goal}{verdict})")
-    if fedavg and results.get(f"{robust}+faulty"):
-        attacked = results[f"{robust}+faulty"]
+    if fedavg and results.get(f"{robust}-faulty"):
+        attacked = results[f"{robust}-faulty"]
         print(f"{robust} attacked − FedAvg clean: external "
               f"{attacked['external'] - fedavg['external']:+.3f}, in-distribution "
               f"{attacked['in_distribution'] - fedavg['in_distribution']:+.3f}")

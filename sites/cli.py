@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sites.config import DEFAULT_CONSORTIUM, SiteConfig, TableFormat, load_consortium
+from sites.config import DEFAULT_CONSORTIUM, SiteConfig, load_consortium
 from sites.importers.describe import unavailable_tasks
 from sites.importers.site_table import import_site_table
+from sites.site_settings import TableFormat
 from sites.tasks import NOTE_COLUMNS, SPLIT_COLUMN, SPLITS, TASKS
 
 log = logging.getLogger(__name__)

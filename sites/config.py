@@ -20,27 +20,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-import yaml
-
+from sites.data_source_yaml import data_source
 from sites.site_settings import (
     DataSource,
     EvaluationSettings,
     FaultSettings,
     InvalidSiteConfig,
     PrivacySettings,
-    SPLIT_VALUE_KEYS,
-    SplitByColumn,
-    SplitByDate,
-    SplitByPatient,
-    SplitRule,
     SyntheticSpec,
-    TableFormat,
     TrainingSettings,
-    _FieldError,
     _is_int,
     _require,
 )
-from sites.tasks import SPLITS, TASK_NAMES, TASKS
+from sites.tasks import TASK_NAMES, TASKS
+from sites.yaml_keys import (
+    check_keys,
+    display_path,
+    get_key,
+    join_key,
+    located,
+    read_yaml,
+    relative_base,
+)
 
 __all__ = [
     "DEFAULT_CONSORTIUM", "ConsortiumConfig", "DataSource", "EvaluationSettings",
@@ -55,9 +56,6 @@ DEFAULT_CONSORTIUM: Path = Path(__file__).resolve().parent / "consortia" / "defa
 
 _NAME = re.compile(r"[a-z0-9_-]+")
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
-_SUFFIX_FORMATS: dict[str, TableFormat] = {
-    ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
-}
 
 
 @dataclass(frozen=True)
@@ -189,28 +187,28 @@ def load_site(path: str | Path, *, data_root: Path | None = None) -> SiteConfig:
     """Read one site YAML. Relative data paths resolve against `data_root` when given, else against
     the YAML file's folder."""
     file = Path(path).expanduser().resolve()
-    raw = _read_yaml(file, expected="a site YAML file")
-    return _site(raw, file=file, key="", data_base=_base(data_root, file))
+    raw = read_yaml(file, expected="a site YAML file")
+    return _site(raw, file=file, key="", data_base=relative_base(data_root, file))
 
 
 def load_consortium(path: str | Path, *, data_root: Path | None = None) -> ConsortiumConfig:
     """Read a consortium YAML and every site it lists (inline mappings or site YAML paths, the
     latter relative to the consortium file)."""
     file = Path(path).expanduser().resolve()
-    raw = _read_yaml(file, expected="a consortium YAML file")
-    _check_keys(raw, ("name", "seed", "sites"), file=file, key="")
-    name = _get(raw, "name", file=file, key="", expected="the consortium's name")
+    raw = read_yaml(file, expected="a consortium YAML file")
+    check_keys(raw, ("name", "seed", "sites"), file=file, key="")
+    name = get_key(raw, "name", file=file, key="", expected="the consortium's name")
     if not isinstance(name, str) or not name:
         raise InvalidSiteConfig(
             f"{display_path(file)}: `name` is {name!r}; expected a non-empty string")
-    entries = _get(raw, "sites", file=file, key="", expected="a list of sites")
+    entries = get_key(raw, "sites", file=file, key="", expected="a list of sites")
     if not isinstance(entries, list):
         raise InvalidSiteConfig(f"{display_path(file)}: `sites` is {entries!r}; expected a list of "
                                 "site mappings or site YAML paths")
     sites = tuple(_consortium_site(entry, index, file=file, data_root=data_root)
                   for index, entry in enumerate(entries))
-    seed = _get(raw, "seed", file=file, key="", expected="an integer >= 0")
-    with _located(file, ""):
+    seed = get_key(raw, "seed", file=file, key="", expected="an integer >= 0")
+    with located(file, ""):
         return ConsortiumConfig(name=name, seed=seed, sites=sites, source=file)
 
 
@@ -223,24 +221,24 @@ def _consortium_site(entry: object, index: int, *, file: Path,
             raise InvalidSiteConfig(
                 f"{display_path(file)}: `{key}` is {entry!r}, which does not exist; expected a path "
                 f"to a site YAML file relative to {display_path(file.parent)}")
-        raw = _read_yaml(site_file, expected="a site YAML file")
-        return _site(raw, file=site_file, key="", data_base=_base(data_root, site_file))
-    return _site(entry, file=file, key=key, data_base=_base(data_root, file))
+        raw = read_yaml(site_file, expected="a site YAML file")
+        return _site(raw, file=site_file, key="", data_base=relative_base(data_root, site_file))
+    return _site(entry, file=file, key=key, data_base=relative_base(data_root, file))
 
 
 def _site(raw: object, *, file: Path, key: str, data_base: Path) -> SiteConfig:
     site_keys = ("name", "role", "data", "tasks", "training", "evaluation", "device", "synthetic",
                  "privacy", "fault")
-    _check_keys(raw, site_keys, file=file, key=key)
+    check_keys(raw, site_keys, file=file, key=key)
     assert isinstance(raw, dict)
-    tasks = _get(raw, "tasks", file=file, key=key, expected="a list of task names")
+    tasks = get_key(raw, "tasks", file=file, key=key, expected="a list of task names")
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
-        raise InvalidSiteConfig(f"{display_path(file)}: `{_join(key, 'tasks')}` is {tasks!r}; expected "
+        raise InvalidSiteConfig(f"{display_path(file)}: `{join_key(key, 'tasks')}` is {tasks!r}; expected "
                                 f"a list of task names from {', '.join(TASK_NAMES)}")
-    data = _data(raw, file=file, key=key, base=data_base)
+    data = data_source(raw, file=file, key=key, base=data_base)
     fields = {
-        "name": _get(raw, "name", file=file, key=key, expected="the site's name"),
-        "role": _get(raw, "role", file=file, key=key, expected="'train' or 'external'"),
+        "name": get_key(raw, "name", file=file, key=key, expected="the site's name"),
+        "role": get_key(raw, "role", file=file, key=key, expected="'train' or 'external'"),
         "data": data,
         "tasks": tuple(tasks),
         "training": _section(raw, "training", TrainingSettings, file=file, key=key),
@@ -251,84 +249,8 @@ def _site(raw: object, *, file: Path, key: str, data_base: Path) -> SiteConfig:
         "fault": _section(raw, "fault", FaultSettings, file=file, key=key),
         "source": file,
     }
-    with _located(file, key):
+    with located(file, key):
         return SiteConfig(**fields)
-
-
-def _data(raw: dict, *, file: Path, key: str, base: Path) -> DataSource:
-    data = _get(raw, "data", file=file, key=key, expected="a mapping with `path` and `format`")
-    key = _join(key, "data")
-    _check_keys(data, _DATA_KEYS, file=file, key=key)
-    path = _get(data, "path", file=file, key=key, expected="the table's path")
-    if not isinstance(path, str) or not path.strip():
-        raise InvalidSiteConfig(f"{display_path(file)}: `{key}.path` is {path!r}; expected a file path")
-    resolved = Path(path).expanduser()
-    resolved = (resolved if resolved.is_absolute() else base / resolved).resolve()
-    fmt = data.get("format", _SUFFIX_FORMATS.get(resolved.suffix.lower()))
-    if fmt is None:
-        raise InvalidSiteConfig(
-            f"{display_path(file)}: `{key}.format` is missing and the suffix of {path!r} says nothing; "
-            "expected 'parquet', 'jsonl' or 'csv' (or 'mimic-iv' / 'meds' for a dataset folder)")
-    if fmt == "mimic-iv" and data.get("split") is None:
-        raise InvalidSiteConfig(
-            f"{display_path(file)}: `{key}.split` is missing; expected a split rule by patient or "
-            "by date (MIMIC-IV has no split column), e.g. {by: patient, seed: 7}")
-    fields = {name: data[name] for name in ("columns", "raw_labels", "options") if name in data}
-    with _located(file, key):
-        return DataSource(path=resolved, format=fmt, **fields,
-                          split=_split_rule(data.get("split"), file=file, key=_join(key, "split")))
-
-
-_DATA_KEYS = ("path", "format", "columns", "raw_labels", "split", "options")
-_SPLIT_KEYS: dict[str, tuple[str, ...]] = {
-    "column": ("by", "column", "values"),
-    "patient": ("by", "seed", "fractions"),
-    "date": ("by", "column", "test_from", "validation_from", "straddling"),
-}
-
-
-def _split_rule(raw: object, *, file: Path, key: str) -> SplitRule | None:
-    """`data.split`: `by` column (the table's own split column), patient (seeded) or date
-    (temporal). `by` may be left out: date when `test_from` is given, column when `column` is,
-    patient otherwise."""
-    if raw is None:
-        return None
-    _check_keys(raw, tuple(dict.fromkeys(k for keys in _SPLIT_KEYS.values() for k in keys)),
-                file=file, key=key)
-    assert isinstance(raw, dict)
-    by = raw.get("by", "date" if "test_from" in raw else "column" if "column" in raw else "patient")
-    if by not in _SPLIT_KEYS:
-        raise InvalidSiteConfig(f"{display_path(file)}: `{key}.by` is {by!r}; expected 'column', "
-                                "'patient' or 'date'")
-    _check_keys(raw, _SPLIT_KEYS[by], file=file, key=key)
-    fields = {k: v for k, v in raw.items() if k != "by"}
-    if by == "patient":
-        _get(raw, "seed", file=file, key=key, expected="an integer >= 0 seeding the split")
-        fractions = fields.get("fractions", {})
-        _check_keys(fractions, SPLITS, file=file, key=_join(key, "fractions"))
-        defaults = dict(zip(SPLITS, SplitByPatient.__dataclass_fields__["fractions"].default))
-        fields["fractions"] = tuple({**defaults, **fractions}[s] for s in SPLITS)
-    elif by == "date":
-        _get(raw, "column", file=file, key=key, expected="the table's date column")
-        _get(raw, "test_from", file=file, key=key, expected="the first date of the test split")
-    elif "values" in fields:
-        _check_keys(fields["values"], SPLIT_VALUE_KEYS, file=file, key=_join(key, "values"))
-        fields["values"] = {split: _split_values(theirs, file=file, key=f"{key}.values.{split}")
-                            for split, theirs in fields["values"].items()}
-    cls = {"column": SplitByColumn, "patient": SplitByPatient, "date": SplitByDate}[by]
-    with _located(file, key):
-        return cls(**fields)
-
-
-def _split_values(raw: object, *, file: Path, key: str) -> tuple[str, ...]:
-    """One split's values of the table's split column, as text (YAML may read `1` as a number)."""
-    values = raw if isinstance(raw, list) else [raw]
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
-            raise InvalidSiteConfig(
-                f"{display_path(file)}: `{key}` is {raw!r}; expected a value or a list of values "
-                "of the split column (text or integers; quote yes/no/true/false)")
-    return tuple(str(value) for value in values)
 
 
 def _privacy(raw: dict, *, file: Path, key: str, base: Path,
@@ -336,14 +258,14 @@ def _privacy(raw: dict, *, file: Path, key: str, base: Path,
     """The optional `privacy` block; every budget field is required when it is present."""
     if "privacy" not in raw:
         return None
-    value, key = raw["privacy"], _join(key, "privacy")
+    value, key = raw["privacy"], join_key(key, "privacy")
     allowed = tuple(PrivacySettings.__dataclass_fields__)
-    _check_keys(value, allowed, file=file, key=key)
+    check_keys(value, allowed, file=file, key=key)
     assert isinstance(value, dict)
     for field, expected in (("target_epsilon", "the ε budget of the run, a number > 0"),
                             ("delta", "δ, a number below 1/n for n training encounters"),
                             ("max_grad_norm", "the clipping norm, a number > 0")):
-        _get(value, field, file=file, key=key, expected=expected)
+        get_key(value, field, file=file, key=key, expected=expected)
     ledger = value.get("ledger_dir")
     if ledger is None:
         ledger_dir = data.path.parent / "privacy-ledger"
@@ -353,7 +275,7 @@ def _privacy(raw: dict, *, file: Path, key: str, base: Path,
     else:
         raise InvalidSiteConfig(f"{display_path(file)}: `{key}.ledger_dir` is {ledger!r}; expected a "
                                 "folder path")
-    with _located(file, key):
+    with located(file, key):
         return PrivacySettings(**{**value, "ledger_dir": ledger_dir})
 
 
@@ -362,92 +284,14 @@ def _section(raw: dict, name: str, cls: type, *, file: Path, key: str):
     optional = cls in (SyntheticSpec, FaultSettings)  # absent = none, not defaults
     if name not in raw:
         return None if optional else cls()
-    key = _join(key, name)
+    key = join_key(key, name)
     value = raw[name]
     allowed = tuple(cls.__dataclass_fields__)
-    _check_keys(value, allowed, file=file, key=key)
+    check_keys(value, allowed, file=file, key=key)
     if cls is SyntheticSpec:
         for field in allowed:
-            _get(value, field, file=file, key=key, expected=f"the synthetic site's {field}")
+            get_key(value, field, file=file, key=key, expected=f"the synthetic site's {field}")
     if cls is FaultSettings:
-        _get(value, "update", file=file, key=key, expected="'sign-flip' or 'scale'")
-    with _located(file, key):
+        get_key(value, "update", file=file, key=key, expected="'sign-flip' or 'scale'")
+    with located(file, key):
         return cls(**value)
-
-
-# ---------------------------------------------------------------------------------------------
-# Small helpers: every error names the file and the full key path.
-
-
-def _read_yaml(file: Path, *, expected: str) -> object:
-    if not file.is_file():
-        raise InvalidSiteConfig(f"{display_path(file)}: does not exist; expected {expected}")
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or type(error).__name__
-        raise InvalidSiteConfig(
-            f"{display_path(file)}: does not parse as YAML ({problem}{line}); expected {expected}"
-        ) from None
-    if raw is None:
-        raise InvalidSiteConfig(f"{display_path(file)}: is empty; expected {expected}")
-    return raw
-
-
-def _check_keys(raw: object, allowed: tuple[str, ...], *, file: Path, key: str) -> None:
-    if not isinstance(raw, dict):
-        where = f"`{key}` is {raw!r}" if key else f"the top level is a {type(raw).__name__}"
-        raise InvalidSiteConfig(
-            f"{display_path(file)}: {where}; expected a mapping with keys {', '.join(allowed)}")
-    for name in raw:
-        if name not in allowed:
-            close = difflib.get_close_matches(str(name), allowed, n=1)
-            hint = f" (did you mean `{close[0]}`?)" if close else ""
-            raise InvalidSiteConfig(
-                f"{display_path(file)}: `{_join(key, str(name))}` is not a known key; expected one of "
-                f"{', '.join(allowed)}{hint}")
-
-
-def _get(raw: dict, name: str, *, file: Path, key: str, expected: str) -> object:
-    if name not in raw or raw[name] is None:
-        raise InvalidSiteConfig(f"{display_path(file)}: `{_join(key, name)}` is missing; expected "
-                                f"{expected}")
-    return raw[name]
-
-
-class _located:
-    """Context manager re-raising a dataclass field error with the file and full key path."""
-
-    def __init__(self, file: Path, key: str) -> None:
-        self.file, self.key = file, key
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, error, traceback) -> bool:
-        if isinstance(error, _FieldError):
-            raise InvalidSiteConfig(
-                f"{display_path(self.file)}: `{_join(self.key, error.key)}` is {error.value!r}; "
-                f"expected {error.expected}") from None
-        return False
-
-
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
-
-
-def _base(data_root: Path | None, file: Path) -> Path:
-    return Path(data_root).expanduser().resolve() if data_root is not None else file.parent
-
-
-def display_path(path: Path | None) -> str:
-    """A path as the user most likely wrote it: relative to the working directory when inside it."""
-    if path is None:
-        return "<config>"
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-

@@ -18,7 +18,7 @@ from client.app import ExternalSiteCannotTrain
 from client.calibration import NUM_BINS
 from client.evaluate import metric_keys, validation_keys
 from client.app import app as client_app
-from client.model import ModelSettings, build_model, trainable_state
+from client.model import build_model, trainable_state
 from client.run_settings import ClientSettings, InvalidRunConfig
 from sites.config import load_consortium
 from sites.dataset import read_site_table

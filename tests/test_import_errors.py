@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from sites.config import InvalidSiteConfig, load_site
-from sites.dataset import InvalidSiteData, count_training_encounters, read_site_table
+from sites.dataset import InvalidSiteData, read_site_table
 
 SUFFIX = {"parquet": ".parquet", "jsonl": ".jsonl", "csv": ".csv"}
 FOLDS = {"train": "TRAIN", "validation": "VAL", "test": "TEST"}

@@ -8,7 +8,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRec
 
 from strategies import STRATEGIES, SiteEntry, SiteRoster, build_strategy
 from strategies.site_aware import arrayrecord_bytes
-from tests.flower_fakes import FakeGrid, message_to, set_task_identity
+from tests.flower_fakes import FakeGrid, set_task_identity
 
 ROSTER = SiteRoster(
     (

@@ -1,17 +1,20 @@
 """Issue-6 numbers: every aggregation rule on the default consortium, and a faulty site.
 
-Runs `lang1-fl run` once per strategy on the default consortium (same seeds, same sites, same
-local steps; only `strategy` differs), then twice more with one training hospital sending a
-sign-flipped, scaled update every round (`fault` in its site YAML): once under plain FedAvg and
-once under the robust rule. Prints, per run: external-site macro AUROC and the training sites'
-mean in-distribution macro AUROC (both at the validation-selected round, with the test split),
-bytes uploaded per site per round and wall time; then the ratios the issue asks for:
+Part one runs `lang1-fl run` once per strategy on the default consortium (same seeds, same sites,
+same local steps; only `strategy` differs). Part two is the fault drill, on five training
+hospitals (the default four plus `regional`, a fifth drawn from the `community` profile, so that
+Multi-Krum's n >= 2f + 3 holds with f = 1): FedAvg and each robust rule run once clean and once
+with one hospital sending a sign-flipped, scaled update every round (`fault` in its site YAML).
+Prints, per run: external-site macro AUROC and the training sites' mean in-distribution macro
+AUROC (both at the validation-selected round, with the test split), bytes uploaded per site per
+round and wall time; then the ratios the issue asks for:
 
 - FFA-LoRA upload ÷ FedAvg upload (goal <= 0.55);
-- robust rule, attacked − clean, external and in-distribution macro AUROC (goal: within 0.02);
+- each robust rule, attacked − clean, external and in-distribution macro AUROC (goal: within 0.02);
 - FedAvg, attacked − clean (expected to degrade visibly).
 
-    python bench/strategies.py                               # everything (about an hour on 2 cores)
+    python bench/strategies.py                               # everything (about two hours on 2 cores)
+    python bench/strategies.py --strategies ""               # the fault drill only
     python bench/strategies.py --rounds 2 --local-steps 20   # shorter runs, same comparison
     python bench/strategies.py --from runs/bench-strategies-*/strategies.json   # print again
 """
@@ -19,6 +22,7 @@ bytes uploaded per site per round and wall time; then the ratios the issue asks 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -31,20 +35,33 @@ from server.report import headline
 from sites.config import DEFAULT_CONSORTIUM
 
 STRATEGIES = ("fedavg", "ffa-lora", "fedprox", "flora", "median", "trimmed-mean", "fedadam")
+"""Part one; `multi-krum` is not among them: with f = 1 it needs five training hospitals."""
+ROBUST = ("multi-krum", "trimmed-mean", "median")
 
 
-def faulty_consortium(out: Path, *, site: str, update: str, factor: float) -> Path:
-    """The default consortium with one training site corrupting every update it sends. Its data
-    paths stay relative, so they resolve against the same `--data-dir`."""
+def drill_consortium(out: Path, *, fifth: str, attacker: str | None, update: str,
+                     factor: float) -> Path:
+    """The default consortium plus a fifth training hospital `regional` (profile `fifth`), with
+    `attacker` (if any) corrupting every update it sends. Data paths stay relative, so they
+    resolve against the same `--data-dir`; `regional`'s table is generated on first use."""
     raw = yaml.safe_load(DEFAULT_CONSORTIUM.read_text())
+    template = next(s for s in raw["sites"] if s["role"] == "train")
+    regional = {**copy.deepcopy(template), "name": "regional",
+                "data": {**template["data"], "path": "regional/encounters.parquet"},
+                "synthetic": {**template["synthetic"], "profile": fifth}}
+    last_train = max(i for i, s in enumerate(raw["sites"]) if s["role"] == "train")
+    raw["sites"].insert(last_train + 1, regional)
     names = [s["name"] for s in raw["sites"] if s["role"] == "train"]
-    if site not in names:
-        raise SystemExit(f"--attacker {site!r}; expected a training site: {', '.join(names)}")
-    for entry in raw["sites"]:
-        if entry["name"] == site:
-            entry["fault"] = {"update": update, "factor": factor}
-    raw["name"] = f"default-with-faulty-{site}"
-    path = out / "faulty-consortium.yaml"
+    raw["name"] = "default-plus-regional"
+    if attacker is not None:
+        if attacker not in names:
+            raise SystemExit(f"--attacker {attacker!r}; expected a training site: "
+                             f"{', '.join(names)}")
+        for entry in raw["sites"]:
+            if entry["name"] == attacker:
+                entry["fault"] = {"update": update, "factor": factor}
+        raw["name"] += f"-with-faulty-{attacker}"
+    path = out / f"{raw['name']}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
@@ -75,9 +92,13 @@ def run_all(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True)
     common = ["--rounds", str(args.rounds), "--data-dir", str(args.data_dir),
               "--runs-dir", str(out), "--set", f"local-steps={args.local_steps}"]
-    faulty = faulty_consortium(out, site=args.attacker, update=args.update, factor=args.factor)
+    clean = drill_consortium(out, fifth=args.fifth_profile, attacker=None, update=args.update,
+                             factor=args.factor)
+    faulty = drill_consortium(out, fifth=args.fifth_profile, attacker=args.attacker,
+                              update=args.update, factor=args.factor)
     plan = [(name, name, None) for name in args.strategies]
-    plan += [(f"{name}-faulty", name, faulty) for name in ("fedavg", args.robust)]
+    for name in (*args.robust, "fedavg"):
+        plan += [(f"drill-{name}", name, clean), (f"drill-{name}-faulty", name, faulty)]
     results = {}
     for label, strategy, consortium in plan:
         command = ["run", *common, "--run-name", label, "--set", f"strategy={strategy}"]
@@ -94,18 +115,22 @@ def run_all(args: argparse.Namespace) -> dict:
 
 def _record(args: argparse.Namespace, results: dict) -> dict:
     return {"rounds": args.rounds, "local_steps": args.local_steps, "robust": args.robust,
-            "attack": {"site": args.attacker, "update": args.update, "factor": args.factor},
+            "attack": {"site": args.attacker, "update": args.update, "factor": args.factor,
+                       "fifth_profile": args.fifth_profile},
             "results": results}
 
 
 def merge(records: list[dict]) -> dict:
-    """Several records of this bench as one, refused unless they were run alike."""
-    same = ("rounds", "local_steps", "robust", "attack")
+    """Several records of this bench as one, refused unless they were run alike (the robust
+    rules of their fault drills may differ: they are listed together)."""
+    same = ("rounds", "local_steps", "attack")
     for record in records[1:]:
         differs = [k for k in same if record[k] != records[0][k]]
         if differs:
             raise SystemExit(f"--from: the records differ in {differs}; expected runs alike")
-    return {**records[0], "results": {k: v for r in records for k, v in r["results"].items()}}
+    robust = list(dict.fromkeys(name for r in records for name in r["robust"]))
+    return {**records[0], "robust": robust,
+            "results": {k: v for r in records for k, v in r["results"].items()}}
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -116,7 +141,8 @@ def report(record: dict) -> None:
     results = record["results"]
     attack = record["attack"]
     steps = record["local_steps"] or "the site's own"
-    print(f"\n{record['rounds']} rounds × {steps} local steps per site; "
+    print(f"\n{record['rounds']} rounds × {steps} local steps per site. Fault drill (drill-*): "
+          f"five training hospitals (default + regional, profile {attack.get('fifth_profile')}); "
           f"faulty site: {attack['site']} sends {attack['update']} × {attack['factor']:g} of its "
           "update every round")
     print(f"{'run':22s} {'external':>9s} {'in-dist':>8s} {'upload/site/round':>18s} "
@@ -131,24 +157,19 @@ def report(record: dict) -> None:
         ratio = ffa["upload_bytes"] / fedavg["upload_bytes"]
         print(f"\nFFA-LoRA upload ÷ FedAvg upload: {ratio:.3f} (goal <= 0.55: "
               f"{'met' if ratio <= 0.55 else 'NOT met'})")
-    robust = record["robust"]
-    for name, goal in ((robust, "within 0.02 of clean"), ("fedavg", "expected to degrade")):
-        clean, attacked = results.get(name), results.get(f"{name}-faulty")
+    for name in (*record["robust"], "fedavg"):
+        clean, attacked = results.get(f"drill-{name}"), results.get(f"drill-{name}-faulty")
         if not (clean and attacked):
             continue
         external = attacked["external"] - clean["external"]
         in_dist = attacked["in_distribution"] - clean["in_distribution"]
-        verdict = ""
-        if name == robust:
-            verdict = "met" if abs(external) <= 0.02 and abs(in_dist) <= 0.02 else "NOT met"
-            verdict = f": {verdict}"
+        if name == "fedavg":
+            verdict = "expected to degrade"
+        else:
+            met = abs(external) <= 0.02 and abs(in_dist) <= 0.02
+            verdict = f"within 0.02 of clean: {'met' if met else 'NOT met'}"
         print(f"{name}, attacked − clean: external {external:+.3f}, in-distribution "
-              f"{in_dist:+.3f} ({goal}{verdict})")
-    if fedavg and results.get(f"{robust}-faulty"):
-        attacked = results[f"{robust}-faulty"]
-        print(f"{robust} attacked − FedAvg clean: external "
-              f"{attacked['external'] - fedavg['external']:+.3f}, in-distribution "
-              f"{attacked['in_distribution'] - fedavg['in_distribution']:+.3f}")
+              f"{in_dist:+.3f} ({verdict})")
 
 
 def main() -> int:
@@ -158,7 +179,10 @@ def main() -> int:
                         "same rounds, steps and attack: print them again, as one table")
     parser.add_argument("--strategies", default=",".join(STRATEGIES),
                         help="comma list (default: all but dp-fedavg)")
-    parser.add_argument("--robust", default="trimmed-mean", choices=("trimmed-mean", "median"))
+    parser.add_argument("--robust", default="multi-krum,trimmed-mean",
+                        help=f"comma list of the robust rules in the fault drill, of {ROBUST}")
+    parser.add_argument("--fifth-profile", default="community",
+                        help="synthetic profile of the drill's fifth training hospital, regional")
     parser.add_argument("--attacker", default="community", help="the faulty training site")
     parser.add_argument("--update", default="sign-flip", choices=("sign-flip", "scale"))
     parser.add_argument("--factor", type=float, default=4.0)
@@ -175,6 +199,10 @@ def main() -> int:
     unknown = sorted(set(args.strategies) - set(STRATEGIES))
     if unknown:
         parser.error(f"--strategies names {unknown}; expected some of {', '.join(STRATEGIES)}")
+    args.robust = [s.strip() for s in args.robust.split(",") if s.strip()]
+    unknown = sorted(set(args.robust) - set(ROBUST))
+    if unknown:
+        parser.error(f"--robust names {unknown}; expected some of {', '.join(ROBUST)}")
     report(run_all(args))
     return 0
 

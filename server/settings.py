@@ -18,7 +18,7 @@ from client.run_settings import (
 from strategies import STRATEGIES, ClientDP, StrategyOptions
 
 
-NOT_FOR_EXPERIMENTS: frozenset[str] = frozenset({"flora", "median", "trimmed-mean"})
+NOT_FOR_EXPERIMENTS: frozenset[str] = frozenset({"flora", "median", "trimmed-mean", "multi-krum"})
 
 
 @dataclass(frozen=True)

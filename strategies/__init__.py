@@ -10,6 +10,7 @@ Each is a Flower strategy with lang1-fl's site awareness mixed in (strategies/si
 | `flora`        | sites' factors stacked (exact, per-site ranks)              | flora.py      |
 | `median`       | coordinate-wise median (Flower's), tolerates f bad sites    | robust.py     |
 | `trimmed-mean` | coordinate-wise trimmed mean (Flower's), cuts f per end     | robust.py     |
+| `multi-krum`   | FedAvg over the n − f most central updates (Flower's)       | robust.py     |
 | `fedadam`      | Adam on the server over the averaged update (Flower's)      | fedadam.py    |
 | `dp-fedavg`    | client-level DP: clipped updates, Gaussian noise at server  | dp_fedavg.py  |
 """
@@ -25,7 +26,7 @@ from strategies.fedprox import AdapterFedProx
 from strategies.ffa_lora import FfaLoraFedAvg
 from strategies.flora import FLoRA
 from strategies.options import StrategyOptions
-from strategies.robust import RobustMedian, RobustTrimmedMean
+from strategies.robust import RobustMedian, RobustMultiKrum, RobustTrimmedMean
 from strategies.roster import SiteEntry, SiteRoster
 from strategies.site_aware import RunLog, SiteAware
 
@@ -36,6 +37,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "flora": FLoRA,
     "median": RobustMedian,
     "trimmed-mean": RobustTrimmedMean,
+    "multi-krum": RobustMultiKrum,
     "fedadam": AdapterFedAdam,
     "dp-fedavg": ClientLevelDPFedAvg,
 }
@@ -62,7 +64,7 @@ def build_strategy(
         return cls(**common, client_dp=client_dp)
     if cls is AdapterFedProx:
         return cls(**common, proximal_mu=options.proximal_mu)
-    if cls in (RobustMedian, RobustTrimmedMean):
+    if cls in (RobustMedian, RobustTrimmedMean, RobustMultiKrum):
         return cls(**common, tolerated_bad_sites=options.tolerated_bad_sites)
     if cls is AdapterFedAdam:
         return cls(**common, eta=options.server_learning_rate, beta_1=options.server_beta_1,

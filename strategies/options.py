@@ -12,8 +12,8 @@ class StrategyOptions:
     proximal_mu: float = 0.01
     """`fedprox`: μ of the proximal term; the site pulls by lr·μ of the distance per step."""
     tolerated_bad_sites: int = 1
-    """`median`, `trimmed-mean`: f, the faulty or malicious training sites to tolerate (the median
-    needs 2f + 1 replies per round, the trimmed mean 2f + 2)."""
+    """`median`, `trimmed-mean`, `multi-krum`: f, the faulty or malicious training sites to tolerate
+    (the median needs 2f + 1 replies per round, the trimmed mean 2f + 2, Multi-Krum 2f + 3)."""
     server_learning_rate: float = 0.01
     """`fedadam`: the server's Adam step size (η)."""
     server_beta_1: float = 0.9
@@ -44,6 +44,7 @@ USED_BY: dict[str, tuple[str, ...]] = {
     "fedprox": ("proximal-mu",),
     "median": ("tolerated-bad-sites",),
     "trimmed-mean": ("tolerated-bad-sites",),
+    "multi-krum": ("tolerated-bad-sites",),
     "fedadam": ("server-learning-rate", "server-beta-1", "server-beta-2", "server-tau"),
 }
 

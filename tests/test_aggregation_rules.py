@@ -113,7 +113,7 @@ def test_flora_round_through_the_strategy(tmp_path):
 HONEST = [0.9, 1.0, 1.1, 1.05]
 
 
-@pytest.mark.parametrize("name", ["median", "trimmed-mean"])
+@pytest.mark.parametrize("name", ["median", "trimmed-mean", "multi-krum"])
 @pytest.mark.parametrize("attack", [-100.0, 1e6])
 def test_a_robust_rule_stays_within_the_honest_sites(name, attack):
     strategy = build_strategy(name, roster=_roster(5), min_train_sites=1,
@@ -139,6 +139,30 @@ def test_the_trimmed_mean_cuts_exactly_f_from_each_end_whatever_the_replies():
         np.testing.assert_allclose(_tensors(merged)[HEAD], expected)
 
 
+def test_multi_krum_leaves_out_the_far_update_whole_and_averages_the_rest_by_examples():
+    strategy = build_strategy("multi-krum", roster=_roster(5), min_train_sites=1,
+                              options=StrategyOptions(tolerated_bad_sites=1))
+    honest = [np.array([1.0, 2.0]), np.array([1.1, 2.1]), np.array([0.9, 1.8]),
+              np.array([1.0, 2.2])]
+    sizes = [10, 30, 20, 40]
+    # The bad site's update is sign-flipped and scaled: its coordinates are not extreme one by one
+    # everywhere, but the vector is far from every honest one.
+    replies = [_reply(i + 1, {HEAD: v}, examples=n) for i, (v, n) in enumerate(zip(honest, sizes))]
+    replies.append(_reply(5, {HEAD: np.array([-3.0, 2.0])}, examples=1000))
+    merged, _ = strategy.aggregate_train(1, replies)
+    expected = sum(n * v for v, n in zip(honest, sizes)) / sum(sizes)
+    np.testing.assert_allclose(_tensors(merged)[HEAD], expected, rtol=1e-6)
+
+
+def test_multi_krum_keeps_all_but_f_of_the_replies_that_came():
+    strategy = build_strategy("multi-krum", roster=_roster(6), min_train_sites=1,
+                              options=StrategyOptions(tolerated_bad_sites=1))
+    values = [1.0, 2.0, 3.0, 4.0, 50.0]  # one site dropped out: five of six replied
+    merged, _ = strategy.aggregate_train(1, [_reply(i + 1, {HEAD: np.full(2, v)})
+                                             for i, v in enumerate(values)])
+    np.testing.assert_allclose(_tensors(merged)[HEAD], 2.5)  # the four nearest, not three
+
+
 def test_too_few_replies_for_the_tolerance_skip_the_round():
     strategy = build_strategy("trimmed-mean", roster=_roster(5), min_train_sites=1,
                               options=StrategyOptions(tolerated_bad_sites=1))
@@ -148,7 +172,8 @@ def test_too_few_replies_for_the_tolerance_skip_the_round():
     assert merged is None and strategy.run_log.skipped_rounds == [1]
 
 
-@pytest.mark.parametrize("name,sites,f,needed", [("median", 4, 2, 5), ("trimmed-mean", 3, 1, 4)])
+@pytest.mark.parametrize("name,sites,f,needed", [("median", 4, 2, 5), ("trimmed-mean", 3, 1, 4),
+                                                 ("multi-krum", 4, 1, 5)])
 def test_a_tolerance_the_consortium_cannot_afford_is_refused(name, sites, f, needed):
     with pytest.raises(ValueError, match=rf"`tolerated-bad-sites` is {f}; .* needs .* = {needed} "
                                          rf"training sites .* the run has {sites}"):
@@ -179,9 +204,10 @@ def test_fedprox_sends_its_mu_to_every_training_site():
 
 # --- The quorum, for every rule ---------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["fedavg", "ffa-lora", "fedprox", "flora", "fedadam", "median"])
+@pytest.mark.parametrize("name", ["fedavg", "ffa-lora", "fedprox", "flora", "fedadam", "median",
+                                  "multi-krum"])
 def test_a_round_short_of_the_quorum_is_skipped_and_nothing_changes(name):
-    strategy = build_strategy(name, roster=_roster(4), min_train_sites=3,
+    strategy = build_strategy(name, roster=_roster(5), min_train_sites=3,
                               options=StrategyOptions(tolerated_bad_sites=1))
     _configure(strategy, {B_KEY: np.zeros((10, 4)), HEAD: np.zeros(3)})
     replies = [_reply(1, {A_KEY: np.ones((4, 12)), B_KEY: np.ones((10, 4)), HEAD: np.ones(3)}),

@@ -63,7 +63,8 @@ class ClientGrid(FakeGrid):
     def _answer(self, message):
         partition = message.metadata.dst_node_id - NODE
         context = Context(run_id=1, node_id=message.metadata.dst_node_id,
-                          node_config={"partition-id": partition, "num-partitions": 5},
+                          node_config={"partition-id": partition,
+                                       "num-partitions": len(self.roster.node_ids)},
                           state=RecordDict(), run_config=self.run_config)
         return client_app(message, context)
 
@@ -154,6 +155,37 @@ def test_a_robust_rule_holds_where_fedavg_follows_a_faulty_site(federation):
         return math.sqrt(sum(float(np.square(arrays[k] - clean[k]).sum()) for k in clean))
 
     assert distance(attacked["median"]) < 0.5 * distance(attacked["fedavg"])
+
+
+def _with_fifth_hospital(run_config, *, faulty: str | None) -> str:
+    """The same-rank consortium plus a fifth training hospital, `regional` (profile community),
+    with `faulty` sending −5× its update; Multi-Krum needs 2f + 3 = 5 training sites."""
+    raw = yaml.safe_load(open(_same_rank(run_config)))
+    regional = {**raw["sites"][1], "name": "regional",
+                "data": {"path": "regional/encounters.parquet", "format": "parquet"}}
+    raw["sites"].insert(4, regional)
+    for site in raw["sites"]:
+        if site["name"] == faulty:
+            site["fault"] = {"update": "sign-flip", "factor": 5.0}
+    path = run_config["consortium"].replace("consortium.yaml", f"five-{faulty}.yaml")
+    open(path, "w").write(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_multi_krum_leaves_a_faulty_hospital_out_where_fedavg_follows_it(federation):
+    run_config, _ = federation
+    clean_strategy, _, clean, _ = _run(
+        {**run_config, "consortium": _with_fifth_hospital(run_config, faulty=None)}, "multi-krum")
+    assert sorted(clean_strategy.run_log.training) == [1, 2]
+    assert len(clean_strategy.run_log.training[2]) == 5
+    faulty = {**run_config, "consortium": _with_fifth_hospital(run_config, faulty="surgical")}
+    clean = _tensors(clean)
+    attacked = {name: _tensors(_run(faulty, name)[2]) for name in ("multi-krum", "fedavg")}
+
+    def distance(arrays):
+        return math.sqrt(sum(float(np.square(arrays[k] - clean[k]).sum()) for k in clean))
+
+    assert distance(attacked["multi-krum"]) < 0.25 * distance(attacked["fedavg"])
 
 
 @pytest.mark.slow

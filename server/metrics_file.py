@@ -232,6 +232,7 @@ def build_metrics(
                 "declined": run_log.declined.get(r, {}),
                 "failures": run_log.failures.get(r, []),
                 "skipped": r in run_log.skipped_rounds,
+                "left_out": run_log.left_out.get(r, []),
             }
             for r in rounds
         ],

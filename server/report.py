@@ -164,6 +164,9 @@ def _problems(metrics: dict) -> list[str]:
         if entry["skipped"]:
             lines.append(f"- Round {entry['round']} was skipped: too few training sites replied.")
         lines += [f"- Round {entry['round']}: {failure}" for failure in entry["failures"]]
+        if entry.get("left_out"):
+            lines.append(f"- Round {entry['round']}: the robust rule left out the update of "
+                         f"{', '.join(entry['left_out'])}.")
     return lines or ["- None: every site replied in every round."]
 
 
@@ -234,7 +237,7 @@ def render_markdown(metrics: dict, figure: str | None = None, privacy_figure: st
     lines += ["## Training", ""] + _training_table(metrics) + [""]
     lines += _upload_lines(metrics)
     lines += render_privacy_section(metrics, figures.privacy)
-    lines += ["## Missing sites and skipped rounds", ""]
+    lines += ["## Missing sites, skipped rounds, updates left out", ""]
     lines += _problems(metrics) + [""]
     return "\n".join(lines)
 

@@ -26,12 +26,16 @@ out whole, so what remains is FedAvg over honest sites. Krum's guarantee needs n
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedMedian, FedTrimmedAvg, MultiKrum
+from flwr.serverapp.strategy.multikrum import select_multikrum
 
 from strategies.site_aware import SiteAware
+
+log = logging.getLogger(__name__)
 
 
 def _trained(replies: list[Message]) -> int:
@@ -80,14 +84,25 @@ class RobustTrimmedMean(_Tolerant, FedTrimmedAvg):
 
 
 class RobustMultiKrum(_Tolerant, MultiKrum):
-    """FedAvg over the n − f sites whose updates lie closest to their neighbours'."""
+    """FedAvg over the n − f sites whose updates lie closest to their neighbours'. Which sites were
+    left out is logged and kept in the run log: a site left out round after round is one to call."""
 
     extra_replies = 3
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
+        trained = [m for m in replies if not m.has_error() and "arrays" in m.content]
         self.num_malicious_nodes = self.tolerated_bad_sites
         # Keep all but f of this round's replies, so a dropout does not make the rule keep fewer.
-        self.num_nodes_to_select = max(1, _trained(replies) - self.tolerated_bad_sites)
-        return super().aggregate_train(server_round, replies)
+        self.num_nodes_to_select = max(1, len(trained) - self.tolerated_bad_sites)
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is not None:
+            # Flower's selection again, on the same replies: it returns contents, not sites.
+            kept = select_multikrum([m.content for m in trained], self.num_malicious_nodes,
+                                    self.num_nodes_to_select)
+            left_out = sorted(self.roster.by_node(m.metadata.src_node_id).name for m in trained
+                              if not any(m.content is k for k in kept))
+            self.run_log.left_out[server_round] = left_out
+            log.info("round %d: multi-krum left out %s", server_round, ", ".join(left_out) or "none")
+        return arrays, metrics

@@ -53,6 +53,8 @@ class RunLog:
     failures: dict[int, list[str]] = field(default_factory=dict)
     """round -> descriptions of sites that replied with an error or not at all."""
     skipped_rounds: list[int] = field(default_factory=list)
+    left_out: dict[int, list[str]] = field(default_factory=dict)
+    """round -> training sites whose whole update the robust rule left out (`multi-krum`)."""
     egress: dict[int, dict[str, dict]] = field(default_factory=dict)
     """round -> site -> {"sent_digest" (the digest the site logged; None if it sent none),
     "received_digest" (recomputed here from what arrived), "match", "tensors", "bytes"}, for

@@ -152,6 +152,7 @@ def test_multi_krum_leaves_out_the_far_update_whole_and_averages_the_rest_by_exa
     merged, _ = strategy.aggregate_train(1, replies)
     expected = sum(n * v for v, n in zip(honest, sizes)) / sum(sizes)
     np.testing.assert_allclose(_tensors(merged)[HEAD], expected, rtol=1e-6)
+    assert strategy.run_log.left_out == {1: ["s4"]}
 
 
 def test_multi_krum_keeps_all_but_f_of_the_replies_that_came():

@@ -243,3 +243,9 @@ def test_report_names_the_strategy_settings_it_ran_with():
     metrics["run"] = {**metrics["run"], "strategy": "trimmed-mean",
                       "strategy_options": {"tolerated-bad-sites": 1}}
     assert "Strategy **trimmed-mean** (tolerated-bad-sites 1)," in render_markdown(metrics)
+
+
+def test_report_lists_the_updates_a_robust_rule_left_out():
+    metrics = _metrics()
+    metrics["rounds"][1]["left_out"] = ["b"]
+    assert "Round 1: the robust rule left out the update of b." in render_markdown(metrics)

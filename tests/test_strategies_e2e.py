@@ -180,7 +180,9 @@ def test_multi_krum_leaves_a_faulty_hospital_out_where_fedavg_follows_it(federat
     assert len(clean_strategy.run_log.training[2]) == 5
     faulty = {**run_config, "consortium": _with_fifth_hospital(run_config, faulty="surgical")}
     clean = _tensors(clean)
-    attacked = {name: _tensors(_run(faulty, name)[2]) for name in ("multi-krum", "fedavg")}
+    runs = {name: _run(faulty, name) for name in ("multi-krum", "fedavg")}
+    attacked = {name: _tensors(run[2]) for name, run in runs.items()}
+    assert runs["multi-krum"][0].run_log.left_out == {1: ["surgical"], 2: ["surgical"]}
 
     def distance(arrays):
         return math.sqrt(sum(float(np.square(arrays[k] - clean[k]).sum()) for k in clean))

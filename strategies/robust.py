@@ -21,7 +21,9 @@ survive; with few sites (four or five hospitals) that shift is a visible fractio
 Multi-Krum (Blanchard et al., 2017; Flower's `MultiKrum`) judges whole updates instead: each site's
 score is its squared distance to its n − f − 2 nearest neighbours, and the n − f best-scored sites
 are averaged by examples. A scaled or sign-flipped update is far from every honest one and is left
-out whole, so what remains is FedAvg over honest sites. Krum's guarantee needs n ≥ 2f + 3.
+out whole, so what remains is FedAvg over honest sites. With no bad site the rule still leaves f
+sites out, the honest ones farthest from the rest: that is its price in a clean round. Krum's
+guarantee needs n ≥ 2f + 3.
 """
 
 from __future__ import annotations

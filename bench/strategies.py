@@ -77,6 +77,7 @@ def summarize(run_dir: Path, wall_s: float) -> dict:
         "upload_bytes": sum(uploads) / len(uploads) if uploads else None,
         "selected_round": metrics["selection"]["round"] if metrics.get("selection") else None,
         "skipped_rounds": [e["round"] for e in metrics["rounds"] if e.get("skipped")],
+        "left_out": {e["round"]: e["left_out"] for e in metrics["rounds"] if e.get("left_out")},
         "wall_s": round(wall_s, 1),
         "run_dir": str(run_dir),
     }
@@ -137,6 +138,11 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _left_out(per_round: dict) -> str:
+    """e.g. "r1 community, r2 community" (JSON keys are strings)."""
+    return ", ".join(f"r{r} {' '.join(sites)}" for r, sites in per_round.items())
+
+
 def report(record: dict) -> None:
     results = record["results"]
     attack = record["attack"]
@@ -145,13 +151,14 @@ def report(record: dict) -> None:
           f"five training hospitals (default + regional, profile {attack.get('fifth_profile')}); "
           f"faulty site: {attack['site']} sends {attack['update']} × {attack['factor']:g} of its "
           "update every round")
-    print(f"{'run':22s} {'external':>9s} {'in-dist':>8s} {'upload/site/round':>18s} "
+    print(f"{'run':26s} {'external':>9s} {'in-dist':>8s} {'upload/site/round':>18s} "
           f"{'wall s':>7s}  selected")
     for label, row in results.items():
         upload = "–" if row["upload_bytes"] is None else f"{row['upload_bytes']:,.0f} B"
-        print(f"{label:22s} {_fmt(row['external']):>9s} {_fmt(row['in_distribution']):>8s} "
+        print(f"{label:26s} {_fmt(row['external']):>9s} {_fmt(row['in_distribution']):>8s} "
               f"{upload:>18s} {row['wall_s']:>7.0f}  round {row['selected_round']}"
-              + (f" (skipped {row['skipped_rounds']})" if row["skipped_rounds"] else ""))
+              + (f" (skipped {row['skipped_rounds']})" if row["skipped_rounds"] else "")
+              + (f"; left out {_left_out(row['left_out'])}" if row.get("left_out") else ""))
     fedavg, ffa = results.get("fedavg"), results.get("ffa-lora")
     if fedavg and ffa:
         ratio = ffa["upload_bytes"] / fedavg["upload_bytes"]

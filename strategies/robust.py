@@ -23,7 +23,9 @@ score is its squared distance to its n − f − 2 nearest neighbours, and the n
 are averaged by examples. A scaled or sign-flipped update is far from every honest one and is left
 out whole, so what remains is FedAvg over honest sites. With no bad site the rule still leaves f
 sites out, the honest ones farthest from the rest: that is its price in a clean round. Krum's
-guarantee needs n ≥ 2f + 3.
+guarantee needs n ≥ 2f + 3. Unlike the two rules above, the average of the kept sites is weighted
+by the examples each reports (Flower's way): a kept site that overstates its count gains weight,
+and the counts are in the report's training table.
 """
 
 from __future__ import annotations

@@ -49,6 +49,8 @@ def _trained(replies: list[Message]) -> int:
 class _Tolerant(SiteAware):
     """The quorum a robust rule needs to tolerate `tolerated_bad_sites` bad ones."""
 
+    rule: str = ""
+    """The `strategy` name the coordinator chose, for messages."""
     extra_replies: int = 1
     """Replies the rule needs beyond 2f."""
 
@@ -58,7 +60,7 @@ class _Tolerant(SiteAware):
         needed = 2 * tolerated_bad_sites + self.extra_replies
         if tolerated_bad_sites < 0 or needed > training:
             raise ValueError(
-                f"`tolerated-bad-sites` is {tolerated_bad_sites}; {type(self).__name__} needs "
+                f"`tolerated-bad-sites` is {tolerated_bad_sites}; `strategy` {self.rule!r} needs "
                 f"2×{tolerated_bad_sites}+{self.extra_replies} = {needed} training sites to "
                 f"tolerate that many, and the run has {training}")
         self.tolerated_bad_sites = tolerated_bad_sites
@@ -68,12 +70,14 @@ class _Tolerant(SiteAware):
 class RobustMedian(_Tolerant, FedMedian):
     """Coordinate-wise median of the trained sites' adapters and heads."""
 
+    rule = "median"
     extra_replies = 1
 
 
 class RobustTrimmedMean(_Tolerant, FedTrimmedAvg):
     """Coordinate-wise mean after cutting the f lowest and f highest values."""
 
+    rule = "trimmed-mean"
     extra_replies = 2
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
@@ -91,6 +95,7 @@ class RobustMultiKrum(_Tolerant, MultiKrum):
     """FedAvg over the n − f sites whose updates lie closest to their neighbours'. Which sites were
     left out is logged and kept in the run log: a site left out round after round is one to call."""
 
+    rule = "multi-krum"
     extra_replies = 3
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]

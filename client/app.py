@@ -148,12 +148,14 @@ def _train_round(message: Message, settings: ClientSettings, site: SiteConfig, r
     if charge is None:
         result = train_steps(runtime.model, data, steps=steps,
                              batch_size=site.training.batch_size,
-                             optimizer=settings.optimizer, seed=seed, proximal_mu=mu)
+                             optimizer=settings.optimizer, seed=seed, proximal_mu=mu,
+                             max_physical_batch_size=site.training.max_physical_batch_size)
     else:
         result = train_steps_private(
             runtime.model, data, steps=steps, sample_rate=charge.sample_rate,
             noise_multiplier=charge.noise_multiplier, max_grad_norm=plan.max_grad_norm,
-            optimizer=settings.dp_optimizer, seed=seed, proximal_mu=mu)
+            optimizer=settings.dp_optimizer, seed=seed, proximal_mu=mu,
+            max_physical_batch_size=site.training.max_physical_batch_size)
     log.info("site %s, round %d: %d steps%s, loss %.4f (%.1f s)", site.name, server_round,
              result.steps, f", DP ε = {charge.epsilon:.3f}" if charge else "", result.loss,
              time.perf_counter() - started)

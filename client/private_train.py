@@ -35,7 +35,7 @@ from .data import EncodedSplit
 from .model import TaskModel
 from .proximal import ProximalPull
 from .train import (OptimizerSettings, TrainResult, check_training_inputs, joint_loss,
-                    make_optimizer)
+                    make_optimizer, physical_pieces)
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,17 @@ def train_steps_private(
     grad_sample_mode: GradSampleMode = "hooks",
     noise_seed: int | None = None,
     proximal_mu: float = 0.0,
+    max_physical_batch_size: int = 0,
 ) -> TrainResult:
     """Run `steps` DP-SGD steps of the joint loss; the model is left without opacus hooks.
 
     `seed` drives dropout only. `noise_seed` fixes noise and sampling and exists for tests and
     benchmarks: a real site leaves it None. `proximal_mu` > 0 takes FedProx's pull after each
-    noisy step, outside clipping and noise (client/proximal.py).
+    noisy step, outside clipping and noise (client/proximal.py). `max_physical_batch_size` > 0
+    runs each Poisson batch in pieces of at most that many encounters, as opacus's
+    `BatchMemoryManager` does: every piece but the last is a skipped step (`signal_skip_step`),
+    in which opacus only clips and sums the per-encounter gradients; the last adds the noise and
+    steps. Same update, same privacy cost, less memory.
     """
     tasks = model.tasks
     check_training_inputs(model, data, steps)
@@ -111,9 +116,17 @@ def train_steps_private(
                     for p in trainable:
                         p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
                 else:
-                    loss = joint_loss(model, data, index, tasks)
+                    pieces = physical_pieces(index, max_physical_batch_size)
+                    for piece in pieces[:-1]:
+                        loss = joint_loss(model, data, piece, tasks)
+                        loss.backward()
+                        total += float(loss.detach()) * len(piece) / len(index)
+                        dp_optimizer.signal_skip_step(do_skip=True)
+                        dp_optimizer.step()  # clips and sums this piece; no noise, no update
+                        dp_optimizer.zero_grad(set_to_none=True)  # keeps the running sum
+                    loss = joint_loss(model, data, pieces[-1], tasks)
                     loss.backward()
-                    total += float(loss.detach())
+                    total += float(loss.detach()) * len(pieces[-1]) / len(index)
                 dp_optimizer.step()
                 pull()
                 examples += len(index)

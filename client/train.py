@@ -98,6 +98,18 @@ def minibatches(size: int, batch_size: int, steps: int, generator: torch.Generat
         cursor += batch_size
 
 
+def physical_pieces(index: torch.Tensor, max_physical_batch_size: int
+                    ) -> tuple[torch.Tensor, ...]:
+    """One step's batch cut into pieces of at most `max_physical_batch_size` rows (0 = one piece),
+    each run forward and backward on its own so that a large batch fits in memory."""
+    if max_physical_batch_size < 0:
+        raise ValueError(f"`max_physical_batch_size` is {max_physical_batch_size}; expected >= 1, "
+                         "or 0 for the whole batch at once")
+    if max_physical_batch_size == 0 or len(index) <= max_physical_batch_size:
+        return (index,)
+    return index.split(max_physical_batch_size)
+
+
 def joint_loss(model: TaskModel, data: EncodedSplit, index: torch.Tensor,
                tasks: tuple[str, ...]) -> torch.Tensor:
     """Sum over tasks of the mean cross-entropy of the class logits on rows `index`."""
@@ -121,11 +133,13 @@ def check_training_inputs(model: TaskModel, data: EncodedSplit, steps: int) -> N
 
 
 def train_steps(model: TaskModel, data: EncodedSplit, *, steps: int, batch_size: int,
-                optimizer: OptimizerSettings, seed: int, proximal_mu: float = 0.0) -> TrainResult:
+                optimizer: OptimizerSettings, seed: int, proximal_mu: float = 0.0,
+                max_physical_batch_size: int = 0) -> TrainResult:
     """Run `steps` joint optimizer steps on every head of `model`; deterministic for a `seed`.
 
     `proximal_mu` > 0 pulls the parameters toward the round's start after each step (FedProx,
-    client/proximal.py).
+    client/proximal.py). `max_physical_batch_size` > 0 accumulates each step's gradient over
+    pieces of at most that many rows: the same step, in less memory.
 
     A fresh AdamW is made per call (one call per federated round: moments from an adapter that the
     server has since replaced would be stale).
@@ -144,12 +158,15 @@ def train_steps(model: TaskModel, data: EncodedSplit, *, steps: int, batch_size:
         torch.manual_seed(seed)  # dropout masks, so a seed replays a round exactly
         for index in minibatches(data.size, batch_size, steps, generator):
             opt.zero_grad(set_to_none=True)
-            with autocast(device):  # bf16 on a GPU that has it; the loss comes out fp32
-                loss = joint_loss(model, data, index, tasks)
-            loss.backward()
+            for piece in physical_pieces(index, max_physical_batch_size):
+                with autocast(device):  # bf16 on a GPU that has it; the loss comes out fp32
+                    # Weighted by its share of the batch: the pieces' gradients sum to the
+                    # gradient of the whole batch's mean loss.
+                    loss = joint_loss(model, data, piece, tasks) * (len(piece) / len(index))
+                loss.backward()
+                total += float(loss.detach())
             opt.step()
             pull()
-            total += float(loss.detach())
             examples += len(index)
     log.debug("trained %d steps, mean loss %.4f", steps, total / steps)
     return TrainResult(loss=total / steps, steps=steps, examples=examples)

@@ -40,7 +40,8 @@ def pooled_site(consortium: ConsortiumConfig, *, data_dir: Path) -> SiteConfig:
         tasks=consortium.tasks,
         training=TrainingSettings(
             batch_size=first.training.batch_size,
-            local_steps=sum(s.training.local_steps for s in consortium.training_sites)),
+            local_steps=sum(s.training.local_steps for s in consortium.training_sites),
+            max_physical_batch_size=first.training.max_physical_batch_size),
         evaluation=first.evaluation,
         device=first.device,
         source=consortium.source,

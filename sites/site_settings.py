@@ -263,6 +263,12 @@ class TrainingSettings:
     """This site's own LoRA rank; 0 = the run's (`lora-r`). Only `strategy = "flora"` combines
     sites of different ranks (a smaller site, or one with a smaller GPU, may train a smaller
     adapter); any other strategy refuses a site whose rank differs."""
+    max_physical_batch_size: int = 0
+    """At most this many encounters in one forward and backward pass; 0 = the whole batch at once.
+    A larger batch is then taken in pieces whose gradients add up to the same step (with DP,
+    opacus clips each encounter's gradient in its piece and adds the noise once per step). DP
+    wants large batches, since its noise is averaged over the batch; this lets a site whose GPU
+    or RAM cannot hold one train it anyway."""
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "local_steps"):
@@ -270,6 +276,9 @@ class TrainingSettings:
             _require(_is_int(value) and value >= 1, key, value, "an integer >= 1")
         _require(_is_int(self.lora_rank) and self.lora_rank >= 0, "lora_rank", self.lora_rank,
                  "an integer >= 1, or 0 for the run's rank")
+        _require(_is_int(self.max_physical_batch_size) and self.max_physical_batch_size >= 0,
+                 "max_physical_batch_size", self.max_physical_batch_size,
+                 "an integer >= 1, or 0 for the whole batch at once")
 
 
 @dataclass(frozen=True)

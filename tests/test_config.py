@@ -81,6 +81,8 @@ BAD_SITES = [
      r"`training.batch_size` is '16'; expected an integer >= 1"),
     (_with({"training.local_steps": 0}), r"`training.local_steps` is 0; expected an integer >= 1"),
     (_with({"training.batch_size": 2.5}), r"`training.batch_size` is 2.5; expected an integer"),
+    (_with({"training.max_physical_batch_size": -8}),
+     r"`training.max_physical_batch_size` is -8; expected an integer >= 1, or 0 for the whole"),
     (_with({"evaluation.batch_size": True}),
      r"`evaluation.batch_size` is True; expected an integer"),
     (_with({"evaluation.max_examples": -1}),

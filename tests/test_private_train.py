@@ -12,7 +12,7 @@ from client.evaluate import evaluate_split
 from client.model import ModelSettings, build_model, load_tokenizer, trainable_state
 from client.private_train import train_steps_private
 from client.train import OptimizerSettings
-from tests.tiny_models import keyword_table
+from tests.tiny_models import count_forwards, keyword_table, without_dropout
 
 CPU = torch.device("cpu")
 TASKS = ("mortality", "los", "readmission")
@@ -120,3 +120,22 @@ def test_dp_training_with_little_noise_still_learns(tiny_base: Path) -> None:
     # Measured 0.83 for both bases (1.0 and 0.93 without noise, 0.82 and 0.74 at σ = 0.3).
     assert after["mortality.auroc"] > 0.75
     assert after["mortality.auroc"] > before["mortality.auroc"] + 0.1
+
+
+def test_a_poisson_batch_taken_in_pieces_is_the_same_dp_step(tiny_encoder: Path,
+                                                            monkeypatch) -> None:
+    """opacus's skipped steps: pieces of at most 5 encounters, clipped one by one and summed,
+    then one noise draw and one update, equal to the batch at once (same noise seed)."""
+    states, forwards = [], []
+    for pieces in (0, 5):
+        model, splits = setup(tiny_encoder)
+        without_dropout(model)
+        forwards.append(count_forwards(model, monkeypatch))
+        _dp_round(model, splits["train"], steps=2, sample_rate=0.5, max_physical_batch_size=pieces)
+        states.append(trainable_state(model))
+    whole, cut = forwards
+    assert len(whole) == 2 and all(size > 5 for size in whole)
+    assert sum(cut) == sum(whole) and max(cut) <= 5 and len(cut) > len(whole)
+    for key, value in states[0].items():
+        torch.testing.assert_close(torch.as_tensor(states[1][key]), torch.as_tensor(value),
+                                   rtol=1e-5, atol=1e-6)

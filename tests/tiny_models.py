@@ -148,3 +148,25 @@ def keyword_table(n: int, *, seed: int = 0, keyword: str = "sepsis") -> pd.DataF
             "comorbidity": rng.randint(0, 4), "denial": rng.randint(0, 1),
         })
     return pd.DataFrame(rows)
+
+
+def without_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Dropout masks are drawn per forward pass, so they differ between one pass and pieces."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+def count_forwards(model, monkeypatch) -> list[int]:
+    """The row count of every forward pass `model` makes from now on."""
+    sizes: list[int] = []
+    inner = model.task_logits
+
+    def counted(data, index, tasks):
+        sizes.append(len(index))
+        return inner(data, index, tasks)
+
+    monkeypatch.setattr(model, "task_logits", counted)
+    return sizes
+

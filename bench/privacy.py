@@ -10,9 +10,15 @@
    per site, everything else equal; prints the external system's macro AUROC (mean of the five tasks, last round) and
    its ratio to the non-DP run (goal at ε = 8: ≥ 0.95), and the same for the training sites.
    About 12 minutes per run on 2 cores; `--reuse` reads runs already in `--runs-dir`.
+   `--scale K` gives every training hospital K times its encounters and K times its batch, at
+   the same sampling rate, steps and ε (so the same σ): DP's noise on the averaged gradient,
+   σC ÷ batch, is then a K-th. The batch runs in pieces of the unscaled size
+   (`max_physical_batch_size`), and each training site scores at most 1,000 test encounters
+   (as many as the external system has). Compute grows K-fold.
 
     python bench/privacy.py timing
     python bench/privacy.py utility --epsilons 1 3 8 inf
+    python bench/privacy.py utility --epsilons 8 inf --scale 10
 """
 
 from __future__ import annotations
@@ -123,20 +129,31 @@ def _ghost_verdict(model, train) -> str:
 # 2. Utility at several budgets
 
 
-def _variant(base: Path, epsilon: float, folder: Path) -> Path:
+def _variant(base: Path, epsilon: float, folder: Path, scale: int = 1) -> Path:
     """Consortium `base` with every training site's budget set to `epsilon` (∞: the privacy
-    block removed), everything else as it is."""
+    block removed), and at `scale` > 1 its encounters and batch multiplied (see the docstring);
+    everything else as it is."""
     raw = yaml.safe_load(base.read_text())
     for site in raw["sites"]:
         if site["role"] != "train":
             continue
+        if scale > 1:
+            if "synthetic" not in site:
+                raise SystemExit(f"{base}: site {site['name']!r} is not synthetic; `--scale` "
+                                 "can only grow generated hospitals")
+            training = site.setdefault("training", {})
+            batch = training.get("batch_size", 16)
+            site["synthetic"]["encounters"] *= scale
+            training["batch_size"] = batch * scale
+            training["max_physical_batch_size"] = batch
+            site.setdefault("evaluation", {})["max_examples"] = 1000
         privacy = {**FALLBACK_PRIVACY, **site.get("privacy", {})}
         privacy.pop("ledger_dir", None)
         if math.isinf(epsilon):
             site.pop("privacy", None)
         else:
             site["privacy"] = {**privacy, "target_epsilon": epsilon, "enabled": True}
-    raw["name"] = f"{raw['name']}-eps-{epsilon:g}"
+    raw["name"] = f"{raw['name']}{f'-x{scale}' if scale > 1 else ''}-eps-{epsilon:g}"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{raw['name']}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -150,12 +167,16 @@ def _macro(metrics: dict) -> tuple[float, float]:
 
 
 def utility(base: Path, epsilons: list[float], *, data_dir: Path, runs_dir: Path,
-            reuse: bool) -> None:
+            reuse: bool, scale: int = 1) -> None:
     from server.cli import main as lang1_fl
 
+    if scale < 1:
+        raise SystemExit(f"`--scale` is {scale}; expected an integer >= 1")
+    if scale > 1:  # larger tables than the unscaled consortium's: their own folder
+        data_dir = data_dir / f"scale-{scale}"
     results = {}
     for epsilon in epsilons:
-        consortium = _variant(base, epsilon, runs_dir / "consortia")
+        consortium = _variant(base, epsilon, runs_dir / "consortia", scale)
         name = f"privacy-{consortium.stem}"
         run_dir = runs_dir / name
         if not (reuse and (run_dir / "metrics.json").exists()):
@@ -172,8 +193,9 @@ def utility(base: Path, epsilons: list[float], *, data_dir: Path, runs_dir: Path
                  if s.get("dp")]
         results[epsilon] = (*_macro(metrics), max(spent) if spent else None)
     reference = results.get(math.inf)
+    grown = f", every hospital × {scale} (encounters and batch)" if scale > 1 else ""
     print(f"\nmacro AUROC (mean of five tasks, last round) by per-site budget ε, consortium "
-          f"{base.name} (δ, clipping, batches and steps as in its site YAMLs)")
+          f"{base.name}{grown} (δ, clipping, batches and steps as in its site YAMLs)")
     print(f"{'ε':>6} {'ε spent':>8} {'external':>9} {'÷ non-DP':>9} {'training sites':>15} "
           f"{'÷ non-DP':>9}")
     for epsilon, (external, inside, spent) in results.items():
@@ -195,6 +217,8 @@ def main() -> int:
                         help="timing: torch threads (1 = what one simulated site gets)")
     parser.add_argument("--epsilons", type=float, nargs="+", default=[1, 3, 8, math.inf])
     parser.add_argument("--reuse", action="store_true", help="utility: read runs already there")
+    parser.add_argument("--scale", type=int, default=1,
+                        help="utility: every training hospital K times larger, batch too")
     parser.add_argument("--consortium", default="private",
                         help="utility: the consortium whose budgets are varied (default: private)")
     args = parser.parse_args()
@@ -205,7 +229,7 @@ def main() -> int:
         from client.run_settings import resolve_consortium
 
         utility(resolve_consortium(args.consortium), args.epsilons, data_dir=data_dir,
-                runs_dir=runs_dir, reuse=args.reuse)
+                runs_dir=runs_dir, reuse=args.reuse, scale=args.scale)
     return 0
 
 

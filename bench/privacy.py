@@ -18,7 +18,8 @@
 
     python bench/privacy.py timing
     python bench/privacy.py utility --epsilons 1 3 8 inf
-    python bench/privacy.py utility --epsilons 8 inf --scale 10
+    python bench/privacy.py utility --epsilons 8 inf --scale 10 --set dp-learning-rate=0.009 \
+        --set dp-head-learning-rate=0.03
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def _macro(metrics: dict) -> tuple[float, float]:
 
 
 def utility(base: Path, epsilons: list[float], *, data_dir: Path, runs_dir: Path,
-            reuse: bool, scale: int = 1) -> None:
+            reuse: bool, scale: int = 1, overrides: tuple[str, ...] = ()) -> None:
     from server.cli import main as lang1_fl
 
     if scale < 1:
@@ -182,7 +183,8 @@ def utility(base: Path, epsilons: list[float], *, data_dir: Path, runs_dir: Path
         if not (reuse and (run_dir / "metrics.json").exists()):
             started = time.perf_counter()
             status = lang1_fl(["run", "--consortium", str(consortium), "--data-dir",
-                               str(data_dir), "--runs-dir", str(runs_dir), "--run-name", name])
+                               str(data_dir), "--runs-dir", str(runs_dir), "--run-name", name,
+                               *(arg for kv in overrides for arg in ("--set", kv))])
             if status != 0:
                 raise SystemExit(f"the run at ε = {epsilon:g} failed; see its log")
             print(f"ε = {epsilon:g}: run took {time.perf_counter() - started:.0f} s")
@@ -194,6 +196,7 @@ def utility(base: Path, epsilons: list[float], *, data_dir: Path, runs_dir: Path
         results[epsilon] = (*_macro(metrics), max(spent) if spent else None)
     reference = results.get(math.inf)
     grown = f", every hospital × {scale} (encounters and batch)" if scale > 1 else ""
+    grown += "".join(f", {kv}" for kv in overrides)
     print(f"\nmacro AUROC (mean of five tasks, last round) by per-site budget ε, consortium "
           f"{base.name}{grown} (δ, clipping, batches and steps as in its site YAMLs)")
     print(f"{'ε':>6} {'ε spent':>8} {'external':>9} {'÷ non-DP':>9} {'training sites':>15} "
@@ -219,6 +222,8 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true", help="utility: read runs already there")
     parser.add_argument("--scale", type=int, default=1,
                         help="utility: every training hospital K times larger, batch too")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="utility: a run-config override for every run, as for `lang1-fl run`")
     parser.add_argument("--consortium", default="private",
                         help="utility: the consortium whose budgets are varied (default: private)")
     args = parser.parse_args()
@@ -229,7 +234,7 @@ def main() -> int:
         from client.run_settings import resolve_consortium
 
         utility(resolve_consortium(args.consortium), args.epsilons, data_dir=data_dir,
-                runs_dir=runs_dir, reuse=args.reuse, scale=args.scale)
+                runs_dir=runs_dir, reuse=args.reuse, scale=args.scale, overrides=tuple(args.set))
     return 0
 
 

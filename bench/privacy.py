@@ -6,20 +6,19 @@
    prints each mode ÷ non-DP (goal ≤ 1.25). DP batches are Poisson-sampled with mean 16, so the
    ratio is also shown per example. opacus's third mode, ghost clipping, is tried too: it refuses
    joint training, whose encoder runs once per note type in a step.
-2. `utility`: the federated run of the `private` consortium (`lang1-fl run`) at ε ∈ {1, 3, 8, ∞}
-   per site, everything else equal; prints the external system's macro AUROC (mean of the five tasks, last round) and
-   its ratio to the non-DP run (goal at ε = 8: ≥ 0.95), and the same for the training sites.
-   About 12 minutes per run on 2 cores; `--reuse` reads runs already in `--runs-dir`.
+2. `utility`: the federated run of the `private` consortium (`lang1-fl run`: four hospitals of
+   15,000 encounters, batch 640 in pieces of 64) at ε ∈ {1, 3, 8, ∞} per site, everything else
+   equal; prints the external system's macro AUROC (mean of the five tasks, last round) and its
+   ratio to the non-DP run (goal at ε = 8: ≥ 0.95), and the same for the training sites. About
+   85 minutes per run on 2 cores; `--reuse` reads runs already in `--runs-dir`.
    `--scale K` gives every training hospital K times its encounters and K times its batch, at
    the same sampling rate, steps and ε (so the same σ): DP's noise on the averaged gradient,
-   σC ÷ batch, is then a K-th. The batch runs in pieces of the unscaled size
-   (`max_physical_batch_size`), and each training site scores at most 1,000 test encounters
-   (as many as the external system has). Compute grows K-fold.
+   σC ÷ batch, is then divided by K. `--scale 0.1` gives default.yaml's hospitals of 1,500
+   (batch 64), where DP's noise drowns what LoRA learns; compute follows K.
 
     python bench/privacy.py timing
-    python bench/privacy.py utility --epsilons 1 3 8 inf
-    python bench/privacy.py utility --epsilons 8 inf --scale 10 --set dp-learning-rate=0.009 \
-        --set dp-head-learning-rate=0.03
+    python bench/privacy.py utility --epsilons 8 inf 3 1
+    python bench/privacy.py utility --epsilons 8 inf --scale 0.1
 """
 
 from __future__ import annotations
@@ -130,31 +129,34 @@ def _ghost_verdict(model, train) -> str:
 # 2. Utility at several budgets
 
 
-def _variant(base: Path, epsilon: float, folder: Path, scale: int = 1) -> Path:
+def _variant(base: Path, epsilon: float, folder: Path, scale: float = 1) -> Path:
     """Consortium `base` with every training site's budget set to `epsilon` (∞: the privacy
-    block removed), and at `scale` > 1 its encounters and batch multiplied (see the docstring);
+    block removed), and at `scale` ≠ 1 its encounters and batch multiplied (see the docstring);
     everything else as it is."""
     raw = yaml.safe_load(base.read_text())
     for site in raw["sites"]:
         if site["role"] != "train":
             continue
-        if scale > 1:
+        if scale != 1:
             if "synthetic" not in site:
                 raise SystemExit(f"{base}: site {site['name']!r} is not synthetic; `--scale` "
-                                 "can only grow generated hospitals")
+                                 "can only resize generated hospitals")
             training = site.setdefault("training", {})
             batch = training.get("batch_size", 16)
-            site["synthetic"]["encounters"] *= scale
-            training["batch_size"] = batch * scale
-            training["max_physical_batch_size"] = batch
+            site["synthetic"]["encounters"] = round(site["synthetic"]["encounters"] * scale)
+            training["batch_size"] = max(1, round(batch * scale))
+            piece = training.get("max_physical_batch_size") or batch
+            training["max_physical_batch_size"] = min(piece, training["batch_size"])
             site.setdefault("evaluation", {})["max_examples"] = 1000
+            path = Path(site["data"]["path"])  # its own tables, not those of the unscaled size
+            site["data"]["path"] = str(path.parent / f"x{scale:g}" / path.name)
         privacy = {**FALLBACK_PRIVACY, **site.get("privacy", {})}
         privacy.pop("ledger_dir", None)
         if math.isinf(epsilon):
             site.pop("privacy", None)
         else:
             site["privacy"] = {**privacy, "target_epsilon": epsilon, "enabled": True}
-    raw["name"] = f"{raw['name']}{f'-x{scale}' if scale > 1 else ''}-eps-{epsilon:g}"
+    raw["name"] = f"{raw['name']}{f'-x{scale:g}' if scale != 1 else ''}-eps-{epsilon:g}"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{raw['name']}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -168,13 +170,11 @@ def _macro(metrics: dict) -> tuple[float, float]:
 
 
 def utility(base: Path, epsilons: list[float], *, data_dir: Path, runs_dir: Path,
-            reuse: bool, scale: int = 1, overrides: tuple[str, ...] = ()) -> None:
+            reuse: bool, scale: float = 1, overrides: tuple[str, ...] = ()) -> None:
     from server.cli import main as lang1_fl
 
-    if scale < 1:
-        raise SystemExit(f"`--scale` is {scale}; expected an integer >= 1")
-    if scale > 1:  # larger tables than the unscaled consortium's: their own folder
-        data_dir = data_dir / f"scale-{scale}"
+    if not scale > 0:
+        raise SystemExit(f"`--scale` is {scale:g}; expected a number > 0")
     results = {}
     for epsilon in epsilons:
         consortium = _variant(base, epsilon, runs_dir / "consortia", scale)
@@ -195,7 +195,7 @@ def utility(base: Path, epsilons: list[float], *, data_dir: Path, runs_dir: Path
                  if s.get("dp")]
         results[epsilon] = (*_macro(metrics), max(spent) if spent else None)
     reference = results.get(math.inf)
-    grown = f", every hospital × {scale} (encounters and batch)" if scale > 1 else ""
+    grown = f", every hospital × {scale:g} (encounters and batch)" if scale != 1 else ""
     grown += "".join(f", {kv}" for kv in overrides)
     print(f"\nmacro AUROC (mean of five tasks, last round) by per-site budget ε, consortium "
           f"{base.name}{grown} (δ, clipping, batches and steps as in its site YAMLs)")
@@ -220,8 +220,8 @@ def main() -> int:
                         help="timing: torch threads (1 = what one simulated site gets)")
     parser.add_argument("--epsilons", type=float, nargs="+", default=[1, 3, 8, math.inf])
     parser.add_argument("--reuse", action="store_true", help="utility: read runs already there")
-    parser.add_argument("--scale", type=int, default=1,
-                        help="utility: every training hospital K times larger, batch too")
+    parser.add_argument("--scale", type=float, default=1,
+                        help="utility: every training hospital K times its size, batch too")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="utility: a run-config override for every run, as for `lang1-fl run`")
     parser.add_argument("--consortium", default="private",

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 from client.run_settings import ClientSettings
 from sites.config import InvalidSiteConfig, SiteConfig, load_consortium, load_site
-from sites.dataset import write_site_table
+from sites.dataset import InvalidSiteData, write_site_table
+from sites.importers.tables import read_columns
 from sites.pooling import with_pooled_site
 from sites.synthetic import generate_site
 
@@ -48,9 +49,29 @@ def ensure_site_data(site: SiteConfig, *, seed: int) -> None:
     """Generate a simulated site's synthetic table if it is missing, with the consortium's seed so
     that it equals what `lang1-fl sites generate` writes; a real site's missing file is an error
     (raised by the reader, naming the file)."""
-    if site.data.path.exists() or site.synthetic is None:
+    if site.synthetic is None:
+        return
+    if site.data.path.exists():
+        _check_generated_size(site)
         return
     log.info("site %s: generating %d synthetic encounters into %s", site.name,
              site.synthetic.encounters, site.data.path)
     site.data.path.parent.mkdir(parents=True, exist_ok=True)
     write_site_table(generate_site(site.synthetic, site_name=site.name, seed=seed), site.data)
+
+
+def _check_generated_size(site: SiteConfig) -> None:
+    """A table already at a synthetic site's path must have the encounters its `synthetic` block
+    declares: two consortia that size one hospital differently at one path would otherwise
+    share whichever table was generated first, and a run would silently train on the wrong one."""
+    if not site.data.is_table:
+        return
+    column = site.data.columns.get("encounter_id", "encounter_id")
+    rows = len(read_columns(site.data, [column], site_name=site.name))
+    if rows != site.synthetic.encounters:
+        raise InvalidSiteData(
+            f"{site.data.path}: site {site.name!r} declares `synthetic.encounters: "
+            f"{site.synthetic.encounters}` but the table there has {rows} encounters (generated "
+            "for another consortium?); give the site its own `data.path`, or delete the file to "
+            "generate it again"
+        )

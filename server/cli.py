@@ -103,8 +103,7 @@ def _prepare_site_data(consortium) -> None:
                 f"{site.data.path}: site {site.name!r} of {consortium.source} has no data there "
                 "and no `synthetic` block to generate it from"
             )
-        else:
-            ensure_site_data(site, seed=consortium.seed)
+        ensure_site_data(site, seed=consortium.seed)
 
 
 def cmd_experiment_transfer(args: argparse.Namespace) -> int:

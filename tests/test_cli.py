@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.cli import main as lang1_fl
-from tests.consortium_fixtures import write_table_consortium
+from tests.consortium_fixtures import write_small_consortium, write_table_consortium
 from tests.tiny_models import keyword_table
 
 
@@ -20,6 +20,27 @@ def test_run_refuses_a_site_without_data_or_generator(tmp_path, capsys):
     assert error.endswith("site 'b' of " + str(consortium) + " has no data there and no "
                           "`synthetic` block to generate it from")
     assert "\n" not in error
+
+
+def test_a_generated_table_of_another_size_is_refused_not_reused(tmp_path, capsys):
+    consortium = write_small_consortium(tmp_path, encounters=60)
+    data = tmp_path / "data"
+    forecast = ["privacy", "forecast", str(consortium), "--data-dir", str(data)]
+    assert lang1_fl(forecast) == 0  # generates the 60-encounter tables
+    capsys.readouterr()
+    larger = write_small_consortium(tmp_path, encounters=90)  # same paths, another size
+    table = data / "academic" / "encounters.parquet"
+    before = table.read_bytes()
+    assert lang1_fl(["privacy", "forecast", str(larger), "--data-dir", str(data)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith(f"{table}: site 'academic' declares `synthetic.encounters: 90` but the "
+                          "table there has 60 encounters (generated for another consortium?); "
+                          "give the site its own `data.path`, or delete the file to generate "
+                          "it again")
+    assert table.read_bytes() == before
+    for stale in data.glob("*/encounters.parquet"):
+        stale.unlink()
+    assert lang1_fl(["privacy", "forecast", str(larger), "--data-dir", str(data)]) == 0
 
 
 def test_run_refuses_an_existing_run_name(tmp_path, capsys):

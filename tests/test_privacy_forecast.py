@@ -92,13 +92,20 @@ def test_privacy_block_defaults_and_ledger_folder(tmp_path):
     assert site.privacy.ledger_dir == tmp_path / "data" / "ledgers" / "academic"
 
 
-def test_the_shipped_private_consortium_is_default_with_a_budget_per_hospital():
+def test_the_shipped_private_consortium_is_default_ten_times_larger_with_a_budget_each():
     from client.run_settings import resolve_consortium
 
     default = load_consortium(resolve_consortium("default"))
     private = load_consortium(resolve_consortium("private"))
     assert [s.name for s in private.sites] == [s.name for s in default.sites]
-    assert [s.synthetic for s in private.sites] == [s.synthetic for s in default.sites]
+    for mine, theirs in zip(private.sites, default.sites):
+        assert mine.synthetic.profile == theirs.synthetic.profile
+        grown = 10 if mine.role == "train" else 1
+        assert mine.synthetic.encounters == grown * theirs.synthetic.encounters
+        # Larger hospitals, so not the default's tables: a table of the wrong size is refused.
+        assert (mine.data.path == theirs.data.path) == (grown == 1)
+    for site in private.training_sites:  # the q of batch 64 at the default size, in pieces
+        assert site.training.batch_size == 640 and site.training.max_physical_batch_size == 64
     assert all(s.is_private and s.privacy.target_epsilon == 8 and s.privacy.delta == 1e-5
                for s in private.training_sites)
     assert not any(s.is_private for s in default.sites)

@@ -61,6 +61,8 @@ def flwr_run(
             f"{APP_DIR / 'pyproject.toml'} not found: `lang1-fl run` needs the source checkout "
             "(pip install -e .), where the Flower app is declared"
         )
+    run_config = _with_turn_timeout(run_config, simulation_turns(num_supernodes, cpus_per_site,
+                                                                 gpus_per_site))
     overrides = " ".join(f"{key}={toml_value(value)}" for key, value in run_config.items())
     federation = (f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_site} "
                   f"client-resources-num-gpus={gpus_per_site}")
@@ -80,6 +82,35 @@ def flwr_run(
         return subprocess.run(command, env=env, check=False).returncode
     finally:
         stop_local_superlink(flwr_home)
+
+
+def simulation_turns(num_sites: int, cpus_per_site: int, gpus_per_site: float = 0.0,
+                     *, cpus: int | None = None, gpus: int | None = None) -> int:
+    """How many turns the simulated sites take on this machine: Ray runs as many at once as the
+    cores (and GPU shares) allow, and the others wait for a free one."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    slots = max(1, cpus // max(1, cpus_per_site))
+    if gpus_per_site > 0:
+        if gpus is None:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        slots = min(slots, max(1, int(gpus / gpus_per_site)))
+    return -(-num_sites // slots)
+
+
+def _with_turn_timeout(run_config: dict[str, object], turns: int) -> dict[str, object]:
+    """`round-timeout` is how long one site may take. In a simulation a site that waits for a free
+    core is already on the round's clock, so unless the run sets it, the round gets the default
+    once per turn: at the default, four 15,000-encounter hospitals on 2 cores would otherwise
+    see the second pair dropped as "no reply" while they wait."""
+    if "round-timeout" in run_config or turns <= 1:
+        return run_config
+    per_site = float(default_run_config()["round-timeout"])
+    log.info("%d turns of simulated sites on this machine: round-timeout %.0f s (%.0f s per turn)",
+             turns, per_site * turns, per_site)
+    return {**run_config, "round-timeout": per_site * turns}
 
 
 def free_port() -> int:

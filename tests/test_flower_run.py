@@ -58,3 +58,33 @@ def test_stopping_a_superlink_stops_the_whole_tree_below_it(tmp_path):
                                          ('a "b"', '"a \\"b\\""')])
 def test_run_config_values_are_written_as_toml(value, text):
     assert toml_value(value) == text
+
+
+def test_sites_that_wait_for_a_core_get_the_round_timeout_once_per_turn(monkeypatch, tmp_path):
+    """The non-DP `private` run on 2 cores lost its second pair of hospitals as "no reply" while
+    they waited for the first pair: in a simulation the round's clock runs once per turn."""
+    seen = []
+
+    def fake_run(command, env, check):
+        seen.append(command[command.index("--run-config") + 1])
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(flower_run.subprocess, "run", fake_run)
+    monkeypatch.setattr(flower_run.os, "sched_getaffinity", lambda pid: {0, 1})
+    default = float(flower_run.default_run_config()["round-timeout"])
+    flwr_run(run_config={}, num_supernodes=5, flwr_home=tmp_path / "a", cpus_per_site=1)
+    flwr_run(run_config={"round-timeout": 60.0}, num_supernodes=5, flwr_home=tmp_path / "b",
+             cpus_per_site=1)
+    flwr_run(run_config={}, num_supernodes=2, flwr_home=tmp_path / "c", cpus_per_site=1)
+    assert f"round-timeout={default * 3!r}" in seen[0]
+    assert "round-timeout=60.0" in seen[1]  # what the run sets, it keeps
+    assert "round-timeout" not in seen[2]  # one turn: the default as it is
+
+
+def test_turns_follow_cores_and_gpu_shares():
+    assert flower_run.simulation_turns(5, 1, cpus=2) == 3
+    assert flower_run.simulation_turns(4, 1, cpus=2) == 2
+    assert flower_run.simulation_turns(5, 2, cpus=2) == 5
+    assert flower_run.simulation_turns(5, 1, cpus=16) == 1
+    assert flower_run.simulation_turns(5, 1, 0.25, cpus=16, gpus=1) == 2  # four share the GPU
+    assert flower_run.simulation_turns(3, 1, 0.5, cpus=16, gpus=0) == 3

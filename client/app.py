@@ -154,7 +154,6 @@ def _train_round(message: Message, settings: ClientSettings, site: SiteConfig, r
         result = train_steps_private(
             runtime.model, data, steps=steps, sample_rate=charge.sample_rate,
             noise_multiplier=charge.noise_multiplier, max_grad_norm=plan.max_grad_norm,
-            clipping=plan.clipping,
             optimizer=settings.dp_optimizer, seed=seed, proximal_mu=mu,
             max_physical_batch_size=site.training.max_physical_batch_size)
     log.info("site %s, round %d: %d steps%s, loss %.4f (%.1f s)", site.name, server_round,

@@ -31,8 +31,6 @@ class PrivacyPlan:
     max_grad_norm: float
     accountant: str
     noise_multiplier: float
-    clipping: str = "flat"
-    """`flat` or `split` (sites.site_settings.PrivacySettings.clipping); ε does not depend on it."""
 
     @property
     def sample_rate(self) -> float:
@@ -86,5 +84,4 @@ def plan_privacy(site: SiteConfig, *, examples: int, rounds: int,
             sample_rate=min(1.0, batch_size / examples), steps=rounds * steps_per_round,
             accountant=privacy.accountant,
         ),
-        clipping=privacy.clipping,
     )

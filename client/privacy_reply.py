@@ -34,7 +34,6 @@ def _plan_fields(plan: PrivacyPlan) -> dict[str, object]:
         "delta": plan.delta,
         "target-epsilon": plan.target_epsilon,
         "max-grad-norm": plan.max_grad_norm,
-        "clipping": plan.clipping,
         "accountant": plan.accountant,
     }
 

@@ -23,13 +23,12 @@ The base model is cached across rounds, so opacus's hooks are taken off again wh
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 from typing import Literal
 
 import torch
 from opacus import GradSampleModule
-from opacus.optimizers import DPOptimizer, DPPerLayerOptimizer
+from opacus.optimizers import DPOptimizer
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
 from .data import EncodedSplit
@@ -48,16 +47,6 @@ module that runs twice in one step ("Parameter tying is not supported"), and joi
 the encoder once per note type (a letter-scoring decoder once per task)."""
 
 
-def split_clipping_norms(optimizer: torch.optim.Optimizer, max_grad_norm: float) -> list[float]:
-    """Per-tensor clipping norms for `clipping: split`, in the optimizer's parameter order: half of
-    C² to the adapter group, half to the heads group, shared equally by the tensors of each, so
-    that the norms' L2 total, which the noise is scaled to, is C. A model without heads (answer
-    letters) gives the adapter all of C²."""
-    groups = [group["params"] for group in optimizer.param_groups if group["params"]]
-    share = 1.0 / len(groups)
-    return [max_grad_norm * math.sqrt(share / len(params)) for params in groups for _ in params]
-
-
 def secret_generator(seed: int | None = None) -> torch.Generator:
     """A generator for noise and sampling: OS entropy unless a test passes `seed` explicitly."""
     return torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
@@ -74,7 +63,6 @@ def train_steps_private(
     optimizer: OptimizerSettings,
     seed: int,
     grad_sample_mode: GradSampleMode = "hooks",
-    clipping: str = "flat",
     noise_seed: int | None = None,
     proximal_mu: float = 0.0,
     max_physical_batch_size: int = 0,
@@ -87,15 +75,12 @@ def train_steps_private(
     runs each Poisson batch in pieces of at most that many encounters, as opacus's
     `BatchMemoryManager` does: every piece but the last is a skipped step (`signal_skip_step`),
     in which opacus only clips and sums the per-encounter gradients; the last adds the noise and
-    steps. Same update, same privacy cost, less memory. `clipping` is the site's
-    `privacy.clipping` (`flat`, or `split` between adapter and heads: `split_clipping_norms`).
+    steps. Same update, same privacy cost, less memory.
     """
     tasks = model.tasks
     check_training_inputs(model, data, steps)
     if not 0 < sample_rate <= 1:
         raise ValueError(f"`sample_rate` is {sample_rate}; expected 0 < sample_rate <= 1")
-    if clipping not in ("flat", "split"):
-        raise ValueError(f"`clipping` is {clipping!r}; expected 'flat' or 'split'")
     if grad_sample_mode not in GRAD_SAMPLE_MODES:
         raise ValueError(f"`grad_sample_mode` is {grad_sample_mode!r}; expected one of "
                          f"{list(GRAD_SAMPLE_MODES)}")
@@ -108,15 +93,14 @@ def train_steps_private(
     trainable = [p for p in model.parameters() if p.requires_grad]
     total, examples = 0.0, 0
     try:
-        inner = make_optimizer(model, optimizer)
-        shared = dict(noise_multiplier=noise_multiplier,
-                      expected_batch_size=max(1, round(sample_rate * data.size)),
-                      loss_reduction="mean", generator=generator)
-        if clipping == "split":
-            dp_optimizer = DPPerLayerOptimizer(
-                inner, max_grad_norm=split_clipping_norms(inner, max_grad_norm), **shared)
-        else:
-            dp_optimizer = DPOptimizer(inner, max_grad_norm=max_grad_norm, **shared)
+        dp_optimizer = DPOptimizer(
+            make_optimizer(model, optimizer),
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            expected_batch_size=max(1, round(sample_rate * data.size)),
+            loss_reduction="mean",
+            generator=generator,
+        )
         pull = ProximalPull(dp_optimizer, proximal_mu)
         sampler = UniformWithReplacementSampler(
             num_samples=data.size, sample_rate=sample_rate, generator=generator, steps=steps

@@ -224,9 +224,8 @@ def _privacy_summary(site) -> str:
     privacy = site.privacy
     check_delta(site, count_training_encounters(site))
     return (f"privacy: DP-SGD, budget ε = {privacy.target_epsilon:g} at δ = {privacy.delta:g} "
-            f"per run, clipping norm {privacy.max_grad_norm:g} ({privacy.clipping}), accountant "
-            f"{privacy.accountant}; ledgers in {privacy.ledger_dir}; `lang1-fl privacy forecast` "
-            "shows the noise")
+            f"per run, clipping norm {privacy.max_grad_norm:g}, accountant {privacy.accountant}; "
+            f"ledgers in {privacy.ledger_dir}; `lang1-fl privacy forecast` shows the noise")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

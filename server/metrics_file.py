@@ -104,7 +104,6 @@ def privacy_summary(consortium: ConsortiumConfig, run_log: RunLog) -> dict:
                 "target_epsilon": site.privacy.target_epsilon,
                 "delta": site.privacy.delta,
                 "max_grad_norm": site.privacy.max_grad_norm,
-                "clipping": site.privacy.clipping,
                 "accountant": site.privacy.accountant,
                 "epsilon": last.get("epsilon", 0.0),
                 "noise_multiplier": next((v["noise-multiplier"] for v in reported.values()

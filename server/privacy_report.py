@@ -53,8 +53,7 @@ def _site_row(name: str, site: dict) -> str:
     return (
         f"| {name} | DP-SGD | {_num(site['target_epsilon'], 'g')} | {_num(site['delta'], 'g')} "
         f"| {_spent(site)} | {_num(site.get('noise_multiplier'), '.3f')} "
-        f"| {_num(site.get('sample_rate'), '.4g')} | {_num(site['max_grad_norm'], 'g')}"
-        f"{' (split)' if site.get('clipping') == 'split' else ''} "
+        f"| {_num(site.get('sample_rate'), '.4g')} | {_num(site['max_grad_norm'], 'g')} "
         f"| {site['accountant']} | {declined} | {f'`{head[:SHORT_HASH]}`' if head else '–'} |"
     )
 

@@ -20,7 +20,6 @@ TableFormat = Literal["parquet", "jsonl", "csv"]
 DatasetFormat = Literal["mimic-iv", "meds"]
 DataFormat = Literal["parquet", "jsonl", "csv", "mimic-iv", "meds"]
 AccountantName = Literal["rdp", "prv"]
-ClippingName = Literal["flat", "split"]
 Straddling = Literal["first", "drop"]
 
 MAPPABLE_COLUMNS: tuple[str, ...] = (
@@ -316,13 +315,6 @@ class PrivacySettings:
     """Per-encounter gradient clipping norm C (opacus `max_grad_norm`)."""
     accountant: AccountantName = "rdp"
     """opacus accountant that tracks the spend: `rdp` (default) or `prv`."""
-    clipping: ClippingName = "flat"
-    """How an encounter's gradient is held to C. `flat`: the whole gradient at once (opacus's
-    default). `split`: the LoRA adapter and the task heads get half of C² each, every parameter
-    tensor clipped on its own to C·√(½ ÷ the tensors in its part) (opacus per-layer clipping).
-    The noise is σC either way, so ε is the same. Why `split` exists: the randomly initialised
-    heads' gradient is about seven times the adapter's, so flat clipping leaves the adapter a
-    seventh of C and its signal under the noise."""
     enabled: bool = True
     """`false` trains without DP: the site's reports say so loudly."""
     ledger_dir: Path | None = None
@@ -339,8 +331,6 @@ class PrivacySettings:
                  "max_grad_norm", self.max_grad_norm, "a finite number > 0 (the clipping norm)")
         _require(self.accountant in get_args(AccountantName), "accountant", self.accountant,
                  "'rdp' or 'prv'")
-        _require(self.clipping in get_args(ClippingName), "clipping", self.clipping,
-                 "'flat' or 'split'")
 
 
 FaultKind = Literal["sign-flip", "scale"]

@@ -147,8 +147,7 @@ def test_privacy_reply_holds_scalars_only(federation):
     assert not reply.has_error(), reply.error
     privacy = dict(reply.content["privacy"])
     assert set(privacy) == {"dp", "declined", "epsilon", "delta", "target-epsilon",
-                            "max-grad-norm", "clipping", "accountant", "noise-multiplier",
-                            "sample-rate",
+                            "max-grad-norm", "accountant", "noise-multiplier", "sample-rate",
                             "steps", "ledger-head"}
     assert all(isinstance(v, (bool, int, float, str)) for v in privacy.values())
     table = read_site_table(_site(settings, 1))

@@ -65,8 +65,6 @@ def test_plan_uses_all_of_a_small_site_when_the_batch_is_larger(tmp_path):
     ({"max_grad_norm": None}, "`sites[0].privacy.max_grad_norm` is missing; expected the clipping"),
     ({"accountant": "gdp"}, "`sites[0].privacy.accountant` is 'gdp'; expected 'rdp' or 'prv'"),
     ({"enabled": "yes"}, "`sites[0].privacy.enabled` is 'yes'; expected true or false"),
-    ({"clipping": "per-layer"},
-     "`sites[0].privacy.clipping` is 'per-layer'; expected 'flat' or 'split'"),
     ({"epsilon": 3}, "`sites[0].privacy.epsilon` is not a known key; expected one of"),
 ])
 def test_invalid_privacy_blocks_are_named(tmp_path, change, message):

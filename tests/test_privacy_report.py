@@ -58,12 +58,6 @@ def test_site_table_shows_each_sites_budget_spend_and_short_ledger_head():
     assert "**Sites without DP: b.**" in text
 
 
-def test_split_clipping_is_shown_beside_the_clipping_norm():
-    metrics = _private_metrics()
-    metrics["privacy"]["sites"]["a"]["clipping"] = "split"
-    assert "| 0.0125 | 1 (split) | rdp |" in _section(metrics)
-
-
 def test_spend_above_target_is_flagged():
     metrics = _private_metrics()
     metrics["privacy"]["sites"]["a"]["epsilon"] = 8.5

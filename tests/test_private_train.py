@@ -10,8 +10,8 @@ import torch
 from client.data import encode_site
 from client.evaluate import evaluate_split
 from client.model import ModelSettings, build_model, load_tokenizer, trainable_state
-from client.private_train import split_clipping_norms, train_steps_private
-from client.train import OptimizerSettings, make_optimizer
+from client.private_train import train_steps_private
+from client.train import OptimizerSettings
 from tests.tiny_models import count_forwards, keyword_table, without_dropout
 
 CPU = torch.device("cpu")
@@ -107,48 +107,6 @@ def test_bad_arguments_are_refused(tiny_encoder: Path) -> None:
         _dp_round(model, splits["train"], grad_sample_mode="ghost")
     with pytest.raises(ValueError, match="`sample_rate` is 0"):
         _dp_round(model, splits["train"], sample_rate=0)
-    with pytest.raises(ValueError, match="`clipping` is 'per-layer'"):
-        _dp_round(model, splits["train"], clipping="per-layer")
-
-
-def test_split_clipping_gives_adapter_and_heads_half_of_c_squared_each(tiny_encoder: Path) -> None:
-    model, _ = setup(tiny_encoder)
-    optimizer = make_optimizer(model, FAST)
-    adapter, heads = (len(group["params"]) for group in optimizer.param_groups)
-    norms = split_clipping_norms(optimizer, 2.0)
-    assert len(norms) == adapter + heads and adapter > 1 and heads > 1
-    assert sum(c * c for c in norms[:adapter]) == pytest.approx(2.0)  # half of C² = 4
-    assert sum(c * c for c in norms[adapter:]) == pytest.approx(2.0)
-    assert len(set(norms[:adapter])) == 1 and len(set(norms[adapter:])) == 1
-
-
-def test_split_clipping_holds_each_tensor_to_its_own_norm(tiny_encoder: Path) -> None:
-    """One encounter, SGD at rate 1, no noise: each tensor moves by exactly its clipped gradient.
-    `flat` holds the whole gradient to C, and the heads' large gradient leaves the adapter
-    little of it; `split` holds each tensor to its own norm, so the heads take half of C² and
-    the adapter moves further."""
-    sgd = OptimizerSettings(learning_rate=1.0, head_learning_rate=1.0, name="sgd", momentum=0.0)
-    moves, norms, adapter = {}, [], 0
-    for clipping in ("flat", "split"):
-        model, splits = setup(tiny_encoder)
-        without_dropout(model)
-        optimizer = make_optimizer(model, sgd)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        adapter = len(optimizer.param_groups[0]["params"])
-        norms = split_clipping_norms(optimizer, 1.0)
-        before = [p.detach().clone() for p in params]
-        _dp_round(model, splits["train"].subset([0]), steps=1, sample_rate=1.0,
-                  noise_multiplier=0.0, optimizer=sgd, clipping=clipping)
-        moves[clipping] = [float((p.detach() - b).norm()) for p, b in zip(params, before)]
-
-    def squared(kind: str, part: slice) -> float:
-        return sum(m * m for m in moves[kind][part])
-
-    everything, lora, heads = slice(None), slice(0, adapter), slice(adapter, None)
-    assert squared("flat", everything) == pytest.approx(1.0, rel=1e-3)  # clipped to C = 1
-    assert all(m <= c * (1 + 1e-4) for m, c in zip(moves["split"], norms))
-    assert squared("split", heads) == pytest.approx(0.5, rel=1e-3)  # every head tensor clipped
-    assert squared("split", lora) > 4 * squared("flat", lora) > 0
 
 
 @pytest.mark.slow
@@ -164,9 +122,8 @@ def test_dp_training_with_little_noise_still_learns(tiny_base: Path) -> None:
     assert after["mortality.auroc"] > before["mortality.auroc"] + 0.1
 
 
-@pytest.mark.parametrize("clipping", ["flat", "split"])
-def test_a_poisson_batch_taken_in_pieces_is_the_same_dp_step(tiny_encoder: Path, monkeypatch,
-                                                            clipping: str) -> None:
+def test_a_poisson_batch_taken_in_pieces_is_the_same_dp_step(tiny_encoder: Path,
+                                                            monkeypatch) -> None:
     """opacus's skipped steps: pieces of at most 5 encounters, clipped one by one and summed,
     then one noise draw and one update, equal to the batch at once (same noise seed)."""
     states, forwards = [], []
@@ -174,8 +131,7 @@ def test_a_poisson_batch_taken_in_pieces_is_the_same_dp_step(tiny_encoder: Path,
         model, splits = setup(tiny_encoder)
         without_dropout(model)
         forwards.append(count_forwards(model, monkeypatch))
-        _dp_round(model, splits["train"], steps=2, sample_rate=0.5, max_physical_batch_size=pieces,
-                  clipping=clipping)
+        _dp_round(model, splits["train"], steps=2, sample_rate=0.5, max_physical_batch_size=pieces)
         states.append(trainable_state(model))
     whole, cut = forwards
     assert len(whole) == 2 and all(size > 5 for size in whole)

@@ -89,7 +89,8 @@ def simulation_turns(num_sites: int, cpus_per_site: int, gpus_per_site: float = 
     """How many turns the simulated sites take on this machine: Ray runs as many at once as the
     cores (and GPU shares) allow, and the others wait for a free one."""
     if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                else os.cpu_count() or 1)
     slots = max(1, cpus // max(1, cpus_per_site))
     if gpus_per_site > 0:
         if gpus is None:

@@ -49,7 +49,7 @@ def write_small_consortium(
 
 def write_table_consortium(
     directory: Path, tables: dict[str, tuple[str, "pd.DataFrame"]], *, tasks: tuple[str, ...],
-    local_steps: int = 10, privacy: dict | None = None,
+    local_steps: int = 10, privacy: dict | None = None, batch_size: int = 16,
 ) -> Path:
     """A consortium of sites whose tables are given (the real-data path: no `synthetic` block);
     `tables` maps site name -> (role, encounter table); `privacy` is every training site's
@@ -68,7 +68,7 @@ def write_table_consortium(
                 "role": role,
                 "data": {"path": str(path), "format": "parquet"},
                 "tasks": list(tasks),
-                "training": {"batch_size": 16, "local_steps": local_steps},
+                "training": {"batch_size": batch_size, "local_steps": local_steps},
                 "device": "cpu",
                 **({"privacy": privacy} if privacy and role == "train" else {}),
             }

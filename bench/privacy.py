@@ -10,7 +10,7 @@
    15,000 encounters, batch 640 in pieces of 64) at ε ∈ {1, 3, 8, ∞} per site, everything else
    equal; prints the external system's macro AUROC (mean of the five tasks, last round) and its
    ratio to the non-DP run (goal at ε = 8: ≥ 0.95), and the same for the training sites. About
-   85 minutes per run on 2 cores; `--reuse` reads runs already in `--runs-dir`.
+   85–120 minutes per run on 2 cores; `--reuse` reads runs already in `--runs-dir`.
    `--scale K` gives every training hospital K times its encounters and K times its batch, at
    the same sampling rate, steps and ε (so the same σ): DP's noise on the averaged gradient,
    σC ÷ batch, is then divided by K. `--scale 0.1` gives default.yaml's hospitals of 1,500

@@ -58,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     if args.rounds is not None:
         run_config["num-server-rounds"] = args.rounds
-    run_config.update(_overrides(args.set))
+    run_config.update(run_config_overrides(args.set))
     status = flwr_run(
         run_config=run_config,
         num_supernodes=len(consortium.sites),
@@ -133,7 +133,7 @@ def cmd_experiment_transfer(args: argparse.Namespace) -> int:
     }
     if args.rounds is not None:
         run_config["num-server-rounds"] = args.rounds
-    run_config.update(_overrides(args.set))
+    run_config.update(run_config_overrides(args.set))
     status = flwr_run(run_config=run_config, num_supernodes=len(consortium.sites) + 1,
                       flwr_home=runs_dir / ".flwr", cpus_per_site=args.cpus_per_site,
                       gpus_per_site=args.gpus_per_site)
@@ -165,14 +165,14 @@ def _planned_steps(args: argparse.Namespace) -> tuple[int, int]:
     from client.run_settings import positive_config_value
     from server.flower_run import default_run_config
 
-    config = {**default_run_config(), **_overrides(args.set)}
+    config = {**default_run_config(), **run_config_overrides(args.set)}
     if args.rounds is not None:
         config["num-server-rounds"] = args.rounds
     return (positive_config_value(config, "num-server-rounds", int),
             positive_config_value(config, "local-steps", int, allow_zero=True))
 
 
-def _overrides(items: list[str] | None) -> dict[str, object]:
+def run_config_overrides(items: list[str] | None) -> dict[str, object]:
     """`--set key=value` pairs as run-config overrides."""
     overrides = {}
     for item in items or []:

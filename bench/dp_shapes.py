@@ -7,14 +7,17 @@ steps needs σ = 0.66, noise 1.0e-3 per coordinate; 1,920 × 9 needs σ = 0.79, 
 price is fewer steps. This trains one hospital of the `private` consortium alone, without the
 federation, for each shape `BxT` (batch × steps) without DP and with DP-SGD at `--epsilon`, from
 the same initial model, and scores each model on the external system (all its encounters) and on
-the hospital's own test split. Prints macro AUROC (mean of the five tasks) and DP ÷ non-DP per
-shape, so that a shape is chosen on what it keeps, measured side by side in one run. Rates and
+the hospital's own test split. Arm `clip` is DP-SGD without its noise (Poisson batches, every
+encounter's gradient clipped to C, the DP rates, σ = 0): between it and `dp` lies what the noise
+costs, between it and `non-dp` what clipping and the DP rates cost. Prints macro AUROC (mean of
+the five tasks) and each arm ÷ non-DP per shape, measured side by side in one run. Rates and
 model are the app's run config (pyproject.toml), overridable with `--set` as for `lang1-fl run`.
 DP's noise is drawn from OS entropy, as at a real site, so a DP number moves from run to run;
-repeat a shape before trusting a small difference. A shape of ~17,000 example gradients takes
-about 45 minutes on 2 cores (both arms).
+repeat a shape before trusting a small difference. An arm of ~17,000 example gradients takes
+about 25 minutes on 2 cores, scoring included.
 
     python bench/dp_shapes.py --shapes 640x27 1920x9
+    python bench/dp_shapes.py --shapes 640x27 --arms clip
     python bench/dp_shapes.py --shapes 1920x9 --arms dp --set dp-learning-rate=0.02
 """
 
@@ -29,6 +32,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from server.cli import run_config_overrides  # noqa: E402
+
+
+ARMS = ("non-dp", "dp", "clip")
+"""`clip` spends no privacy; it isolates what clipping alone costs."""
 
 
 def _shape(text: str) -> tuple[int, int]:
@@ -49,7 +56,8 @@ def _macro(metrics: dict[str, float], tasks: tuple[str, ...]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", type=_shape, nargs="+", required=True, metavar="BxT")
-    parser.add_argument("--arms", nargs="+", choices=("non-dp", "dp"), default=["non-dp", "dp"])
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=["non-dp", "dp"],
+                        help="`clip`: DP-SGD's sampling and clipping without its noise (σ = 0)")
     parser.add_argument("--epsilon", type=float, default=8.0)
     parser.add_argument("--site", default="academic", help="the training hospital")
     parser.add_argument("--consortium", default="private")
@@ -108,9 +116,10 @@ def main() -> int:
         for arm in args.arms:
             model = build_model(settings.model, device=torch.device("cpu"))
             started = time.perf_counter()
-            if arm == "dp":
+            if arm in ("dp", "clip"):
                 train_steps_private(model, train, steps=steps, sample_rate=q,
-                                    noise_multiplier=sigma, max_grad_norm=privacy.max_grad_norm,
+                                    noise_multiplier=sigma if arm == "dp" else 0.0,
+                                    max_grad_norm=privacy.max_grad_norm,
                                     optimizer=settings.dp_optimizer, seed=settings.seed,
                                     max_physical_batch_size=piece)
             else:
@@ -134,8 +143,10 @@ def main() -> int:
         for arm, values in result.items():
             ratios = [f"{values[k] / base[k]:>9.3f}" if base else f"{'–':>9}"
                       for k in ("external", "own test")]
-            noise = sigma * privacy.max_grad_norm / batch
-            print(f"{f'{batch}x{steps}':>9} {sigma:>6.3f} {noise:>8.1e} {arm:>7} "
+            used = {"dp": sigma, "clip": 0.0}.get(arm)  # non-DP: no σ at all
+            sigma_text = "–" if used is None else f"{used:.3f}"
+            noise = "–" if used is None else f"{used * privacy.max_grad_norm / batch:.1e}"
+            print(f"{f'{batch}x{steps}':>9} {sigma_text:>6} {noise:>8} {arm:>7} "
                   f"{values['external']:>9.3f} {ratios[0]} {values['own test']:>9.3f} {ratios[1]}")
     return 0
 

@@ -45,7 +45,7 @@ def _shape(text: str) -> tuple[int, int]:
     return int(batch), int(steps)
 
 
-def rates(optimizer) -> str:
+def _rates(optimizer) -> str:
     return f"{optimizer.name} {optimizer.learning_rate:g}/{optimizer.head_learning_rate:g}"
 
 
@@ -104,8 +104,8 @@ def main() -> int:
     print(f"{site.name} alone: {train.size} training encounters; external {external.name}: "
           f"{scored['external'].size}; own test split: {scored['own test'].size}; ε = "
           f"{args.epsilon:g}, δ = {privacy.delta:g}, C = {privacy.max_grad_norm:g}, "
-          f"{privacy.accountant}; LoRA/head rates {rates(settings.optimizer)} without DP, "
-          f"{rates(settings.dp_optimizer)} with DP")
+          f"{privacy.accountant}; LoRA/head rates {_rates(settings.optimizer)} without DP, "
+          f"{_rates(settings.dp_optimizer)} with DP")
 
     rows = []
     for batch, steps in args.shapes:

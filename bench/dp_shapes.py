@@ -8,16 +8,17 @@ price is fewer steps. This trains one hospital of the `private` consortium alone
 federation, for each shape `BxT` (batch × steps) without DP and with DP-SGD at `--epsilon`, from
 the same initial model, and scores each model on the external system (all its encounters) and on
 the hospital's own test split. Arm `clip` is DP-SGD without its noise (Poisson batches, every
-encounter's gradient clipped to C, the DP rates, σ = 0): between it and `dp` lies what the noise
-costs, between it and `non-dp` what clipping and the DP rates cost. Prints macro AUROC (mean of
-the five tasks) and each arm ÷ non-DP per shape, measured side by side in one run. Rates and
-model are the app's run config (pyproject.toml), overridable with `--set` as for `lang1-fl run`.
-DP's noise is drawn from OS entropy, as at a real site, so a DP number moves from run to run;
-repeat a shape before trusting a small difference. An arm of ~17,000 example gradients takes
-about 25 minutes on 2 cores, scoring included.
+encounter's gradient clipped to C, σ = 0). It trains at the DP rates, which were tuned with the
+noise in AdamW's second moment and overshoot without it; `--set dp-learning-rate=...` at the
+non-DP rate gives clipping alone, between which and `non-dp` lies what clipping costs. Prints
+macro AUROC (mean of the five tasks) and each arm ÷ non-DP per shape, measured side by side in one
+run. Rates and model are the app's run config (pyproject.toml), overridable with `--set` as for
+`lang1-fl run`. DP's noise is drawn from OS entropy, as at a real site, so a DP number moves from
+run to run; repeat a shape before trusting a small difference. An arm of ~17,000 example
+gradients takes about 25 minutes on 2 cores, scoring included.
 
     python bench/dp_shapes.py --shapes 640x27 1920x9
-    python bench/dp_shapes.py --shapes 640x27 --arms clip
+    python bench/dp_shapes.py --shapes 640x27 --arms clip --set dp-learning-rate=0.003
     python bench/dp_shapes.py --shapes 1920x9 --arms dp --set dp-learning-rate=0.02
 """
 

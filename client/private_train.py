@@ -12,7 +12,7 @@ get per-encounter gradients; with answer letters (client/letter_scoring.py), the
 only — the output layer and the embeddings that read the letters are frozen, so opacus puts no
 hooks on them.
 
-Sampling and noise come from a generator seeded from the operating system, never from the run's
+Sampling and noise come from generators seeded from the operating system, never from the run's
 public seed: whoever knows the noise can subtract it, and whoever knows the batches loses the
 amplification by subsampling. Only dropout, which protects nothing, follows the run seed.
 
@@ -47,9 +47,22 @@ module that runs twice in one step ("Parameter tying is not supported"), and joi
 the encoder once per note type (a letter-scoring decoder once per task)."""
 
 
-def secret_generator(seed: int | None = None) -> torch.Generator:
-    """A generator for noise and sampling: OS entropy unless a test passes `seed` explicitly."""
-    return torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
+def secret_generator(seed: int | None = None, device: torch.device | str = "cpu"
+                     ) -> torch.Generator:
+    """A generator on `device`: OS entropy unless a test passes `seed` explicitly."""
+    seed = secrets.randbits(63) if seed is None else seed
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def noise_generators(seed: int | None, device: torch.device
+                     ) -> tuple[torch.Generator, torch.Generator]:
+    """(sampling, noise) generators. The sampler draws its Poisson batches on the CPU, while opacus
+    draws the noise on the parameters' device with the generator it is given, and torch refuses a
+    CPU generator for a CUDA draw. On a CPU site one generator serves both."""
+    sampling = secret_generator(seed)
+    if device.type == "cpu":
+        return sampling, sampling
+    return sampling, secret_generator(None if seed is None else seed + 1, device)
 
 
 def train_steps_private(
@@ -85,7 +98,7 @@ def train_steps_private(
         raise ValueError(f"`grad_sample_mode` is {grad_sample_mode!r}; expected one of "
                          f"{list(GRAD_SAMPLE_MODES)}")
     device = model.device
-    generator = secret_generator(noise_seed)
+    sampling, noise = noise_generators(noise_seed, device)
     # Train mode before wrapping: opacus records no activations in eval mode.
     model.train()
     wrapped = GradSampleModule(model, batch_first=True, loss_reduction="mean",
@@ -99,11 +112,11 @@ def train_steps_private(
             max_grad_norm=max_grad_norm,
             expected_batch_size=max(1, round(sample_rate * data.size)),
             loss_reduction="mean",
-            generator=generator,
+            generator=noise,
         )
         pull = ProximalPull(dp_optimizer, proximal_mu)
         sampler = UniformWithReplacementSampler(
-            num_samples=data.size, sample_rate=sample_rate, generator=generator, steps=steps
+            num_samples=data.size, sample_rate=sample_rate, generator=sampling, steps=steps
         )
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)  # dropout masks only

@@ -10,7 +10,7 @@ import torch
 from client.data import encode_site
 from client.evaluate import evaluate_split
 from client.model import ModelSettings, build_model, load_tokenizer, trainable_state
-from client.private_train import train_steps_private
+from client.private_train import noise_generators, train_steps_private
 from client.train import OptimizerSettings
 from tests.tiny_models import count_forwards, keyword_table, without_dropout
 
@@ -19,13 +19,13 @@ TASKS = ("mortality", "los", "readmission")
 FAST = OptimizerSettings(learning_rate=3e-3, head_learning_rate=3e-2)
 
 
-def setup(base: Path, *, rows: int = 64, max_length: int = 24):
+def setup(base: Path, *, rows: int = 64, max_length: int = 24, device: torch.device = CPU):
     # The head path on either base; DP with answer-letter scoring is in test_letter_scoring.py.
     settings = ModelSettings(base=str(base), max_length=max_length, tasks=TASKS, seed=0,
                              scoring="head")
     splits = encode_site(keyword_table(rows), load_tokenizer(settings), TASKS,
                          max_length=max_length)
-    return build_model(settings, device=CPU), splits
+    return build_model(settings, device=device), splits
 
 
 def _dp_round(model, train, **overrides):
@@ -70,6 +70,34 @@ def test_noise_is_what_changes_the_update(tiny_encoder: Path) -> None:
 
     assert spread(0.0) == 0.0
     assert spread(1.0) > 0.0
+
+
+def test_a_cpu_site_draws_batches_and_noise_from_one_generator() -> None:
+    sampling, noise = noise_generators(7, CPU)
+    assert sampling is noise and sampling.device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_gpu_site_trains_under_dp_with_noise_drawn_on_the_gpu(tiny_base: Path) -> None:
+    """torch refuses a CPU generator for a CUDA draw, so the noise gets its own generator there;
+    the Poisson batches stay on the CPU. Noise must still be what separates two noise seeds."""
+    cuda = torch.device("cuda")
+    sampling, noise = noise_generators(7, cuda)
+    assert (sampling.device.type, noise.device.type) == ("cpu", "cuda")
+    states = {}
+    for noise_multiplier, noise_seed in ((1.0, 1), (1.0, 2), (0.0, 1), (0.0, 2)):
+        model, splits = setup(tiny_base, device=cuda)
+        before = trainable_state(model)
+        _dp_round(model, splits["train"], steps=2, sample_rate=1.0,
+                  noise_multiplier=noise_multiplier, noise_seed=noise_seed)
+        assert all(p.device.type == "cuda" for p in model.parameters())
+        after = states[noise_multiplier, noise_seed] = trainable_state(model)
+        assert all(not (before[k] == after[k]).all() for k in before)
+    differs = [not (states[1.0, 1][k] == states[1.0, 2][k]).all() for k in before]
+    assert all(differs)
+    quiet = [torch.allclose(torch.as_tensor(states[0.0, 1][k]), torch.as_tensor(states[0.0, 2][k]),
+                            atol=1e-6) for k in before]
+    assert all(quiet)
 
 
 def test_the_same_noise_seed_replays_a_round_exactly(tiny_encoder: Path) -> None:

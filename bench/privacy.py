@@ -11,7 +11,10 @@
    equal; prints the external system's macro AUROC (mean of the five tasks, in the round
    selected on validation) and its ratio to the non-DP run (goal at ε = 8: ≥ 0.95), the same for
    the training sites, and each run's external curve by round. About 85–130 minutes per run on 2
-   cores; `--reuse` reads runs already in `--runs-dir`.
+   cores; `--reuse` reads runs already in `--runs-dir`. DP noise is not seeded, so one run's
+   number moves: `--runs-per-budget N` runs each budget N times and reports the means.
+   `--engine in-process` runs the same apps without Ray (bench/in_process.py), `--parallel P` at
+   a time: on one H200, four runs side by side took 2–4 minutes.
    `--scale K` gives every training hospital K times its encounters and K times its batch, at
    the same sampling rate, steps and ε (so the same σ): DP's noise on the averaged gradient,
    σC ÷ batch, is then divided by K. `--scale 0.1` gives default.yaml's hospitals of 1,500
@@ -20,6 +23,8 @@
     python bench/privacy.py timing
     python bench/privacy.py utility --epsilons 8 inf 3 1
     python bench/privacy.py utility --epsilons 8 inf --scale 0.1
+    python bench/privacy.py utility --epsilons 8 inf --runs-per-budget 3 --engine in-process \
+        --parallel 4      # a GPU machine without Ray
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 import time
@@ -184,50 +190,113 @@ def _external_by_round(metrics: dict) -> str:
     return " → ".join(steps)
 
 
-def utility(base: Path, epsilons: list[float], *, data_dir: Path, runs_dir: Path,
-            reuse: bool, scale: float = 1, overrides: tuple[str, ...] = ()) -> None:
-    from server.cli import main as lang1_fl
+def _start_runs(jobs: list[tuple[Path, str]], *, data_dir: Path, runs_dir: Path,
+                overrides: tuple[str, ...], engine: str, parallel: int) -> None:
+    """Run each (consortium, run name): with `simulation`, `lang1-fl run` one after another;
+    with `in-process`, bench/in_process.py as up to `parallel` processes at once (on one GPU
+    they overlap, each being mostly kernel launches), each logging to <runs-dir>/<name>.log."""
+    import subprocess
 
+    def command(consortium: Path, name: str) -> list[str]:
+        return ["--consortium", str(consortium), "--data-dir", str(data_dir), "--runs-dir",
+                str(runs_dir), "--run-name", name,
+                *(arg for kv in overrides for arg in ("--set", kv))]
+
+    if engine == "simulation":
+        from server.cli import main as lang1_fl
+
+        for consortium, name in jobs:
+            started = time.perf_counter()
+            if lang1_fl(["run", *command(consortium, name)]) != 0:
+                raise SystemExit(f"run {name} failed; see its log")
+            print(f"{name}: run took {time.perf_counter() - started:.0f} s")
+        return
+    from server.cli import _prepare_site_data
+
+    for consortium in {consortium for consortium, _ in jobs}:  # once, before runs share it
+        _prepare_site_data(load_consortium(consortium, data_root=data_dir))
+    script = Path(__file__).resolve().parent / "in_process.py"
+    waiting, running, failed = list(jobs), {}, []
+    while waiting or running:
+        while waiting and len(running) < parallel:
+            consortium, name = waiting.pop(0)
+            log = open(runs_dir / f"{name}.log", "w")
+            running[name] = (subprocess.Popen([sys.executable, str(script),
+                                               *command(consortium, name)],
+                                              stdout=log, stderr=subprocess.STDOUT),
+                             time.perf_counter(), log)
+        time.sleep(2)
+        for name, (process, started, log) in list(running.items()):
+            if process.poll() is None:
+                continue
+            log.close()
+            del running[name]
+            print(f"{name}: run took {time.perf_counter() - started:.0f} s, "
+                  f"exit {process.returncode}")
+            if process.returncode != 0:
+                failed.append(name)
+    if failed:
+        raise SystemExit(f"runs {', '.join(failed)} failed; see {runs_dir}/<name>.log")
+
+
+def utility(base: Path, epsilons: list[float], *, data_dir: Path, runs_dir: Path,
+            reuse: bool, scale: float = 1, overrides: tuple[str, ...] = (), repeats: int = 1,
+            engine: str = "simulation", parallel: int = 1) -> None:
     if not scale > 0:
         raise SystemExit(f"`--scale` is {scale:g}; expected a number > 0")
+    if repeats < 1 or parallel < 1:
+        raise SystemExit(f"`--runs-per-budget` is {repeats} and `--parallel` {parallel}; "
+                         "expected ≥ 1")
+    consortia = {epsilon: _variant(base, epsilon, runs_dir / "consortia", scale)
+                 for epsilon in epsilons}
+    # The name says everything that differs between runs: `--reuse` must not read a run made
+    # with other overrides, and a site's ledger (one per run name) must not be charged twice.
+    varied = re.sub(r"[^A-Za-z0-9._-]+", "-", "".join(f"-{kv}" for kv in overrides))
+    runs = {epsilon: [f"privacy-{consortium.stem}{varied}" + (f"-r{r}" if r > 1 else "")
+                      for r in range(1, repeats + 1)] for epsilon, consortium in consortia.items()}
+    # every budget's first run before any second one: a cut-short batch still compares budgets
+    jobs = [(consortia[epsilon], runs[epsilon][r]) for r in range(repeats) for epsilon in epsilons
+            if not (reuse and (runs_dir / runs[epsilon][r] / "metrics.json").exists())]
+    _start_runs(jobs, data_dir=data_dir, runs_dir=runs_dir, overrides=overrides, engine=engine,
+                parallel=parallel)
     results, curves = {}, {}
-    for epsilon in epsilons:
-        consortium = _variant(base, epsilon, runs_dir / "consortia", scale)
-        name = f"privacy-{consortium.stem}"
-        run_dir = runs_dir / name
-        if not (reuse and (run_dir / "metrics.json").exists()):
-            started = time.perf_counter()
-            status = lang1_fl(["run", "--consortium", str(consortium), "--data-dir",
-                               str(data_dir), "--runs-dir", str(runs_dir), "--run-name", name,
-                               *(arg for kv in overrides for arg in ("--set", kv))])
-            if status != 0:
-                raise SystemExit(f"the run at ε = {epsilon:g} failed; see its log")
-            print(f"ε = {epsilon:g}: run took {time.perf_counter() - started:.0f} s")
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        if any(entry["failures"] or entry["skipped"] for entry in metrics["rounds"]):
-            raise SystemExit(f"{run_dir}: a site failed or a round was skipped; not comparable")
-        spent = [s.get("epsilon") for s in metrics.get("privacy", {}).get("sites", {}).values()
-                 if s.get("dp")]
-        results[epsilon] = (*_macro(metrics), max(spent) if spent else None)
-        curves[epsilon] = (_external_by_round(metrics), selected_round(metrics))
-    reference = results.get(math.inf)
+    for epsilon, names in runs.items():
+        measured = []
+        for name in names:
+            metrics = json.loads((runs_dir / name / "metrics.json").read_text())
+            if any(entry["failures"] or entry["skipped"] for entry in metrics["rounds"]):
+                raise SystemExit(f"{runs_dir / name}: a site failed or a round was skipped; "
+                                 "not comparable")
+            spent = [s.get("epsilon") for s in metrics.get("privacy", {}).get("sites", {}).values()
+                     if s.get("dp")]
+            measured.append((*_macro(metrics), max(spent) if spent else None))
+            curves[name] = (epsilon, _external_by_round(metrics), selected_round(metrics))
+        results[epsilon] = measured
+    reference = ([statistics.fmean(m[0] for m in results[math.inf]),
+                  statistics.fmean(m[1] for m in results[math.inf])]
+                 if math.inf in results else None)
     grown = f", every hospital × {scale:g} (encounters and batch)" if scale != 1 else ""
     grown += "".join(f", {kv}" for kv in overrides)
     print(f"\nmacro AUROC (mean of five tasks, round selected on validation) by per-site "
           f"budget ε, consortium {base.name}{grown} (δ, clipping, batches and steps as in its "
-          "site YAMLs)")
+          f"site YAMLs); {repeats} run(s) per budget, ÷ is their mean over the non-DP mean")
     print(f"{'ε':>6} {'ε spent':>8} {'external':>9} {'÷ non-DP':>9} {'training sites':>15} "
-          f"{'÷ non-DP':>9}")
-    for epsilon, (external, inside, spent) in results.items():
+          f"{'÷ non-DP':>9}  each run: external / training sites")
+    for epsilon, measured in results.items():
+        external = statistics.fmean(m[0] for m in measured)
+        inside = statistics.fmean(m[1] for m in measured)
+        spent = [m[2] for m in measured if m[2] is not None]
         ratio_ext = f"{external / reference[0]:>9.3f}" if reference else f"{'–':>9}"
         ratio_in = f"{inside / reference[1]:>9.3f}" if reference else f"{'–':>9}"
-        shown = "–" if spent is None else f"{spent:.3f}"
-        print(f"{epsilon:>6g} {shown:>8} {external:>9.3f} {ratio_ext} {inside:>15.3f} {ratio_in}")
+        shown = f"{max(spent):.3f}" if spent else "–"
+        each = ", ".join(f"{m[0]:.3f}/{m[1]:.3f}" for m in measured)
+        print(f"{epsilon:>6g} {shown:>8} {external:>9.3f} {ratio_ext} {inside:>15.3f} "
+              f"{ratio_in}  {each}")
     print("goal: external macro AUROC at ε = 8 ÷ non-DP ≥ 0.95")
     print("\nexternal macro AUROC by round (round 0 = untrained; the table reports the round "
           "selected on validation)")
-    for epsilon, (curve, chosen) in curves.items():
-        print(f"{epsilon:>6g}  {curve}  (selected: round {chosen})")
+    for name, (epsilon, curve, chosen) in curves.items():
+        print(f"{epsilon:>6g}  {curve}  (selected: round {chosen}; {name})")
 
 
 def main() -> int:
@@ -245,6 +314,13 @@ def main() -> int:
                         help="utility: every training hospital K times its size, batch too")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="utility: a run-config override for every run, as for `lang1-fl run`")
+    parser.add_argument("--runs-per-budget", type=int, default=1,
+                        help="utility: runs per budget (DP noise is not seeded: runs differ)")
+    parser.add_argument("--engine", choices=("simulation", "in-process"), default="simulation",
+                        help="utility: `lang1-fl run` (Flower's simulation), or the same apps in "
+                        "one process each (bench/in_process.py: no Ray, e.g. on a GPU machine)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="utility, in-process: runs at once")
     parser.add_argument("--consortium", default="private",
                         help="utility: the consortium whose budgets are varied (default: private)")
     args = parser.parse_args()
@@ -255,7 +331,8 @@ def main() -> int:
         from client.run_settings import resolve_consortium
 
         utility(resolve_consortium(args.consortium), args.epsilons, data_dir=data_dir,
-                runs_dir=runs_dir, reuse=args.reuse, scale=args.scale, overrides=tuple(args.set))
+                runs_dir=runs_dir, reuse=args.reuse, scale=args.scale, overrides=tuple(args.set),
+                repeats=args.runs_per_budget, engine=args.engine, parallel=args.parallel)
     return 0
 
 

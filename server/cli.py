@@ -29,8 +29,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Generate missing synthetic sites, run the Flower simulation, point at the report."""
     if args.resume is not None:
         return _resume(args)
-    from client.site_budget import ledger_path
     from server.flower_run import flwr_run
+
+    run_config, num_sites = plan_run(args)
+    status = flwr_run(
+        run_config=run_config,
+        num_supernodes=num_sites,
+        flwr_home=Path(run_config["runs-dir"]) / ".flwr",
+        cpus_per_site=args.cpus_per_site, gpus_per_site=args.gpus_per_site,
+    )
+    return run_outcome(Path(run_config["runs-dir"]) / str(run_config["run-name"]), status)
+
+
+def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
+    """Everything `lang1-fl run` does before Flower starts: site data checked or generated, the
+    privacy forecast printed, the run name checked against runs and ledgers. Returns the run
+    config (the command line's overrides of pyproject.toml's) and the number of sites."""
+    from client.site_budget import ledger_path
     from server.privacy_forecast import forecast, render
     from sites.config import load_consortium
 
@@ -59,13 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.rounds is not None:
         run_config["num-server-rounds"] = args.rounds
     run_config.update(run_config_overrides(args.set))
-    status = flwr_run(
-        run_config=run_config,
-        num_supernodes=len(consortium.sites),
-        flwr_home=runs_dir / ".flwr",
-        cpus_per_site=args.cpus_per_site, gpus_per_site=args.gpus_per_site,
-    )
-    return _run_outcome(runs_dir / run_name, status)
+    return run_config, len(consortium.sites)
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -86,7 +95,7 @@ def _resume(args: argparse.Namespace) -> int:
     status = flwr_run(run_config=run_config, num_supernodes=len(consortium.sites),
                       flwr_home=Path(run_config["runs-dir"]) / ".flwr",
                       cpus_per_site=args.cpus_per_site, gpus_per_site=args.gpus_per_site)
-    return _run_outcome(run_dir, status)
+    return run_outcome(run_dir, status)
 
 
 def _prepare_site_data(consortium) -> None:
@@ -145,7 +154,7 @@ def cmd_experiment_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_outcome(run_dir: Path, flwr_status: int) -> int:
+def run_outcome(run_dir: Path, flwr_status: int) -> int:
     """`flwr run` exits 0 even when the ServerApp raised, so success is what the run recorded."""
     import json
 

@@ -99,11 +99,11 @@ def test_run_outcome_is_what_the_server_recorded(tmp_path, capsys, flwr_status, 
     """`flwr run` exits 0 even when the ServerApp raised; the recorded outcome decides."""
     import json
 
-    from server.cli import _run_outcome
+    from server.cli import run_outcome
 
     if outcome is not None:
         (tmp_path / "metrics.json").write_text(json.dumps({"run": {"outcome": outcome}}))
-    assert _run_outcome(tmp_path, flwr_status) == expected
+    assert run_outcome(tmp_path, flwr_status) == expected
     captured = capsys.readouterr()
     assert message in captured.out + captured.err
 

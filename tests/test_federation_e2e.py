@@ -28,6 +28,7 @@ from tests.tiny_models import keyword_table, make_letter_llama, make_tiny_encode
 pytestmark = pytest.mark.slow
 
 ROUNDS = 2
+ARGUMENTS = {}  # each finished run's root → what `_run_arguments` made its command line from
 
 
 def _encoder_joint(root):
@@ -52,20 +53,22 @@ def _llama_mortality(root):
     return make_letter_llama(root / "base"), consortium, "mortality"
 
 
+def _run_arguments(root, base, consortium, tasks, name: str) -> list[str]:
+    return [
+        "--consortium", str(consortium), "--rounds", str(ROUNDS),
+        "--data-dir", str(root / "data"), "--runs-dir", str(root / "runs"), "--run-name", name,
+        "--set", f"base-model={base}", "--set", f"tasks={tasks}", "--set", "max-length=128",
+        "--set", "learning-rate=0.01", "--set", "head-learning-rate=0.1",
+        "--set", "bootstrap-resamples=200",
+    ]
+
+
 @pytest.fixture(scope="module", params=[_encoder_joint, _llama_mortality], ids=["encoder", "llama"])
 def finished_run(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param.__name__)
     base, consortium, tasks = request.param(root)
-    status = lang1_fl(
-        [
-            "run", "--consortium", str(consortium), "--rounds", str(ROUNDS),
-            "--data-dir", str(root / "data"), "--runs-dir", str(root / "runs"), "--run-name", "e2e",
-            "--set", f"base-model={base}", "--set", f"tasks={tasks}", "--set", "max-length=128",
-            "--set", "learning-rate=0.01", "--set", "head-learning-rate=0.1",
-            "--set", "bootstrap-resamples=200",
-        ]
-    )
-    assert status == 0
+    assert lang1_fl(["run", *_run_arguments(root, base, consortium, tasks, "e2e")]) == 0
+    ARGUMENTS[root] = (root, base, consortium, tasks)
     return root, base, root / "runs" / "e2e"
 
 
@@ -149,6 +152,24 @@ def test_saved_adapter_loads_with_plain_peft(finished_run):
 def test_no_superlink_left_running(finished_run):
     root, _, _ = finished_run
     assert local_superlink_pids(root / "runs" / ".flwr") == []
+
+
+def test_the_in_process_bench_driver_reproduces_the_simulation(finished_run):
+    """bench/in_process.py (for a GPU machine without Ray) reports the numbers that Flower's
+    simulation engine gave for the same run: every site, task and round."""
+    from bench.in_process import main as in_process
+
+    root, _, run_dir = finished_run
+    assert in_process(_run_arguments(*ARGUMENTS[root], "in-process")) == 0
+    simulated, local = _metrics(run_dir), _metrics(root / "runs" / "in-process")
+    assert local["selection"] == simulated["selection"]
+    assert len(local["rounds"]) == len(simulated["rounds"]) == ROUNDS + 1
+    for ours, theirs in zip(local["rounds"], simulated["rounds"]):
+        assert ours["evaluation"].keys() == theirs["evaluation"].keys()
+        for site, scored in theirs["evaluation"].items():
+            for task, values in scored["tasks"].items():
+                assert ours["evaluation"][site]["tasks"][task]["auroc"] == pytest.approx(
+                    values["auroc"], abs=1e-3), (ours["round"], site, task)
 
 
 # ---------------------------------------------------------------------------------------------

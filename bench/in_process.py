@@ -1,0 +1,68 @@
+"""`lang1-fl run` in one Python process: the real ServerApp drives the real ClientApp of every site
+through an in-memory grid, with neither Ray nor a SuperLink.
+
+Why: Flower's simulation engine needs Ray, and a lent GPU machine that cannot install it can
+still run the `private` consortium end to end, in minutes where 2 CPU cores take hours. The
+sites take turns on the one device, each node keeps its Context across rounds as in a
+simulation, and everything before Flower starts (data checks, privacy forecast, run-name and
+ledger checks) is `lang1-fl run`'s own. Messages are handed over as objects, never serialised,
+so this measures the federation's numbers, not its transport: the product path is `lang1-fl run`
+(tests/test_deployment_e2e.py checks that simulation and deployment agree).
+
+    python bench/in_process.py --consortium private --run-name gpu-1 --set base-model=PATH
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flwr.app import Context, RecordDict  # noqa: E402
+
+from client.app import app as client_app  # noqa: E402
+from server.app import main as server_main  # noqa: E402
+from server.cli import build_parser, plan_run, run_outcome  # noqa: E402
+from server.flower_run import default_run_config  # noqa: E402
+from tests.flower_fakes import FakeGrid, set_task_identity  # noqa: E402
+
+FIRST_NODE = 100
+
+
+class InProcessGrid(FakeGrid):
+    """One node per site of the consortium, node FIRST_NODE + i being partition i, as in
+    Flower's simulation; each message is answered by calling the ClientApp with that node's
+    Context."""
+
+    def __init__(self, run_config: dict[str, object], num_sites: int) -> None:
+        self.contexts = {
+            FIRST_NODE + i: Context(run_id=1, node_id=FIRST_NODE + i,
+                                    node_config={"partition-id": i, "num-partitions": num_sites},
+                                    state=RecordDict(), run_config=run_config)
+            for i in range(num_sites)
+        }
+        super().__init__(self.contexts, self._answer)
+
+    def _answer(self, message):
+        return client_app(message, self.contexts[message.metadata.dst_node_id])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(["run", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.resume is not None:
+        raise SystemExit("bench/in_process.py starts runs; resume with `lang1-fl run --resume`")
+    overrides, num_sites = plan_run(args)
+    run_config = {**default_run_config(), **overrides}
+    set_task_identity()
+    server_main(InProcessGrid(run_config, num_sites),
+                Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                        run_config=run_config))
+    return run_outcome(Path(run_config["runs-dir"]) / str(run_config["run-name"]), 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,7 +28,7 @@ from tests.tiny_models import keyword_table, make_letter_llama, make_tiny_encode
 pytestmark = pytest.mark.slow
 
 ROUNDS = 2
-ARGUMENTS = {}  # each finished run's root → what `_run_arguments` made its command line from
+ARGUMENTS = {}  # each finished run's root → the base, consortium and tasks it ran
 
 
 def _encoder_joint(root):
@@ -68,7 +68,7 @@ def finished_run(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param.__name__)
     base, consortium, tasks = request.param(root)
     assert lang1_fl(["run", *_run_arguments(root, base, consortium, tasks, "e2e")]) == 0
-    ARGUMENTS[root] = (root, base, consortium, tasks)
+    ARGUMENTS[root] = (base, consortium, tasks)
     return root, base, root / "runs" / "e2e"
 
 
@@ -160,7 +160,7 @@ def test_the_in_process_bench_driver_reproduces_the_simulation(finished_run):
     from bench.in_process import main as in_process
 
     root, _, run_dir = finished_run
-    assert in_process(_run_arguments(*ARGUMENTS[root], "in-process")) == 0
+    assert in_process(_run_arguments(root, *ARGUMENTS[root], "in-process")) == 0
     simulated, local = _metrics(run_dir), _metrics(root / "runs" / "in-process")
     assert local["selection"] == simulated["selection"]
     assert len(local["rounds"]) == len(simulated["rounds"]) == ROUNDS + 1

@@ -14,7 +14,7 @@
    cores; `--reuse` reads runs already in `--runs-dir`. DP noise is not seeded, so one run's
    number moves: `--runs-per-budget N` runs each budget N times and reports the means.
    `--engine in-process` runs the same apps without Ray (bench/in_process.py), `--parallel P` at
-   a time: on one H200, four runs side by side took 2–4 minutes.
+   a time: on one H200, four runs side by side took 2–5 minutes.
    `--scale K` gives every training hospital K times its encounters and K times its batch, at
    the same sampling rate, steps and ε (so the same σ): DP's noise on the averaged gradient,
    σC ÷ batch, is then divided by K. `--scale 0.1` gives default.yaml's hospitals of 1,500

@@ -211,10 +211,10 @@ def _start_runs(jobs: list[tuple[Path, str]], *, data_dir: Path, runs_dir: Path,
                 raise SystemExit(f"run {name} failed; see its log")
             print(f"{name}: run took {time.perf_counter() - started:.0f} s")
         return
-    from server.cli import _prepare_site_data
+    from server.cli import prepare_site_data
 
     for consortium in {consortium for consortium, _ in jobs}:  # once, before runs share it
-        _prepare_site_data(load_consortium(consortium, data_root=data_dir))
+        prepare_site_data(load_consortium(consortium, data_root=data_dir))
     script = Path(__file__).resolve().parent / "in_process.py"
     waiting, running, failed = list(jobs), {}, []
     while waiting or running:
@@ -247,6 +247,9 @@ def utility(base: Path, epsilons: list[float], *, data_dir: Path, runs_dir: Path
     if repeats < 1 or parallel < 1:
         raise SystemExit(f"`--runs-per-budget` is {repeats} and `--parallel` {parallel}; "
                          "expected ≥ 1")
+    if parallel > 1 and engine == "simulation":
+        raise SystemExit("`--parallel` needs `--engine in-process`: Flower's simulation already "
+                         "runs the sites of one run side by side, and runs share its cores")
     consortia = {epsilon: _variant(base, epsilon, runs_dir / "consortia", scale)
                  for epsilon in epsilons}
     # The name says everything that differs between runs: `--reuse` must not read a run made

@@ -52,7 +52,7 @@ def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
     consortium_file = _consortium_path(args.consortium)
     data_dir, runs_dir = args.data_dir.resolve(), args.runs_dir.resolve()
     consortium = load_consortium(consortium_file, data_root=data_dir)
-    _prepare_site_data(consortium)
+    prepare_site_data(consortium)
     if any(site.is_private for site in consortium.training_sites):
         # The privacy forecast, which also stops a δ that is not below 1/n before Flower starts
         rounds, local_steps = _planned_steps(args)
@@ -98,7 +98,7 @@ def _resume(args: argparse.Namespace) -> int:
     return run_outcome(run_dir, status)
 
 
-def _prepare_site_data(consortium) -> None:
+def prepare_site_data(consortium) -> None:
     """Simulation: every site's data is on this machine. Validate each table (a malformed one
     stops here, with file, row and column) and generate missing synthetic ones."""
     from client.site_resolution import ensure_site_data
@@ -130,7 +130,7 @@ def cmd_experiment_transfer(args: argparse.Namespace) -> int:
             f"{consortium_file}: sites {private} train with DP; the transfer experiment trains "
             "each site in several regimes, each spending a whole budget, and pools their data. "
             "Run it on a consortium without `privacy` blocks (e.g. `default`)")
-    _prepare_site_data(consortium)
+    prepare_site_data(consortium)
     write_pooled_table(consortium, data_dir=data_dir)  # before the nodes start: none of them writes
     run_name = args.run_name or "transfer-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     if (runs_dir / run_name).exists():

@@ -36,6 +36,7 @@ from client.adapter_mode import (
 )
 from client.fault_injection import corrupt_update
 from client.progress import show_progress
+from client.optimizer_memory import OptimizerMemory
 from client.round_replies import RoundReplies, StoredReply, arrays_digest, as_array_record
 from client.run_settings import ClientSettings
 from client.runtime import site_runtime
@@ -44,7 +45,7 @@ from client.privacy_plan import plan_privacy
 from client.privacy_reply import declined_record, privacy_record, run_name
 from client.private_train import train_steps_private
 from client.site_budget import BudgetExhausted, SiteBudget
-from client.train import train_steps
+from client.train import make_optimizer, train_steps
 from sites.config import SiteConfig
 
 app = ClientApp()
@@ -151,11 +152,17 @@ def _train_round(message: Message, settings: ClientSettings, site: SiteConfig, r
                              optimizer=settings.optimizer, seed=seed, proximal_mu=mu,
                              max_physical_batch_size=site.training.max_physical_batch_size)
     else:
+        optimizer, memory = settings.dp_optimizer, None
+        if settings.dp_keeps_optimizer_state:
+            optimizer, memory = make_optimizer(runtime.model, optimizer), OptimizerMemory(site, run)
+            memory.restore(optimizer, server_round)
         result = train_steps_private(
             runtime.model, data, steps=steps, sample_rate=charge.sample_rate,
             noise_multiplier=charge.noise_multiplier, max_grad_norm=plan.max_grad_norm,
-            optimizer=settings.dp_optimizer, seed=seed, proximal_mu=mu,
+            optimizer=optimizer, seed=seed, proximal_mu=mu,
             max_physical_batch_size=site.training.max_physical_batch_size)
+        if memory is not None:
+            memory.save(optimizer, server_round)
     log.info("site %s, round %d: %d steps%s, loss %.4f (%.1f s)", site.name, server_round,
              result.steps, f", DP ε = {charge.epsilon:.3f}" if charge else "", result.loss,
              time.perf_counter() - started)

@@ -73,7 +73,7 @@ def train_steps_private(
     sample_rate: float,
     noise_multiplier: float,
     max_grad_norm: float,
-    optimizer: OptimizerSettings,
+    optimizer: OptimizerSettings | torch.optim.Optimizer,
     seed: int,
     grad_sample_mode: GradSampleMode = "hooks",
     noise_seed: int | None = None,
@@ -88,7 +88,9 @@ def train_steps_private(
     runs each Poisson batch in pieces of at most that many encounters, as opacus's
     `BatchMemoryManager` does: every piece but the last is a skipped step (`signal_skip_step`),
     in which opacus only clips and sums the per-encounter gradients; the last adds the noise and
-    steps. Same update, same privacy cost, less memory.
+    steps. Same update, same privacy cost, less memory. `optimizer` is settings for a fresh one,
+    or one already made over the model's trainable parameters that carries its state from earlier
+    rounds (client/optimizer_memory.py); opacus wraps it for the round, and its state is left in it.
     """
     tasks = model.tasks
     check_training_inputs(model, data, steps)
@@ -107,7 +109,8 @@ def train_steps_private(
     total, examples = 0.0, 0
     try:
         dp_optimizer = DPOptimizer(
-            make_optimizer(model, optimizer),
+            optimizer if isinstance(optimizer, torch.optim.Optimizer)
+            else make_optimizer(model, optimizer),
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
             expected_batch_size=max(1, round(sample_rate * data.size)),

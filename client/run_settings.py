@@ -54,6 +54,7 @@ def parse_tasks(value: str) -> tuple[str, ...]:
 
 
 EXPERIMENTS: tuple[str, ...] = ("", "transfer")
+DP_OPTIMIZER_STATES: tuple[str, ...] = ("kept", "fresh")
 
 
 def parse_experiment(value: object) -> str:
@@ -85,6 +86,9 @@ class ClientSettings:
     optimizer: OptimizerSettings
     dp_optimizer: OptimizerSettings
     """What sites with DP train with (`dp-optimizer`, `dp-learning-rate`, `dp-head-learning-rate`)."""
+    dp_keeps_optimizer_state: bool
+    """`dp-optimizer-state = "kept"`: a DP site carries its optimizer's state from round to round on
+    its disk (client/optimizer_memory.py); "fresh": a new optimizer every round."""
     local_steps: int
     """Optimizer steps per round; 0 = each site's own `training.local_steps`."""
     num_rounds: int
@@ -134,12 +138,17 @@ class ClientSettings:
             head_learning_rate=positive_config_value(config, "dp-head-learning-rate", float),
             name=dp_name,
         )
+        dp_state = config_value(config, "dp-optimizer-state", str)
+        if dp_state not in DP_OPTIMIZER_STATES:
+            raise InvalidRunConfig(f"run config: `dp-optimizer-state` is {dp_state!r}; expected "
+                                   + " or ".join(f'"{s}"' for s in DP_OPTIMIZER_STATES))
         return cls(
             consortium=resolve_consortium(config_value(config, "consortium", str)),
             data_dir=Path(config_value(config, "data-dir", str)).expanduser().resolve(),
             model=model,
             optimizer=optimizer,
             dp_optimizer=dp_optimizer,
+            dp_keeps_optimizer_state=dp_state == "kept",
             local_steps=positive_config_value(config, "local-steps", int, allow_zero=True),
             num_rounds=positive_config_value(config, "num-server-rounds", int),
             bootstrap_resamples=positive_config_value(config, "bootstrap-resamples", int),

@@ -141,6 +141,34 @@ def test_a_site_that_crashed_mid_round_rejoins_later_with_its_ledger_intact(fede
     assert verify_ledger(ledger, head_sha256=reply.content["privacy"]["ledger-head"]).ok
 
 
+def test_a_kept_optimizer_state_survives_a_restart_and_never_leaves_the_site(federation):
+    """`dp-optimizer-state = "kept"`: round 2, in a new process, starts from round 1's AdamW
+    moments, read from the site's disk; the replies hold the same tensors as with a fresh
+    optimizer, and a declined round leaves no state."""
+    run_config, settings, arrays = federation
+    kept = {**run_config, "dp-optimizer-state": "kept"}
+    directory = _site(settings).data.path.parent / "optimizer-state" / "kept-state"
+    names = None
+    for server_round in (1, 2, 3):
+        if server_round == 2:  # a restarted client process
+            client.runtime._MODELS.clear()
+            client.runtime._SPLITS.clear()
+        reply = _send(kept, MessageType.TRAIN, arrays, server_round, run="kept-state")
+        assert not reply.has_error(), reply.error
+        names = names or set(_send(run_config, MessageType.TRAIN, arrays, 1,
+                                   run="fresh-state").content["arrays"].keys())
+        assert set(reply.content["arrays"].keys()) == names
+        state = torch.load(directory / f"after-round-{server_round}.pt", weights_only=True)
+        # local_steps = 2 a round, counted on from the rounds before
+        assert {float(s["step"]) for s in state["state"].values()} == {2.0 * server_round}
+        arrays = reply.content["arrays"]
+    assert not (directory.parent / "fresh-state").exists()
+    declined = _send(kept, MessageType.TRAIN, arrays, 4, run="kept-state")
+    assert "arrays" not in declined.content
+    assert sorted(p.name for p in directory.iterdir()) == [
+        f"after-round-{k}.pt" for k in (1, 2, 3)]
+
+
 def test_privacy_reply_holds_scalars_only(federation):
     run_config, settings, arrays = federation
     reply = _send(run_config, MessageType.TRAIN, arrays, 1, partition=1)

@@ -42,6 +42,8 @@ def test_single_task_list_is_parsed():
         ({"run_name": "a/b"}, r"`run-name` is 'a/b'"),
         ({"dp_optimizer": "adam"}, r"`dp-optimizer` is 'adam'; expected one of adamw, sgd"),
         ({"dp_learning_rate": 0.0}, r"`dp-learning-rate` is 0.0; expected a number > 0"),
+        ({"dp_optimizer_state": "reset"},
+         r"`dp-optimizer-state` is 'reset'; expected \"kept\" or \"fresh\""),
         ({"proximal_mu": -0.1}, r"`proximal-mu` is -0.1; expected a number >= 0"),
         ({"tolerated_bad_sites": 1.5}, r"`tolerated-bad-sites` is 1.5; expected a int"),
         ({"server_learning_rate": 0.0}, r"`server-learning-rate` is 0.0; expected a number > 0"),

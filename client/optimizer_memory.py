@@ -62,6 +62,14 @@ class OptimizerMemory:
                 f"{path}: optimizer state for parameter groups of sizes {sizes}; this round's "
                 f"optimizer has {[len(g['params']) for g in current]} (another model or adapter "
                 "mode than the run's earlier rounds)")
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for index, state in stored["state"].items():
+            shapes = {tuple(v.shape) for v in state.values() if torch.is_tensor(v) and v.ndim}
+            if shapes - {tuple(params[int(index)].shape)}:
+                raise OptimizerStateMismatch(
+                    f"{path}: optimizer state of parameter {index} has shape {sorted(shapes)}; "
+                    f"this round's parameter has {tuple(params[int(index)].shape)} (another "
+                    "model, LoRA rank or adapter mode than the run's earlier rounds)")
         rates = [g["lr"] for g in current]
         optimizer.load_state_dict(stored)  # moves the state to the parameters' device
         for group, rate in zip(optimizer.param_groups, rates):

@@ -72,9 +72,12 @@ def test_kept_moments_do_not_restart_each_round_with_full_steps_in_the_noise(tmp
 
 
 def test_a_state_for_other_parameters_is_refused_with_its_file(tmp_path, tiny_encoder):
-    model, _ = setup(tiny_encoder)
+    model, splits = setup(tiny_encoder)
     memory = _memory(tmp_path)
-    memory.save(make_optimizer(model, FAST), 1)
+    trained = make_optimizer(model, FAST)
+    _dp_round(model, splits["train"], steps=1, optimizer=trained)
+    memory.save(trained, 1)
+    groups = [len(g["params"]) for g in trained.param_groups]
     for p in model.heads.parameters():
         p.requires_grad_(False)
     adapter_only = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
@@ -82,3 +85,10 @@ def test_a_state_for_other_parameters_is_refused_with_its_file(tmp_path, tiny_en
                 r"this round's optimizer has \[\d+\]")
     with pytest.raises(OptimizerStateMismatch, match=expected):
         memory.restore(adapter_only, 2)
+    # Same parameter count, other shapes (e.g. another LoRA rank): refused too, not a crash later.
+    reshaped = torch.optim.AdamW([{"params": [torch.nn.Parameter(torch.zeros(3))
+                                              for _ in range(n)]} for n in groups])
+    expected = (r"after-round-1\.pt: optimizer state of parameter 0 has shape \[\(\d+, \d+\)\]; "
+                r"this round's parameter has \(3,\)")
+    with pytest.raises(OptimizerStateMismatch, match=expected):
+        memory.restore(reshaped, 2)

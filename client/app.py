@@ -130,21 +130,27 @@ def _train_round(message: Message, settings: ClientSettings, site: SiteConfig, r
     config = message.content["config"]
     data = runtime.splits["train"]
     steps = message_local_steps(config) or settings.local_steps or site.training.local_steps
-    charge, plan = None, None
-    if site.is_private:
-        plan = plan_privacy(site, examples=data.size, rounds=settings.num_rounds,
-                            steps_per_round=steps)
+    plan = (plan_privacy(site, examples=data.size, rounds=settings.num_rounds,
+                         steps_per_round=steps) if site.is_private else None)
+    seed = _round_seed(settings, site, server_round)
+    received = _arrays(message)
+    load_global_state(runtime.model, received, mode, seed=seed)
+    set_trainable(runtime.model, mode)
+    mu = float(config.get("proximal-mu", 0.0))  # FedProx (Flower's strategy sets it)
+    optimizer, memory = settings.dp_optimizer, None
+    if site.is_private and settings.dp_keeps_optimizer_state:
+        # read before the charge: a stored state that does not fit stops the round with nothing
+        # written to the ledger
+        optimizer, memory = make_optimizer(runtime.model, optimizer), OptimizerMemory(site, run)
+        memory.restore(optimizer, server_round)
+    charge = None
+    if plan is not None:
         try:
             charge = SiteBudget(site, run).charge(server_round=server_round, plan=plan,
                                                   steps=steps)
         except BudgetExhausted as declined:
             log.warning("%s", declined)
             return RecordDict({"privacy": declined_record(declined)})
-    seed = _round_seed(settings, site, server_round)
-    received = _arrays(message)
-    load_global_state(runtime.model, received, mode, seed=seed)
-    set_trainable(runtime.model, mode)
-    mu = float(config.get("proximal-mu", 0.0))  # FedProx (Flower's strategy sets it)
     started = time.perf_counter()
     if charge is None:
         result = train_steps(runtime.model, data, steps=steps,
@@ -152,10 +158,6 @@ def _train_round(message: Message, settings: ClientSettings, site: SiteConfig, r
                              optimizer=settings.optimizer, seed=seed, proximal_mu=mu,
                              max_physical_batch_size=site.training.max_physical_batch_size)
     else:
-        optimizer, memory = settings.dp_optimizer, None
-        if settings.dp_keeps_optimizer_state:
-            optimizer, memory = make_optimizer(runtime.model, optimizer), OptimizerMemory(site, run)
-            memory.restore(optimizer, server_round)
         result = train_steps_private(
             runtime.model, data, steps=steps, sample_rate=charge.sample_rate,
             noise_multiplier=charge.noise_multiplier, max_grad_norm=plan.max_grad_norm,

@@ -169,6 +169,27 @@ def test_a_kept_optimizer_state_survives_a_restart_and_never_leaves_the_site(fed
         f"after-round-{k}.pt" for k in (1, 2, 3)]
 
 
+def test_a_stored_optimizer_state_that_does_not_fit_stops_the_round_before_any_charge(
+        federation):
+    """A kept state from another adapter (here: one parameter group of one tensor) is refused
+    with its file named, and the round leaves no ledger entry: nothing was trained."""
+    from client.optimizer_memory import OptimizerStateMismatch
+
+    run_config, settings, arrays = federation
+    kept = {**run_config, "dp-optimizer-state": "kept"}
+    reply = _send(kept, MessageType.TRAIN, arrays, 1, run="misfit-state")
+    assert not reply.has_error(), reply.error
+    stored = _site(settings).data.path.parent / "optimizer-state" / "misfit-state"
+    torch.save({"state": {}, "param_groups": [{"params": [0], "lr": 0.01}]},
+               stored / "after-round-1.pt")
+    ledger = ledger_path(_site(settings), "misfit-state")
+    before = ledger.read_bytes()
+    with pytest.raises(OptimizerStateMismatch, match=r"after-round-1\.pt: optimizer state"):
+        _send(kept, MessageType.TRAIN, reply.content["arrays"], 2, run="misfit-state")
+    assert ledger.read_bytes() == before
+    assert len(read_ledger(ledger)) == 1
+
+
 def test_privacy_reply_holds_scalars_only(federation):
     run_config, settings, arrays = federation
     reply = _send(run_config, MessageType.TRAIN, arrays, 1, partition=1)

@@ -17,11 +17,13 @@ starts where it started the first time, and a round the site declined leaves no 
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 import torch
 
+from sites.atomic_file import write_atomic
 from sites.config import SiteConfig
 
 STATE_DIR = "optimizer-state"
@@ -80,7 +82,6 @@ class OptimizerMemory:
         """Keep the state after `server_round` (written whole, then renamed into place)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self._path(server_round)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(optimizer.state_dict(), tmp)
-        tmp.replace(path)
-        return path
+        buffer = io.BytesIO()
+        torch.save(optimizer.state_dict(), buffer)
+        return write_atomic(path, buffer.getvalue())

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
+from sites.atomic_file import write_atomic
 from sites.config import SiteConfig
 
 REPLIES_DIR = "round-replies"
@@ -81,8 +82,8 @@ class RoundReplies:
 
         self.directory.mkdir(parents=True, exist_ok=True)
         tensors, meta = self._paths(server_round)
-        _write_atomic(tensors, save({k: np.ascontiguousarray(v) for k, v in reply.arrays.items()}))
-        _write_atomic(meta, json.dumps({
+        write_atomic(tensors, save({k: np.ascontiguousarray(v) for k, v in reply.arrays.items()}))
+        write_atomic(meta, json.dumps({
             "order": list(reply.arrays), "metrics": reply.metrics, "privacy": reply.privacy,
             "input_digest": reply.input_digest,
         }).encode())
@@ -90,9 +91,3 @@ class RoundReplies:
 
 def as_array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({name: Array(value) for name, value in arrays.items()})
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

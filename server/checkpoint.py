@@ -22,6 +22,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, MetricRecord
 
 from server.round_selection import RoundArrays
+from sites.atomic_file import write_atomic
 from strategies import RunLog
 from strategies.run_log_state import run_log_from_dict, run_log_to_dict
 
@@ -45,14 +46,8 @@ class Checkpoint:
     """What the aggregation rule carried after `round` (FedAdam's moments; usually nothing)."""
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def save_run_config(run_dir: Path, run_config: dict) -> None:
-    _write_atomic(run_dir / RUN_CONFIG_FILE, (json.dumps(run_config, indent=2) + "\n").encode())
+    write_atomic(run_dir / RUN_CONFIG_FILE, (json.dumps(run_config, indent=2) + "\n").encode())
 
 
 def load_run_config(run_dir: Path) -> dict:
@@ -74,12 +69,12 @@ def save_round(run_dir: Path, server_round: int, arrays: ArrayRecord, run_log: R
     tensors = {name: np.ascontiguousarray(arrays[name].numpy()) for name in arrays.keys()}
     # safetensors sorts names; the order matters (aggregation pairs tensors by position)
     order = {"order": json.dumps(list(arrays.keys()))}
-    _write_atomic(directory / f"round-{server_round}.safetensors", save(tensors, metadata=order))
+    write_atomic(directory / f"round-{server_round}.safetensors", save(tensors, metadata=order))
     if strategy_state:
-        _write_atomic(directory / f"strategy-round-{server_round}.safetensors",
+        write_atomic(directory / f"strategy-round-{server_round}.safetensors",
                       save({k: np.ascontiguousarray(v) for k, v in strategy_state.items()}))
     state = {"round": server_round, "run_log": run_log_to_dict(run_log)}
-    _write_atomic(directory / STATE_FILE, (json.dumps(state) + "\n").encode())
+    write_atomic(directory / STATE_FILE, (json.dumps(state) + "\n").encode())
 
 
 def load_checkpoint(run_dir: Path) -> Checkpoint:

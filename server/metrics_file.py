@@ -19,6 +19,7 @@ from client.egress import egress_log_path
 from client.evaluate import VALIDATION_PREFIX
 from server.round_selection import Selection
 from server.settings import ServerSettings
+from sites.atomic_file import write_atomic
 from sites.config import ConsortiumConfig
 from strategies import RunLog
 from strategies.options import options_used
@@ -248,8 +249,5 @@ def build_metrics(
 
 
 def write_metrics(run_dir: Path, **kwargs) -> Path:
-    path = run_dir / "metrics.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(build_metrics(**kwargs), indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
-    return path
+    text = json.dumps(build_metrics(**kwargs), indent=2, allow_nan=False) + "\n"
+    return write_atomic(run_dir / "metrics.json", text.encode())

@@ -12,6 +12,8 @@ import html
 import re
 from pathlib import Path
 
+from sites.atomic_file import write_atomic
+
 _IMAGE = re.compile(r'<img([^>]*?)src="([^"]+)"')
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem;
@@ -57,8 +59,4 @@ def write_html(markdown_path: Path, *, title: str) -> Path:
     """Write `<name>.html` beside `markdown_path` (atomically: no half-written page); return it."""
     markdown_path = Path(markdown_path)
     page = markdown_to_html(markdown_path.read_text(), image_dir=markdown_path.parent, title=title)
-    out = markdown_path.with_suffix(".html")
-    tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(page)
-    tmp.replace(out)
-    return out
+    return write_atomic(markdown_path.with_suffix(".html"), page.encode())

@@ -35,6 +35,7 @@ from client.model import ModelSettings, build_model, trainable_state
 from server.metrics_file import nest_site_metrics
 from server.round_selection import CRITERION, RoundArrays, select_round
 from server.settings import ServerSettings
+from sites.atomic_file import write_atomic
 from sites.config import ConsortiumConfig
 from sites.pooling import POOLED_SITE
 from strategies import SiteRoster, build_strategy
@@ -211,10 +212,8 @@ def write_transfer(run_dir: Path, record: dict) -> Path:
     """Write `transfer.json` (atomically) and render the report beside it; return the report."""
     from server.transfer_report import write_transfer_report
 
-    path = run_dir / TRANSFER_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
+    write_atomic(run_dir / TRANSFER_FILE,
+                 (json.dumps(record, indent=2, allow_nan=False) + "\n").encode())
     report = write_transfer_report(run_dir)
     log.info("transfer report: %s", report)
     return report

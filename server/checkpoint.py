@@ -72,7 +72,7 @@ def save_round(run_dir: Path, server_round: int, arrays: ArrayRecord, run_log: R
     write_atomic(directory / f"round-{server_round}.safetensors", save(tensors, metadata=order))
     if strategy_state:
         write_atomic(directory / f"strategy-round-{server_round}.safetensors",
-                      save({k: np.ascontiguousarray(v) for k, v in strategy_state.items()}))
+                     save({k: np.ascontiguousarray(v) for k, v in strategy_state.items()}))
     state = {"round": server_round, "run_log": run_log_to_dict(run_log)}
     write_atomic(directory / STATE_FILE, (json.dumps(state) + "\n").encode())
 

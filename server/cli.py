@@ -332,9 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="check a site's privacy ledger: hash chain, and every epsilon re-derived "
         "with dp-accounting (exit 1 and the first bad line otherwise)"
     )
-    verify.add_argument("ledger", type=Path,
-                        help="one site's ledger, <ledger_dir>/<run name>.jsonl: the site YAML's "
-                        "privacy.ledger_dir, by default privacy-ledger/ beside the site's data")
+    verify.add_argument("ledger", type=Path, help="one site's <privacy.ledger_dir>/<run name>"
+                        ".jsonl (by default privacy-ledger/ beside the site's data)")
     verify.add_argument("--head", default=None, metavar="SHA256",
                         help="the last entry's hash as the site reported it (catches truncation)")
     verify.set_defaults(handler=cmd_privacy_verify)

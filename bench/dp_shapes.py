@@ -127,7 +127,8 @@ def main() -> int:
                                     noise_multiplier=sigma if arm == "dp" else 0.0,
                                     max_grad_norm=privacy.max_grad_norm,
                                     optimizer=settings.dp_optimizer, seed=settings.seed,
-                                    max_physical_batch_size=piece)
+                                    max_physical_batch_size=piece,
+                                    adapter_clip_share=settings.dp_adapter_clip_share)
             else:
                 train_steps(model, train, steps=steps, batch_size=batch,
                             optimizer=settings.optimizer, seed=settings.seed,

@@ -162,7 +162,8 @@ def _train_round(message: Message, settings: ClientSettings, site: SiteConfig, r
             runtime.model, data, steps=steps, sample_rate=charge.sample_rate,
             noise_multiplier=charge.noise_multiplier, max_grad_norm=plan.max_grad_norm,
             optimizer=optimizer, seed=seed, proximal_mu=mu,
-            max_physical_batch_size=site.training.max_physical_batch_size)
+            max_physical_batch_size=site.training.max_physical_batch_size,
+            adapter_clip_share=settings.dp_adapter_clip_share)
         if memory is not None:
             memory.save(optimizer, server_round)
     log.info("site %s, round %d: %d steps%s, loss %.4f (%.1f s)", site.name, server_round,

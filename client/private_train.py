@@ -28,9 +28,10 @@ from typing import Literal
 
 import torch
 from opacus import GradSampleModule
-from opacus.optimizers import DPOptimizer
+from opacus.optimizers import DPOptimizer, DPPerLayerOptimizer
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
+from .clip_split import FLAT, per_parameter_norms
 from .data import EncodedSplit
 from .model import TaskModel
 from .proximal import ProximalPull
@@ -79,6 +80,7 @@ def train_steps_private(
     noise_seed: int | None = None,
     proximal_mu: float = 0.0,
     max_physical_batch_size: int = 0,
+    adapter_clip_share: float = FLAT,
 ) -> TrainResult:
     """Run `steps` DP-SGD steps of the joint loss; the model is left without opacus hooks.
 
@@ -91,6 +93,7 @@ def train_steps_private(
     steps. Same update, same privacy cost, less memory. `optimizer` is settings for a fresh one,
     or one already made over the model's trainable parameters that carries its state from earlier
     rounds (client/optimizer_memory.py); opacus wraps it for the round, and its state is left in it.
+    `adapter_clip_share` in (0, 1) splits C between adapter and heads (client/clip_split.py).
     """
     tasks = model.tasks
     check_training_inputs(model, data, steps)
@@ -108,11 +111,14 @@ def train_steps_private(
     trainable = [p for p in model.parameters() if p.requires_grad]
     total, examples = 0.0, 0
     try:
-        dp_optimizer = DPOptimizer(
-            optimizer if isinstance(optimizer, torch.optim.Optimizer)
-            else make_optimizer(model, optimizer),
+        inner = (optimizer if isinstance(optimizer, torch.optim.Optimizer)
+                 else make_optimizer(model, optimizer))
+        flat = adapter_clip_share == FLAT
+        dp_optimizer = (DPOptimizer if flat else DPPerLayerOptimizer)(
+            inner,
             noise_multiplier=noise_multiplier,
-            max_grad_norm=max_grad_norm,
+            max_grad_norm=(max_grad_norm if flat
+                           else per_parameter_norms(inner, max_grad_norm, adapter_clip_share)),
             expected_batch_size=max(1, round(sample_rate * data.size)),
             loss_reduction="mean",
             generator=noise,

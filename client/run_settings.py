@@ -89,6 +89,9 @@ class ClientSettings:
     dp_keeps_optimizer_state: bool
     """`dp-optimizer-state = "kept"`: a DP site carries its optimizer's state from round to round on
     its disk (client/optimizer_memory.py); "fresh": a new optimizer every round."""
+    dp_adapter_clip_share: float
+    """`dp-adapter-clip-share`: 0 clips each encounter's whole gradient to C; s in (0, 1) gives the
+    adapter s of C² and the heads the rest (client/clip_split.py). Same σ and ε either way."""
     local_steps: int
     """Optimizer steps per round; 0 = each site's own `training.local_steps`."""
     num_rounds: int
@@ -142,6 +145,11 @@ class ClientSettings:
         if dp_state not in DP_OPTIMIZER_STATES:
             raise InvalidRunConfig(f"run config: `dp-optimizer-state` is {dp_state!r}; expected "
                                    + " or ".join(f'"{s}"' for s in DP_OPTIMIZER_STATES))
+        clip_share = positive_config_value(config, "dp-adapter-clip-share", float,
+                                           allow_zero=True)
+        if not clip_share < 1:
+            raise InvalidRunConfig(f"run config: `dp-adapter-clip-share` is {clip_share}; expected "
+                                   "0 (one norm for all) or a share of C² below 1")
         return cls(
             consortium=resolve_consortium(config_value(config, "consortium", str)),
             data_dir=Path(config_value(config, "data-dir", str)).expanduser().resolve(),
@@ -149,6 +157,7 @@ class ClientSettings:
             optimizer=optimizer,
             dp_optimizer=dp_optimizer,
             dp_keeps_optimizer_state=dp_state == "kept",
+            dp_adapter_clip_share=clip_share,
             local_steps=positive_config_value(config, "local-steps", int, allow_zero=True),
             num_rounds=positive_config_value(config, "num-server-rounds", int),
             bootstrap_resamples=positive_config_value(config, "bootstrap-resamples", int),

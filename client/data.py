@@ -9,6 +9,9 @@ A model that scores answer letters (`scoring` 'letters', client/letter_scoring.p
 note: it reads one prompt per task, the note's first tokens followed by the task's question, options
 and answer cue. Those prompts are encoded here once too (`EncodedSplit.prompts`), the note cut so
 that note and question together fit `max_length`; the notes themselves are then not kept.
+
+Each row also keeps its patient (`EncodedSplit.patients`, dense ids per split from the table's
+`patient_id`), so that DP-SGD can take the patient as its privacy unit (client/privacy_unit.py).
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sites.tasks import NOTE_COLUMNS, SPLIT_COLUMN, SPLITS, TASKS, NoteType
+from sites.tasks import ID_COLUMNS, NOTE_COLUMNS, SPLIT_COLUMN, SPLITS, TASKS, NoteType
 
 from .letter_scoring import prompt_suffix
 from .model import MAX_LENGTH_LIMIT, ResolvedScoring
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+PATIENT_COLUMN = ID_COLUMNS[1]
 
 
 @dataclass
@@ -63,6 +68,17 @@ class EncodedSplit:
     prompts: dict[str, EncodedNotes] = field(default_factory=dict)
     """Per task, note prefix + question + options + answer cue, right-padded: only for a model
     that scores answer letters (then `notes` is empty)."""
+    patients: torch.Tensor | None = None
+    """Patient of each row, LongTensor [N] of dense ids 0..patient_count-1 (numbered in order of
+    first appearance in the split); `encode_site` always fills it, None only in a hand-built
+    split."""
+
+    @property
+    def patient_count(self) -> int:
+        """Distinct patients in the split (0 if unknown or empty)."""
+        if self.patients is None or len(self.patients) == 0:
+            return 0
+        return int(self.patients.max()) + 1
 
     def subset(self, index: Sequence[int] | torch.Tensor) -> EncodedSplit:
         """The rows `index` (e.g. the first `max_examples` for a cheaper evaluation)."""
@@ -75,6 +91,7 @@ class EncodedSplit:
             size=len(index),
             prompts={t: EncodedNotes(n.input_ids[index], n.attention_mask[index])
                      for t, n in self.prompts.items()},
+            patients=None if self.patients is None else dense_ids(self.patients[index]),
         )
 
     def lengths(self, tasks: Sequence[str]) -> torch.Tensor:
@@ -85,6 +102,12 @@ class EncodedSplit:
         else:
             sequences = [self.notes[n] for n in sorted({TASKS[t].note for t in tasks})]
         return sum((s.lengths for s in sequences), torch.zeros(self.size, dtype=torch.long))
+
+
+def dense_ids(ids: Sequence | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Ids renumbered 0..k-1 in order of first appearance, LongTensor."""
+    codes, _ = pd.factorize(pd.Series(np.asarray(ids)), sort=False)
+    return torch.as_tensor(codes, dtype=torch.long)
 
 
 def _tokenize(
@@ -150,7 +173,8 @@ def encode_split(
     labels = {t: torch.tensor(df[TASKS[t].label_column].to_numpy(dtype=np.int64))
               for t in tasks}
     oracle = {t: p for t in tasks if (p := _oracle(df, t)) is not None}
-    return EncodedSplit(notes=notes, labels=labels, oracle=oracle, size=len(df), prompts=prompts)
+    return EncodedSplit(notes=notes, labels=labels, oracle=oracle, size=len(df), prompts=prompts,
+                        patients=dense_ids(df[PATIENT_COLUMN].astype(str)))
 
 
 def encode_site(
@@ -166,8 +190,8 @@ def encode_site(
     if scoring not in ("head", "letters"):
         raise ValueError(f"`scoring` is {scoring!r}; expected 'head' or 'letters' (resolve 'auto' "
                          "with client.model.base_scoring first)")
-    missing = [c for c in [SPLIT_COLUMN] + [NOTE_COLUMNS[TASKS[t].note] for t in tasks]
-               + [TASKS[t].label_column for t in tasks] if c not in df.columns]
+    needed = [SPLIT_COLUMN, PATIENT_COLUMN] + [NOTE_COLUMNS[TASKS[t].note] for t in tasks]
+    missing = [c for c in needed + [TASKS[t].label_column for t in tasks] if c not in df.columns]
     if missing:
         raise KeyError(f"encounter table lacks column `{missing[0]}`; expected the columns of "
                        "sites.dataset.read_site_table")

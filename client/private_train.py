@@ -1,20 +1,34 @@
-"""One round of DP-SGD at a site: opacus per-encounter clipping and noise, Poisson batches.
+"""One round of DP-SGD at a site: opacus clipping and noise, Poisson batches of a privacy unit.
 
 The same joint loss and optimizer as `client.train`, with opacus's pieces put around them: a
 `GradSampleModule` computes per-encounter gradients of the LoRA and head parameters (frozen base
 weights get none), `DPOptimizer` clips each to `max_grad_norm`, sums them, adds Gaussian noise of
-std σ·C and divides by the expected batch size, and `UniformWithReplacementSampler` draws each batch
-by Poisson sampling, which is what the accountant assumes. The privacy unit is the encounter: one
-row of the table, its notes and its labels, clipped together.
+std σ·C and divides by the expected batch size, and each batch is drawn by Poisson sampling, which
+is what the accountant assumes.
+
+The privacy unit (`privacy_unit`, client/privacy_unit.py) is the encounter (one row of the table,
+its notes and labels, clipped together) or the patient. For the patient, Poisson sampling picks
+patients (each with probability q = `sample_rate`), the batch is all their training encounters,
+and between `loss.backward()` and the optimizer step the per-encounter gradients of each patient
+are summed (every trainable tensor), so that opacus clips one gradient per patient to C; the
+expected batch size is q × patients. GradSampleModule (loss_reduction 'mean') has already
+multiplied each row's gradient by the rows in its forward pass, so a patient's sum is the
+gradient of the sum of its encounters' losses. Each patient then moves a step by at most C before
+noise σC, and the accountant run with q over patients gives patient-level (ε, δ). A site's plan
+that wants the same expected encounters per step as with the encounter unit takes
+q = batch_size ÷ training encounters (`EncodedSplit.size`); a step then holds q × patients
+patients on average (`EncodedSplit.patient_count`).
 
 Both ways of scoring train here (`TaskModel.task_logits`): with heads, the LoRA and head parameters
 get per-encounter gradients; with answer letters (client/letter_scoring.py), the LoRA parameters
 only — the output layer and the embeddings that read the letters are frozen, so opacus puts no
 hooks on them.
 
-Sampling and noise come from generators seeded from the operating system, never from the run's
-public seed: whoever knows the noise can subtract it, and whoever knows the batches loses the
-amplification by subsampling. Only dropout, which protects nothing, follows the run seed.
+Sampling and noise come from a `NoiseSource` (client/noise_source.py): by default a ChaCha20
+CSPRNG keyed from the operating system, drawn through opacus's one noise hook `add_noise`
+(client/sourced_noise.py); never from the run's public seed: whoever knows the noise can subtract
+it, and whoever knows the batches loses the amplification by subsampling. Only dropout, which
+protects nothing, follows the run seed.
 
 The base model is cached across rounds, so opacus's hooks are taken off again when the round ends
 (`to_standard_module`): a module wrapped twice fails, and evaluation must run without hooks.
@@ -23,20 +37,20 @@ The base model is cached across rounds, so opacus's hooks are taken off again wh
 from __future__ import annotations
 
 import logging
-import secrets
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from opacus import GradSampleModule
-from opacus.optimizers import DPOptimizer, DPPerLayerOptimizer
-from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
 from .clip_split import FLAT, per_parameter_norms
 from .data import EncodedSplit
 from .model import TaskModel
+from .noise_source import NoiseSource, resolve_noise
+from .privacy_unit import PrivacyUnit, UnitIndex, poisson_units, sum_per_unit
 from .proximal import ProximalPull
-from .train import (OptimizerSettings, TrainResult, check_training_inputs, joint_loss,
-                    make_optimizer, physical_pieces)
+from .sourced_noise import SourcedDPOptimizer, SourcedDPPerLayerOptimizer
+from .train import OptimizerSettings, TrainResult, check_training_inputs, joint_loss, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +62,16 @@ module that runs twice in one step ("Parameter tying is not supported"), and joi
 the encoder once per note type (a letter-scoring decoder once per task)."""
 
 
-def secret_generator(seed: int | None = None, device: torch.device | str = "cpu"
-                     ) -> torch.Generator:
-    """A generator on `device`: OS entropy unless a test passes `seed` explicitly."""
-    seed = secrets.randbits(63) if seed is None else seed
-    return torch.Generator(device=device).manual_seed(seed)
+@dataclass(frozen=True)
+class PrivateTrainResult(TrainResult):
+    """A DP round's result, with what the privacy ledger must say about it."""
 
-
-def noise_generators(seed: int | None, device: torch.device
-                     ) -> tuple[torch.Generator, torch.Generator]:
-    """(sampling, noise) generators. The sampler draws its Poisson batches on the CPU, while opacus
-    draws the noise on the parameters' device with the generator it is given, and torch refuses a
-    CPU generator for a CUDA draw. On a CPU site one generator serves both."""
-    sampling = secret_generator(seed)
-    if device.type == "cpu":
-        return sampling, sampling
-    return sampling, secret_generator(None if seed is None else seed + 1, device)
+    noise_source: str
+    """`NoiseSource.name` of the noise and sampling: `csprng` at a real site."""
+    privacy_unit: str
+    """`encounter` or `patient`: what one clipped gradient and the sample rate q count."""
+    units: int
+    """Units sampled over the round, counting repeats (`examples` counts encounters)."""
 
 
 def train_steps_private(
@@ -77,85 +85,116 @@ def train_steps_private(
     optimizer: OptimizerSettings | torch.optim.Optimizer,
     seed: int,
     grad_sample_mode: GradSampleMode = "hooks",
+    privacy_unit: PrivacyUnit = "encounter",
+    noise: NoiseSource | None = None,
     noise_seed: int | None = None,
     proximal_mu: float = 0.0,
     max_physical_batch_size: int = 0,
     adapter_clip_share: float = FLAT,
-) -> TrainResult:
+) -> PrivateTrainResult:
     """Run `steps` DP-SGD steps of the joint loss; the model is left without opacus hooks.
 
-    `seed` drives dropout only. `noise_seed` fixes noise and sampling and exists for tests and
-    benchmarks: a real site leaves it None. `proximal_mu` > 0 takes FedProx's pull after each
-    noisy step, outside clipping and noise (client/proximal.py). `max_physical_batch_size` > 0
-    runs each Poisson batch in pieces of at most that many encounters, as opacus's
-    `BatchMemoryManager` does: every piece but the last is a skipped step (`signal_skip_step`),
-    in which opacus only clips and sums the per-encounter gradients; the last adds the noise and
-    steps. Same update, same privacy cost, less memory. `optimizer` is settings for a fresh one,
-    or one already made over the model's trainable parameters that carries its state from earlier
-    rounds (client/optimizer_memory.py); opacus wraps it for the round, and its state is left in it.
-    `adapter_clip_share` in (0, 1) splits C between adapter and heads (client/clip_split.py).
+    `sample_rate` is q per unit of `privacy_unit`: per encounter, or per patient (see the module
+    docstring). `seed` drives dropout only. `noise` is where noise and sampling come from: None
+    (a real site) draws from a fresh `CsprngNoise`; `TorchNoise()` is the faster, non-cryptographic
+    path; `noise_seed` is short for `TorchNoise(seed=noise_seed)` and replays a round exactly
+    (tests and benchmarks). `proximal_mu` > 0 takes FedProx's pull after each noisy step, outside
+    clipping and noise (client/proximal.py). `max_physical_batch_size` > 0 runs each Poisson batch
+    in pieces of at most that many encounters, as opacus's `BatchMemoryManager` does: every piece
+    but the last is a skipped step (`signal_skip_step`), in which opacus only clips and sums the
+    per-unit gradients; the last adds the noise and steps. Same update, same privacy cost, less
+    memory. A piece never cuts a patient: one with more encounters than that is a piece of its
+    own. `optimizer` is settings for a fresh one, or one already made over the model's trainable
+    parameters that carries its state from earlier rounds (client/optimizer_memory.py); opacus
+    wraps it for the round, and its state is left in it. `adapter_clip_share` in (0, 1) splits C
+    between adapter and heads (client/clip_split.py).
     """
-    tasks = model.tasks
     check_training_inputs(model, data, steps)
     if not 0 < sample_rate <= 1:
         raise ValueError(f"`sample_rate` is {sample_rate}; expected 0 < sample_rate <= 1")
     if grad_sample_mode not in GRAD_SAMPLE_MODES:
         raise ValueError(f"`grad_sample_mode` is {grad_sample_mode!r}; expected one of "
                          f"{list(GRAD_SAMPLE_MODES)}")
+    if max_physical_batch_size < 0:
+        raise ValueError(f"`max_physical_batch_size` is {max_physical_batch_size}; expected >= 1, "
+                         "or 0 for the whole batch at once")
+    units = UnitIndex.of(data, privacy_unit)
+    source = resolve_noise(noise, noise_seed)
     device = model.device
-    sampling, noise = noise_generators(noise_seed, device)
     # Train mode before wrapping: opacus records no activations in eval mode.
     model.train()
     wrapped = GradSampleModule(model, batch_first=True, loss_reduction="mean",
                                force_functorch=grad_sample_mode == "functorch")
     trainable = [p for p in model.parameters() if p.requires_grad]
-    total, examples = 0.0, 0
+    total, examples, sampled = 0.0, 0, 0
     try:
-        inner = (optimizer if isinstance(optimizer, torch.optim.Optimizer)
-                 else make_optimizer(model, optimizer))
-        flat = adapter_clip_share == FLAT
-        dp_optimizer = (DPOptimizer if flat else DPPerLayerOptimizer)(
-            inner,
-            noise_multiplier=noise_multiplier,
-            max_grad_norm=(max_grad_norm if flat
-                           else per_parameter_norms(inner, max_grad_norm, adapter_clip_share)),
-            expected_batch_size=max(1, round(sample_rate * data.size)),
-            loss_reduction="mean",
-            generator=noise,
-        )
+        dp_optimizer = _dp_optimizer(
+            model, optimizer, source, noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm, adapter_clip_share=adapter_clip_share,
+            expected_batch_size=max(1, round(sample_rate * units.count)))
         pull = ProximalPull(dp_optimizer, proximal_mu)
-        sampler = UniformWithReplacementSampler(
-            num_samples=data.size, sample_rate=sample_rate, generator=sampling, steps=steps
-        )
+        patients = units if privacy_unit == "patient" else None
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)  # dropout masks only
-            for batch in sampler:
-                dp_optimizer.zero_grad(set_to_none=True)
-                index = torch.as_tensor(batch, dtype=torch.long)
-                if len(index) == 0:
-                    # An empty Poisson batch still takes a step (the accountant counts it): the
-                    # update is pure noise. opacus clips an empty stack of per-sample gradients.
-                    for p in trainable:
-                        p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
-                else:
-                    pieces = physical_pieces(index, max_physical_batch_size)
-                    for piece in pieces[:-1]:
-                        loss = joint_loss(model, data, piece, tasks)
-                        loss.backward()
-                        total += float(loss.detach()) * len(piece) / len(index)
-                        dp_optimizer.signal_skip_step(do_skip=True)
-                        dp_optimizer.step()  # clips and sums this piece; no noise, no update
-                        dp_optimizer.zero_grad(set_to_none=True)  # keeps the running sum
-                    loss = joint_loss(model, data, pieces[-1], tasks)
-                    loss.backward()
-                    total += float(loss.detach()) * len(pieces[-1]) / len(index)
-                dp_optimizer.step()
+            for batch in poisson_units(source, units.count, sample_rate, steps):
+                pieces = units.pieces(batch, max_physical_batch_size)
+                total += _noisy_step(model, data, pieces, patients, dp_optimizer)
                 pull()
-                examples += len(index)
+                examples += sum(len(piece) for piece in pieces)
+                sampled += len(batch)
     finally:
         wrapped.to_standard_module()
         for p in trainable:
             p.grad = None
-    log.debug("DP-SGD: %d steps, σ=%.4f, C=%.3g, q=%.4g", steps, noise_multiplier, max_grad_norm,
-              sample_rate)
-    return TrainResult(loss=total / steps, steps=steps, examples=examples)
+    log.debug("DP-SGD: %d steps, σ=%.4f, C=%.3g, q=%.4g per %s, noise %s", steps,
+              noise_multiplier, max_grad_norm, sample_rate, privacy_unit, source.name)
+    return PrivateTrainResult(loss=total / steps, steps=steps, examples=examples,
+                              noise_source=source.name, privacy_unit=privacy_unit, units=sampled)
+
+
+def _noisy_step(model: TaskModel, data: EncodedSplit, pieces: tuple[torch.Tensor, ...],
+                patients: UnitIndex | None, dp_optimizer: SourcedDPOptimizer) -> float:
+    """One DP-SGD step over a Poisson batch given as physical pieces of rows; returns the batch's
+    mean loss. Every piece but the last is a skipped step (opacus clips and sums it); the last
+    adds the noise and steps. With `patients`, each piece's per-encounter gradients are summed
+    per patient before opacus clips them."""
+    dp_optimizer.zero_grad(set_to_none=True)
+    rows = sum(len(piece) for piece in pieces)
+    if rows == 0:
+        # An empty Poisson batch still takes a step (the accountant counts it): the update is
+        # pure noise. opacus clips an empty stack of per-sample gradients.
+        for p in dp_optimizer.params:
+            p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
+        dp_optimizer.step()
+        return 0.0
+    total = 0.0
+    for number, piece in enumerate(pieces):
+        loss = joint_loss(model, data, piece, model.tasks)
+        loss.backward()
+        total += float(loss.detach()) * len(piece) / rows
+        if patients is not None:  # one per-sample gradient per patient, before opacus clips
+            sum_per_unit(dp_optimizer.params, patients.unit_of_row[piece])
+        if number < len(pieces) - 1:
+            dp_optimizer.signal_skip_step(do_skip=True)
+            dp_optimizer.step()  # clips and sums this piece; no noise, no update
+            dp_optimizer.zero_grad(set_to_none=True)  # keeps the running sum
+    dp_optimizer.step()
+    return total
+
+
+def _dp_optimizer(model: TaskModel, optimizer: OptimizerSettings | torch.optim.Optimizer,
+                  source: NoiseSource, *, noise_multiplier: float, max_grad_norm: float,
+                  adapter_clip_share: float, expected_batch_size: int) -> SourcedDPOptimizer:
+    """opacus's DP optimizer (per-layer when C is split) over `optimizer`, noise from `source`."""
+    inner = (optimizer if isinstance(optimizer, torch.optim.Optimizer)
+             else make_optimizer(model, optimizer))
+    flat = adapter_clip_share == FLAT
+    return (SourcedDPOptimizer if flat else SourcedDPPerLayerOptimizer)(
+        inner,
+        noise_source=source,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=(max_grad_norm if flat
+                       else per_parameter_norms(inner, max_grad_norm, adapter_clip_share)),
+        expected_batch_size=expected_batch_size,
+        loss_reduction="mean",
+    )

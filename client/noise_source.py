@@ -28,6 +28,7 @@ import math
 import os
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -54,6 +55,10 @@ class NoiseSource(ABC):
     @abstractmethod
     def gaussian(self, std: float, reference: torch.Tensor) -> torch.Tensor:
         """Noise N(0, std²) of `reference`'s shape, dtype and device."""
+
+    def gaussians(self, std: float, references: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """`gaussian` for each of `references` (one optimizer step's noise), in order."""
+        return [self.gaussian(std, reference) for reference in references]
 
     @abstractmethod
     def uniform(self, n: int) -> torch.Tensor:
@@ -108,16 +113,35 @@ class CsprngNoise(NoiseSource):
         angle = (2.0 * math.pi) * u[pairs:]
         return torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])[:n]
 
-    def gaussian(self, std: float, reference: torch.Tensor) -> torch.Tensor:
-        n = reference.numel()
-        if std == 0 or n == 0:
-            return torch.zeros_like(reference)
-        out = torch.empty(n, dtype=reference.dtype)
+    def secure_normal(self, n: int) -> torch.Tensor:
+        """`n` N(0, 1) draws, each (z1 + z2 + z3 + z4) / 2 of four Box–Muller draws (opacus's
+        secure_mode), float64 on the CPU."""
+        out = torch.empty(n, dtype=torch.float64)
         for start in range(0, n, CHUNK):
             m = min(CHUNK, n - start)
-            # opacus's secure_mode: (z1 + z2 + z3 + z4) / 2 has the same std as one draw
-            out[start:start + m] = self.standard_normal(4 * m).view(4, m).sum(dim=0) * (std / 2)
-        return out.view(reference.shape).to(reference.device)
+            out[start:start + m] = self.standard_normal(4 * m).view(4, m).sum(dim=0) / 2
+        return out
+
+    def gaussian(self, std: float, reference: torch.Tensor) -> torch.Tensor:
+        return self.gaussians(std, [reference])[0]
+
+    def gaussians(self, std: float, references: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """One draw for all `references`, split: a step's many small tensors would otherwise
+        each pay the fixed cost of a draw (measured ~0.2 ms each on 2 busy cores), and a GPU
+        site one host-to-device copy per dtype and device instead of one per tensor."""
+        sizes = [reference.numel() for reference in references]
+        if std == 0 or sum(sizes) == 0:
+            return [torch.zeros_like(reference) for reference in references]
+        flat = self.secure_normal(sum(sizes)) * std
+        moved: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+        out, start = [], 0
+        for reference, size in zip(references, sizes):
+            key = (reference.dtype, reference.device)
+            if key not in moved:
+                moved[key] = flat.to(dtype=reference.dtype).to(reference.device)
+            out.append(moved[key][start:start + size].view(reference.shape))
+            start += size
+        return out
 
     def uniform(self, n: int) -> torch.Tensor:
         return torch.from_numpy(self.uniform53(n))

@@ -3,10 +3,10 @@
 opacus draws its noise in `DPOptimizer.add_noise` from a `torch.Generator`, and a torch generator
 cannot be backed by a cryptographic source. So `add_noise` is the one hook overridden here: the
 same loop (sum of clipped gradients plus N(0, (σC)²) noise per parameter, into `p.grad`, with
-opacus's processed-flag bookkeeping), each draw asked of the source. Clipping, accumulation over
-skipped steps, scaling by the expected batch size and the step itself stay opacus's. The mixin
-serves `DPOptimizer` and `DPPerLayerOptimizer` alike: per-layer clipping keeps C as the 2-norm of
-the per-layer norms, which is what the noise is scaled by.
+opacus's processed-flag bookkeeping), the step's draws asked of the source at once. Clipping,
+accumulation over skipped steps, scaling by the expected batch size and the step itself stay
+opacus's. The mixin serves `DPOptimizer` and `DPPerLayerOptimizer` alike: per-layer clipping
+keeps C as the 2-norm of the per-layer norms, which is what the noise is scaled by.
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ class SourcedNoise:
         self.noise_source = noise_source
 
     def add_noise(self) -> None:
-        std = self.noise_multiplier * self.max_grad_norm
-        for p in self.params:
+        params = self.params
+        for p in params:
             _check_processed_flag(p.summed_grad)
-            noise = self.noise_source.gaussian(std, p.summed_grad)
+        noises = self.noise_source.gaussians(self.noise_multiplier * self.max_grad_norm,
+                                             [p.summed_grad for p in params])
+        for p, noise in zip(params, noises):
             p.grad = (p.summed_grad + noise).view_as(p)
             _mark_as_processed(p.summed_grad)
 

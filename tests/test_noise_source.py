@@ -59,18 +59,30 @@ def test_csprng_noise_has_mean_zero_and_std_sigma_c(dtype: torch.dtype) -> None:
     _check_gaussian(noise, SIGMA * C)
 
 
+def test_one_csprng_draw_serves_a_steps_tensors_of_any_shape_and_dtype() -> None:
+    references = [torch.zeros(3, 4), torch.zeros(0), torch.zeros(7, dtype=torch.float64),
+                  torch.zeros(2, 2, 2)]
+    noise = CsprngNoise().gaussians(2.0, references)
+    assert [(n.shape, n.dtype) for n in noise] == [(r.shape, r.dtype) for r in references]
+    flat = torch.cat([n.double().flatten() for n in noise])
+    assert len(flat.unique()) == len(flat) == 27  # no slice reused
+    assert [n.shape for n in TorchNoise().gaussians(1.0, references)] == [r.shape
+                                                                          for r in references]
+
+
 def test_torch_noise_has_mean_zero_and_std_sigma_c() -> None:
     _check_gaussian(TorchNoise().gaussian(SIGMA * C, torch.zeros(N)), SIGMA * C)
 
 
 def test_csprng_noise_spans_chunks_and_zero_std_draws_nothing(monkeypatch) -> None:
     monkeypatch.setattr("client.noise_source.CHUNK", 1000)
-    noise = CsprngNoise().gaussian(2.0, torch.zeros(3, 1001))  # 4 chunks, the last of 3
+    noise = CsprngNoise().gaussian(2.0, torch.zeros(3, 1001))  # 4 chunks, the last of 3 draws
     assert noise.shape == (3, 1001) and bool((noise != 0).all())
     assert float(noise[:, :1000].std()) > 1.5 and float(noise[-1].std()) > 1.5
     source = CsprngNoise()
     source.words = None  # any draw would fail
     assert torch.equal(source.gaussian(0.0, torch.ones(5)), torch.zeros(5))
+    assert source.gaussians(1.0, [torch.ones(0)])[0].shape == (0,)
 
 
 def test_csprng_rekeys_before_its_budget_runs_out(monkeypatch) -> None:

@@ -229,26 +229,26 @@ def test_a_site_draws_its_noise_from_the_csprng_whatever_the_seeds(tiny_encoder:
 class CountingCsprng(CsprngNoise):
     def __init__(self) -> None:
         super().__init__()
-        self.draws = 0
+        self.draws: list[int] = []
 
-    def gaussian(self, std: float, reference: torch.Tensor) -> torch.Tensor:
-        self.draws += 1
-        return super().gaussian(std, reference)
+    def gaussians(self, std: float, references):
+        self.draws.append(len(references))
+        return super().gaussians(std, references)
 
 
 @pytest.mark.parametrize("unit", PRIVACY_UNITS)
 @pytest.mark.parametrize("share", [FLAT, 0.5], ids=["flat", "per-layer"])
 def test_every_noise_draw_comes_from_the_source(tiny_encoder: Path, unit: str,
                                                 share: float) -> None:
-    """Flat and per-layer clipping (`adapter_clip_share`) alike: one draw per trainable tensor per
-    step, all from the source."""
+    """Flat and per-layer clipping (`adapter_clip_share`) alike: each step draws noise for every
+    trainable tensor from the source, at once."""
     model, splits = setup(tiny_encoder, patients=True)
     before = trainable_state(model)
     tensors = sum(p.requires_grad for p in model.parameters())
     source = CountingCsprng()
     result = _dp_round(model, splits["train"], steps=2, noise=source, noise_seed=None,
                        privacy_unit=unit, adapter_clip_share=share)
-    assert source.draws == 2 * tensors and result.noise_source == "csprng"
+    assert source.draws == [tensors, tensors] and result.noise_source == "csprng"
     after = trainable_state(model)
     assert all(not (before[k] == after[k]).all() for k in before)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from client.ledger import append_entry, entry_sha256, file_sha256, read_ledger
+from client.ledger_signing import simulated_signer
 from client.privacy_math import cumulative_epsilon
 from client.privacy_plan import PrivacyPlan
 from sites.config import SiteConfig
@@ -68,7 +69,7 @@ class SiteBudget:
     def __init__(self, site: SiteConfig, run_name: str) -> None:
         if not site.is_private:
             raise ValueError(f"site {site.name!r} does not train with DP")
-        self.site = site
+        self.site, self.run_name = site, run_name
         self.path = ledger_path(site, run_name)
 
     def charge(self, *, server_round: int, plan: PrivacyPlan, steps: int) -> Charge:
@@ -97,9 +98,16 @@ class SiteBudget:
                 f"bring ε to {after:.3f}, over the budget of {plan.target_epsilon:g} at δ = "
                 f"{plan.delta:g} (spent so far: ε = {spent:.3f} over {len(entries)} rounds; "
                 f"ledger {self.path})", spent=spent, plan=plan)
+        # Ledger format 2 with this module's one-ledger-per-run layout (to be replaced by the
+        # lifetime ledger): the run's ε is the ledger's, the data is not fingerprinted yet, and
+        # the key is the simulated site's own (`<ledger_dir>/signing-key`).
         entry = append_entry(self.path, {
+            "run": self.run_name,
             "round": server_round,
             "site": self.site.name,
+            "dataset": "unknown",
+            "privacy_unit": "encounter",
+            "noise_source": "os-seeded",
             "sample_rate": plan.sample_rate,
             "noise_multiplier": noise,
             "max_grad_norm": plan.max_grad_norm,
@@ -107,8 +115,11 @@ class SiteBudget:
             "delta": plan.delta,
             "accountant": plan.accountant,
             "epsilon": after,
+            "run_epsilon": after,
+            "epsilon_budget": plan.target_epsilon,
+            "run_epsilon_cap": None,
             "examples": plan.examples,
             "site_config_sha256": file_sha256(self.site.source) if self.site.source else "",
-        })
+        }, signer=simulated_signer(self.path.parent))
         return Charge(noise_multiplier=noise, sample_rate=plan.sample_rate, steps=steps,
                       epsilon=after, entry=entry)

@@ -273,13 +273,27 @@ def cmd_privacy_forecast(args: argparse.Namespace) -> int:
 
 
 def cmd_privacy_verify(args: argparse.Namespace) -> int:
-    """Re-derive every epsilon of a site's ledger with dp-accounting and check its hash chain."""
+    """Check a site's signed ledger against its public key, and every epsilon against what the
+    recorded mechanism provably spends."""
     from client.ledger_verify import verify_ledger
+    from client.node_identity import NodeKeyError
 
+    if args.public_key is None:
+        print("lang1-fl privacy verify: pass --public-key KEY.pub, the public key the site signs "
+              "its ledger with: its registered SuperNode public key (the `.pub` that `lang1-fl "
+              "deploy site-key` wrote), or, for a simulated site, `<state folder>/signing-key.pub` "
+              f"(here probably {args.ledger.parent / 'signing-key.pub'}). Take it from where the "
+              "site registered it, not from beside the ledger: whoever can rewrite the ledger can "
+              "replace a key kept next to it.", file=sys.stderr)
+        return 2
     # dp-accounting logs each fractional RDP order whose series did not converge and drops that
     # order; dropping orders only makes the re-derived ε larger (safer), so these are not findings.
     logging.getLogger("absl").setLevel(logging.ERROR)
-    report = verify_ledger(args.ledger, head_sha256=args.head)
+    try:
+        report = verify_ledger(args.ledger, public_key=args.public_key, head_sha256=args.head)
+    except NodeKeyError as error:
+        print(f"lang1-fl: {error}", file=sys.stderr)
+        return 2
     print(report)
     return 0 if report.ok else 1
 
@@ -329,11 +343,21 @@ def build_parser() -> argparse.ArgumentParser:
         dest="privacy_command", required=True
     )
     verify = privacy.add_parser(
-        "verify", help="check a site's privacy ledger: hash chain, and every epsilon re-derived "
-        "with dp-accounting (exit 1 and the first bad line otherwise)"
+        "verify", help="check a site's signed privacy ledger: signatures, hash chain, budgets, and "
+        "every epsilon against what the recorded DP-SGD steps provably spend",
+        description="Check one site's privacy ledger and print the first bad line (exit 1) or a "
+        "summary (exit 0): every entry's signature against the site's public key; the hash chain, "
+        "and its head against --head; site, dataset, privacy unit, accountant and delta constant; "
+        "rounds increasing within each run; no entry over its lifetime budget or per-run cap; and "
+        "every epsilon, lifetime and per run, at or above a lower bound on what the recorded "
+        "(sigma, q, steps) provably spend (dp-accounting's optimistic PLD), with dp-accounting's "
+        "RDP or PLD shown beside it. The check is one-sided: overstating a spend is allowed."
     )
-    verify.add_argument("ledger", type=Path, help="one site's <privacy.ledger_dir>/<run name>"
-                        ".jsonl (by default privacy-ledger/ beside the site's data)")
+    verify.add_argument("ledger", type=Path, help="one site's ledger file (.jsonl) from its "
+                        "privacy.ledger_dir (by default privacy-ledger/ beside the site's data)")
+    verify.add_argument("--public-key", type=Path, default=None, metavar="KEY.pub",
+                        help="required: the site's public key, as registered (its SuperNode "
+                        "`.pub`, or <state folder>/signing-key.pub for a simulated site)")
     verify.add_argument("--head", default=None, metavar="SHA256",
                         help="the last entry's hash as the site reported it (catches truncation)")
     verify.set_defaults(handler=cmd_privacy_verify)

@@ -80,7 +80,7 @@ def verify_lines(metrics: dict, privacy: dict) -> list[str]:
     """The command a reviewer runs on each DP site's ledger, with the full head hash."""
     run = _run_name(metrics)
     commands = [f"lang1-fl privacy verify <{name}: privacy.ledger_dir>/{run}.jsonl "
-                f"--head {site['ledger_head']}"
+                f"--head {site['ledger_head']} --public-key <{name}: signing key .pub>"
                 for name, site in _dp_sites(privacy).items() if site.get("ledger_head")]
     if not commands:
         return []
@@ -89,8 +89,11 @@ def verify_lines(metrics: dict, privacy: dict) -> list[str]:
         f"`<privacy.ledger_dir>/{run}.jsonl` (default `ledger_dir`: a `privacy-ledger` folder beside "
         "the site's data table); ask the site for it and run the command below. It checks the hash "
         "chain against the head hash the site reported to the server (this catches a ledger cut "
-        "short or rewritten) and re-derives every round's ε from the recorded (σ, q, steps) with "
-        "Google's dp-accounting, an accountant that did not train. Full head hashes are also in "
+        "short or rewritten), checks every entry's signature against the site's public key (its "
+        "registered SuperNode key; for a simulated site, `signing-key.pub` in its ledger folder), "
+        "and checks every round's ε against "
+        "what the recorded (σ, q, steps) provably spend, with Google's dp-accounting, an accountant "
+        "that did not train. Full head hashes are also in "
         "`metrics.json` (`privacy.sites.<site>.ledger_head`).",
         "",
         "```",

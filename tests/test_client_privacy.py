@@ -89,7 +89,8 @@ def test_a_private_site_spends_its_budget_over_the_planned_rounds_and_no_more(fe
     assert epsilons[2] == pytest.approx(plan.planned_epsilon, rel=1e-9)  # the forecast's ε
     assert epsilons[2] >= 0.99 * PRIVACY["target_epsilon"]
     assert {e["noise_multiplier"] for e in read_ledger(ledger)} == {plan.noise_multiplier}
-    report = verify_ledger(ledger, head_sha256=privacy["ledger-head"])
+    report = verify_ledger(ledger, public_key=ledger.parent / "signing-key.pub",
+                           head_sha256=privacy["ledger-head"])
     assert report.ok, str(report)
 
     # A fourth round would overspend: the site declines, writes nothing, and sends no tensors.
@@ -138,7 +139,8 @@ def test_a_site_that_crashed_mid_round_rejoins_later_with_its_ledger_intact(fede
     assert ledger.read_text().splitlines()[: len(lines)] == lines
     assert [e["round"] for e in entries] == [1, 3]
     assert reply.content["privacy"]["epsilon"] == entries[-1]["epsilon"] > entries[0]["epsilon"]
-    assert verify_ledger(ledger, head_sha256=reply.content["privacy"]["ledger-head"]).ok
+    assert verify_ledger(ledger, public_key=ledger.parent / "signing-key.pub",
+                         head_sha256=reply.content["privacy"]["ledger-head"]).ok
 
 
 def test_a_kept_optimizer_state_survives_a_restart_and_never_leaves_the_site(federation):

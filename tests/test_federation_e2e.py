@@ -228,7 +228,8 @@ def test_private_run_spends_each_site_budget_and_leaves_verifiable_ledgers(priva
         assert reported["epsilon"] <= DP_PRIVACY["target_epsilon"]
         ledger = ledger_path(site, "dp")
         assert [e["round"] for e in read_ledger(ledger)] == list(range(1, ROUNDS + 1))
-        report = verify_ledger(ledger, head_sha256=reported["ledger_head"])
+        report = verify_ledger(ledger, public_key=ledger.parent / "signing-key.pub",
+                               head_sha256=reported["ledger_head"])
         assert report.ok, str(report)
     for entry in metrics["rounds"][1:]:
         assert all(values["train-loss"] is None for values in entry["training"].values())

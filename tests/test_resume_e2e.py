@@ -126,4 +126,6 @@ def test_a_resumed_dp_run_spends_each_round_once_and_lands_on_its_budget(private
         assert [e["round"] for e in entries] == list(range(1, ROUNDS + 1)), site.name
         assert entries[-1]["epsilon"] == pytest.approx(summary["epsilon"])
         assert summary["epsilon"] == pytest.approx(PRIVACY["target_epsilon"], rel=0.01)
-        assert verify_ledger(ledger_path(site, "dp"), head_sha256=summary["ledger_head"]).ok
+        ledger = ledger_path(site, "dp")
+        assert verify_ledger(ledger, public_key=ledger.parent / "signing-key.pub",
+                             head_sha256=summary["ledger_head"]).ok

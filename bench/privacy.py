@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import statistics
 import sys
@@ -46,6 +47,7 @@ from server.report import headline  # noqa: E402
 from server.report_data import (  # noqa: E402
     mean, rounds_by_number, selected_round, sites_with_role, task_values)
 from sites.config import DEFAULT_CONSORTIUM, load_consortium  # noqa: E402
+from sites.state_folder import STATE_HOME_ENV  # noqa: E402
 
 # Used where the default consortium's sites carry no privacy block of their own.
 FALLBACK_PRIVACY = {"delta": 1e-5, "max_grad_norm": 1.0, "accountant": "rdp"}
@@ -160,11 +162,11 @@ def _variant(base: Path, epsilon: float, folder: Path, scale: float = 1) -> Path
             path = Path(site["data"]["path"])  # its own tables, not those of the unscaled size
             site["data"]["path"] = str(path.parent / f"x{scale:g}" / path.name)
         privacy = {**FALLBACK_PRIVACY, **site.get("privacy", {})}
-        privacy.pop("ledger_dir", None)
+        privacy.pop("run_epsilon", None)
         if math.isinf(epsilon):
             site.pop("privacy", None)
         else:
-            site["privacy"] = {**privacy, "target_epsilon": epsilon, "enabled": True}
+            site["privacy"] = {**privacy, "lifetime_epsilon": epsilon, "enabled": True}
     raw["name"] = f"{raw['name']}{f'-x{scale:g}' if scale != 1 else ''}-eps-{epsilon:g}"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{raw['name']}.yaml"
@@ -202,11 +204,17 @@ def _start_runs(jobs: list[tuple[Path, str]], *, data_dir: Path, runs_dir: Path,
                 str(runs_dir), "--run-name", name,
                 *(arg for kv in overrides for arg in ("--set", kv))]
 
+    def fresh_hospitals(name: str) -> dict[str, str]:
+        """Each run's sites keep their state (and so their lifetime budget) apart: every run
+        measures hospitals that have spent nothing yet."""
+        return {**os.environ, STATE_HOME_ENV: str(runs_dir / "site-state" / name)}
+
     if engine == "simulation":
         from server.cli import main as lang1_fl
 
         for consortium, name in jobs:
             started = time.perf_counter()
+            os.environ.update(fresh_hospitals(name))  # the `flwr run` it starts inherits it
             if lang1_fl(["run", *command(consortium, name)]) != 0:
                 raise SystemExit(f"run {name} failed; see its log")
             print(f"{name}: run took {time.perf_counter() - started:.0f} s")
@@ -223,7 +231,8 @@ def _start_runs(jobs: list[tuple[Path, str]], *, data_dir: Path, runs_dir: Path,
             log = open(runs_dir / f"{name}.log", "w")
             running[name] = (subprocess.Popen([sys.executable, str(script),
                                                *command(consortium, name)],
-                                              stdout=log, stderr=subprocess.STDOUT),
+                                              stdout=log, stderr=subprocess.STDOUT,
+                                              env=fresh_hospitals(name)),
                              time.perf_counter(), log)
         time.sleep(2)
         for name, (process, started, log) in list(running.items()):

@@ -19,7 +19,8 @@ import zlib
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.egress import EgressLog, attest, evaluate_declaration, train_declaration
+from client.egress import (EgressLog, attest, evaluate_declaration, query_declaration,
+                           train_declaration)
 from client.evaluate import evaluate_split, validation_metrics
 from client.message_config import (
     message_local_steps,
@@ -41,12 +42,16 @@ from client.round_replies import RoundReplies, StoredReply, arrays_digest, as_ar
 from client.run_settings import ClientSettings
 from client.runtime import site_runtime
 from client.site_resolution import resolve_site
-from client.privacy_plan import plan_privacy
-from client.privacy_reply import declined_record, privacy_record, run_name
+from client.privacy_plan import PrivacyPlan, plan_privacy
+from client.privacy_reply import (declined_record, ledger_record, plain_record, privacy_record,
+                                  run_name)
 from client.private_train import train_steps_private
 from client.site_budget import BudgetExhausted, SiteBudget
+from client.site_keys import site_noise_source, site_signer
+from client.site_state import SiteState
 from client.train import make_optimizer, train_steps
 from sites.config import SiteConfig
+from sites.dataset import TrainingUnits, dataset_fingerprint
 
 app = ClientApp()
 log = logging.getLogger(__name__)
@@ -95,14 +100,15 @@ def train(message: Message, context: Context) -> Message:
     mode = message_adapter_mode(config)
     runtime = site_runtime(site, site_model_settings(
         message_model_settings(settings.model, config), site, mode))
-    # What this site may send, from its model's definition and the strategy's adapter mode
-    # (before anything is loaded or trained), and the log on its own disk where every reply is
-    # recorded before it leaves
+    # The site's own state folder, for the data it holds (never keyed by what the server sends);
+    # what this site may send, from its model's definition and the strategy's adapter mode; and
+    # the log where every reply is recorded before it leaves
+    state = SiteState.open(site, runtime.fingerprint)
     declared = train_declaration(runtime.model, without_lora_a=mode == "ffa")
-    egress = EgressLog.for_site(site, run)
+    egress = EgressLog(path=state.egress_log(run), site=site.name, run=run)
     # 2. A round this site already answered (a restarted server re-sends it): the same answer
     #    for the same global adapter; for another one a DP site declines (its budget is spent)
-    replies = RoundReplies(site, run)
+    replies = RoundReplies(state.replies_dir(run))
     received = arrays_digest(message.content["arrays"])
     stored = replies.load(server_round)
     replay = stored is not None and stored.input_digest == received
@@ -111,8 +117,8 @@ def train(message: Message, context: Context) -> Message:
     elif stored is not None and site.is_private:
         content = _declined_resent(stored, site, server_round)
     else:
-        # 3. Charge the budget (DP), then train locally
-        content = _train_round(message, settings, site, runtime, server_round, run, mode)
+        # 3. Charge the site's lifetime budget (DP), then train locally
+        content = _train_round(message, settings, site, runtime, state, run, mode)
     # 4. Only what the site declared leaves (else EgressRefused: Flower sends an error, no
     #    content), and only after it is written to the site's egress log; a trained answer is
     #    kept for a re-sent round
@@ -125,63 +131,87 @@ def train(message: Message, context: Context) -> Message:
 
 
 def _train_round(message: Message, settings: ClientSettings, site: SiteConfig, runtime,
-                 server_round: int, run: str, mode: AdapterMode) -> RecordDict:
+                 state: SiteState, run: str, mode: AdapterMode) -> RecordDict:
     """Charge the round (a DP site; declining what it cannot afford), train, build the reply."""
     config = message.content["config"]
+    server_round = int(config["server-round"])
     data = runtime.splits["train"]
     steps = message_local_steps(config) or settings.local_steps or site.training.local_steps
-    plan = (plan_privacy(site, examples=data.size, rounds=settings.num_rounds,
-                         steps_per_round=steps) if site.is_private else None)
+    # A DP site's plan first: a δ its data cannot honour stops the round before anything loads
+    plan = (plan_privacy(site, counts=TrainingUnits(encounters=data.size,
+                                                    patients=data.patient_count),
+                         rounds=settings.num_rounds, steps_per_round=steps)
+            if site.is_private else None)
     seed = _round_seed(settings, site, server_round)
     received = _arrays(message)
     load_global_state(runtime.model, received, mode, seed=seed)
     set_trainable(runtime.model, mode)
     mu = float(config.get("proximal-mu", 0.0))  # FedProx (Flower's strategy sets it)
-    optimizer, memory = settings.dp_optimizer, None
-    if site.is_private and settings.dp_keeps_optimizer_state:
-        # read before the charge: a stored state that does not fit stops the round with nothing
-        # written to the ledger
-        optimizer, memory = make_optimizer(runtime.model, optimizer), OptimizerMemory(site, run)
-        memory.restore(optimizer, server_round)
-    charge = None
-    if plan is not None:
-        try:
-            charge = SiteBudget(site, run).charge(server_round=server_round, plan=plan,
-                                                  steps=steps)
-        except BudgetExhausted as declined:
-            log.warning("%s", declined)
-            return RecordDict({"privacy": declined_record(declined)})
-    started = time.perf_counter()
-    if charge is None:
+    if plan is None:
+        started = time.perf_counter()
         result = train_steps(runtime.model, data, steps=steps,
                              batch_size=site.training.batch_size,
                              optimizer=settings.optimizer, seed=seed, proximal_mu=mu,
                              max_physical_batch_size=site.training.max_physical_batch_size)
-    else:
-        result = train_steps_private(
-            runtime.model, data, steps=steps, sample_rate=charge.sample_rate,
-            noise_multiplier=charge.noise_multiplier, max_grad_norm=plan.max_grad_norm,
-            optimizer=optimizer, seed=seed, proximal_mu=mu,
-            max_physical_batch_size=site.training.max_physical_batch_size,
-            adapter_clip_share=settings.dp_adapter_clip_share)
-        if memory is not None:
-            memory.save(optimizer, server_round)
-    log.info("site %s, round %d: %d steps%s, loss %.4f (%.1f s)", site.name, server_round,
-             result.steps, f", DP ε = {charge.epsilon:.3f}" if charge else "", result.loss,
-             time.perf_counter() - started)
+        log.info("site %s, round %d: %d steps, loss %.4f (%.1f s)", site.name, server_round,
+                 result.steps, result.loss, time.perf_counter() - started)
+        return _trained_reply(runtime, site, received, mode, result, data.size,
+                              plain_record(state.dataset), train_loss=float(result.loss))
+    return _train_private(runtime, settings, site, state, plan, run, server_round, steps, seed,
+                          mu, received, mode)
+
+
+def _train_private(runtime, settings: ClientSettings, site: SiteConfig, state: SiteState,
+                   plan: PrivacyPlan, run: str, server_round: int, steps: int, seed: int,
+                   mu: float, received: dict, mode: AdapterMode) -> RecordDict:
+    """A DP round: charge the site's ledger (or decline), DP-SGD, reply."""
+    data = runtime.splits["train"]
+    signer = site_signer(site, state)
+    noise = site_noise_source(site, run=run, server_round=server_round)
+    optimizer, memory = settings.dp_optimizer, None
+    if settings.dp_keeps_optimizer_state:
+        # read before the charge: a stored state that does not fit stops the round with nothing
+        # written to the ledger
+        optimizer = make_optimizer(runtime.model, optimizer)
+        memory = OptimizerMemory(state.optimizer_dir(run))
+        memory.restore(optimizer, server_round)
+    try:
+        charge = SiteBudget(site, state, signer).charge(
+            run=run, server_round=server_round, plan=plan, steps=steps, noise_source=noise.name)
+    except BudgetExhausted as declined:
+        log.warning("%s (ledger %s)", declined, state.ledger)
+        return RecordDict({"privacy": declined_record(site, declined, dataset=state.dataset,
+                                                      signer=signer)})
+    started = time.perf_counter()
+    result = train_steps_private(
+        runtime.model, data, steps=steps, sample_rate=charge.sample_rate,
+        noise_multiplier=charge.noise_multiplier, max_grad_norm=plan.max_grad_norm,
+        optimizer=optimizer, seed=seed, proximal_mu=mu, noise=noise,
+        privacy_unit=plan.unit,
+        max_physical_batch_size=site.training.max_physical_batch_size,
+        adapter_clip_share=settings.dp_adapter_clip_share)
+    if memory is not None:
+        memory.save(optimizer, server_round)
+    log.info("site %s, round %d: %d steps, DP ε = %.3f on this dataset (%.3f this run) "
+             "(%.1f s)", site.name, server_round, result.steps, charge.epsilon,
+             charge.run_epsilon, time.perf_counter() - started)
+    # The loss is a statistic of the training data that DP-SGD's noise does not cover: a
+    # private site withholds it (NaN keeps the metric keys equal at every site).
+    return _trained_reply(runtime, site, received, mode, result, data.size,
+                          privacy_record(site, charge, plan, dataset=state.dataset,
+                                         signer=signer, noise_source=noise.name),
+                          train_loss=math.nan)
+
+
+def _trained_reply(runtime, site: SiteConfig, received: dict, mode: AdapterMode, result,
+                   examples: int, privacy: ConfigRecord, *, train_loss: float) -> RecordDict:
     state = sent_state(runtime.model, mode)
     if site.fault is not None:  # a robustness drill, never a real hospital
         state = corrupt_update(state, received, site.fault)
     arrays = ArrayRecord({name: Array(value) for name, value in state.items()})
-    metrics = MetricRecord({
-        "num-examples": data.size,
-        # The loss is a statistic of the training data that DP-SGD's noise does not cover:
-        # a private site withholds it (NaN keeps the metric keys equal at every site).
-        "train-loss": float(result.loss) if charge is None else math.nan,
-        "steps": int(result.steps),
-    })
-    return RecordDict({"arrays": arrays, "metrics": metrics,
-                       "privacy": privacy_record(charge, plan)})
+    metrics = MetricRecord({"num-examples": examples, "train-loss": train_loss,
+                            "steps": int(result.steps)})
+    return RecordDict({"arrays": arrays, "metrics": metrics, "privacy": privacy})
 
 
 def _replayed(stored: StoredReply, site: SiteConfig, server_round: int) -> RecordDict:
@@ -199,6 +229,30 @@ def _declined_resent(stored: StoredReply, site: SiteConfig, server_round: int) -
               "from another global adapter, and answering again would spend its budget twice")
     log.warning("%s", reason)
     return RecordDict({"privacy": ConfigRecord({**stored.privacy, "declined": reason})})
+
+
+@app.query("privacy")
+def privacy_state(message: Message, context: Context) -> Message:
+    """The site's ledger as it stands, for the run the server names: its own budget, the ε of
+    its dataset over every run and of this run, the head hash and signer. The coordinator's
+    report shows this, so it equals the ledger even when a round was charged and never
+    answered."""
+    show_progress()
+    settings = ClientSettings.from_run_config(context.run_config)
+    site = resolve_site(context.node_config, settings)
+    config = message.content["config"] if "config" in message.content else ConfigRecord()
+    run = run_name(config, context)
+    state = SiteState.open(site, dataset_fingerprint(site))  # ids only: no model, no notes
+    if site.is_private:
+        signer = site_signer(site, state)
+        spend = SiteBudget(site, state, signer).spend(run)
+        record = ledger_record(site, spend, dataset=state.dataset, signer=signer)
+    else:
+        record = plain_record(state.dataset)
+    egress = EgressLog(path=state.egress_log(run), site=site.name, run=run)
+    content = attest(RecordDict({"privacy": record}), query_declaration(), log=egress,
+                     kind="query", server_round=None)
+    return Message(content, reply_to=message)
 
 
 @app.evaluate()
@@ -235,7 +289,9 @@ def evaluate(message: Message, context: Context) -> Message:
              test.size, validation.size, time.perf_counter() - started)
     # Declared metric keys only, recorded in the site's egress log before the reply leaves
     content = RecordDict({"metrics": MetricRecord(metrics)})
-    egress = EgressLog.for_site(site, run_name(config, context))
+    state = SiteState.open(site, runtime.fingerprint)
+    run = run_name(config, context)
+    egress = EgressLog(path=state.egress_log(run), site=site.name, run=run)
     round_number = int(config["server-round"]) if "server-round" in config else None
     return Message(attest(content, evaluate_declaration(model_settings.tasks), log=egress,
                           kind="evaluate", server_round=round_number), reply_to=message)

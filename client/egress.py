@@ -37,12 +37,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 if TYPE_CHECKING:
     from client.model import TaskModel
-    from sites.config import SiteConfig
 
 EGRESS_RECORD = "egress"
 """Name of the ConfigRecord a reply carries: {"digest", "tensors", "bytes"}."""
-LOG_DIR = "egress-log"
-"""The egress log's folder, beside the site's data table."""
 WIRE_DTYPE = "float32"
 """The only dtype a site sends: `client.model.trainable_state` converts every tensor to it."""
 SERIALIZATION = "numpy.ndarray"
@@ -54,7 +51,7 @@ TRAIN_METRIC_KEYS = frozenset({"num-examples", "train-loss", "steps"})
 TRAIN_CONFIG_RECORDS = frozenset({"privacy"})
 """ConfigRecords a training reply may carry (`client.privacy_reply`): scalars and strings only."""
 
-MessageKind = Literal["train", "evaluate"]
+MessageKind = Literal["train", "evaluate", "query"]
 
 
 class EgressRefused(RuntimeError):
@@ -128,6 +125,12 @@ def evaluate_declaration(tasks: Iterable[str]) -> Declaration:
     keys = metric_keys(tasks) + validation_keys(tasks) + ["num-examples"]
     return Declaration(metric_keys=frozenset(keys),
                        bin_keys=frozenset(k for k in keys if ".reliability_" in k))
+
+
+def query_declaration() -> Declaration:
+    """The answer to `query.privacy`: the site's privacy record (its ledger's state), nothing
+    else."""
+    return Declaration(config_records=TRAIN_CONFIG_RECORDS)
 
 
 # --- 2. The manifest: what a reply carries, byte for byte -----------------------------------------
@@ -273,22 +276,14 @@ def check_reply(content: RecordDict, declared: Declaration) -> None:
 
 # --- 4. The egress log, and the reply that leaves ---------------------------------------------
 
-def egress_log_path(site: SiteConfig, run: str) -> Path:
-    """`<folder of the site's data table>/egress-log/<run>.jsonl`, on the site's own disk."""
-    return Path(site.data.path).parent / LOG_DIR / f"{run}.jsonl"
-
-
 @dataclass(frozen=True)
 class EgressLog:
-    """One site's append-only egress log for one run: a JSON line per reply it sent or refused."""
+    """One site's append-only egress log for one run (`SiteState.egress_log(run)`, in the site's
+    own state folder): a JSON line per reply it sent or refused."""
 
     path: Path
     site: str
     run: str
-
-    @classmethod
-    def for_site(cls, site: SiteConfig, run: str) -> EgressLog:
-        return cls(path=egress_log_path(site, run), site=site.name, run=run)
 
     def append(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Write one line (flushed and fsynced before the reply is sent); return it as a dict."""

@@ -10,7 +10,8 @@ The state (AdamW's moments and step count, or SGD's momentum) is computed from t
 gradients only: post-processing of what DP-SGD released to the site itself, so keeping it costs no
 privacy. It never leaves the site (the egress declaration lists adapter and head tensors only).
 
-Files: `<folder of the site's table>/optimizer-state/<run>/after-round-<k>.pt`. Round k starts from
+Files, in the site's own state folder (`client.site_state`):
+`<dataset>/runs/<run>/optimizer-state/after-round-<k>.pt`. Round k starts from
 the state after the latest earlier round the site trained, so a round trained again after a crash
 starts where it started the first time, and a round the site declined leaves no file.
 """
@@ -24,9 +25,7 @@ from pathlib import Path
 import torch
 
 from sites.atomic_file import write_atomic
-from sites.config import SiteConfig
 
-STATE_DIR = "optimizer-state"
 _NAME = re.compile(r"after-round-(\d+)\.pt")
 
 
@@ -35,10 +34,11 @@ class OptimizerStateMismatch(ValueError):
 
 
 class OptimizerMemory:
-    """The stored optimizer states of one site and run."""
+    """The stored optimizer states of one site, dataset and run, in `directory`
+    (`SiteState.optimizer_dir(run)`)."""
 
-    def __init__(self, site: SiteConfig, run_name: str) -> None:
-        self.directory = site.data.path.parent / STATE_DIR / run_name
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
 
     def _path(self, server_round: int) -> Path:
         return self.directory / f"after-round-{server_round}.pt"

@@ -1,9 +1,14 @@
-"""What a site tells the server about its privacy each round: aggregate parameters, never data.
+"""What a site tells the server about its privacy: aggregate parameters and its ledger's state.
 
 A `privacy` ConfigRecord rides along with every training reply (Flower checks only the array and
-metric records for consistency, so its keys may differ between DP and non-DP sites). It carries the
-parameters a reviewer needs to re-derive the spend and the hash of the site's last ledger entry —
-the anchor that makes a ledger cut short detectable — and, when the site declined the round, why.
+metric records for consistency, so its keys may differ between DP and non-DP sites), and the site
+answers a `query.privacy` message at the end of a run with the same record read from its ledger.
+Both carry the site's OWN budget (from its own YAML: at a hospital, the hospital's file governs
+DP, not the coordinator's consortium file), what its ledger records (ε of the dataset over every
+run, ε of this run), the parameters a reviewer needs to re-derive them, the hash of the ledger's
+last entry — the anchor that makes a ledger cut short detectable — and the fingerprint of the
+key that signs it. Never a local path, a count of anything but the site's own training records,
+or a value of any single record.
 """
 
 from __future__ import annotations
@@ -12,15 +17,18 @@ import re
 
 from flwr.app import ConfigRecord, Context
 
+from client.ledger_signing import LedgerSigner
 from client.privacy_plan import PrivacyPlan
-from client.site_budget import BudgetExhausted, Charge
+from client.site_budget import BudgetExhausted, Charge, Spend
+from sites.config import SiteConfig
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 def run_name(config: ConfigRecord, context: Context) -> str:
-    """The run the server says this is (it names the site's ledger file), checked to be a plain
-    file name: a server must not be able to point a site's ledger anywhere else."""
+    """The run the server says this is: a label for what the site stores per run (replies, egress
+    log), never a budget. Checked to be a plain file name, so a server cannot point a site's
+    files anywhere else."""
     name = str(config.get("run-name", "") or f"flwr-run-{context.run_id}")
     if not _RUN_NAME.fullmatch(name):
         raise ValueError(f"train config: `run-name` is {name!r}; expected letters, digits, '.', "
@@ -28,32 +36,58 @@ def run_name(config: ConfigRecord, context: Context) -> str:
     return name
 
 
-def _plan_fields(plan: PrivacyPlan) -> dict[str, object]:
+def _site_fields(site: SiteConfig, dataset: str, signer: LedgerSigner) -> dict[str, object]:
+    """The site's own declaration: its budget as its YAML says, and who signs its ledger."""
+    privacy = site.privacy
+    assert privacy is not None
     return {
         "dp": True,
-        "delta": plan.delta,
-        "target-epsilon": plan.target_epsilon,
-        "max-grad-norm": plan.max_grad_norm,
-        "accountant": plan.accountant,
+        "dataset": dataset,
+        "unit": privacy.unit,
+        "delta": float(privacy.delta),
+        "lifetime-epsilon": float(privacy.lifetime_epsilon),
+        "run-epsilon-allocation": privacy.run_allocation,
+        "max-grad-norm": float(privacy.max_grad_norm),
+        "accountant": privacy.accountant,
+        "signer": signer.fingerprint,
     }
 
 
-def privacy_record(charge: Charge | None, plan: PrivacyPlan | None) -> ConfigRecord:
-    """The round's privacy parameters (DP sites) or `dp = False` (sites without DP)."""
-    if charge is None or plan is None:
-        return ConfigRecord({"dp": False, "declined": ""})
+def _spend_fields(spend: Spend) -> dict[str, object]:
+    return {"epsilon": spend.epsilon, "run-epsilon": spend.run_epsilon,
+            "ledger-entries": spend.entries, "ledger-head": spend.head or ""}
+
+
+def plain_record(dataset: str) -> ConfigRecord:
+    """A site without DP: says so, and which dataset it trained on."""
+    return ConfigRecord({"dp": False, "dataset": dataset, "declined": ""})
+
+
+def privacy_record(site: SiteConfig, charge: Charge, plan: PrivacyPlan, *, dataset: str,
+                   signer: LedgerSigner, noise_source: str) -> ConfigRecord:
+    """A trained round: the site's budget, its ledger after the round, the round's parameters."""
     return ConfigRecord({
-        **_plan_fields(plan),
+        **_site_fields(site, dataset, signer),
         "epsilon": charge.epsilon,
+        "run-epsilon": charge.run_epsilon,
         "noise-multiplier": charge.noise_multiplier,
         "sample-rate": charge.sample_rate,
         "steps": charge.steps,
+        "noise-source": noise_source,
         "ledger-head": charge.ledger_head,
         "declined": "",
     })
 
 
-def declined_record(declined: BudgetExhausted) -> ConfigRecord:
-    """A site out of budget: its spend so far and the reason, in place of a trained adapter."""
-    return ConfigRecord({**_plan_fields(declined.plan), "epsilon": declined.spent,
+def declined_record(site: SiteConfig, declined: BudgetExhausted, *, dataset: str,
+                    signer: LedgerSigner) -> ConfigRecord:
+    """A round the site declined: its spend so far and the reason, in place of a trained adapter."""
+    return ConfigRecord({**_site_fields(site, dataset, signer), **_spend_fields(declined.spent),
                          "declined": str(declined)})
+
+
+def ledger_record(site: SiteConfig, spend: Spend, *, dataset: str,
+                  signer: LedgerSigner) -> ConfigRecord:
+    """The answer to `query.privacy`: the ledger as it stands at the end of a run."""
+    return ConfigRecord({**_site_fields(site, dataset, signer), **_spend_fields(spend),
+                         "run-rounds": ",".join(str(r) for r in spend.run_rounds)})

@@ -11,9 +11,9 @@ released, free of privacy cost, and bitwise what an uninterrupted run would have
 round from a *different* adapter is a new request for an already spent round: a DP site declines
 it; a site without DP trains it again.
 
-Files: `<folder of the site's table>/round-replies/<run>/round-<k>.safetensors` (the tensors) and
-`round-<k>.json` (metrics, privacy record, input digest), written tensors first, then the JSON
-that marks the entry complete.
+Files, in the site's own state folder (`client.site_state`): `<dataset>/runs/<run>/round-replies/
+round-<k>.safetensors` (the tensors) and `round-<k>.json` (metrics, privacy record, input
+digest), written tensors first, then the JSON that marks the entry complete.
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ import numpy as np
 from flwr.app import Array, ArrayRecord
 
 from sites.atomic_file import write_atomic
-from sites.config import SiteConfig
-
-REPLIES_DIR = "round-replies"
 
 
 def arrays_digest(record: ArrayRecord) -> str:
@@ -54,10 +51,11 @@ class StoredReply:
 
 
 class RoundReplies:
-    """The stored replies of one site and run."""
+    """The stored replies of one site, dataset and run, in `directory`
+    (`SiteState.replies_dir(run)`)."""
 
-    def __init__(self, site: SiteConfig, run_name: str) -> None:
-        self.directory = site.data.path.parent / REPLIES_DIR / run_name
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
 
     def _paths(self, server_round: int) -> tuple[Path, Path]:
         stem = self.directory / f"round-{server_round}"

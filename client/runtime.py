@@ -17,7 +17,7 @@ from client.data import EncodedSplit, encode_site
 from client.model import (ModelSettings, TaskModel, base_scoring, build_model, load_tokenizer,
                           select_device)
 from sites.config import SiteConfig
-from sites.dataset import read_site_table
+from sites.dataset import read_site_table, table_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,12 @@ class SiteRuntime:
     model: TaskModel
     splits: dict[str, EncodedSplit]
     device: torch.device
+    fingerprint: str
+    """The site's dataset fingerprint (`sites.dataset.table_fingerprint`): keys its state."""
 
 
 _MODELS: dict[tuple[ModelSettings, str], TaskModel] = {}
-_SPLITS: dict[tuple[str, str, ModelSettings], dict[str, EncodedSplit]] = {}
+_SPLITS: dict[tuple[str, str, ModelSettings], tuple[dict[str, EncodedSplit], str]] = {}
 """Keyed by the whole `ModelSettings`: base, `max_length`, tasks and `scoring` all change what is
 encoded (a letter-scoring model reads per-task prompts, not bare notes)."""
 
@@ -47,14 +49,16 @@ def site_runtime(site: SiteConfig, settings: ModelSettings) -> SiteRuntime:
     data_key = (site.name, str(site.data.path), settings)
     if data_key not in _SPLITS:
         table = read_site_table(site)
+        fingerprint = table_fingerprint(table)
         if site.is_external:
             # An external system never trains, so its whole table is held out: evaluating all
             # of it (as the paper does with MIMIC) makes its AUROC far less noisy.
             table = table.assign(split="test")
         tokenizer = load_tokenizer(settings)
-        _SPLITS[data_key] = encode_site(
-            table, tokenizer, settings.tasks, max_length=settings.max_length,
-            scoring=base_scoring(settings),
-        )
+        splits = encode_site(table, tokenizer, settings.tasks, max_length=settings.max_length,
+                             scoring=base_scoring(settings))
+        _SPLITS[data_key] = splits, fingerprint
         log.info("site %s: tokenized %d encounters", site.name, len(table))
-    return SiteRuntime(model=_MODELS[model_key], splits=_SPLITS[data_key], device=device)
+    splits, fingerprint = _SPLITS[data_key]
+    return SiteRuntime(model=_MODELS[model_key], splits=splits, device=device,
+                       fingerprint=fingerprint)

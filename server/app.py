@@ -21,6 +21,7 @@ from client.model import build_model, load_trainable_state, save_adapter, traina
 from client.progress import show_progress
 from client.run_settings import InvalidRunConfig
 from server.discovery import discover_sites
+from server.ledger_query import collect_ledgers
 from server.metrics_file import write_metrics
 from server.report import write_report
 from server.checkpoint import Checkpoint, RoundCheckpointer, load_checkpoint, save_run_config
@@ -96,13 +97,17 @@ def main(grid: Grid, context: Context) -> None:
         evaluate_fn=kept,
     )
 
-    # 7. The best round on validation AUROC (never test): its adapter is the run's model
+    # 7. What each site's ledger holds now: the report shows the sites' own accounts
+    ledgers = collect_ledgers(grid, roster, run_name=settings.run_name,
+                              timeout=settings.round_timeout)
+
+    # 8. The best round on validation AUROC (never test): its adapter is the run's model
     selection = select_round(strategy.run_log.evaluation, sites=[s.name for s in
                              consortium.training_sites], tasks=settings.client.model.tasks,
                              num_rounds=settings.num_rounds)
     log.info("selected round %d (%s)", selection.round, selection.criterion)
 
-    # 8. The selected adapter (loadable by plain peft), metrics and report
+    # 9. The selected adapter (loadable by plain peft), metrics and report
     model = _load_selected(strategy, model, kept[selection.round], settings)
     save_adapter(model, run_dir / "adapter")
     trained = len(strategy.run_log.skipped_rounds) < settings.num_rounds
@@ -116,6 +121,7 @@ def main(grid: Grid, context: Context) -> None:
         model=model,
         duration_s=time.time() - started,
         selection=selection,
+        ledgers=ledgers,
     )
     report_path = write_report(run_dir, metrics_path)
     log.info("report: %s", report_path)

@@ -45,26 +45,26 @@ def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
     """Everything `lang1-fl run` does before Flower starts: site data checked or generated, the
     privacy forecast printed, the run name checked against runs and ledgers. Returns the run
     config (the command line's overrides of pyproject.toml's) and the number of sites."""
-    from client.site_budget import ledger_path
-    from server.privacy_forecast import forecast, render
+    from client.site_state import check_state_folder
+    from server.privacy_forecast import check_fits, forecast, render
     from sites.config import load_consortium
 
     consortium_file = _consortium_path(args.consortium)
     data_dir, runs_dir = args.data_dir.resolve(), args.runs_dir.resolve()
     consortium = load_consortium(consortium_file, data_root=data_dir)
     prepare_site_data(consortium)
+    for site in consortium.sites:  # a state folder another site claimed stops the run here
+        check_state_folder(site.state_dir, site.name)
     if any(site.is_private for site in consortium.training_sites):
-        # The privacy forecast, which also stops a δ that is not below 1/n before Flower starts
+        # The privacy forecast, which also stops a δ that is not below 1/n, or a run that a
+        # site's data can no longer afford, before Flower starts
         rounds, local_steps = _planned_steps(args)
-        print(render(forecast(consortium, rounds=rounds, local_steps=local_steps)))
+        rows = forecast(consortium, rounds=rounds, local_steps=local_steps)
+        print(render(rows))
+        check_fits(rows)
     run_name = args.run_name or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     if (runs_dir / run_name).exists():
         raise FileExistsError(f"{runs_dir / run_name}: a run of that name exists; choose another --run-name")
-    for site in consortium.training_sites:  # a run name is also a budget: never reuse one
-        if site.is_private and ledger_path(site, run_name).exists():
-            raise FileExistsError(
-                f"{ledger_path(site, run_name)}: site {site.name!r} already has a privacy ledger "
-                f"for run {run_name!r}, whose budget it spent; choose another --run-name")
     run_config: dict[str, object] = {
         "consortium": str(consortium_file),
         "data-dir": str(data_dir),
@@ -221,9 +221,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _privacy_summary(site) -> str:
-    """The site's DP budget as Hospital IT declared it, with δ checked against its data."""
+    """The site's DP budget as Hospital IT declared it, δ checked against its data, and what its
+    lifetime ledger for this data has spent already."""
+    from client.ledger import read_ledger
     from client.privacy_plan import check_delta
-    from sites.dataset import count_training_encounters
+    from client.site_budget import recorded_spend
+    from client.site_state import SiteState
+    from sites.dataset import count_training_units, dataset_fingerprint
 
     if site.is_external:
         return "privacy: external site, evaluated only (it never trains, so spends no budget)"
@@ -231,10 +235,15 @@ def _privacy_summary(site) -> str:
         return ("privacy: NO differential privacy (no enabled `privacy` block): the adapter this "
                 "site sends carries no DP guarantee")
     privacy = site.privacy
-    check_delta(site, count_training_encounters(site))
-    return (f"privacy: DP-SGD, budget ε = {privacy.target_epsilon:g} at δ = {privacy.delta:g} "
+    check_delta(site, count_training_units(site))
+    state = SiteState.peek(site, dataset_fingerprint(site))
+    spent = recorded_spend(read_ledger(state.ledger), None, delta=privacy.delta,
+                           accountant=privacy.accountant)
+    return (f"privacy: DP-SGD per {privacy.unit}, lifetime budget ε = "
+            f"{privacy.lifetime_epsilon:g} at δ = {privacy.delta:g} for this data (spent so far: "
+            f"ε = {spent.epsilon:.3f} over {spent.entries} rounds), ε = {privacy.run_allocation:g} "
             f"per run, clipping norm {privacy.max_grad_norm:g}, accountant {privacy.accountant}; "
-            f"ledgers in {privacy.ledger_dir}; `lang1-fl privacy forecast` shows the noise")
+            f"ledger {state.ledger}; `lang1-fl privacy forecast` shows the noise")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -409,13 +418,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from client.run_settings import InvalidRunConfig
+    from client.site_state import StateFolderClaimed
+    from server.privacy_forecast import RunDoesNotFit
     from sites.config import InvalidSiteConfig
     from sites.dataset import InvalidSiteData
 
     try:
         return args.handler(args)
     except (InvalidSiteConfig, InvalidSiteData, InvalidRunConfig, FileNotFoundError,
-            FileExistsError) as error:
+            FileExistsError, StateFolderClaimed, RunDoesNotFit) as error:
         print(f"lang1-fl: {error}", file=sys.stderr)
         return 2
 

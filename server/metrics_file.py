@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from client.egress import egress_log_path
 from client.evaluate import VALIDATION_PREFIX
 from server.round_selection import Selection
 from server.settings import ServerSettings
@@ -89,31 +88,47 @@ def _clean_values(values: dict) -> dict:
     return {k: _clean(v) if isinstance(v, float) else v for k, v in values.items()}
 
 
-def privacy_summary(consortium: ConsortiumConfig, run_log: RunLog) -> dict:
-    """Per training site: its declared budget and what it reported spending, round by round.
+_LEDGER_FIELDS = {
+    # metrics.json key <- the key of the site's privacy record (client/privacy_reply.py)
+    "dataset": "dataset", "unit": "unit", "delta": "delta",
+    "lifetime_epsilon": "lifetime-epsilon", "run_epsilon_allocation": "run-epsilon-allocation",
+    "max_grad_norm": "max-grad-norm", "accountant": "accountant", "signer": "signer",
+    "epsilon": "epsilon", "run_epsilon": "run-epsilon", "ledger_head": "ledger-head",
+    "ledger_entries": "ledger-entries",
+}
 
-    Sites without an enabled `privacy` block appear with `dp: false`, so a reviewer sees them.
+
+def privacy_summary(consortium: ConsortiumConfig, run_log: RunLog,
+                    ledgers: dict[str, dict] | None = None) -> dict:
+    """Per training site: what the site itself declared and its ledger says — never the
+    coordinator's consortium file, since at a hospital the hospital's own YAML governs DP.
+
+    `ledgers` are the sites' answers to the closing `query.privacy` (`server.ledger_query`): the
+    ledger as it stands after the run, so a site that charged a round and crashed before
+    answering it shows its true spend. A site that did not answer falls back to its last
+    training reply (`source` says which). Sites that reported no DP appear with `dp: false`.
     """
+    ledgers = ledgers or {}
     sites = {}
     for site in consortium.training_sites:
         reported = {r: per_site[site.name] for r, per_site in sorted(run_log.privacy.items())
                     if site.name in per_site}
-        last = reported[max(reported)] if reported else {}
-        entry: dict = {"dp": site.is_private}
-        if site.is_private:
+        final = ledgers.get(site.name)
+        latest = final if final is not None else (reported[max(reported)] if reported else {})
+        entry: dict = {"dp": bool(latest.get("dp", False)),
+                       "source": ("ledger" if final is not None else
+                                  "last training reply" if reported else "nothing reported")}
+        if entry["dp"]:
+            entry.update({ours: latest.get(theirs) for ours, theirs in _LEDGER_FIELDS.items()})
             entry.update({
-                "target_epsilon": site.privacy.target_epsilon,
-                "delta": site.privacy.delta,
-                "max_grad_norm": site.privacy.max_grad_norm,
-                "accountant": site.privacy.accountant,
-                "epsilon": last.get("epsilon", 0.0),
                 "noise_multiplier": next((v["noise-multiplier"] for v in reported.values()
                                           if "noise-multiplier" in v), None),
                 "sample_rate": next((v["sample-rate"] for v in reported.values()
                                      if "sample-rate" in v), None),
-                "ledger_head": next((v["ledger-head"] for v in reversed(reported.values())
-                                     if "ledger-head" in v), None),
-                "epsilon_per_round": {str(r): v.get("epsilon") for r, v in reported.items()},
+                "noise_source": next((v["noise-source"] for v in reported.values()
+                                      if "noise-source" in v), None),
+                "epsilon_per_round": {str(r): v.get("run-epsilon") for r, v in reported.items()
+                                      if not v.get("declined")},
             })
         entry["declined_rounds"] = sorted(r for r, d in run_log.declined.items() if site.name in d)
         sites[site.name] = entry
@@ -162,10 +177,18 @@ def egress_summary(consortium: ConsortiumConfig, run_log: RunLog, run_name: str)
             "bytes": sum(int(v["bytes"]) for v in seen.values()),
             "match": all(bool(v["match"]) for v in seen.values()),
             "mismatched_rounds": sorted(r for r, v in seen.items() if not v["match"]),
-            "log": str(egress_log_path(site, run_name)),
+            # where the site keeps its log, inside its own state folder (client/site_state.py)
+            "log": (f"<state folder of {site.name}>/{_dataset(run_log, site.name)}/runs/"
+                    f"{run_name}/egress-log.jsonl"),
         }
     return {"sites": sites, "rounds": {str(r): per_site for r, per_site in rounds.items()},
             "evaluation_rounds": {str(r): per_site for r, per_site in evaluated.items()}}
+
+
+def _dataset(run_log: RunLog, site: str) -> str:
+    """The dataset key a site reported with its training replies (external sites send none)."""
+    return next((str(per_site[site]["dataset"]) for per_site in run_log.privacy.values()
+                 if "dataset" in per_site.get(site, {})), "<dataset>")
 
 
 def base_model_bytes(model: torch.nn.Module) -> int:
@@ -192,6 +215,7 @@ def build_metrics(
     duration_s: float,
     outcome: str,
     selection: Selection | None = None,
+    ledgers: dict[str, dict] | None = None,
 ) -> dict:
     tasks = settings.client.model.tasks
     rounds = sorted(set(run_log.evaluation) | set(run_log.training))
@@ -243,7 +267,7 @@ def build_metrics(
             "score_per_round": {str(r): v for r, v in selection.score_per_round.items()},
         },
         "upload": _upload_summary(run_log, base_model_bytes(model)),
-        "privacy": privacy_summary(consortium, run_log),
+        "privacy": privacy_summary(consortium, run_log, ledgers),
         "egress": egress_summary(consortium, run_log, settings.run_name),
     }
 

@@ -4,12 +4,14 @@ A reviewer asks what a DP claim covers before asking what ε is. The section the
 reporting checklist of "How to DP-fy ML" (Ponomareva et al., 2023): DP setting, privacy unit,
 mechanism, accounting, what was released and what the guarantee does not cover, trust model,
 hyperparameter tuning and budget across runs — next to the numbers each site reported (budget,
-spend, σ, q, C, accountant, declined rounds) and the ledger head that lets the reviewer check the
-site's ledger without trusting this report (`lang1-fl privacy verify`).
+spend of this run and of the site's data over all runs, σ, q, C, accountant, declined rounds) and
+the ledger head and signer that let the reviewer check the site's ledger without trusting this
+report (`lang1-fl privacy verify`).
 
-Everything comes from `metrics["privacy"]` (see `server.metrics_file.privacy_summary`) and the
-per-round `declined` entries; a metrics.json written before privacy reporting has neither, and the
-section then says that nothing was recorded instead of failing.
+Everything comes from `metrics["privacy"]` (see `server.metrics_file.privacy_summary`): what the
+sites themselves reported — their own budgets and their ledgers' state at the end of the run —
+never the coordinator's consortium file. A metrics.json written before privacy reporting has no
+such block, and the section then says that nothing was recorded instead of failing.
 """
 
 from __future__ import annotations
@@ -32,40 +34,60 @@ def _dp_sites(privacy: dict) -> dict[str, dict]:
     return {name: site for name, site in privacy["sites"].items() if site["dp"]}
 
 
-def _run_name(metrics: dict) -> str:
-    return metrics["run"].get("run_name") or "<run-name>"
-
-
 def _over_budget(site: dict) -> bool:
-    return (site.get("epsilon") or 0.0) > site["target_epsilon"] * (1 + 1e-6)
+    over_run = (site.get("run_epsilon") or 0.0) > (site.get("run_epsilon_allocation") or
+                                                  float("inf")) * (1 + 1e-6)
+    over_life = (site.get("epsilon") or 0.0) > (site.get("lifetime_epsilon") or
+                                               float("inf")) * (1 + 1e-6)
+    return over_run or over_life
 
 
 def _spent(site: dict) -> str:
-    spent = _num(site.get("epsilon"), ".2f")
+    spent = _num(site.get("run_epsilon"), ".2f")
     return f"**{spent} (over budget)**" if _over_budget(site) else spent
+
+
+def _head(site: dict) -> str:
+    head = site.get("ledger_head")
+    return f"`{head[:SHORT_HASH]}`" if head else "–"
 
 
 def _site_row(name: str, site: dict) -> str:
     declined = ", ".join(str(r) for r in site.get("declined_rounds", [])) or "none"
     if not site["dp"]:
-        return f"| {name} | **no DP** | – | – | – | – | – | – | – | {declined} | – |"
-    head = site.get("ledger_head")
+        return f"| {name} | **no DP** | – | – | – | – | – | {declined} | – | {site['source']} |"
+    lifetime = (f"{_num(site.get('epsilon'), '.2f')} of {_num(site.get('lifetime_epsilon'), 'g')}")
     return (
-        f"| {name} | DP-SGD | {_num(site['target_epsilon'], 'g')} | {_num(site['delta'], 'g')} "
-        f"| {_spent(site)} | {_num(site.get('noise_multiplier'), '.3f')} "
-        f"| {_num(site.get('sample_rate'), '.4g')} | {_num(site['max_grad_norm'], 'g')} "
-        f"| {site['accountant']} | {declined} | {f'`{head[:SHORT_HASH]}`' if head else '–'} |"
+        f"| {name} | {site.get('unit') or '–'} | {_num(site.get('delta'), 'g')} "
+        f"| {_spent(site)} | {_num(site.get('run_epsilon_allocation'), 'g')} | {lifetime} "
+        f"| {site.get('ledger_entries', '–')} | {declined} | {_head(site)} | {site['source']} |"
     )
 
 
 def site_table(privacy: dict) -> list[str]:
-    """One row per training site; a site without DP is marked in bold."""
+    """One row per training site, as the site's own ledger reports it; no DP in bold."""
     lines = [
-        "| site | DP | target ε | δ | ε spent (final) | σ (noise multiplier) | q (sample rate) "
-        "| C (clipping norm) | accountant | rounds declined | ledger head |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|",
+        "| site | privacy unit | δ | ε this run | run allocation | ε of its data, all runs "
+        "(of lifetime budget) | ledger entries | rounds declined | ledger head | source |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
     return lines + [_site_row(name, site) for name, site in privacy["sites"].items()]
+
+
+def mechanism_table(privacy: dict) -> list[str]:
+    """The DP-SGD parameters each DP site reported, and who signs its ledger."""
+    sites = _dp_sites(privacy)
+    if not sites:
+        return []
+    lines = ["| site | σ (noise multiplier) | q (sample rate) | C (clipping norm) | accountant "
+             "| noise | ledger signer |", "|---|---:|---:|---:|---|---|---|"]
+    for name, site in sites.items():
+        lines.append(
+            f"| {name} | {_num(site.get('noise_multiplier'), '.3f')} "
+            f"| {_num(site.get('sample_rate'), '.4g')} | {_num(site.get('max_grad_norm'), 'g')} "
+            f"| {site.get('accountant') or '–'} | {site.get('noise_source') or '–'} "
+            f"| `{site.get('signer') or '–'}` |")
+    return lines + [""]
 
 
 def _non_dp_warning(privacy: dict) -> list[str]:
@@ -78,23 +100,23 @@ def _non_dp_warning(privacy: dict) -> list[str]:
 
 def verify_lines(metrics: dict, privacy: dict) -> list[str]:
     """The command a reviewer runs on each DP site's ledger, with the full head hash."""
-    run = _run_name(metrics)
-    commands = [f"lang1-fl privacy verify <{name}: privacy.ledger_dir>/{run}.jsonl "
-                f"--head {site['ledger_head']} --public-key <{name}: signing key .pub>"
+    commands = [f"lang1-fl privacy verify '<state folder of {name}>/{site.get('dataset')}/"
+                f"privacy-ledger.jsonl' --public-key '<{name}: registered public key>' "
+                f"--head {site['ledger_head']}"
                 for name, site in _dp_sites(privacy).items() if site.get("ledger_head")]
     if not commands:
         return []
     return [
-        "**How to check a site's spend.** Each DP site keeps one hash-chained ledger per run, "
-        f"`<privacy.ledger_dir>/{run}.jsonl` (default `ledger_dir`: a `privacy-ledger` folder beside "
-        "the site's data table); ask the site for it and run the command below. It checks the hash "
-        "chain against the head hash the site reported to the server (this catches a ledger cut "
-        "short or rewritten), checks every entry's signature against the site's public key (its "
-        "registered SuperNode key; for a simulated site, `signing-key.pub` in its ledger folder), "
-        "and checks every round's ε against "
-        "what the recorded (σ, q, steps) provably spend, with Google's dp-accounting, an accountant "
-        "that did not train. Full head hashes are also in "
-        "`metrics.json` (`privacy.sites.<site>.ledger_head`).",
+        "**How to check a site's spend.** Each DP site keeps one signed, hash-chained ledger per "
+        "dataset in its own state folder, `<state_dir>/<dataset>/privacy-ledger.jsonl`, charged by "
+        "every run on that data (the table above is what the sites' ledgers said at the end of "
+        "this run). Ask the site for it and run the command below with the public key the site "
+        "registered (its SuperNode key, or `<state_dir>/signing-key.pub` for a simulated site). It "
+        "checks every entry's signature, the hash chain against the head hash the site reported "
+        "(this catches a ledger cut short or rewritten), and checks every round's ε against what the "
+        "recorded (σ, q, steps) provably spend, with Google's dp-accounting, an accountant that did "
+        "not train. Full "
+        "head hashes are in `metrics.json` (`privacy.sites.<site>.ledger_head`).",
         "",
         "```",
         *commands,
@@ -149,25 +171,30 @@ def client_level_lines(privacy: dict) -> list[str]:
     ]
 
 
-def _checklist() -> list[str]:
-    """The "How to DP-fy ML" reporting items for example-level DP-SGD at each site."""
+def _checklist(privacy: dict) -> list[str]:
+    """The "How to DP-fy ML" reporting items for record-level DP-SGD at each site."""
+    units = ", ".join(f"{name}: {site.get('unit')}" for name, site in _dp_sites(privacy).items())
     return [
-        "- **DP setting.** Example-level DP at each DP site, local to that site: the site clips and "
+        "- **DP setting.** Record-level DP at each DP site, local to that site: the site clips and "
         "noises its own training before anything leaves it, so its guarantee holds whatever the "
-        "server or other sites do. It is not patient-level (user-level) DP, and nothing spans "
-        "sites: a patient seen at two hospitals is two records under two separate guarantees.",
-        "- **Privacy unit.** One encounter: one row of the site's table with its notes and labels. "
-        "A patient with k encounters at a site is protected only through group privacy: ε scales "
-        "to k·ε (and δ grows faster, to about k·e^((k−1)ε)·δ).",
+        "server or other sites do. Nothing spans sites: a patient seen at two hospitals is two "
+        "records under two separate guarantees.",
+        f"- **Privacy unit** (column *privacy unit*; {units}). `patient`: each step samples "
+        "patients and clips the sum of all of a patient's encounters' gradients once, so the "
+        "guarantee covers a patient's whole record at the site. `encounter`: one row of the "
+        "site's table with its notes and labels; a patient with k encounters is protected only "
+        "through group privacy: ε scales to k·ε (and δ grows faster, to about k·e^((k−1)ε)·δ).",
         "- **Mechanism.** DP-SGD with opacus: per-encounter gradients of the LoRA adapter and task "
         "heads (the frozen base model gets none), each clipped to L2 norm C, summed, Gaussian noise "
         "of std σ·C added, divided by the expected batch size; batches drawn by Poisson sampling "
         "at rate q.",
         "- **Accounting.** Each site's opacus accountant (column *accountant*) at its δ, composing "
-        "every DP-SGD step of this run at the site, all rounds together: σ is fixed once before the "
-        "first step so that rounds × local steps land at the target ε. Each round is written to the "
-        "site's ledger before it trains (commit before spend): a crash over-counts a round, never "
-        "under-counts; a round that would pass the target is declined instead.",
+        "every DP-SGD step the site ever trained on the same data, in every run: σ is fixed once "
+        "before a run's first step so that its rounds × local steps land at the run's allocation, "
+        "and a run is declined before it trains unless it fits what the data has left of its "
+        "lifetime budget. Each round is written to the site's signed ledger before it trains "
+        "(commit before spend): a crash over-counts a round, never under-counts; a round that "
+        "would pass the run's allocation or the lifetime budget is declined instead.",
         "- **What was released.** Covered by the guarantee: every round's adapter and head tensors "
         "each DP site sent to the server, and everything computed from them (aggregates, the final "
         "adapter) — by post-processing, since DP-SGD's guarantee holds for every intermediate "
@@ -179,17 +206,19 @@ def _checklist() -> list[str]:
         "sites without DP, everything they sent. DP sites' training loss is withheld.",
         "- **Trust model.** Each site is trusted with its own data and runs its own accountant and "
         "ledger; the server, the other sites and anyone who sees any round's update or the final "
-        "adapter are not trusted. Noise and Poisson sampling draw from OS entropy, never from the "
-        "public run seed (which only drives dropout).",
+        "adapter are not trusted (docs/privacy-review.md says what each can and cannot learn). "
+        "Noise and Poisson sampling draw from a cryptographically secure generator (column "
+        "*noise*), never from the public run seed (which only drives dropout).",
         "- **Hyperparameter tuning.** Not accounted: the budget covers this run's training only. "
         "Its hyperparameters are fixed in the configuration before the first step and were not "
         "tuned on the sites' private data in this run. The one choice made on site data is which "
         "round's adapter to keep, by the validation AUROC the sites release without noise (not "
         "covered, as above). Any tuning on that data in other runs spends budget this ε does not "
         "include.",
-        "- **Budget per run.** Each run has its own ledger and its own budget. A site's total over "
-        "several runs on the same data adds up: sum the final ε (and δ) of every ledger in the "
-        "site's `privacy-ledger` folder.",
+        "- **Budget across runs.** The budget belongs to the site's data, not to a run: one ledger "
+        "per site and dataset composes every run on it, and no server message can open a fresh "
+        "one. Column *ε of its data, all runs* is that composition; *ε this run* is this run's "
+        "share.",
     ]
 
 
@@ -207,10 +236,10 @@ def render_privacy_section(metrics: dict, figure: str | None = None) -> list[str
     privacy = _privacy(metrics)
     if privacy is None:
         return lines + ["No privacy information recorded in this run's metrics.json.", ""]
-    lines += site_table(privacy) + [""] + _non_dp_warning(privacy)
+    lines += site_table(privacy) + [""] + mechanism_table(privacy) + _non_dp_warning(privacy)
     lines += verify_lines(metrics, privacy) + _figure_lines(privacy, figure)
     if _dp_sites(privacy):
-        lines += ["### What the guarantee covers", ""] + _checklist() + [""]
+        lines += ["### What the guarantee covers", ""] + _checklist(privacy) + [""]
     else:
         lines += ["**No site trained with DP-SGD:** no example-level guarantee covers anything "
                   "that left the sites.", ""]
@@ -225,15 +254,16 @@ def _curve(per_round: dict) -> tuple[list[int], list[float]]:
 
 
 def _plot_sites(ax, sites: dict[str, dict]) -> None:
-    targets = {site["target_epsilon"] for site in sites.values()}
+    targets = {site.get("run_epsilon_allocation") for site in sites.values()} - {None}
     for name, site in sites.items():
         rounds, eps = _curve(site.get("epsilon_per_round", {}))
-        (line,) = ax.plot(rounds, eps, marker="o", label=f"{name} (ε)")
-        if len(targets) > 1:
-            ax.axhline(site["target_epsilon"], color=line.get_color(), linestyle="--",
-                       linewidth=1, label=f"{name} target ε")
+        (line,) = ax.plot(rounds, eps, marker="o", label=f"{name} (ε this run)")
+        if len(targets) > 1 and site.get("run_epsilon_allocation") is not None:
+            ax.axhline(site["run_epsilon_allocation"], color=line.get_color(), linestyle="--",
+                       linewidth=1, label=f"{name} run allocation")
     if len(targets) == 1:
-        ax.axhline(targets.pop(), color="grey", linestyle="--", linewidth=1, label="target ε")
+        ax.axhline(targets.pop(), color="grey", linestyle="--", linewidth=1,
+                   label="run allocation")
 
 
 def _plot_client_level(ax, client: dict | None) -> None:
@@ -264,7 +294,7 @@ def plot_privacy(metrics: dict, path: Path) -> bool:
     _plot_client_level(ax, privacy.get("client_level"))
     ax.set_xlabel("round")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("cumulative ε")
+    ax.set_ylabel("cumulative ε of this run")
     ax.set_ylim(0, 1.15 * ax.get_ylim()[1])
     ax.legend(fontsize="small", loc="lower right")
     fig.tight_layout()

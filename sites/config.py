@@ -32,6 +32,7 @@ from sites.site_settings import (
     _is_int,
     _require,
 )
+from sites.state_folder import default_state_dir
 from sites.tasks import TASK_NAMES, TASKS
 from sites.yaml_keys import (
     check_keys,
@@ -81,6 +82,10 @@ class SiteConfig:
     """A robustness drill only: the site corrupts every update it sends (never set for real)."""
     source: Path | None = None
     """The YAML file this site was read from (None when built in code)."""
+    state_dir: Path | None = None
+    """The site's own state folder: privacy ledger, stored replies, egress log, optimizer memory
+    (`client.site_state`). None: `<state home>/sites/<name>` (`sites.state_folder`); never shared
+    by two sites."""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and _NAME.fullmatch(self.name) is not None, "name",
@@ -99,6 +104,9 @@ class SiteConfig:
             _require(task not in self.tasks[:index], f"tasks[{index}]", task,
                      "each task listed once")
         self._check_data_fits_tasks()
+        if self.state_dir is None:
+            object.__setattr__(self, "state_dir", default_state_dir(self.name))
+        _require(isinstance(self.state_dir, Path), "state_dir", self.state_dir, "a folder path")
 
     def _check_data_fits_tasks(self) -> None:
         """A label mapped for an undeclared task is a forgotten task or a stale mapping; a task
@@ -150,6 +158,14 @@ class ConsortiumConfig:
         if not self.training_sites:
             raise InvalidSiteConfig(
                 f"{where}`sites[*].role`: no site has role 'train'; expected at least one")
+        owners: dict[Path, SiteConfig] = {}
+        for index, site in enumerate(self.sites):
+            other = owners.setdefault(site.state_dir, site)
+            if other is not site:
+                raise InvalidSiteConfig(
+                    f"{where}`sites[{index}].state_dir` of site {site.name!r} is {site.state_dir}, "
+                    f"the state folder of site {other.name!r}; expected a folder of its own (each "
+                    "site's privacy ledger, stored replies and egress log are its own)")
         first = self.sites[0]
         for index, site in enumerate(self.sites):
             if site.tasks != first.tasks:
@@ -228,7 +244,7 @@ def _consortium_site(entry: object, index: int, *, file: Path,
 
 def _site(raw: object, *, file: Path, key: str, data_base: Path) -> SiteConfig:
     site_keys = ("name", "role", "data", "tasks", "training", "evaluation", "device", "synthetic",
-                 "privacy", "fault")
+                 "privacy", "fault", "state_dir")
     check_keys(raw, site_keys, file=file, key=key)
     assert isinstance(raw, dict)
     tasks = get_key(raw, "tasks", file=file, key=key, expected="a list of task names")
@@ -245,38 +261,57 @@ def _site(raw: object, *, file: Path, key: str, data_base: Path) -> SiteConfig:
         "evaluation": _section(raw, "evaluation", EvaluationSettings, file=file, key=key),
         "device": raw.get("device", "auto"),
         "synthetic": _section(raw, "synthetic", SyntheticSpec, file=file, key=key),
-        "privacy": _privacy(raw, file=file, key=key, base=data_base, data=data),
+        "privacy": _privacy(raw, file=file, key=key),
         "fault": _section(raw, "fault", FaultSettings, file=file, key=key),
         "source": file,
+        "state_dir": _folder(raw, "state_dir", file=file, key=key),
     }
     with located(file, key):
         return SiteConfig(**fields)
 
 
-def _privacy(raw: dict, *, file: Path, key: str, base: Path,
-             data: DataSource) -> PrivacySettings | None:
+_MOVED_PRIVACY_KEYS = {
+    "target_epsilon": "the budget now belongs to the site's data across runs: set "
+                      "`lifetime_epsilon` (all runs together) and, if you like, `run_epsilon` "
+                      "(what one run may spend)",
+    "ledger_dir": "the ledger now lives in the site's own state folder: set `state_dir` on the "
+                  "site instead",
+}
+
+
+def _privacy(raw: dict, *, file: Path, key: str) -> PrivacySettings | None:
     """The optional `privacy` block; every budget field is required when it is present."""
     if "privacy" not in raw:
         return None
     value, key = raw["privacy"], join_key(key, "privacy")
+    for old, why in _MOVED_PRIVACY_KEYS.items():
+        if isinstance(value, dict) and old in value:
+            raise InvalidSiteConfig(f"{display_path(file)}: `{join_key(key, old)}` is no longer "
+                                    f"read; {why}")
     allowed = tuple(PrivacySettings.__dataclass_fields__)
     check_keys(value, allowed, file=file, key=key)
     assert isinstance(value, dict)
-    for field, expected in (("target_epsilon", "the ε budget of the run, a number > 0"),
-                            ("delta", "δ, a number below 1/n for n training encounters"),
+    for field, expected in (("lifetime_epsilon", "the ε budget of this site's data over all "
+                             "runs, a number > 0"),
+                            ("delta", "δ, a number below 1/n for n training units"),
                             ("max_grad_norm", "the clipping norm, a number > 0")):
         get_key(value, field, file=file, key=key, expected=expected)
-    ledger = value.get("ledger_dir")
-    if ledger is None:
-        ledger_dir = data.path.parent / "privacy-ledger"
-    elif isinstance(ledger, str) and ledger.strip():
-        ledger_dir = Path(ledger).expanduser()
-        ledger_dir = (ledger_dir if ledger_dir.is_absolute() else base / ledger_dir).resolve()
-    else:
-        raise InvalidSiteConfig(f"{display_path(file)}: `{key}.ledger_dir` is {ledger!r}; expected a "
-                                "folder path")
+    signing_key = _folder(value, "signing_key", file=file, key=key, what="a key file path")
     with located(file, key):
-        return PrivacySettings(**{**value, "ledger_dir": ledger_dir})
+        return PrivacySettings(**{**value, "signing_key": signing_key})
+
+
+def _folder(raw: dict, name: str, *, file: Path, key: str, what: str = "a folder path"
+            ) -> Path | None:
+    """An optional path key, relative paths resolved against the YAML file's folder."""
+    value = raw.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidSiteConfig(f"{display_path(file)}: `{join_key(key, name)}` is {value!r}; "
+                                f"expected {what}")
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() else file.parent / path).resolve()
 
 
 def _section(raw: dict, name: str, cls: type, *, file: Path, key: str):

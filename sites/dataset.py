@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,36 @@ def count_training_encounters(site: SiteConfig) -> int:
     from sites.importers.site_table import count_training_rows
 
     return count_training_rows(site)
+
+
+@dataclass(frozen=True)
+class TrainingUnits:
+    """How many records a site trains on, in each privacy unit."""
+
+    encounters: int
+    patients: int
+
+
+def count_training_units(site: SiteConfig) -> TrainingUnits:
+    """Encounters and patients of the `train` split (`TrainingUnits`), without reading a note:
+    the privacy plan's n in either privacy unit."""
+    from sites.importers.site_table import training_units
+
+    return training_units(site)
+
+
+def dataset_fingerprint(site: SiteConfig) -> str:
+    """The fingerprint the site's lifetime privacy budget is keyed by (ids only, no notes)."""
+    from sites.importers.site_table import dataset_fingerprint as fingerprint
+
+    return fingerprint(site)
+
+
+def table_fingerprint(table: pd.DataFrame) -> str:
+    """`dataset_fingerprint` of a table already read (a site's runtime reads it anyway)."""
+    from sites.importers.site_table import table_fingerprint as fingerprint
+
+    return fingerprint(table)
 
 
 def validate_site_table(df: pd.DataFrame, *, tasks: Sequence[str], file: Path | str,

@@ -20,6 +20,7 @@ TableFormat = Literal["parquet", "jsonl", "csv"]
 DatasetFormat = Literal["mimic-iv", "meds"]
 DataFormat = Literal["parquet", "jsonl", "csv", "mimic-iv", "meds"]
 AccountantName = Literal["rdp", "prv"]
+PrivacyUnit = Literal["encounter", "patient"]
 Straddling = Literal["first", "drop"]
 
 MAPPABLE_COLUMNS: tuple[str, ...] = (
@@ -299,38 +300,66 @@ class EvaluationSettings:
 
 @dataclass(frozen=True)
 class PrivacySettings:
-    """A training site's differential-privacy budget for one run (DP-SGD with opacus).
+    """A training site's differential-privacy budget (DP-SGD with opacus), owned by the site.
 
-    The site spends at most `target_epsilon` at `delta` over the whole planned run: the client
-    derives one noise multiplier from it for rounds × local steps at its Poisson sampling rate.
-    `delta` must also be below 1/n for the site's n training encounters, which only the data
-    can tell: that check happens when the table is read (`client.privacy_plan`).
+    The budget belongs to the site's data, not to a run: every run charges one lifetime ledger per
+    site and dataset, kept in the site's state folder (`client.site_state`). Each run plans one
+    noise multiplier that makes its rounds × local steps spend `run_epsilon`; a run is declined
+    before it trains if that would take the lifetime spend past `lifetime_epsilon`. Nothing a
+    server sends can open a fresh budget. `delta` must also be below 1/n for the site's n training
+    units (encounters or patients), which only the data can tell (`client.privacy_plan`).
     """
 
-    target_epsilon: float
-    """ε the whole run may spend at this site (its budget)."""
+    lifetime_epsilon: float
+    """ε this site's dataset may spend over all runs together (composed, not summed)."""
     delta: float
-    """δ of the (ε, δ) guarantee; below 1/n for n training encounters."""
+    """δ of the (ε, δ) guarantee; below 1/n for n training units (encounters or patients)."""
     max_grad_norm: float
-    """Per-encounter gradient clipping norm C (opacus `max_grad_norm`)."""
+    """Clipping norm C of each unit's gradient (opacus `max_grad_norm`)."""
+    run_epsilon: float | None = None
+    """ε one run plans to spend; None = `lifetime_epsilon` (one run may spend the whole budget,
+    so a second run on the same data is declined)."""
+    unit: PrivacyUnit = "encounter"
+    """What one protected record is: `encounter` (one row of the table; a patient with k
+    encounters is protected only as a group of k) or `patient` (all of a patient's encounters
+    are sampled together and their summed gradient is clipped once)."""
     accountant: AccountantName = "rdp"
     """opacus accountant that tracks the spend: `rdp` (default) or `prv`."""
     enabled: bool = True
     """`false` trains without DP: the site's reports say so loudly."""
-    ledger_dir: Path | None = None
-    """Folder of the site's privacy ledgers, one file per run (the loader defaults it to a
-    `privacy-ledger` folder beside the data table)."""
+    signing_key: Path | None = None
+    """OpenSSH private key that signs every ledger entry: the SuperNode key from `lang1-fl deploy
+    site-key`, so a reviewer checks the ledger with the key the coordinator registered. None: a
+    key generated once in the site's state folder (`signing-key`, `signing-key.pub`)."""
+    noise_seed: int | None = None
+    """Tests and benchmarks only: draw DP noise and batches from this seed (reproducible, hence
+    NOT private: whoever knows the seed can subtract the noise). None (always, for a real site):
+    a cryptographically secure generator."""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.enabled, bool), "enabled", self.enabled, "true or false")
-        _require(_is_number(self.target_epsilon) and 0 < self.target_epsilon < float("inf"),
-                 "target_epsilon", self.target_epsilon, "a finite number > 0")
+        _require(_is_number(self.lifetime_epsilon) and 0 < self.lifetime_epsilon < float("inf"),
+                 "lifetime_epsilon", self.lifetime_epsilon, "a finite number > 0")
+        _require(self.run_epsilon is None or (_is_number(self.run_epsilon)
+                                              and 0 < self.run_epsilon <= self.lifetime_epsilon),
+                 "run_epsilon", self.run_epsilon,
+                 f"a number > 0 and at most `lifetime_epsilon` ({self.lifetime_epsilon!r}), or "
+                 "absent (one run may spend the whole budget)")
         _require(_is_number(self.delta) and 0 < self.delta < 1, "delta", self.delta,
-                 "a number with 0 < delta < 1 (and below 1/n for n training encounters)")
+                 "a number with 0 < delta < 1 (and below 1/n for n training units)")
         _require(_is_number(self.max_grad_norm) and 0 < self.max_grad_norm < float("inf"),
                  "max_grad_norm", self.max_grad_norm, "a finite number > 0 (the clipping norm)")
+        _require(self.unit in get_args(PrivacyUnit), "unit", self.unit,
+                 "'encounter' (one row) or 'patient' (all of a patient's encounters)")
         _require(self.accountant in get_args(AccountantName), "accountant", self.accountant,
                  "'rdp' or 'prv'")
+        _require(self.noise_seed is None or (_is_int(self.noise_seed) and self.noise_seed >= 0),
+                 "noise_seed", self.noise_seed, "an integer >= 0 (tests only), or absent")
+
+    @property
+    def run_allocation(self) -> float:
+        """ε one run plans to spend: `run_epsilon`, else the whole lifetime budget."""
+        return float(self.lifetime_epsilon if self.run_epsilon is None else self.run_epsilon)
 
 
 FaultKind = Literal["sign-flip", "scale"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import pytest
 import torch
 
@@ -39,3 +41,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory):
+    """Sites whose YAML names no `state_dir` keep their state under a temporary state home, never
+    under the user's real one (`sites.state_folder`); processes the tests start inherit it."""
+    from sites.state_folder import STATE_HOME_ENV
+
+    previous = os.environ.get(STATE_HOME_ENV)
+    os.environ[STATE_HOME_ENV] = str(tmp_path_factory.mktemp("state-home"))
+    yield
+    if previous is None:
+        os.environ.pop(STATE_HOME_ENV, None)
+    else:
+        os.environ[STATE_HOME_ENV] = previous

@@ -27,7 +27,8 @@ def write_small_consortium(
     privacy: dict | None = None,
 ) -> Path:
     """A consortium YAML of synthetic sites (one per profile) in `directory`; returns its path.
-    `privacy`, when given, is the `privacy` block of every training site."""
+    `privacy`, when given, is the `privacy` block of every training site. Each site keeps its
+    state in `directory/state/<site>`, so every test starts with fresh ledgers."""
     sites = [
         {
             "name": profile.replace("_", "-"),
@@ -39,6 +40,7 @@ def write_small_consortium(
             "device": "cpu",
             "synthetic": {"profile": profile, "encounters": encounters},
             **({"privacy": privacy} if privacy and role == "train" else {}),
+            "state_dir": f"state/{profile.replace('_', '-')}",
         }
         for profile, role in profiles
     ]
@@ -71,6 +73,7 @@ def write_table_consortium(
                 "training": {"batch_size": batch_size, "local_steps": local_steps},
                 "device": "cpu",
                 **({"privacy": privacy} if privacy and role == "train" else {}),
+                "state_dir": f"state/{name}",
             }
         )
     path = directory / "consortium.yaml"

@@ -1,17 +1,19 @@
-"""The ClientApp with DP on: ledger per round, cumulative ε across rounds and restarts, the guard.
+"""The ClientApp with DP on, driven message by message: a site's lifetime ledger, its guard, its
+state folder and what it tells the server — whatever the server sends.
 
-One run of a small consortium, driven message by message: three planned rounds at a site whose
-budget is ε = 4, a simulated restart of the client process between rounds, then a fourth round
-that the planned noise cannot pay for.
+Each test gets a fresh small consortium (its own data and state folders); the tiny encoder is
+built once.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MessageType, RecordDict
 
 import client.runtime
@@ -19,28 +21,38 @@ from client.app import app as client_app
 from client.ledger import entry_sha256, read_ledger
 from client.ledger_verify import verify_ledger
 from client.model import build_model, trainable_state
+from client.privacy_math import cumulative_epsilon
 from client.privacy_plan import plan_privacy
 from client.run_settings import ClientSettings
-from client.site_budget import ledger_path
+from client.site_state import SiteState
 from sites.config import InvalidSiteConfig, load_consortium
-from sites.dataset import read_site_table
+from sites.dataset import count_training_units, dataset_fingerprint, read_site_table
 from tests.consortium_fixtures import write_small_consortium
 from tests.flower_fakes import message_to
 from tests.run_config import default_run_config
 from tests.tiny_models import make_tiny_encoder
 
-PRIVACY = {"target_epsilon": 4.0, "delta": 1e-3, "max_grad_norm": 1.0, "accountant": "rdp"}
+PRIVACY = {"lifetime_epsilon": 4.0, "delta": 1e-3, "max_grad_norm": 1.0, "accountant": "rdp"}
 RUN = "dp-test-run"
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory):
-    root = tmp_path_factory.mktemp("client_privacy")
-    consortium = write_small_consortium(root, encounters=120, local_steps=2, privacy=PRIVACY)
-    base = make_tiny_encoder(root / "tiny-bert")
+def tiny_bert(tmp_path_factory):
+    return make_tiny_encoder(tmp_path_factory.mktemp("client_privacy") / "tiny-bert")
+
+
+def _federation(root, base, *, privacy=PRIVACY, rounds=3, shared_folder=False):
+    """A small consortium of two DP hospitals and an external system; with `shared_folder`, the
+    hospitals' tables sit side by side in one data folder."""
+    consortium = write_small_consortium(root, encounters=120, local_steps=2, privacy=privacy)
+    if shared_folder:
+        raw = yaml.safe_load(consortium.read_text())
+        for site in raw["sites"]:
+            site["data"]["path"] = f"hospitals/{site['name']}.parquet"
+        consortium.write_text(yaml.safe_dump(raw, sort_keys=False))
     run_config = default_run_config(
         consortium=str(consortium), data_dir=str(root / "data"), base_model=str(base),
-        max_length=32, bootstrap_resamples=20, num_server_rounds=3,
+        max_length=32, bootstrap_resamples=20, num_server_rounds=rounds,
     )
     settings = ClientSettings.from_run_config(run_config)
     model = build_model(settings.model, device=torch.device("cpu"))
@@ -48,10 +60,15 @@ def federation(tmp_path_factory):
     return run_config, settings, arrays
 
 
-def _send(run_config, message_type: str, arrays: ArrayRecord, server_round: int, partition=0,
-          run=RUN):
+@pytest.fixture
+def federation(tmp_path, tiny_bert):
+    return _federation(tmp_path, tiny_bert)
+
+
+def _send(run_config, message_type: str, arrays: ArrayRecord | None, server_round: int,
+          partition=0, run=RUN):
     config = ConfigRecord({"server-round": server_round, "run-name": run})
-    content = RecordDict({"arrays": arrays, "config": config})
+    content = RecordDict({"config": config, **({"arrays": arrays} if arrays else {})})
     context = Context(run_id=1, node_id=100 + partition,
                       node_config={"partition-id": partition, "num-partitions": 3},
                       state=RecordDict(), run_config=run_config)
@@ -62,35 +79,55 @@ def _site(settings: ClientSettings, partition: int = 0):
     return load_consortium(settings.consortium, data_root=settings.data_dir).sites[partition]
 
 
-def test_a_private_site_spends_its_budget_over_the_planned_rounds_and_no_more(federation):
+def _state(settings: ClientSettings, partition: int = 0) -> SiteState:
+    from client.site_resolution import ensure_site_data
+
+    consortium = load_consortium(settings.consortium, data_root=settings.data_dir)
+    site = consortium.sites[partition]
+    ensure_site_data(site, seed=consortium.seed)  # as the site's first message would
+    return SiteState.peek(site, dataset_fingerprint(site))
+
+
+def _verify(state: SiteState, head: str | None = None):
+    return verify_ledger(state.ledger, public_key=state.root / "signing-key.pub",
+                         head_sha256=head)
+
+
+def _restart_client() -> None:
+    """A new client process: no cached model, data or accountant."""
+    client.runtime._MODELS.clear()
+    client.runtime._SPLITS.clear()
+
+
+def test_a_private_site_spends_its_run_allocation_over_the_planned_rounds_and_no_more(
+        federation):
     run_config, settings, arrays = federation
-    site = _site(settings)
-    ledger = ledger_path(site, RUN)
+    site, state = _site(settings), _state(settings)
     epsilons = []
     for server_round in (1, 2, 3):
-        if server_round == 3:  # a restarted client process: no cached model, data or accountant
-            client.runtime._MODELS.clear()
-            client.runtime._SPLITS.clear()
+        if server_round == 3:
+            _restart_client()
         reply = _send(run_config, MessageType.TRAIN, arrays, server_round)
         assert not reply.has_error(), reply.error
         privacy = dict(reply.content["privacy"])
         assert privacy["dp"] is True and privacy["declined"] == ""
-        entries = read_ledger(ledger)
+        entries = read_ledger(state.ledger)
         assert len(entries) == server_round  # one entry per round, none counted twice
-        assert privacy["epsilon"] == entries[-1]["epsilon"]
+        assert privacy["epsilon"] == entries[-1]["epsilon"] == entries[-1]["run_epsilon"]
         assert privacy["ledger-head"] == entry_sha256(entries[-1])
+        assert privacy["noise-source"] == entries[-1]["noise_source"] == "csprng"
         assert math.isnan(reply.content["metrics"]["train-loss"])  # withheld: not covered by DP
         epsilons.append(privacy["epsilon"])
         arrays = reply.content["arrays"]
-    # Cumulative: the spend grows every round and the whole run lands on the budget.
-    assert 0 < epsilons[0] < epsilons[1] < epsilons[2] <= PRIVACY["target_epsilon"]
-    n_train = int((read_site_table(site)["split"] == "train").sum())
-    plan = plan_privacy(site, examples=n_train, rounds=3, steps_per_round=2)
+    # Cumulative: the spend grows every round and the whole run lands on its allocation.
+    assert 0 < epsilons[0] < epsilons[1] < epsilons[2] <= PRIVACY["lifetime_epsilon"]
+    plan = plan_privacy(site, counts=count_training_units(site), rounds=3, steps_per_round=2)
     assert epsilons[2] == pytest.approx(plan.planned_epsilon, rel=1e-9)  # the forecast's ε
-    assert epsilons[2] >= 0.99 * PRIVACY["target_epsilon"]
-    assert {e["noise_multiplier"] for e in read_ledger(ledger)} == {plan.noise_multiplier}
-    report = verify_ledger(ledger, public_key=ledger.parent / "signing-key.pub",
-                           head_sha256=privacy["ledger-head"])
+    assert epsilons[2] >= 0.99 * PRIVACY["lifetime_epsilon"]
+    entries = read_ledger(state.ledger)
+    assert {e["noise_multiplier"] for e in entries} == {plan.noise_multiplier}
+    assert {e["run"] for e in entries} == {RUN} and {e["site"] for e in entries} == {"academic"}
+    report = _verify(state, privacy["ledger-head"])
     assert report.ok, str(report)
 
     # A fourth round would overspend: the site declines, writes nothing, and sends no tensors.
@@ -98,13 +135,58 @@ def test_a_private_site_spends_its_budget_over_the_planned_rounds_and_no_more(fe
     assert not reply.has_error()
     assert set(reply.content.keys()) == {"privacy", "egress"}  # egress: digest and totals only
     declined = dict(reply.content["privacy"])
-    assert "declines round 4" in declined["declined"] and "over the budget of 4" in declined["declined"]
+    assert "declines round 4" in declined["declined"]
+    assert "over this run's allocation of 4" in declined["declined"]
     assert declined["epsilon"] == pytest.approx(epsilons[2])
-    assert len(read_ledger(ledger)) == 3
+    assert len(read_ledger(state.ledger)) == 3
 
     # Out of budget, it still evaluates.
     reply = _send(run_config, MessageType.EVALUATE, arrays, 4)
     assert not reply.has_error() and 0 <= reply.content["metrics"]["mortality.auroc"] <= 1
+
+
+def test_a_budget_cannot_be_spent_again_under_new_run_names(tmp_path, tiny_bert):
+    """Finding 1: six rounds sent under six run names used to open six fresh budgets (composed
+    ε 3.848 for a target of 3). Now every run charges the data's one ledger: the first run plans
+    the whole budget over its two rounds, and every new name that would not fit is declined
+    before anything trains."""
+    run_config, settings, arrays = _federation(
+        tmp_path, tiny_bert, privacy={**PRIVACY, "lifetime_epsilon": 3.0}, rounds=2)
+    state = _state(settings)
+    replies = [_send(run_config, MessageType.TRAIN, arrays, server_round, run=f"name-{k}")
+               for k, server_round in enumerate((1, 2, 3, 4, 5, 6))]
+    assert "arrays" in replies[0].content
+    for reply in replies[1:]:
+        assert "arrays" not in reply.content
+        assert "the run would spend ε = 3 over 2×2 steps" in reply.content["privacy"]["declined"]
+        assert "over its lifetime budget of 3" in reply.content["privacy"]["declined"]
+    entries = read_ledger(state.ledger)
+    assert [(e["run"], e["round"]) for e in entries] == [("name-0", 1)]
+    history = [(e["noise_multiplier"], e["sample_rate"], e["steps"]) for e in entries]
+    composed = cumulative_epsilon(history=history, delta=PRIVACY["delta"], accountant="rdp")
+    assert composed == pytest.approx(entries[-1]["epsilon"]) and composed <= 3.0
+    assert _verify(state).ok
+
+
+def test_a_run_allocation_lets_several_runs_share_the_lifetime_budget(tmp_path, tiny_bert):
+    """`run_epsilon` 2.5 of a lifetime 4: runs fit until the composed spend would pass 4 (more
+    than one, since ε composes sub-additively); the ledger holds them all and verifies with
+    every run re-derived."""
+    privacy = {**PRIVACY, "lifetime_epsilon": 4.0, "run_epsilon": 2.5}
+    run_config, settings, arrays = _federation(tmp_path, tiny_bert, privacy=privacy, rounds=1)
+    state = _state(settings)
+    trained = []
+    for k in range(8):
+        reply = _send(run_config, MessageType.TRAIN, arrays, 1, run=f"run-{k}")
+        if "arrays" not in reply.content:
+            assert "over its lifetime budget of 4" in reply.content["privacy"]["declined"]
+            break
+        trained.append(reply.content["privacy"]["epsilon"])
+        assert reply.content["privacy"]["run-epsilon"] <= 2.5
+    assert 2 <= len(trained) < 8 and trained == sorted(trained) and trained[-1] <= 4.0
+    report = _verify(state)
+    assert report.ok, str(report)
+    assert set(report.runs) == {f"run-{k}" for k in range(len(trained))}
 
 
 def test_a_re_sent_round_costs_nothing_more_and_another_adapter_is_declined(federation):
@@ -121,7 +203,7 @@ def test_a_re_sent_round_costs_nothing_more_and_another_adapter_is_declined(fede
     declined = _send(run_config, MessageType.TRAIN, other, 1, run="resent")
     assert "arrays" not in declined.content
     assert "spend its budget twice" in declined.content["privacy"]["declined"]
-    assert len(read_ledger(ledger_path(_site(settings), "resent"))) == 1
+    assert len(read_ledger(_state(settings).ledger)) == 1
 
 
 def test_a_site_that_crashed_mid_round_rejoins_later_with_its_ledger_intact(federation):
@@ -130,41 +212,85 @@ def test_a_site_that_crashed_mid_round_rejoins_later_with_its_ledger_intact(fede
     still verifies."""
     run_config, settings, arrays = federation
     _send(run_config, MessageType.TRAIN, arrays, 1, run="rejoin")
-    ledger = ledger_path(_site(settings), "rejoin")
-    lines = ledger.read_text().splitlines()
-    client.runtime._MODELS.clear()  # a new process
-    client.runtime._SPLITS.clear()
+    state = _state(settings)
+    lines = state.ledger.read_text().splitlines()
+    _restart_client()
     reply = _send(run_config, MessageType.TRAIN, arrays, 3, run="rejoin")
-    entries = read_ledger(ledger)
-    assert ledger.read_text().splitlines()[: len(lines)] == lines
+    entries = read_ledger(state.ledger)
+    assert state.ledger.read_text().splitlines()[: len(lines)] == lines
     assert [e["round"] for e in entries] == [1, 3]
     assert reply.content["privacy"]["epsilon"] == entries[-1]["epsilon"] > entries[0]["epsilon"]
-    assert verify_ledger(ledger, public_key=ledger.parent / "signing-key.pub",
-                         head_sha256=reply.content["privacy"]["ledger-head"]).ok
+    assert _verify(state, reply.content["privacy"]["ledger-head"]).ok
+
+
+def test_the_privacy_query_reports_the_ledger_even_for_a_round_charged_and_never_answered(
+        federation, monkeypatch):
+    """Finding 4: a site charges round 2 and crashes before its reply leaves. Its last training
+    reply said round 1's ε; the closing `query.privacy` answers with what the ledger holds, which
+    is what the report shows — and its head is the one `verify --head` accepts."""
+    import client.app
+
+    run_config, settings, arrays = federation
+    first = _send(run_config, MessageType.TRAIN, arrays, 1)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the site's process died while training")
+
+    monkeypatch.setattr(client.app, "train_steps_private", crash)
+    with pytest.raises(RuntimeError, match="died while training"):  # Flower: an error reply
+        _send(run_config, MessageType.TRAIN, first.content["arrays"], 2)
+    state = _state(settings)
+    entries = read_ledger(state.ledger)
+    assert [e["round"] for e in entries] == [1, 2]
+    answer = dict(_send(run_config, "query.privacy", None, 0).content["privacy"])
+    assert answer["epsilon"] == pytest.approx(entries[-1]["epsilon"])
+    assert answer["epsilon"] > first.content["privacy"]["epsilon"]
+    assert answer["run-epsilon"] == pytest.approx(entries[-1]["run_epsilon"])
+    assert answer["ledger-head"] == entry_sha256(entries[-1]) and answer["run-rounds"] == "1,2"
+    assert answer["lifetime-epsilon"] == 4.0 and answer["unit"] == "encounter"
+    assert _verify(state, answer["ledger-head"]).ok
+
+
+def test_sites_whose_tables_share_a_folder_keep_separate_state(tmp_path, tiny_bert):
+    """Finding 2: two hospitals' tables in one data folder. Each trains its own round (neither
+    answers with the other's stored reply), and each keeps its own ledger that verifies."""
+    run_config, settings, arrays = _federation(tmp_path, tiny_bert, shared_folder=True)
+    sites = [_site(settings, k) for k in (0, 1)]
+    assert sites[0].data.path.parent == sites[1].data.path.parent
+    replies = [_send(run_config, MessageType.TRAIN, arrays, 1, partition=k) for k in (0, 1)]
+    for reply in replies:
+        assert not reply.has_error(), reply.error and "arrays" in reply.content
+    assert any(replies[0].content["arrays"][k].data != replies[1].content["arrays"][k].data
+               for k in replies[0].content["arrays"].keys())
+    states = [_state(settings, k) for k in (0, 1)]
+    assert states[0].root != states[1].root
+    for state, site in zip(states, sites):
+        entries = read_ledger(state.ledger)
+        assert [(e["site"], e["round"]) for e in entries] == [(site.name, 1)]
+        assert _verify(state).ok
 
 
 def test_a_kept_optimizer_state_survives_a_restart_and_never_leaves_the_site(federation):
     """`dp-optimizer-state = "kept"`: round 2, in a new process, starts from round 1's AdamW
-    moments, read from the site's disk; the replies hold the same tensors as with a fresh
+    moments, read from the site's state folder; the replies hold the same tensors as with a fresh
     optimizer, and a declined round leaves no state."""
     run_config, settings, arrays = federation
     kept = {**run_config, "dp-optimizer-state": "kept"}
-    directory = _site(settings).data.path.parent / "optimizer-state" / "kept-state"
+    state = _state(settings)
+    directory = state.optimizer_dir("kept-state")
     names = None
     for server_round in (1, 2, 3):
-        if server_round == 2:  # a restarted client process
-            client.runtime._MODELS.clear()
-            client.runtime._SPLITS.clear()
+        if server_round == 2:
+            _restart_client()
         reply = _send(kept, MessageType.TRAIN, arrays, server_round, run="kept-state")
         assert not reply.has_error(), reply.error
-        names = names or set(_send(run_config, MessageType.TRAIN, arrays, 1,
-                                   run="fresh-state").content["arrays"].keys())
+        names = names or set(reply.content["arrays"].keys())
         assert set(reply.content["arrays"].keys()) == names
-        state = torch.load(directory / f"after-round-{server_round}.pt", weights_only=True)
+        stored = torch.load(directory / f"after-round-{server_round}.pt", weights_only=True)
         # local_steps = 2 a round, counted on from the rounds before
-        assert {float(s["step"]) for s in state["state"].values()} == {2.0 * server_round}
+        assert {float(s["step"]) for s in stored["state"].values()} == {2.0 * server_round}
         arrays = reply.content["arrays"]
-    assert not (directory.parent / "fresh-state").exists()
+    assert not state.optimizer_dir("fresh-state").exists()
     declined = _send(kept, MessageType.TRAIN, arrays, 4, run="kept-state")
     assert "arrays" not in declined.content
     assert sorted(p.name for p in directory.iterdir()) == [
@@ -181,29 +307,65 @@ def test_a_stored_optimizer_state_that_does_not_fit_stops_the_round_before_any_c
     kept = {**run_config, "dp-optimizer-state": "kept"}
     reply = _send(kept, MessageType.TRAIN, arrays, 1, run="misfit-state")
     assert not reply.has_error(), reply.error
-    stored = _site(settings).data.path.parent / "optimizer-state" / "misfit-state"
+    state = _state(settings)
     torch.save({"state": {}, "param_groups": [{"params": [0], "lr": 0.01}]},
-               stored / "after-round-1.pt")
-    ledger = ledger_path(_site(settings), "misfit-state")
-    before = ledger.read_bytes()
+               state.optimizer_dir("misfit-state") / "after-round-1.pt")
+    before = state.ledger.read_bytes()
     with pytest.raises(OptimizerStateMismatch, match=r"after-round-1\.pt: optimizer state"):
         _send(kept, MessageType.TRAIN, reply.content["arrays"], 2, run="misfit-state")
-    assert ledger.read_bytes() == before
-    assert len(read_ledger(ledger)) == 1
+    assert state.ledger.read_bytes() == before
+    assert len(read_ledger(state.ledger)) == 1
 
 
-def test_privacy_reply_holds_scalars_only(federation):
+def test_privacy_replies_hold_scalars_and_no_local_path(federation, tmp_path):
+    """Finding 8: what a site tells the server — trained, declined or queried — carries its
+    own budget and its ledger's state, never a local path or a note."""
     run_config, settings, arrays = federation
-    reply = _send(run_config, MessageType.TRAIN, arrays, 1, partition=1)
-    assert not reply.has_error(), reply.error
-    privacy = dict(reply.content["privacy"])
-    assert set(privacy) == {"dp", "declined", "epsilon", "delta", "target-epsilon",
-                            "max-grad-norm", "accountant", "noise-multiplier", "sample-rate",
-                            "steps", "ledger-head"}
-    assert all(isinstance(v, (bool, int, float, str)) for v in privacy.values())
+    trained = dict(_send(run_config, MessageType.TRAIN, arrays, 1, partition=1).content["privacy"])
+    assert set(trained) == {"dp", "dataset", "unit", "delta", "lifetime-epsilon",
+                            "run-epsilon-allocation", "max-grad-norm", "accountant", "signer",
+                            "epsilon", "run-epsilon", "noise-multiplier", "sample-rate", "steps",
+                            "noise-source", "ledger-head", "declined"}
+    for server_round in (2, 3):
+        _send(run_config, MessageType.TRAIN, arrays, server_round, partition=1)
+    declined = dict(_send(run_config, MessageType.TRAIN, arrays, 4, partition=1)
+                    .content["privacy"])
+    queried = dict(_send(run_config, "query.privacy", None, 0, partition=1).content["privacy"])
+    assert declined["declined"] and queried["ledger-entries"] == 3
     table = read_site_table(_site(settings, 1))
-    text = repr(privacy)
-    assert not any(note[:30] in text for note in table["admission_note"][:50])
+    for record in (trained, declined, queried):
+        assert all(isinstance(v, (bool, int, float, str)) for v in record.values())
+        text = repr(record)
+        assert str(tmp_path) not in text and str(Path.home()) not in text
+        assert not any(note[:30] in text for note in table["admission_note"][:50])
+
+
+def test_patient_level_dp_samples_patients_and_says_so_in_the_ledger(tmp_path, tiny_bert):
+    """Finding 5: with `privacy.unit: patient` the plan counts patients, the ledger names the
+    unit, and the round trains."""
+    run_config, settings, arrays = _federation(tmp_path, tiny_bert,
+                                               privacy={**PRIVACY, "unit": "patient"})
+    reply = _send(run_config, MessageType.TRAIN, arrays, 1)
+    assert not reply.has_error(), reply.error and "arrays" in reply.content
+    assert reply.content["privacy"]["unit"] == "patient"
+    site = _site(settings)
+    counts = count_training_units(site)
+    assert counts.patients < counts.encounters  # synthetic patients have 1.25 encounters
+    entry = read_ledger(_state(settings).ledger)[-1]
+    assert entry["privacy_unit"] == "patient" and entry["examples"] == counts.patients
+    assert entry["sample_rate"] == pytest.approx(16 / counts.encounters)
+
+
+def test_a_site_yaml_that_changes_its_delta_under_an_existing_ledger_is_refused(federation):
+    run_config, settings, arrays = federation
+    _send(run_config, MessageType.TRAIN, arrays, 1, run="first")
+    consortium = settings.consortium
+    raw = yaml.safe_load(consortium.read_text())
+    raw["sites"][0]["privacy"]["delta"] = 5e-4
+    consortium.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(InvalidSiteConfig, match=r"`privacy.delta` 0.0005, but the ledger of its "
+                       r"data .* composes at 0.001"):
+        _send(run_config, MessageType.TRAIN, arrays, 1, run="second")
 
 
 def test_delta_not_below_one_over_n_is_refused_before_training(tmp_path, tiny_encoder):
@@ -216,15 +378,15 @@ def test_delta_not_below_one_over_n_is_refused_before_training(tmp_path, tiny_en
                                                 r"expected below 1/n = "):
         _send(run_config, MessageType.TRAIN, arrays, 1)
     settings = ClientSettings.from_run_config(run_config)
-    assert not ledger_path(_site(settings), RUN).exists()
+    assert not _state(settings).ledger.exists()
 
 
 @pytest.mark.parametrize("name", ["../elsewhere", "a/b", ".hidden", ""])
-def test_a_server_cannot_point_a_site_ledger_outside_its_folder(name):
+def test_a_server_cannot_point_a_site_file_outside_its_folder(name):
     from client.privacy_reply import run_name
 
     context = Context(run_id=7, node_id=1, node_config={}, state=RecordDict(), run_config={})
-    if name == "":  # no name from the server: Flower's run id names the ledger
+    if name == "":  # no name from the server: Flower's run id names the run's files
         assert run_name(ConfigRecord({"run-name": ""}), context) == "flwr-run-7"
         return
     with pytest.raises(ValueError, match="`run-name` is"):

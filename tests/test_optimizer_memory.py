@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,8 +14,7 @@ from tests.test_private_train import FAST, _dp_round, setup
 
 
 def _memory(tmp_path: Path) -> OptimizerMemory:
-    site = SimpleNamespace(data=SimpleNamespace(path=tmp_path / "site" / "encounters.parquet"))
-    return OptimizerMemory(site, "run-1")
+    return OptimizerMemory(tmp_path / "state" / "dataset" / "runs" / "run-1" / "optimizer-state")
 
 
 def _adapter_move(before: dict, after: dict) -> float:

@@ -9,13 +9,14 @@ numbers kept); nothing is written anywhere, so a failure leaves nothing half-don
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from sites.config import SiteConfig
-from sites.dataset import InvalidSiteData, validate_site_table
+from sites.dataset import InvalidSiteData, TrainingUnits, validate_site_table
 from sites.importers.describe import describe_source
 from sites.importers.split_rules import apply_split_rule
 from sites.importers.tables import read_columns, read_mapped_table
@@ -57,25 +58,51 @@ def import_site_table(site: SiteConfig) -> ImportedTable:
     return ImportedTable(table=table, importer=describe_source(site), notes=outcome.notes)
 
 
+def training_units(site: SiteConfig) -> TrainingUnits:
+    """Encounters and patients in the site's `train` split, reading only the id columns and the
+    columns its split rule needs (no notes) from a table; a dataset folder is imported whole (its
+    importer decides what it reads)."""
+    table = _ids_and_splits(site)
+    train = table[table[SPLIT_COLUMN] == SPLITS[0]]
+    return TrainingUnits(encounters=len(train), patients=int(train["patient_id"].nunique()))
+
+
 def count_training_rows(site: SiteConfig) -> int:
-    """Encounters in the site's `train` split, reading only the columns its split rule needs (no
-    notes) from a table; a dataset folder is imported whole (its importer decides what it reads)."""
+    """Encounters in the site's `train` split (see `training_units`)."""
+    return training_units(site).encounters
+
+
+def dataset_fingerprint(site: SiteConfig) -> str:
+    """`sha256:<hex>` over the sorted patient ids and encounter ids of every encounter the site's
+    table holds (any split): what the site's lifetime privacy budget is keyed by. It does not
+    change when the table is re-exported in another format, reordered, re-split or its notes are
+    re-processed (the same patients); it changes when encounters are added or removed."""
+    return table_fingerprint(_ids_and_splits(site))
+
+
+def table_fingerprint(table: pd.DataFrame) -> str:
+    """`dataset_fingerprint` of an encounter table already read (its id columns only)."""
+    digest = hashlib.sha256()
+    for column in ("patient_id", "encounter_id"):
+        digest.update(f"{column}\n".encode())
+        for value in sorted(table[column].astype(str).unique()):
+            digest.update(value.encode("utf-8") + b"\n")
+    return "sha256:" + digest.hexdigest()
+
+
+def _ids_and_splits(site: SiteConfig) -> pd.DataFrame:
+    """`encounter_id`, `patient_id` and `split` of every kept encounter, without the notes."""
     source = site.data
     if not source.is_table:
-        table = import_site_table(site).table
-        return int((table[SPLIT_COLUMN] == SPLITS[0]).sum())
+        return import_site_table(site).table[["encounter_id", "patient_id", SPLIT_COLUMN]]
     rule = source.split
-    patient = source.columns.get("patient_id", "patient_id")
+    ids = {ours: source.columns.get(ours, ours) for ours in ("encounter_id", "patient_id")}
+    wanted = list(ids.values())
     if rule is None or isinstance(rule, SplitByColumn):
-        wanted = [SPLIT_COLUMN if rule is None else rule.column]
-    elif isinstance(rule, SplitByPatient):
-        wanted = [patient]
-    else:
-        assert isinstance(rule, SplitByDate)
-        wanted = list(dict.fromkeys([patient, rule.column]))
-    columns = read_columns(source, wanted, site_name=site.name)
-    if patient in wanted:
-        columns = columns.rename(columns={patient: "patient_id"})
+        wanted.append(SPLIT_COLUMN if rule is None else rule.column)
+    elif isinstance(rule, SplitByDate):
+        wanted.append(rule.column)
+    columns = read_columns(source, list(dict.fromkeys(wanted)), site_name=site.name)
+    columns = columns.rename(columns={theirs: ours for ours, theirs in ids.items()})
     outcome = apply_split_rule(columns, rule, file=source.path)
-    train = (outcome.table[SPLIT_COLUMN] == SPLITS[0]).to_numpy() & ~outcome.dropped
-    return int(train.sum())
+    return outcome.table.loc[~outcome.dropped, ["encounter_id", "patient_id", SPLIT_COLUMN]]

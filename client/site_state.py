@@ -1,0 +1,120 @@
+"""A site's own state folder: everything a hospital keeps between messages, runs and restarts.
+
+The privacy guarantee of a site must hold whatever the server does, so what the site remembers is
+keyed by the site and its data, never by a field of a server message and never by where a table
+happens to sit (two hospitals' tables may share a folder):
+
+```
+<state_dir>/                         the site YAML's `state_dir`, default <state home>/sites/<name>
+  site.json                          which site owns the folder (claimed on first use)
+  signing-key, signing-key.pub       the key that signs ledger entries, when the YAML names none
+  <dataset>/                         one folder per dataset: the first 16 hex digits of its
+                                     fingerprint (`sites.dataset.dataset_fingerprint`)
+    privacy-ledger.jsonl             the lifetime ledger, charged by every run on this data
+    runs/<run>/round-replies/        replies released per round (client/round_replies.py)
+    runs/<run>/optimizer-state/      a DP site's kept optimizer moments (client/optimizer_memory.py)
+    runs/<run>/egress-log.jsonl      every reply, checked and logged before it left (client/egress.py)
+```
+
+`<run>` is the run name the server sends: a label that separates one run's replies from
+another's. It may key what the site *stored*, never what the site may *spend*: the budget is the
+dataset's, in its one ledger.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sites.atomic_file import write_atomic
+from sites.config import SiteConfig
+
+OWNER_FILE = "site.json"
+LEDGER_FILE = "privacy-ledger.jsonl"
+DATASET_DIGITS = 16
+"""Hex digits of the dataset fingerprint that name its folder (64 bits: no two datasets of one
+site collide by chance)."""
+
+
+class StateFolderClaimed(RuntimeError):
+    """A site's state folder already belongs to another site."""
+
+
+def dataset_key(fingerprint: str) -> str:
+    """The short form of a dataset fingerprint (`sha256:<hex>`) that names its folder and that a
+    site reports: enough to tell datasets apart, nothing about any patient."""
+    algorithm, _, digest = fingerprint.partition(":")
+    if algorithm != "sha256" or len(digest) < DATASET_DIGITS:
+        raise ValueError(f"dataset fingerprint {fingerprint!r}; expected 'sha256:<hex>'")
+    return digest[:DATASET_DIGITS]
+
+
+@dataclass(frozen=True)
+class SiteState:
+    """The state folder of one site and one of its datasets."""
+
+    root: Path
+    site: str
+    dataset: str
+    """The dataset's short key (`dataset_key`)."""
+
+    @classmethod
+    def open(cls, site: SiteConfig, fingerprint: str) -> SiteState:
+        """The state of `site` for the dataset with `fingerprint`; claims the folder for the
+        site on first use and refuses a folder another site claimed."""
+        assert site.state_dir is not None  # SiteConfig sets the default
+        claim_state_folder(site.state_dir, site.name)
+        return cls(root=site.state_dir, site=site.name, dataset=dataset_key(fingerprint))
+
+    @classmethod
+    def peek(cls, site: SiteConfig, fingerprint: str) -> SiteState:
+        """The same, read-only: nothing is written (a forecast, the checks before a run); a
+        folder another site claimed is still refused."""
+        assert site.state_dir is not None
+        check_state_folder(site.state_dir, site.name)
+        return cls(root=site.state_dir, site=site.name, dataset=dataset_key(fingerprint))
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.root / self.dataset
+
+    @property
+    def ledger(self) -> Path:
+        """The lifetime privacy ledger of this site and dataset."""
+        return self.dataset_dir / LEDGER_FILE
+
+    def run_dir(self, run: str) -> Path:
+        return self.dataset_dir / "runs" / run
+
+    def replies_dir(self, run: str) -> Path:
+        return self.run_dir(run) / "round-replies"
+
+    def optimizer_dir(self, run: str) -> Path:
+        return self.run_dir(run) / "optimizer-state"
+
+    def egress_log(self, run: str) -> Path:
+        return self.run_dir(run) / "egress-log.jsonl"
+
+
+def check_state_folder(folder: Path, site: str) -> bool:
+    """True if `folder` is claimed by `site`, False if by nobody yet; raise `StateFolderClaimed`
+    if another site claimed it (two sites on one folder would mix their ledgers)."""
+    owner = folder / OWNER_FILE
+    if not owner.is_file():
+        return False
+    claimed = json.loads(owner.read_text(encoding="utf-8")).get("site")
+    if claimed != site:
+        raise StateFolderClaimed(
+            f"{folder}: this state folder belongs to site {claimed!r} ({owner}); site {site!r} "
+            "needs a folder of its own: set `state_dir` in its site YAML")
+    return True
+
+
+def claim_state_folder(folder: Path, site: str) -> None:
+    """Write `site.json` naming `site` in `folder` unless it is claimed already (see
+    `check_state_folder`)."""
+    if check_state_folder(folder, site):
+        return
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # it may hold the site's signing key
+    write_atomic(folder / OWNER_FILE, json.dumps({"site": site}).encode())

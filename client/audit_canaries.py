@@ -34,15 +34,22 @@ CANARY_PREFIX = "audit-canary-"
 """Encounter and patient ids of canaries start with this; no hospital id does (validated ids are
 the hospital's own, and `make_canaries` refuses a table that already uses the prefix)."""
 MIN_WORD_LENGTH = 4
+SPACE_MARKS = ("Ġ", "▁")
+"""How byte-level BPE (GPT-2, Llama 3) and SentencePiece (Llama 2) vocabularies mark a word's
+leading space."""
 
 
 def canary_words(tokenizer) -> list[str]:
     """Words of the tokenizer's vocabulary that it reads back as exactly one token after a space:
-    lowercase ASCII letters, at least `MIN_WORD_LENGTH` long, in vocabulary order."""
-    candidates = sorted((i, w) for w, i in tokenizer.get_vocab().items()
-                        if w.isascii() and w.isalpha() and w.islower()
-                        and len(w) >= MIN_WORD_LENGTH)
-    words = [w for _, w in candidates]
+    lowercase ASCII letters, at least `MIN_WORD_LENGTH` long, in vocabulary order. A byte-level
+    BPE's `Ġword` and a SentencePiece `▁word` are read without their space mark; the round trip
+    through the tokenizer then keeps only what really is one token."""
+    candidates = []
+    for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]):
+        word = token[1:] if token[:1] in SPACE_MARKS else token
+        if word.isascii() and word.isalpha() and word.islower() and len(word) >= MIN_WORD_LENGTH:
+            candidates.append(word)
+    words = list(dict.fromkeys(candidates))
     if not words:
         return []
     encoded = tokenizer([" " + w for w in words], add_special_tokens=False)["input_ids"]

@@ -195,7 +195,8 @@ def run_audit(site: SiteConfig, settings: ClientSettings, *, canaries: int = DEF
     scores = membership_scores(model, planted.probes, batch_size=site.evaluation.batch_size)
     # 4. Guess and bound
     grid = guess_grid(scores, planted.members, shares, delta=delta, beta=beta)
-    best = max(grid, key=lambda g: g.epsilon_lower)  # the first of equals: the fewest guesses
+    # On a tie (all at 0: nothing refuted) the most guesses, whose v/r is the overall accuracy
+    best = max(grid, key=lambda g: (g.epsilon_lower, g.guesses))
     return AuditResult(
         site=site.name, canaries=canaries, included=int(planted.members.sum()),
         guesses=best.guesses, correct=best.correct, epsilon_lower=best.epsilon_lower,

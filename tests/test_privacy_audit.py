@@ -123,6 +123,14 @@ def test_canaries_are_legitimate_records_with_words_of_their_own():
         assert len(counts) == TASKS[task].num_classes and counts.min() > 20
 
 
+def test_byte_level_bpe_words_are_found_without_their_space_mark(tiny_llama):
+    tokenizer = load_tokenizer(ModelSettings(base=str(tiny_llama)))
+    words = canary_words(tokenizer)
+    assert len(words) >= 16 and "heart" in words  # a word of the tiny BPE's training text
+    assert all(len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1
+               for w in words)
+
+
 def test_a_table_that_already_uses_the_canary_prefix_is_refused():
     canaries = make_canaries(count=2, tasks=("mortality",), words=["alpha", "beta", "gamma"],
                              words_per_note=1, rng=np.random.default_rng(0))

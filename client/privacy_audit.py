@@ -105,6 +105,10 @@ class AuditResult:
     seed: int
     """The audit's own seed: canaries and coins are reproducible from it."""
     grid: tuple[Guess, ...]
+    ceiling: float
+    """The largest ε_lower this grid could show, every guess right: about ln(m / ln(G/β)) for m
+    canaries and G guess counts, 5.27 for 1,000 at δ = 1e-5. At or below the accounted ε the
+    alarm cannot sound."""
     noise_multiplier: float = 0.0
     """σ the plan trained with (0 without DP)."""
     seconds: float = 0.0
@@ -169,16 +173,9 @@ def run_audit(site: SiteConfig, settings: ClientSettings, *, canaries: int = DEF
     the OS, recorded in the result). `delta` defaults to the site's `privacy.delta`, else
     `DEFAULT_DELTA`.
     """
-    if site.is_external:
-        raise ValueError(f"site {site.name!r} has role `external`: it never trains, so there is "
-                         "nothing to audit; expected a training site")
-    if isinstance(canaries, bool) or not isinstance(canaries, int) or canaries < 2:
-        raise ValueError(f"`canaries` is {canaries!r}; expected an integer >= 2 (1,000 is "
-                         "typical)")
-    shares = guess_shares(canaries, guesses)
     rounds = settings.num_rounds if rounds is None else rounds
-    if rounds < 1:
-        raise ValueError(f"`rounds` is {rounds}; expected >= 1")
+    _check_arguments(site, canaries=canaries, rounds=rounds)
+    shares = guess_shares(canaries, guesses)
     seed = secrets.randbits(63) if seed is None else seed
     if delta is None:
         delta = site.privacy.delta if site.privacy is not None else DEFAULT_DELTA
@@ -197,13 +194,27 @@ def run_audit(site: SiteConfig, settings: ClientSettings, *, canaries: int = DEF
     grid = guess_grid(scores, planted.members, shares, delta=delta, beta=beta)
     # On a tie (all at 0: nothing refuted) the most guesses, whose v/r is the overall accuracy
     best = max(grid, key=lambda g: (g.epsilon_lower, g.guesses))
+    ceiling = max(grid_epsilon_lower_bounds(canaries=canaries, delta=delta, beta=beta,
+                                            outcomes=[(g.guesses, g.guesses) for g in grid]))
     return AuditResult(
         site=site.name, canaries=canaries, included=int(planted.members.sum()),
         guesses=best.guesses, correct=best.correct, epsilon_lower=best.epsilon_lower,
         accounted_epsilon=plan.planned_epsilon if plan else math.inf, delta=delta, beta=beta,
         private=plan is not None, steps=rounds * local_steps, examples=planted.train.size,
-        seed=seed, grid=grid, noise_multiplier=plan.noise_multiplier if plan else 0.0,
+        seed=seed, grid=grid, ceiling=ceiling,
+        noise_multiplier=plan.noise_multiplier if plan else 0.0,
         seconds=time.perf_counter() - started, scores=scores, members=planted.members)
+
+
+def _check_arguments(site: SiteConfig, *, canaries: int, rounds: int) -> None:
+    if site.is_external:
+        raise ValueError(f"site {site.name!r} has role `external`: it never trains, so there is "
+                         "nothing to audit; expected a training site")
+    if isinstance(canaries, bool) or not isinstance(canaries, int) or canaries < 2:
+        raise ValueError(f"`canaries` is {canaries!r}; expected an integer >= 2 (1,000 is "
+                         "typical)")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"`rounds` is {rounds!r}; expected an integer >= 1")
 
 
 def _plant(site: SiteConfig, settings: ClientSettings, canaries: int, rng: np.random.Generator,

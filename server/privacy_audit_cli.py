@@ -49,6 +49,16 @@ def render(result) -> str:
         f"v = {result.correct} correct",
         "The audit's model was discarded: nothing was written to the site's ledger, nothing sent.",
     ]
+    if result.private and result.ceiling <= result.accounted_epsilon:
+        lines.append(
+            f"NOTE: with {result.canaries} canaries no audit can show more than ε_lower = "
+            f"{result.ceiling:.2f} (every guess right), at or below the accounted ε: this audit "
+            "cannot raise the alarm. The ceiling passes ε only beyond ln(1/β)·e^ε ≈ 3·e^ε "
+            "canaries, all guessed right; audit a smaller ε, or plant more.")
+    elif result.private and not result.alarm:
+        lines.append(
+            "No alarm. It would sound only for a leak the audit can see: `--no-dp` shows how "
+            "much that is at this shape (its ε_lower must exceed the accounted ε).")
     return "\n".join(lines)
 
 

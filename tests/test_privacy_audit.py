@@ -19,6 +19,7 @@ from client.privacy_audit_bound import (epsilon_lower_bound, grid_epsilon_lower_
 from client.run_settings import ClientSettings
 from client.site_resolution import ensure_site_data
 from server.cli import main as lang1_fl
+from server.privacy_audit_cli import render
 from sites.config import load_consortium
 from sites.dataset import read_site_table
 from sites.tasks import TASK_NAMES, TASKS
@@ -216,6 +217,9 @@ def test_a_dp_run_stays_below_its_epsilon_and_leaves_no_trace(site, audit_base):
     assert 400 < result.included < 600
     # no ledger, no egress log, no stored reply: the folder is as it was
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+    # 1,000 canaries cannot show ε = 8 even with every guess right, and the output says so
+    assert result.ceiling == pytest.approx(5.27, abs=0.01)
+    assert "this audit cannot raise the alarm" in render(result)
 
 
 def test_a_dp_sgd_that_adds_no_noise_raises_the_alarm(tmp_path, audit_base, monkeypatch,

@@ -68,4 +68,5 @@ def alarm(result) -> str:
             f"{result.accounted_epsilon:.3f} at site {result.site!r}: its DP-SGD leaks more "
             f"than its accountant reports (a working DP-SGD shows this with probability at most "
             f"{result.beta:g}). Do not trust this site's privacy ledger until it is explained "
-            "(e.g. opacus #820: LoRA weights moved by something other than the noised step).")
+            "(opacus #820 with peft is one way: updates corrupted while ε accumulates as "
+            "planned; noise or clipping switched off is another).")

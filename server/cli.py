@@ -1,5 +1,5 @@
 """The `lang1-fl` command: generate and check sites, run the federation and experiments, render
-reports, forecast and verify privacy (the `deploy` commands live in server/deploy_cli.py).
+reports, forecast, verify and audit privacy (the `deploy` commands live in server/deploy_cli.py).
 
 Heavy imports (torch, transformers, flwr) happen inside the sub-commands, so `lang1-fl --help`
 answers at once.
@@ -307,6 +307,33 @@ def cmd_privacy_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_privacy_audit(args: argparse.Namespace) -> int:
+    """Audit one site empirically (client/privacy_audit.py); exit 1 with an ALARM when the
+    measured ε_lower exceeds the accounted ε."""
+    from client.privacy_audit import run_audit
+    from client.run_settings import ClientSettings
+    from server.flower_run import default_run_config
+    from server.privacy_audit_cli import alarm, audited_site, render
+
+    # A consortium's data is where `lang1-fl run` keeps it; a site YAML's beside it
+    data_dir = args.data_dir or (DEFAULT_DATA_DIR if args.site else None)
+    site = audited_site(args.site_yaml, site_name=args.site,
+                        data_dir=data_dir.resolve() if data_dir else None)
+    settings = ClientSettings.from_run_config({**default_run_config(),
+                                               **run_config_overrides(args.set)})
+    try:
+        result = run_audit(site, settings, canaries=args.canaries, guesses=args.guesses,
+                           rounds=args.rounds, private=not args.no_dp, seed=args.seed)
+    except ValueError as error:  # a bad --canaries/--guesses/--rounds or an external site
+        print(f"lang1-fl privacy audit: {error}", file=sys.stderr)
+        return 2
+    print(render(result))
+    if result.alarm:
+        print(alarm(result), file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lang1-fl", description="Federated LoRA finetuning of a clinical language model."
@@ -348,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder relative data paths resolve against (default: the YAML's)")
     check.set_defaults(handler=cmd_check)
 
-    privacy = commands.add_parser("privacy", help="privacy ledgers").add_subparsers(
+    privacy = commands.add_parser("privacy", help="privacy: forecast, verify ledgers, audit").add_subparsers(
         dest="privacy_command", required=True
     )
     verify = privacy.add_parser(
@@ -380,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     forecast.add_argument("--set", action="append", metavar="KEY=VALUE",
                           help="run-config override, as for `lang1-fl run` (e.g. local-steps=20)")
     forecast.set_defaults(handler=cmd_privacy_forecast)
+    _add_audit_parser(privacy)
 
     experiment = commands.add_parser("experiment", help="experiments over a consortium").add_subparsers(
         dest="experiment_command", required=True
@@ -411,6 +439,36 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=cmd_report)
     add_deploy_parser(commands)
     return parser
+
+
+def _add_audit_parser(privacy: argparse._SubParsersAction) -> None:
+    audit = privacy.add_parser(
+        "audit", help="train one site as configured with canary encounters planted by coin "
+        "flips, guess which it trained on, and print the empirical lower bound ε_lower beside "
+        "the accounted ε (exit 1 with an ALARM when above: DP is broken); writes and sends "
+        "nothing")
+    audit.add_argument("site_yaml", metavar="SITE_YAML",
+                       help="the site's YAML; with --site, a consortium (`default`, `private`, "
+                       "or a consortium YAML)")
+    audit.add_argument("--site", default=None, metavar="NAME",
+                       help="audit this site of the consortium SITE_YAML")
+    audit.add_argument("--data-dir", type=Path, default=None,
+                       help="folder relative data paths resolve against (default: the site "
+                       f"YAML's folder; {DEFAULT_DATA_DIR} for a consortium)")
+    audit.add_argument("--canaries", type=int, default=1000,  # client.privacy_audit's default
+                       help="m, canaries planted, each trained on with probability 1/2")
+    audit.add_argument("--guesses", type=int, default=None, metavar="N",
+                       help="a fixed, even number of guesses, half in and half out (default: the "
+                       "best of a fixed grid, each at beta divided by its size)")
+    audit.add_argument("--rounds", type=int, default=None,
+                       help="rounds to train (default: the run config's num-server-rounds)")
+    audit.add_argument("--no-dp", action="store_true",
+                       help="train the same site without DP (the non-private arm)")
+    audit.add_argument("--seed", type=int, default=None,
+                       help="the audit's seed for canaries and coins (default: fresh, printed)")
+    audit.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="run-config override, as for `lang1-fl run` (e.g. local-steps=20)")
+    audit.set_defaults(handler=cmd_privacy_audit)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sites.config import SiteConfig
-from sites.dataset import read_site_table
+from sites.dataset import TrainingUnits, read_site_table
 
 from .audit_canaries import canary_words, make_canaries, membership_scores, with_canaries
 from .data import EncodedSplit, encode_site, encode_split
@@ -45,6 +45,7 @@ from .model import TaskModel, base_scoring, build_model, load_tokenizer, select_
 from .private_train import train_steps_private
 from .privacy_audit_bound import BETA, grid_epsilon_lower_bounds
 from .privacy_plan import PrivacyPlan, plan_privacy
+from .site_keys import site_noise_source
 from .run_settings import ClientSettings
 from .train import make_optimizer, train_steps
 
@@ -184,8 +185,9 @@ def run_audit(site: SiteConfig, settings: ClientSettings, *, canaries: int = DEF
     planted = _plant(site, settings, canaries, np.random.default_rng(seed), words_per_note)
     # 2. Train as the site would: DP-SGD at its plan for n with the canaries, if it has one
     local_steps = settings.local_steps or site.training.local_steps
-    plan = (plan_privacy(site, examples=planted.train.size, rounds=rounds,
-                         steps_per_round=local_steps) if private and site.is_private else None)
+    counts = TrainingUnits(encounters=planted.train.size, patients=planted.train.patient_count)
+    plan = (plan_privacy(site, counts=counts, rounds=rounds, steps_per_round=local_steps)
+            if private and site.is_private else None)
     model = build_model(settings.model, device=select_device(site.device))
     _train(model, planted.train, site, settings, plan, rounds=rounds, local_steps=local_steps)
     # 3. Score every canary; the model, never saved or sent, goes with this frame
@@ -200,7 +202,8 @@ def run_audit(site: SiteConfig, settings: ClientSettings, *, canaries: int = DEF
         site=site.name, canaries=canaries, included=int(planted.members.sum()),
         guesses=best.guesses, correct=best.correct, epsilon_lower=best.epsilon_lower,
         accounted_epsilon=plan.planned_epsilon if plan else math.inf, delta=delta, beta=beta,
-        private=plan is not None, steps=rounds * local_steps, examples=planted.train.size,
+        private=plan is not None, steps=rounds * local_steps,
+        examples=plan.examples if plan else planted.train.size,
         seed=seed, grid=grid, ceiling=ceiling,
         noise_multiplier=plan.noise_multiplier if plan else 0.0,
         seconds=time.perf_counter() - started, scores=scores, members=planted.members)
@@ -251,6 +254,8 @@ def _train(model: TaskModel, train: EncodedSplit, site: SiteConfig, settings: Cl
                 model, train, steps=local_steps, sample_rate=plan.sample_rate,
                 noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.max_grad_norm,
                 optimizer=kept if kept is not None else settings.dp_optimizer, seed=seed,
+                privacy_unit=plan.unit,
+                noise=site_noise_source(site, run="privacy-audit", server_round=server_round),
                 max_physical_batch_size=site.training.max_physical_batch_size,
                 adapter_clip_share=settings.dp_adapter_clip_share)
         log.info("audit of site %s, round %d/%d: %d steps%s, loss %.4f", site.name,

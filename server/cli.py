@@ -389,8 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(sigma, q, steps) provably spend (dp-accounting's optimistic PLD), with dp-accounting's "
         "RDP or PLD shown beside it. The check is one-sided: overstating a spend is allowed."
     )
-    verify.add_argument("ledger", type=Path, help="one site's ledger file (.jsonl) from its "
-                        "privacy.ledger_dir (by default privacy-ledger/ beside the site's data)")
+    verify.add_argument("ledger", type=Path, help="one site's ledger: <state folder>/<dataset>/"
+                        "privacy-ledger.jsonl (`lang1-fl sites check` prints its path)")
     verify.add_argument("--public-key", type=Path, default=None, metavar="KEY.pub",
                         help="required: the site's public key, as registered (its SuperNode "
                         "`.pub`, or <state folder>/signing-key.pub for a simulated site)")

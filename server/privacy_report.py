@@ -55,12 +55,12 @@ def _head(site: dict) -> str:
 def _site_row(name: str, site: dict) -> str:
     declined = ", ".join(str(r) for r in site.get("declined_rounds", [])) or "none"
     if not site["dp"]:
-        return f"| {name} | **no DP** | – | – | – | – | – | {declined} | – | {site['source']} |"
+        return f"| {name} | **no DP** | – | – | – | – | – | {declined} | – | {site.get('source', '–')} |"
     lifetime = (f"{_num(site.get('epsilon'), '.2f')} of {_num(site.get('lifetime_epsilon'), 'g')}")
     return (
         f"| {name} | {site.get('unit') or '–'} | {_num(site.get('delta'), 'g')} "
         f"| {_spent(site)} | {_num(site.get('run_epsilon_allocation'), 'g')} | {lifetime} "
-        f"| {site.get('ledger_entries', '–')} | {declined} | {_head(site)} | {site['source']} |"
+        f"| {site.get('ledger_entries', '–')} | {declined} | {_head(site)} | {site.get('source', '–')} |"
     )
 
 

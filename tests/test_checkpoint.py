@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord
 
-from client.privacy_plan import PrivacyPlan
+from client.ledger_signing import simulated_signer
+from client.privacy_plan import plan_privacy
 from client.site_budget import SiteBudget
+from client.site_state import SiteState
 from server.checkpoint import NoCheckpoint, RoundCheckpointer, load_checkpoint, load_run_config
 from sites.config import load_consortium
+from sites.dataset import TrainingUnits
 from strategies import ClientDP, RunLog, SiteEntry, SiteRoster, build_strategy
 from strategies.continued_rounds import ContinuedRounds
 from strategies.dp_fedavg import ClientLevelPrivacy
@@ -120,16 +123,17 @@ def test_a_resumed_dp_fedavg_continues_its_epsilon():
 
 
 def test_a_dp_site_charges_a_re_sent_round_once(tmp_path):
-    path = write_small_consortium(tmp_path, privacy={"target_epsilon": 8.0, "delta": 1e-5,
+    path = write_small_consortium(tmp_path, privacy={"lifetime_epsilon": 8.0, "delta": 1e-5,
                                                      "max_grad_norm": 1.0})
     site = load_consortium(path, data_root=tmp_path / "data").sites[0]
-    plan = PrivacyPlan(site=site.name, examples=300, batch_size=15, rounds=3, steps_per_round=10,
-                       target_epsilon=8.0, delta=1e-5, max_grad_norm=1.0, accountant="rdp",
-                       noise_multiplier=1.2)
-    budget = SiteBudget(site, "run")
-    first = budget.charge(server_round=1, plan=plan, steps=10)
-    again = budget.charge(server_round=1, plan=plan, steps=10)  # the server died mid-round 1
+    plan = plan_privacy(site, counts=TrainingUnits(encounters=300, patients=240), rounds=3,
+                        steps_per_round=10)
+    state = SiteState.open(site, "sha256:" + "0" * 64)
+    budget = SiteBudget(site, state, simulated_signer(state.root))
+    charge = dict(run="run", plan=plan, steps=10, noise_source="csprng")
+    first = budget.charge(server_round=1, **charge)
+    again = budget.charge(server_round=1, **charge)  # the server died mid-round 1
     assert again.epsilon == first.epsilon and again.entry == first.entry
-    second = budget.charge(server_round=2, plan=plan, steps=10)
+    second = budget.charge(server_round=2, **charge)
     assert second.epsilon > first.epsilon
     assert len(budget.path.read_text().splitlines()) == 2

@@ -124,34 +124,52 @@ def _site_yaml(tmp_path, privacy=None):
 def test_sites_check_states_the_privacy_budget_or_its_absence(tmp_path, capsys):
     assert lang1_fl(["sites", "check", str(_site_yaml(tmp_path))]) == 0
     assert "privacy: NO differential privacy" in capsys.readouterr().out
-    privacy = {"target_epsilon": 8, "delta": 1e-3, "max_grad_norm": 1.0}
+    privacy = {"lifetime_epsilon": 8, "run_epsilon": 2, "delta": 1e-3, "max_grad_norm": 1.0}
     assert lang1_fl(["sites", "check", str(_site_yaml(tmp_path, privacy))]) == 0
-    assert "privacy: DP-SGD, budget ε = 8 at δ = 0.001 per run" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert ("privacy: DP-SGD per encounter, lifetime budget ε = 8 at δ = 0.001 for this data "
+            "(spent so far: ε = 0.000 over 0 rounds), ε = 2 per run") in out
 
 
 def test_sites_check_refuses_a_delta_not_below_one_over_n(tmp_path, capsys):
-    privacy = {"target_epsilon": 8, "delta": 0.1, "max_grad_norm": 1.0}
+    privacy = {"lifetime_epsilon": 8, "delta": 0.1, "max_grad_norm": 1.0}
     assert lang1_fl(["sites", "check", str(_site_yaml(tmp_path, privacy))]) == 2
     err = capsys.readouterr().err
     assert "site.yaml: `privacy.delta` of site 'a' is 0.1; expected below 1/n = 0.0333" in err
     assert "n = 30 training encounters" in err
 
 
-def test_run_refuses_a_run_name_whose_ledger_exists(tmp_path, capsys):
-    from client.site_budget import ledger_path
+def test_run_refuses_before_flower_starts_a_run_a_sites_data_cannot_afford(tmp_path, capsys):
+    """The budget belongs to the data: a site whose ledger has spent its lifetime budget would
+    decline the run, so `lang1-fl run` stops before Flower starts, whatever the run's name."""
+    from client.ledger import append_entry
+    from client.ledger_signing import simulated_signer
+    from client.site_state import SiteState
     from sites.config import load_consortium
+    from sites.dataset import dataset_fingerprint
+    from server.cli import prepare_site_data
     from tests.consortium_fixtures import write_small_consortium
 
-    privacy = {"target_epsilon": 8, "delta": 1e-3, "max_grad_norm": 1.0}
+    privacy = {"lifetime_epsilon": 8, "delta": 1e-3, "max_grad_norm": 1.0}
     consortium = write_small_consortium(tmp_path, encounters=100, privacy=privacy)
-    site = load_consortium(consortium, data_root=tmp_path / "data").sites[1]
-    ledger_path(site, "trial").parent.mkdir(parents=True)
-    ledger_path(site, "trial").write_text("")
+    config = load_consortium(consortium, data_root=tmp_path / "data")
+    prepare_site_data(config)
+    site = config.sites[1]
+    state = SiteState.open(site, dataset_fingerprint(site))
+    append_entry(state.ledger, {  # an earlier run spent 7.9 of the 8
+        "run": "earlier", "round": 1, "site": site.name, "dataset": state.dataset,
+        "privacy_unit": "encounter", "sample_rate": 0.25, "noise_multiplier": 0.6, "steps": 20,
+        "max_grad_norm": 1.0, "delta": 1e-3, "accountant": "rdp", "epsilon": 7.9,
+        "run_epsilon": 7.9, "epsilon_budget": 8.0, "run_epsilon_cap": None, "examples": 70,
+        "noise_source": "csprng", "site_config_sha256": ""}, signer=simulated_signer(state.root))
     argv = ["run", "--consortium", str(consortium), "--data-dir", str(tmp_path / "data"),
-            "--runs-dir", str(tmp_path / "runs"), "--run-name", "trial"]
+            "--runs-dir", str(tmp_path / "runs"), "--run-name", "a-new-name"]
     assert lang1_fl(argv) == 2
-    err = capsys.readouterr().err
-    assert "site 'community' already has a privacy ledger for run 'trial'" in err
+    captured = capsys.readouterr()
+    assert "site 'community' would decline this run: its data has spent ε = " in captured.err
+    assert "over its lifetime budget of 8" in captured.err
+    assert "NO: declined" in captured.out  # the forecast's row
+    assert not (tmp_path / "runs" / "a-new-name").exists()
 
 
 def test_sites_check_prints_counts_prevalence_and_note_lengths_contacting_no_one(

@@ -78,7 +78,9 @@ def test_train_reply_carries_only_adapter_heads_and_aggregates(federation):
     reply = _send(run_config, 0, MessageType.TRAIN, arrays)
     assert not reply.has_error(), reply.error
     assert set(reply.content.keys()) == {"arrays", "metrics", "privacy", "egress"}
-    assert dict(reply.content["privacy"]) == {"dp": False, "declined": ""}  # no DP: said so
+    privacy = dict(reply.content["privacy"])  # no DP: said so, with the dataset it trained on
+    assert privacy == {"dp": False, "declined": "", "dataset": privacy["dataset"]}
+    assert len(privacy["dataset"]) == 16
     sent = reply.content["arrays"]
     # Exactly the tensors the server sent: same names, shapes and dtype; all adapter or head.
     assert list(sent.keys()) == list(arrays.keys())

@@ -41,10 +41,17 @@ def tiny_bert(tmp_path_factory):
     return make_tiny_encoder(tmp_path_factory.mktemp("client_privacy") / "tiny-bert")
 
 
-def _federation(root, base, *, privacy=PRIVACY, rounds=3, shared_folder=False):
-    """A small consortium of two DP hospitals and an external system; with `shared_folder`, the
-    hospitals' tables sit side by side in one data folder."""
-    consortium = write_small_consortium(root, encounters=120, local_steps=2, privacy=privacy)
+TWO_HOSPITALS = (("academic", "train"), ("community", "train"),
+                 ("external_system", "external"))
+THREE_HOSPITALS = (("academic", "train"), ("community", "train"), ("safety_net", "train"))
+
+
+def _federation(root, base, *, privacy=PRIVACY, rounds=3, shared_folder=False,
+                profiles=TWO_HOSPITALS):
+    """A small consortium of DP hospitals (by default two and an external system); with
+    `shared_folder`, the sites' tables sit side by side in one data folder."""
+    consortium = write_small_consortium(root, encounters=120, local_steps=2, privacy=privacy,
+                                        profiles=profiles)
     if shared_folder:
         raw = yaml.safe_load(consortium.read_text())
         for site in raw["sites"]:
@@ -251,22 +258,30 @@ def test_the_privacy_query_reports_the_ledger_even_for_a_round_charged_and_never
     assert _verify(state, answer["ledger-head"]).ok
 
 
-def test_sites_whose_tables_share_a_folder_keep_separate_state(tmp_path, tiny_bert):
-    """Finding 2: two hospitals' tables in one data folder. Each trains its own round (neither
-    answers with the other's stored reply), and each keeps its own ledger that verifies."""
-    run_config, settings, arrays = _federation(tmp_path, tiny_bert, shared_folder=True)
-    sites = [_site(settings, k) for k in (0, 1)]
-    assert sites[0].data.path.parent == sites[1].data.path.parent
-    replies = [_send(run_config, MessageType.TRAIN, arrays, 1, partition=k) for k in (0, 1)]
-    for reply in replies:
-        assert not reply.has_error(), reply.error and "arrays" in reply.content
-    assert any(replies[0].content["arrays"][k].data != replies[1].content["arrays"][k].data
-               for k in replies[0].content["arrays"].keys())
-    states = [_state(settings, k) for k in (0, 1)]
-    assert states[0].root != states[1].root
+@pytest.mark.parametrize("profiles", [TWO_HOSPITALS, THREE_HOSPITALS], ids=["two", "three"])
+def test_sites_whose_tables_share_a_folder_keep_separate_state(tmp_path, tiny_bert, profiles):
+    """Finding 2: two (three) DP hospitals' tables in one data folder. Each trains each round
+    itself (none answers with another's stored reply), and each keeps its own ledger, which
+    verifies, names it, and holds every round it trained."""
+    run_config, settings, arrays = _federation(tmp_path, tiny_bert, shared_folder=True,
+                                               profiles=profiles)
+    trainers = [k for k, (_, role) in enumerate(profiles) if role == "train"]
+    sites = [_site(settings, k) for k in trainers]
+    assert len({site.data.path.parent for site in sites}) == 1
+    for server_round in (1, 2):
+        replies = [_send(run_config, MessageType.TRAIN, arrays, server_round, partition=k)
+                   for k in trainers]
+        for reply in replies:
+            assert not reply.has_error(), reply.error and "arrays" in reply.content
+            assert reply.content["privacy"]["declined"] == ""
+        first = replies[0].content["arrays"]
+        for other in replies[1:]:
+            assert any(first[k].data != other.content["arrays"][k].data for k in first.keys())
+    states = [_state(settings, k) for k in trainers]
+    assert len({state.root for state in states}) == len(trainers)
     for state, site in zip(states, sites):
         entries = read_ledger(state.ledger)
-        assert [(e["site"], e["round"]) for e in entries] == [(site.name, 1)]
+        assert [(e["site"], e["round"]) for e in entries] == [(site.name, 1), (site.name, 2)]
         assert _verify(state).ok
 
 

@@ -10,6 +10,7 @@ and that its egress log records the refusal and no send.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +26,6 @@ from client.egress import (
     check_metrics,
     check_tensors,
     declared_spec,
-    egress_log_path,
     evaluate_declaration,
     manifest_digest,
     read_egress_log,
@@ -33,10 +33,12 @@ from client.egress import (
 )
 from client.model import ModelSettings, build_model, trainable_state
 from client.run_settings import ClientSettings
+from client.site_state import SiteState
 from server.metrics_file import egress_summary
 from server.report import render_markdown
 from server.report_sections import egress_lines
 from sites.config import load_consortium
+from sites.dataset import dataset_fingerprint
 from strategies import SiteEntry, SiteRoster, build_strategy
 from tests.consortium_fixtures import write_small_consortium
 from tests.flower_fakes import message_to, set_task_identity
@@ -72,8 +74,14 @@ def _send(run_config, partition: int, message_type: str, arrays: ArrayRecord, ru
     return client_app(message_to(100 + partition, content, message_type), context)
 
 
+def _log_path(sites, run: str, partition: int = 0) -> Path:
+    """The egress log in the site's own state folder (client/site_state.py)."""
+    site = sites.sites[partition]
+    return SiteState.peek(site, dataset_fingerprint(site)).egress_log(run)
+
+
 def _log(sites, run: str, partition: int = 0) -> list[dict]:
-    return read_egress_log(egress_log_path(sites.sites[partition], run))
+    return read_egress_log(_log_path(sites, run, partition))
 
 
 # --- the manifest ---------------------------------------------------------------------------------
@@ -241,8 +249,8 @@ def test_the_egress_log_has_one_line_per_reply_with_the_digest_it_carries(federa
     declared = evaluate_declaration(settings.model.tasks).metric_keys
     assert set(evaluate["manifest"]["metrics"]["metrics"]) == declared
     assert evaluate["tensors"] == 0 and evaluate["manifest"]["arrays"] == {}
-    path = egress_log_path(sites.sites[0], "logged")
-    assert path == sites.sites[0].data.path.parent / "egress-log" / "logged.jsonl"
+    path = _log_path(sites, "logged")
+    assert path.parent.parent.parent.parent == sites.sites[0].state_dir  # <dataset>/runs/<run>/
 
 
 def test_a_torn_last_line_does_not_swallow_the_next(tmp_path):
@@ -278,7 +286,9 @@ def test_the_server_records_the_sites_digest_and_the_report_shows_the_match(fede
     json.dumps(summary, allow_nan=False)  # metrics.json-ready
     academic = summary["sites"]["academic"]
     assert academic["rounds"] == [1, 2] and academic["mismatched_rounds"] == [2]
-    assert academic["log"] == str(egress_log_path(sites.sites[0], "served"))
+    dataset = _log_path(sites, "served").parent.parent.parent.name
+    assert academic["log"] == (f"<state folder of academic>/{dataset}/runs/served/"
+                               "egress-log.jsonl")
     assert summary["sites"]["community"]["rounds"] == []
     table = "\n".join(egress_lines({"egress": summary}))
     assert "| academic | 1–2 |" in table and "**NO** (round 2)" in table
@@ -289,7 +299,7 @@ def test_the_server_records_the_sites_digest_and_the_report_shows_the_match(fede
         sites, strategy.run_log, "served")})
     section = report.split("## What left the sites")[1].split("\n## ")[0]
     assert f"| academic | 1 | {recorded['tensors']} | {recorded['bytes']:,} | yes | – | `" in section
-    assert "egress-log/served.jsonl" in section
+    assert "/runs/served/egress-log.jsonl" in section
 
 
 def test_the_server_also_recomputes_evaluation_replies(federation):

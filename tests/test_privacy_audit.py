@@ -172,7 +172,7 @@ def audit_base(tmp_path_factory) -> Path:
 
 
 def _site(directory: Path, *, target_epsilon: float):
-    privacy = {"target_epsilon": target_epsilon, "delta": 1e-5, "max_grad_norm": 1.0}
+    privacy = {"lifetime_epsilon": target_epsilon, "delta": 1e-5, "max_grad_norm": 1.0}
     consortium = load_consortium(write_small_consortium(
         directory, encounters=300, profiles=(("academic", "train"),), privacy=privacy))
     site = consortium.sites[0]
@@ -252,7 +252,7 @@ def test_the_command_audits_a_site_yaml_without_dp(site, audit_base, tmp_path, c
     entry = {"name": "solo", "role": "train", "tasks": list(site.tasks),
              "data": {"path": str(site.data.path), "format": "parquet"},
              "training": {"batch_size": 16, "local_steps": 3}, "device": "cpu",
-             "privacy": {"target_epsilon": 8, "delta": 1e-5, "max_grad_norm": 1.0}}
+             "privacy": {"lifetime_epsilon": 8, "delta": 1e-5, "max_grad_norm": 1.0}}
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(entry))
     argv = ["privacy", "audit", str(path), "--no-dp", "--canaries", "40", "--guesses", "10",

@@ -14,10 +14,14 @@ REASON = "site a: training round 2 would spend ε = 9.1 > target 8"
 
 
 def _dp_site(epsilon_per_round: dict[str, float], **overrides) -> dict:
+    """A DP site as `server.metrics_file.privacy_summary` writes it."""
     return {
-        "dp": True, "target_epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0,
-        "accountant": "rdp", "epsilon": max(epsilon_per_round.values()), "noise_multiplier": 0.8123,
-        "sample_rate": 0.0125, "ledger_head": HEAD, "epsilon_per_round": epsilon_per_round,
+        "dp": True, "source": "ledger", "dataset": "0123456789abcdef", "unit": "encounter",
+        "delta": 1e-5, "lifetime_epsilon": 16.0, "run_epsilon_allocation": 8.0,
+        "max_grad_norm": 1.0, "accountant": "rdp", "signer": "SHA256:k3y",
+        "epsilon": 9.1234, "run_epsilon": max(epsilon_per_round.values()), "ledger_head": HEAD,
+        "ledger_entries": 4, "noise_multiplier": 0.8123, "sample_rate": 0.0125,
+        "noise_source": "csprng", "epsilon_per_round": epsilon_per_round,
         "declined_rounds": [], **overrides,
     }
 
@@ -32,7 +36,7 @@ def _private_metrics(client_level: dict | None = None) -> dict:
     metrics["privacy"] = {
         "sites": {
             "a": _dp_site({"1": 7.4567, "2": 7.4567}, declined_rounds=[2]),
-            "b": {"dp": False, "declined_rounds": []},
+            "b": {"dp": False, "source": "ledger", "declined_rounds": []},
         },
         "client_level": client_level,
     }
@@ -50,24 +54,29 @@ def _section(metrics: dict, figure: str | None = None) -> str:
     return "\n".join(render_privacy_section(metrics, figure))
 
 
-def test_site_table_shows_each_sites_budget_spend_and_short_ledger_head():
+def test_site_table_shows_each_sites_own_budget_its_ledgers_spend_and_short_head():
     text = _section(_private_metrics())
-    assert ("| a | DP-SGD | 8 | 1e-05 | 7.46 | 0.812 | 0.0125 | 1 | rdp | 2 | `ab12cd34ef56` |"
+    assert ("| a | encounter | 1e-05 | 7.46 | 8 | 9.12 of 16 | 4 | 2 | `ab12cd34ef56` | ledger |"
             in text)
+    assert "| a | 0.812 | 0.0125 | 1 | rdp | csprng | `SHA256:k3y` |" in text
     assert "| b | **no DP** |" in text
     assert "**Sites without DP: b.**" in text
 
 
-def test_spend_above_target_is_flagged():
+def test_spend_above_the_run_allocation_or_the_lifetime_budget_is_flagged():
     metrics = _private_metrics()
-    metrics["privacy"]["sites"]["a"]["epsilon"] = 8.5
+    metrics["privacy"]["sites"]["a"]["run_epsilon"] = 8.5
     assert "**8.50 (over budget)**" in _section(metrics)
+    metrics = _private_metrics()
+    metrics["privacy"]["sites"]["a"]["epsilon"] = 16.5
+    assert "**7.46 (over budget)**" in _section(metrics)
 
 
-def test_verify_command_names_the_run_ledger_and_full_head_hash():
+def test_verify_command_names_the_sites_ledger_key_and_full_head_hash():
     text = _section(_private_metrics())
-    assert f"lang1-fl privacy verify <a: privacy.ledger_dir>/trial-7.jsonl --head {HEAD}" in text
-    assert "verify <b:" not in text  # nothing to verify at a site without DP
+    assert ("lang1-fl privacy verify '<state folder of a>/0123456789abcdef/privacy-ledger.jsonl' "
+            f"--public-key '<a: registered public key>' --head {HEAD}") in text
+    assert "verify '<state folder of b>" not in text  # nothing to verify at a site without DP
 
 
 def test_declined_round_is_listed_with_its_reason():
@@ -78,9 +87,10 @@ def test_declined_round_is_listed_with_its_reason():
 
 def test_checklist_states_unit_release_and_what_is_not_covered():
     text = _section(_private_metrics())
-    for phrase in ("Example-level DP", "One encounter", "group privacy", "Poisson sampling",
-                   "post-processing", "**Not covered:**", "`num-examples`", "OS entropy",
-                   "Hyperparameter tuning", "sum the final ε"):
+    for phrase in ("Record-level DP", "a: encounter", "group privacy", "Poisson sampling",
+                   "post-processing", "**Not covered:**", "`num-examples`",
+                   "cryptographically secure generator", "Hyperparameter tuning",
+                   "no server message can open a fresh one", "docs/privacy-review.md"):
         assert phrase in text, phrase
 
 
@@ -132,3 +142,39 @@ def test_write_report_without_dp_writes_no_privacy_figure(tmp_path):
     text = write_report(tmp_path).read_text()
     assert not (tmp_path / "privacy_per_round.png").exists()
     assert "| a | **no DP** |" in text
+
+
+def test_the_summary_shows_what_the_sites_reported_never_the_coordinators_yaml(tmp_path):
+    """Finding 4: the coordinator's consortium file says ε = 8 per site, but the hospital's own
+    YAML (which governs DP there) said 3, and its ledger ends one round after its last training
+    reply (charged, then it crashed). The summary shows the site's budget and its ledger."""
+    from server.metrics_file import privacy_summary
+    from sites.config import load_consortium
+    from strategies import RunLog
+    from tests.consortium_fixtures import write_small_consortium
+
+    consortium = load_consortium(write_small_consortium(
+        tmp_path, privacy={"lifetime_epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0}))
+    own = {"dp": True, "dataset": "0123456789abcdef", "unit": "patient", "delta": 1e-5,
+           "lifetime-epsilon": 3.0, "run-epsilon-allocation": 3.0, "max-grad-norm": 0.5,
+           "accountant": "rdp", "signer": "SHA256:k3y", "noise-multiplier": 1.1,
+           "sample-rate": 0.02, "noise-source": "csprng", "declined": ""}
+    log = RunLog(privacy={1: {"academic": {**own, "epsilon": 1.2, "run-epsilon": 1.2,
+                                           "ledger-head": "h1"}},
+                          2: {"academic": {**own, "epsilon": 2.0, "run-epsilon": 2.0,
+                                           "ledger-head": "h2"}}})
+    ledger = {**own, "epsilon": 2.6, "run-epsilon": 2.6, "ledger-head": "h3",
+              "ledger-entries": 3, "run-rounds": "1,2,3"}
+    summary = privacy_summary(consortium, log, {"academic": ledger})["sites"]
+    academic = summary["academic"]
+    assert academic["source"] == "ledger" and academic["lifetime_epsilon"] == 3.0
+    assert academic["unit"] == "patient" and academic["max_grad_norm"] == 0.5
+    assert (academic["epsilon"], academic["run_epsilon"], academic["ledger_head"]) == (
+        2.6, 2.6, "h3")
+    assert academic["epsilon_per_round"] == {"1": 1.2, "2": 2.0}
+    # No answer to the closing query: the last training reply, labelled as such.
+    fallback = privacy_summary(consortium, log)["sites"]["academic"]
+    assert fallback["source"] == "last training reply" and fallback["ledger_head"] == "h2"
+    # A site that reported nothing is not credited with the YAML's DP.
+    assert summary["community"] == {"dp": False, "source": "nothing reported",
+                                    "declined_rounds": []}

@@ -22,7 +22,7 @@ import pytest
 
 from client.ledger import read_ledger
 from client.ledger_verify import verify_ledger
-from client.site_budget import ledger_path
+from tests.site_ledgers import site_ledger
 from server.cli import main as lang1_fl
 from server.flower_run import APP_DIR, stop_local_superlink
 from sites.config import load_consortium
@@ -32,7 +32,7 @@ from tests.tiny_models import make_tiny_encoder
 pytestmark = pytest.mark.slow
 
 ROUNDS = 3
-PRIVACY = {"target_epsilon": 8.0, "delta": 1e-3, "max_grad_norm": 1.0}
+PRIVACY = {"lifetime_epsilon": 8.0, "delta": 1e-3, "max_grad_norm": 1.0}
 
 
 def _args(root: Path, consortium: Path, base: Path, name: str) -> list[str]:
@@ -122,10 +122,11 @@ def test_a_resumed_dp_run_spends_each_round_once_and_lands_on_its_budget(private
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for site in consortium.training_sites:
         summary = metrics["privacy"]["sites"][site.name]
-        entries = read_ledger(ledger_path(site, "dp"))
+        ledger, public_key = site_ledger(site)
+        entries = read_ledger(ledger)
         assert [e["round"] for e in entries] == list(range(1, ROUNDS + 1)), site.name
         assert entries[-1]["epsilon"] == pytest.approx(summary["epsilon"])
-        assert summary["epsilon"] == pytest.approx(PRIVACY["target_epsilon"], rel=0.01)
-        ledger = ledger_path(site, "dp")
-        assert verify_ledger(ledger, public_key=ledger.parent / "signing-key.pub",
+        assert summary["epsilon"] == pytest.approx(PRIVACY["lifetime_epsilon"], rel=0.01)
+        assert summary["source"] == "ledger"
+        assert verify_ledger(ledger, public_key=public_key,
                              head_sha256=summary["ledger_head"]).ok

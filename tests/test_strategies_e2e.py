@@ -162,7 +162,8 @@ def _with_fifth_hospital(run_config, *, faulty: str | None) -> str:
     with `faulty` sending −5× its update; Multi-Krum needs 2f + 3 = 5 training sites."""
     raw = yaml.safe_load(open(_same_rank(run_config)))
     regional = {**raw["sites"][1], "name": "regional",
-                "data": {"path": "regional/encounters.parquet", "format": "parquet"}}
+                "data": {"path": "regional/encounters.parquet", "format": "parquet"},
+                "state_dir": "state/regional"}
     raw["sites"].insert(4, regional)
     for site in raw["sites"]:
         if site["name"] == faulty:

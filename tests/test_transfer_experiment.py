@@ -177,7 +177,7 @@ def test_a_site_that_fails_stops_the_experiment(tmp_path):
 def test_a_consortium_with_dp_sites_is_refused_before_anything_runs(tmp_path, capsys):
     from server.cli import main as lang1_fl
 
-    path = write_small_consortium(tmp_path, privacy={"target_epsilon": 8.0, "delta": 1e-5,
+    path = write_small_consortium(tmp_path, privacy={"lifetime_epsilon": 8.0, "delta": 1e-5,
                                                      "max_grad_norm": 1.0})
     status = lang1_fl(["experiment", "transfer", str(path), "--data-dir", str(tmp_path / "data"),
                        "--runs-dir", str(tmp_path / "runs")])

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from server.cli import main as lang1_fl
-from server.report import headline
+from server.report.markdown import headline
 
 
 def _fmt(value: float | None) -> str:

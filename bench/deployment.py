@@ -6,7 +6,7 @@ signed and sent over TLS, every message serialised. Simulation has none of that.
 the same small federation — two training hospitals and the external system, with the default
 consortium's profiles and site settings, `--encounters` synthetic encounters each — twice in one
 invocation on this machine: in simulation, then on the Deployment Engine over loopback (a SuperLink
-and three SuperNodes as real processes, TLS and SuperNode authentication on; server/loopback.py,
+and three SuperNodes as real processes, TLS and SuperNode authentication on; server/launch/loopback.py,
 the same code tests/test_deployment_e2e.py runs). It prints, measured side by side:
 
 - wall time per federated round in each, deployment ÷ simulation. A round is timed between the
@@ -39,7 +39,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from server.cli import main as lang1_fl  # noqa: E402
-from server.loopback import deploy, simulate  # noqa: E402
+from server.launch.loopback import deploy, simulate  # noqa: E402
 from sites.config import DEFAULT_CONSORTIUM, SiteConfig, load_site  # noqa: E402
 
 SITES = ("academic", "community", "external_system")

@@ -77,12 +77,12 @@ def main() -> int:
     from client.data import encode_site
     from client.evaluate import evaluate_split
     from client.model import build_model, load_tokenizer, select_device
-    from client.privacy_math import noise_multiplier_for
-    from client.private_train import train_steps_private
+    from client.privacy.accounting import noise_multiplier_for
+    from client.privacy.dp_sgd import train_steps_private
     from client.run_settings import ClientSettings
     from client.site_resolution import ensure_site_data
     from client.train import train_steps
-    from server.flower_run import default_run_config
+    from server.launch.flower_run import default_run_config
     from sites.config import load_consortium
     from sites.dataset import read_site_table
 

@@ -25,7 +25,7 @@ from flwr.app import Context, RecordDict  # noqa: E402
 from client.app import app as client_app  # noqa: E402
 from server.app import main as server_main  # noqa: E402
 from server.cli import build_parser, plan_run, run_outcome  # noqa: E402
-from server.flower_run import default_run_config  # noqa: E402
+from server.launch.flower_run import default_run_config  # noqa: E402
 from tests.flower_fakes import FakeGrid, set_task_identity  # noqa: E402
 
 FIRST_NODE = 100

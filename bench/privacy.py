@@ -43,8 +43,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server.report import headline  # noqa: E402
-from server.report_data import (  # noqa: E402
+from server.report.markdown import headline  # noqa: E402
+from server.report.data import (  # noqa: E402
     mean, rounds_by_number, selected_round, sites_with_role, task_values)
 from sites.config import DEFAULT_CONSORTIUM, load_consortium  # noqa: E402
 from sites.state_folder import STATE_HOME_ENV  # noqa: E402
@@ -62,7 +62,7 @@ def timing(data_dir: Path, *, steps: int, repeats: int, threads: int) -> None:
 
     from client.data import encode_site
     from client.model import ModelSettings, build_model, load_tokenizer
-    from client.private_train import GRAD_SAMPLE_MODES, train_steps_private
+    from client.privacy.dp_sgd import GRAD_SAMPLE_MODES, train_steps_private
     from client.site_resolution import ensure_site_data
     from client.train import OptimizerSettings, train_steps
     from sites.dataset import read_site_table

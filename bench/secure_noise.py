@@ -1,7 +1,7 @@
 """What does cryptographically secure DP noise cost per DP-SGD step, next to torch's generator?
 
 A site's DP-SGD now draws its Gaussian noise and Poisson batches from a ChaCha20 CSPRNG
-(client/noise_source.py `CsprngNoise`: 53-bit uniforms, Box–Muller in float64, opacus's secure
+(client/privacy/noise.py `CsprngNoise`: 53-bit uniforms, Box–Muller in float64, opacus's secure
 sum of four draws, drawn on the CPU and moved to the parameters' device) instead of torch's
 Mersenne Twister (`TorchNoise`, os-seeded). This times `train_steps_private` with each source on
 the same model, data and settings (one synthetic hospital of the default consortium, five joint
@@ -53,7 +53,7 @@ def _source(arm: str, batches_seed: int | None = None):
     """The arm's source; with `batches_seed`, one whose Poisson batches are the same in every arm
     (the arm's own uniforms are still drawn, so their cost counts, but a seeded torch generator
     picks the batch): batch sizes then cannot favour an arm, only the noise differs."""
-    from client.noise_source import CsprngNoise, NoiseSource, TorchNoise
+    from client.privacy.noise import CsprngNoise, NoiseSource, TorchNoise
 
     source = TorchNoise() if arm == "torch" else CsprngNoise()
     if batches_seed is None:
@@ -94,7 +94,7 @@ def measure(name: str, folder: Path, train_table, *, steps: int, repeats: int, b
             max_length: int, device) -> dict:
     from client.data import encode_site
     from client.model import ModelSettings, build_model, load_tokenizer
-    from client.private_train import train_steps_private
+    from client.privacy.dp_sgd import train_steps_private
     from client.train import OptimizerSettings
     from sites.tasks import TASK_NAMES
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from server.cli import main as lang1_fl
-from server.report import headline
+from server.report.markdown import headline
 from sites.config import DEFAULT_CONSORTIUM
 
 STRATEGIES = ("fedavg", "ffa-lora", "fedprox", "flora", "median", "trimmed-mean", "fedadam")

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from server.cli import main as lang1_fl
-from server.transfer_summary import summarize_transfer
+from server.report.transfer_summary import summarize_transfer
 
 
 def _fmt(value: float | None) -> str:

@@ -37,17 +37,17 @@ from client.adapter_mode import (
 )
 from client.fault_injection import corrupt_update
 from client.progress import show_progress
-from client.optimizer_memory import OptimizerMemory
+from client.privacy.optimizer_memory import OptimizerMemory
 from client.round_replies import RoundReplies, StoredReply, arrays_digest, as_array_record
 from client.run_settings import ClientSettings
 from client.runtime import site_runtime
 from client.site_resolution import resolve_site
-from client.privacy_plan import PrivacyPlan, plan_privacy
-from client.privacy_reply import (declined_record, ledger_record, plain_record, privacy_record,
+from client.privacy.plan import PrivacyPlan, plan_privacy
+from client.privacy.reply import (declined_record, ledger_record, plain_record, privacy_record,
                                   run_name)
-from client.private_train import train_steps_private
-from client.site_budget import BudgetExhausted, SiteBudget
-from client.site_keys import site_noise_source, site_signer
+from client.privacy.dp_sgd import train_steps_private
+from client.privacy.budget import BudgetExhausted, SiteBudget
+from client.privacy.site_keys import site_noise_source, site_signer
 from client.site_state import SiteState
 from client.train import make_optimizer, train_steps
 from sites.config import SiteConfig

@@ -11,7 +11,7 @@ and answer cue. Those prompts are encoded here once too (`EncodedSplit.prompts`)
 that note and question together fit `max_length`; the notes themselves are then not kept.
 
 Each row also keeps its patient (`EncodedSplit.patients`, dense ids per split from the table's
-`patient_id`), so that DP-SGD can take the patient as its privacy unit (client/privacy_unit.py).
+`patient_id`), so that DP-SGD can take the patient as its privacy unit (client/privacy/units.py).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import torch
 
 from sites.tasks import ID_COLUMNS, NOTE_COLUMNS, SPLIT_COLUMN, SPLITS, TASKS, NoteType
 
-from .letter_scoring import prompt_suffix
-from .model import MAX_LENGTH_LIMIT, ResolvedScoring
+from client.letter_scoring import prompt_suffix
+from client.model import MAX_LENGTH_LIMIT, ResolvedScoring
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -49,7 +49,7 @@ NUMBER_BYTES = 8
 TRAIN_METRIC_KEYS = frozenset({"num-examples", "train-loss", "steps"})
 """The aggregate metrics a training reply may carry."""
 TRAIN_CONFIG_RECORDS = frozenset({"privacy"})
-"""ConfigRecords a training reply may carry (`client.privacy_reply`): scalars and strings only."""
+"""ConfigRecords a training reply may carry (`client.privacy.reply`): scalars and strings only."""
 
 MessageKind = Literal["train", "evaluate", "query"]
 

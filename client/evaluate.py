@@ -15,11 +15,11 @@ import torch
 
 from sites.tasks import TASKS
 
-from .calibration import calibration_metrics
-from .data import EncodedSplit
-from .metrics import auroc, bootstrap_ci
-from .model import MultiTaskModel, TaskModel
-from .precision import autocast
+from client.calibration import calibration_metrics
+from client.data import EncodedSplit
+from client.metrics import auroc, bootstrap_ci
+from client.model import MultiTaskModel, TaskModel
+from client.precision import autocast
 
 METRIC_SUFFIXES = ("auroc", "auroc_low", "auroc_high", "n", "prevalence", "oracle_auroc",
                    "ece", "reliability_confidence", "reliability_frequency", "reliability_count")

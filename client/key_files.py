@@ -1,7 +1,7 @@
 """Writing key and certificate files: private ones readable by their owner only, nothing
 overwritten unless asked.
 
-Shared by the coordinator's certificates (server/certificates.py) and a hospital's SuperNode key
+Shared by the coordinator's certificates (server/launch/certificates.py) and a hospital's SuperNode key
 pair (client/node_identity.py). A private key is created with mode 0600 from the start, so it is
 never world-readable even for a moment, and an existing key is kept unless `overwrite`: replacing
 one silently would cut a hospital off (its registered public key no longer matches) or invalidate

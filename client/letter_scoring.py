@@ -31,12 +31,12 @@ from torch import nn
 
 from sites.tasks import OPTION_LETTERS, TASKS
 
-from .model import ModelSettings, TaskModel, add_lora, load_tokenizer, pool, resolve_base_path
+from client.model import ModelSettings, TaskModel, add_lora, load_tokenizer, pool, resolve_base_path
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-    from .data import EncodedSplit
+    from client.data import EncodedSplit
 
 log = logging.getLogger(__name__)
 

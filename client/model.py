@@ -33,7 +33,7 @@ from sites.tasks import TASK_NAMES, TASKS, resolve_tasks
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-    from .data import EncodedSplit
+    from client.data import EncodedSplit
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +308,7 @@ def build_model(settings: ModelSettings, *, device: torch.device) -> TaskModel:
     answer letters on a causal LM (`LetterModel`); the same seed gives the same initial weights."""
     config = load_base_config(settings)
     if resolve_scoring(settings, config.model_type) == "letters":
-        from .letter_scoring import build_letter_model
+        from client.letter_scoring import build_letter_model
 
         return build_letter_model(settings, config, device=device)
     return build_head_model(settings, config, device=device)
@@ -379,7 +379,7 @@ def save_adapter(model: TaskModel, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.backbone.save_pretrained(out_dir)
     if not isinstance(model, MultiTaskModel):
-        from .letter_scoring import save_letter_prompts
+        from client.letter_scoring import save_letter_prompts
 
         save_letter_prompts(model, out_dir)
         return

@@ -88,10 +88,10 @@ class ClientSettings:
     """What sites with DP train with (`dp-optimizer`, `dp-learning-rate`, `dp-head-learning-rate`)."""
     dp_keeps_optimizer_state: bool
     """`dp-optimizer-state = "kept"`: a DP site carries its optimizer's state from round to round on
-    its disk (client/optimizer_memory.py); "fresh": a new optimizer every round."""
+    its disk (client/privacy/optimizer_memory.py); "fresh": a new optimizer every round."""
     dp_adapter_clip_share: float
     """`dp-adapter-clip-share`: 0 clips each encounter's whole gradient to C; s in (0, 1) gives the
-    adapter s of C² and the heads the rest (client/clip_split.py). Same σ and ε either way."""
+    adapter s of C² and the heads the rest (client/privacy/clip_split.py). Same σ and ε either way."""
     local_steps: int
     """Optimizer steps per round; 0 = each site's own `training.local_steps`."""
     num_rounds: int

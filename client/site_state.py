@@ -12,7 +12,7 @@ happens to sit (two hospitals' tables may share a folder):
                                      fingerprint (`sites.dataset.dataset_fingerprint`)
     privacy-ledger.jsonl             the lifetime ledger, charged by every run on this data
     runs/<run>/round-replies/        replies released per round (client/round_replies.py)
-    runs/<run>/optimizer-state/      a DP site's kept optimizer moments (client/optimizer_memory.py)
+    runs/<run>/optimizer-state/      a DP site's kept optimizer moments (client/privacy/optimizer_memory.py)
     runs/<run>/egress-log.jsonl      every reply, checked and logged before it left (client/egress.py)
 ```
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .data import EncodedSplit
-from .model import TaskModel
-from .precision import autocast
-from .proximal import ProximalPull
+from client.data import EncodedSplit
+from client.model import TaskModel
+from client.precision import autocast
+from client.proximal import ProximalPull
 
 log = logging.getLogger(__name__)
 

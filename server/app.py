@@ -5,7 +5,7 @@ the same initial adapter, evaluates the untrained model everywhere (round 0), ru
 rounds with the chosen strategy — training sites train, every site including the external health
 system is evaluated each round — selects the best round on validation AUROC, and writes the run
 directory: that round's adapter, `metrics.json` and `report.md`/`report.html`. With
-`experiment = "transfer"` it runs the transfer experiment instead (server/transfer_experiment.py).
+`experiment = "transfer"` it runs the transfer experiment instead (server/transfer/experiment.py).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from client.progress import show_progress
 from client.run_settings import InvalidRunConfig
 from server.discovery import discover_sites
 from server.ledger_query import collect_ledgers
-from server.metrics_file import write_metrics
-from server.report import write_report
+from server.report.metrics_file import write_metrics
+from server.report.markdown import write_report
 from server.checkpoint import Checkpoint, RoundCheckpointer, load_checkpoint, save_run_config
 from server.round_selection import select_round
 from server.settings import ServerSettings
-from server.transfer_experiment import run_transfer_experiment
+from server.transfer.experiment import run_transfer_experiment
 from sites.config import load_consortium
 from sites.pooling import with_pooled_site
 from strategies import build_strategy

@@ -1,5 +1,5 @@
 """The `lang1-fl` command: generate and check sites, run the federation and experiments, render
-reports, forecast, verify and audit privacy (the `deploy` commands live in server/deploy_cli.py).
+reports, forecast, verify and audit privacy (the `deploy` commands live in server/launch/deploy_cli.py).
 
 Heavy imports (torch, transformers, flwr) happen inside the sub-commands, so `lang1-fl --help`
 answers at once.
@@ -13,7 +13,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from server.deploy_cli import add_deploy_parser
+from server.launch.deploy_cli import add_deploy_parser
 
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_DATA_DIR = Path("lang1-fl-data")
@@ -29,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Generate missing synthetic sites, run the Flower simulation, point at the report."""
     if args.resume is not None:
         return _resume(args)
-    from server.flower_run import flwr_run
+    from server.launch.flower_run import flwr_run
 
     run_config, num_sites = plan_run(args)
     status = flwr_run(
@@ -46,7 +46,7 @@ def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
     privacy forecast printed, the run name checked against runs and ledgers. Returns the run
     config (the command line's overrides of pyproject.toml's) and the number of sites."""
     from client.site_state import check_state_folder
-    from server.privacy_forecast import check_fits, forecast, render
+    from client.privacy.forecast import check_fits, forecast, render
     from sites.config import load_consortium
 
     consortium_file = _consortium_path(args.consortium)
@@ -81,7 +81,7 @@ def _resume(args: argparse.Namespace) -> int:
     """Continue a killed run from its last checkpoint, with the run config it was started with."""
     from client.run_settings import InvalidRunConfig
     from server.checkpoint import load_run_config
-    from server.flower_run import flwr_run
+    from server.launch.flower_run import flwr_run
     from sites.config import load_consortium
 
     if args.set or args.rounds is not None or args.run_name:
@@ -117,7 +117,7 @@ def prepare_site_data(consortium) -> None:
 
 def cmd_experiment_transfer(args: argparse.Namespace) -> int:
     """Every training regime side by side in one Flower simulation; point at its report."""
-    from server.flower_run import flwr_run
+    from server.launch.flower_run import flwr_run
     from sites.config import InvalidSiteConfig, load_consortium
     from sites.pooling import write_pooled_table
 
@@ -172,7 +172,7 @@ def _planned_steps(args: argparse.Namespace) -> tuple[int, int]:
     """Rounds and run-wide local steps (0 = each site's own) the run will use: the app's run
     config with the command line's overrides."""
     from client.run_settings import positive_config_value
-    from server.flower_run import default_run_config
+    from server.launch.flower_run import default_run_config
 
     config = {**default_run_config(), **run_config_overrides(args.set)}
     if args.rounds is not None:
@@ -223,9 +223,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _privacy_summary(site) -> str:
     """The site's DP budget as Hospital IT declared it, δ checked against its data, and what its
     lifetime ledger for this data has spent already."""
-    from client.ledger import read_ledger
-    from client.privacy_plan import check_delta
-    from client.site_budget import recorded_spend
+    from client.privacy.ledger import read_ledger
+    from client.privacy.plan import check_delta
+    from client.privacy.budget import recorded_spend
     from client.site_state import SiteState
     from sites.dataset import count_training_units, dataset_fingerprint
 
@@ -251,11 +251,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     `transfer.json`, else a run's from its `metrics.json`; print both paths."""
     folder = args.run_dir
     if (folder / "transfer.json").is_file():
-        from server.transfer_report import write_transfer_report  # another command's module
+        from server.report.transfer import write_transfer_report  # another command's module
 
         markdown = write_transfer_report(folder)
     elif (folder / "metrics.json").is_file():
-        from server.report import write_report
+        from server.report.markdown import write_report
 
         markdown = write_report(folder)
     else:
@@ -270,7 +270,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_privacy_forecast(args: argparse.Namespace) -> int:
     """Per training site: σ and the ε the planned run will spend, before any note is read."""
     from client.site_resolution import ensure_site_data
-    from server.privacy_forecast import forecast, render
+    from client.privacy.forecast import forecast, render
     from sites.config import load_consortium
 
     consortium = load_consortium(_consortium_path(args.consortium), data_root=args.data_dir.resolve())
@@ -284,7 +284,7 @@ def cmd_privacy_forecast(args: argparse.Namespace) -> int:
 def cmd_privacy_verify(args: argparse.Namespace) -> int:
     """Check a site's signed ledger against its public key, and every epsilon against what the
     recorded mechanism provably spends."""
-    from client.ledger_verify import verify_ledger
+    from client.privacy.verify import verify_ledger
     from client.node_identity import NodeKeyError
 
     if args.public_key is None:
@@ -308,12 +308,12 @@ def cmd_privacy_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_privacy_audit(args: argparse.Namespace) -> int:
-    """Audit one site empirically (client/privacy_audit.py); exit 1 with an ALARM when the
+    """Audit one site empirically (client/privacy/audit.py); exit 1 with an ALARM when the
     measured ε_lower exceeds the accounted ε."""
-    from client.privacy_audit import run_audit
+    from client.privacy.audit import run_audit
     from client.run_settings import ClientSettings
-    from server.flower_run import default_run_config
-    from server.privacy_audit_cli import alarm, audited_site, render
+    from server.launch.flower_run import default_run_config
+    from client.privacy.audit_cli import alarm, audited_site, render
 
     # A consortium's data is where `lang1-fl run` keeps it; a site YAML's beside it
     data_dir = args.data_dir or (DEFAULT_DATA_DIR if args.site else None)
@@ -455,7 +455,7 @@ def _add_audit_parser(privacy: argparse._SubParsersAction) -> None:
     audit.add_argument("--data-dir", type=Path, default=None,
                        help="folder relative data paths resolve against (default: the site "
                        f"YAML's folder; {DEFAULT_DATA_DIR} for a consortium)")
-    audit.add_argument("--canaries", type=int, default=1000,  # client.privacy_audit's default
+    audit.add_argument("--canaries", type=int, default=1000,  # client.privacy.audit's default
                        help="m, canaries planted, each trained on with probability 1/2")
     audit.add_argument("--guesses", type=int, default=None, metavar="N",
                        help="a fixed, even number of guesses, half in and half out (default: the "
@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     from client.run_settings import InvalidRunConfig
     from client.site_state import StateFolderClaimed
-    from server.privacy_forecast import RunDoesNotFit
+    from client.privacy.forecast import RunDoesNotFit
     from sites.config import InvalidSiteConfig
     from sites.dataset import InvalidSiteData
 

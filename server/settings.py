@@ -123,7 +123,7 @@ def _strategy_options(config: Mapping[str, object], client: ClientSettings) -> S
 
 def parse_regimes(value: str) -> frozenset[str]:
     """`all`, or a comma list of the transfer experiment's regime kinds."""
-    from server.transfer_experiment import TRAINED_KINDS
+    from server.transfer.experiment import TRAINED_KINDS
 
     if value.strip() == "all":
         return frozenset(TRAINED_KINDS)

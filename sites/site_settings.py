@@ -307,7 +307,7 @@ class PrivacySettings:
     noise multiplier that makes its rounds × local steps spend `run_epsilon`; a run is declined
     before it trains if that would take the lifetime spend past `lifetime_epsilon`. Nothing a
     server sends can open a fresh budget. `delta` must also be below 1/n for the site's n training
-    units (encounters or patients), which only the data can tell (`client.privacy_plan`).
+    units (encounters or patients), which only the data can tell (`client.privacy.plan`).
     """
 
     lifetime_epsilon: float

@@ -28,7 +28,7 @@ from client.model import (
     load_trainable_state,
     trainable_state,
 )
-from client.private_train import train_steps_private
+from client.privacy.dp_sgd import train_steps_private
 from client.run_settings import InvalidRunConfig
 from client.train import OptimizerSettings, train_steps
 from sites.config import InvalidSiteConfig, load_site

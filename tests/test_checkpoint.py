@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord
 
-from client.ledger_signing import simulated_signer
-from client.privacy_plan import plan_privacy
-from client.site_budget import SiteBudget
+from client.privacy.signing import simulated_signer
+from client.privacy.plan import plan_privacy
+from client.privacy.budget import SiteBudget
 from client.site_state import SiteState
 from server.checkpoint import NoCheckpoint, RoundCheckpointer, load_checkpoint, load_run_config
 from sites.config import load_consortium

@@ -142,8 +142,8 @@ def test_sites_check_refuses_a_delta_not_below_one_over_n(tmp_path, capsys):
 def test_run_refuses_before_flower_starts_a_run_a_sites_data_cannot_afford(tmp_path, capsys):
     """The budget belongs to the data: a site whose ledger has spent its lifetime budget would
     decline the run, so `lang1-fl run` stops before Flower starts, whatever the run's name."""
-    from client.ledger import append_entry
-    from client.ledger_signing import simulated_signer
+    from client.privacy.ledger import append_entry
+    from client.privacy.signing import simulated_signer
     from client.site_state import SiteState
     from sites.config import load_consortium
     from sites.dataset import dataset_fingerprint

@@ -17,9 +17,9 @@ from flwr.app import (
     RecordDict,
 )
 
-from client.privacy_math import epsilon_after
+from client.privacy.accounting import epsilon_after
 from client.run_settings import InvalidRunConfig
-from server.metrics_file import privacy_summary
+from server.report.metrics_file import privacy_summary
 from server.settings import ServerSettings
 from strategies import ClientDP, SiteEntry, SiteRoster, build_strategy
 from strategies.dp_fedavg import EQUAL_WEIGHT_KEY

@@ -18,11 +18,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MessageType, Rec
 
 import client.runtime
 from client.app import app as client_app
-from client.ledger import entry_sha256, read_ledger
-from client.ledger_verify import verify_ledger
+from client.privacy.ledger import entry_sha256, read_ledger
+from client.privacy.verify import verify_ledger
 from client.model import build_model, trainable_state
-from client.privacy_math import cumulative_epsilon
-from client.privacy_plan import plan_privacy
+from client.privacy.accounting import cumulative_epsilon
+from client.privacy.plan import plan_privacy
 from client.run_settings import ClientSettings
 from client.site_state import SiteState
 from sites.config import InvalidSiteConfig, load_consortium
@@ -316,7 +316,7 @@ def test_a_stored_optimizer_state_that_does_not_fit_stops_the_round_before_any_c
         federation):
     """A kept state from another adapter (here: one parameter group of one tensor) is refused
     with its file named, and the round leaves no ledger entry: nothing was trained."""
-    from client.optimizer_memory import OptimizerStateMismatch
+    from client.privacy.optimizer_memory import OptimizerStateMismatch
 
     run_config, settings, arrays = federation
     kept = {**run_config, "dp-optimizer-state": "kept"}
@@ -398,7 +398,7 @@ def test_delta_not_below_one_over_n_is_refused_before_training(tmp_path, tiny_en
 
 @pytest.mark.parametrize("name", ["../elsewhere", "a/b", ".hidden", ""])
 def test_a_server_cannot_point_a_site_file_outside_its_folder(name):
-    from client.privacy_reply import run_name
+    from client.privacy.reply import run_name
 
     context = Context(run_id=7, node_id=1, node_config={}, state=RecordDict(), run_config={})
     if name == "":  # no name from the server: Flower's run id names the run's files

@@ -1,4 +1,4 @@
-"""client.clip_split: DP-SGD's clipping norm shared between adapter and heads, same total C."""
+"""client.privacy.clip_split: DP-SGD's clipping norm shared between adapter and heads, same total C."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from client.clip_split import per_parameter_norms
+from client.privacy.clip_split import per_parameter_norms
 from client.model import trainable_state
 from client.train import OptimizerSettings, make_optimizer
 from tests.test_private_train import _dp_round, setup

@@ -21,14 +21,14 @@ from client.node_identity import (
     load_node_public_key,
     write_node_key_pair,
 )
-from server.certificates import (
+from server.launch.certificates import (
     CertificateError,
     load_certificate,
     write_ca,
     write_server_certificate,
 )
 from server.cli import main as lang1_fl
-from server.deployment import (
+from server.launch.deployment import (
     DeploymentError,
     SuperLinkFiles,
     add_connection,
@@ -98,7 +98,7 @@ def test_overwrite_replaces_the_key(tmp_path):
 
 def test_server_certificate_refuses_a_key_that_is_not_the_cas(tmp_path, pki):
     _, ca, server, _ = pki
-    from server.certificates import CertificatePair
+    from server.launch.certificates import CertificatePair
 
     with pytest.raises(CertificateError, match="is not the private key of"):
         write_server_certificate(tmp_path, ca=CertificatePair(cert=ca.cert, key=server.key),

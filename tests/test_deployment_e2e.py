@@ -2,7 +2,7 @@
 
 One SuperLink (TLS, SuperNode authentication, state on disk) and three SuperNodes — two training
 hospitals and the external health system, each started from its own site YAML with its own key —
-run as separate processes, started by server.loopback (which bench/deployment.py times too).
+run as separate processes, started by server.launch.loopback (which bench/deployment.py times too).
 Certificates, keys, the `flwr` connection (in a temporary FLWR_HOME) and the registrations go
 through `lang1-fl deploy ...` as the README tells the coordinator and hospital IT to; the SuperLink
 and SuperNodes run the command lines that `lang1-fl deploy superlink` and `lang1-fl deploy
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.loopback import deploy, simulate
+from server.launch.loopback import deploy, simulate
 from tests.consortium_fixtures import write_table_consortium
 from tests.tiny_models import keyword_table, make_tiny_encoder
 
@@ -67,7 +67,7 @@ def _metrics(run_config: dict, run_name: str) -> dict | None:
 
 @pytest.fixture(scope="module")
 def simulated(federation) -> dict:
-    """The same run config in Flower's simulation engine (server.loopback.simulate: its own
+    """The same run config in Flower's simulation engine (server.launch.loopback.simulate: its own
     FLWR_HOME and free ports, its SuperLink stopped by process id afterwards)."""
     root, _, _, run_config = federation
     run = simulate({**run_config, "run-name": "simulated"}, num_sites=len(SITES), root=root)

@@ -20,7 +20,7 @@ from flwr.app import (
     RecordDict,
 )
 
-from server.report import render_markdown
+from server.report.markdown import render_markdown
 from strategies import SiteEntry, SiteRoster, build_strategy
 from tests.flower_fakes import FakeGrid, set_task_identity
 

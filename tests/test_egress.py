@@ -34,9 +34,9 @@ from client.egress import (
 from client.model import ModelSettings, build_model, trainable_state
 from client.run_settings import ClientSettings
 from client.site_state import SiteState
-from server.metrics_file import egress_summary
-from server.report import render_markdown
-from server.report_sections import egress_lines
+from server.report.metrics_file import egress_summary
+from server.report.markdown import render_markdown
+from server.report.sections import egress_lines
 from sites.config import load_consortium
 from sites.dataset import dataset_fingerprint
 from strategies import SiteEntry, SiteRoster, build_strategy

@@ -21,7 +21,7 @@ import torch
 from client.letter_scoring import PROMPTS_FILE
 from client.model import HEADS_FILE
 from server.cli import main as lang1_fl
-from server.flower_run import local_superlink_pids
+from server.launch.flower_run import local_superlink_pids
 from tests.consortium_fixtures import write_small_consortium, write_table_consortium
 from tests.tiny_models import keyword_table, make_letter_llama, make_tiny_encoder, make_tiny_llama
 
@@ -209,9 +209,9 @@ def private_run(tmp_path_factory):
 
 
 def test_private_run_spends_each_site_budget_and_leaves_verifiable_ledgers(private_run):
-    from client.ledger import read_ledger
-    from client.ledger_verify import verify_ledger
-    from server.privacy_forecast import forecast
+    from client.privacy.ledger import read_ledger
+    from client.privacy.verify import verify_ledger
+    from client.privacy.forecast import forecast
     from sites.config import load_consortium
     from tests.site_ledgers import site_ledger
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-import server.flower_run as flower_run
-from server.flower_run import flwr_run, stop_local_superlink, toml_value
+import server.launch.flower_run as flower_run
+from server.launch.flower_run import flwr_run, stop_local_superlink, toml_value
 
 
 def test_each_run_gets_ports_of_its_own(monkeypatch, tmp_path):

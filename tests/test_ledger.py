@@ -1,7 +1,7 @@
 """The privacy ledger, format 2: signed entries over a site's lifetime, and the one-sided verifier.
 
 Ledgers are built as a site builds them: `append_entry` with ε computed by opacus
-(`client.privacy_math.cumulative_epsilon`), over the whole ledger and over each run.
+(`client.privacy.accounting.cumulative_epsilon`), over the whole ledger and over each run.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from client.ledger import (
+from client.privacy.ledger import (
     FIELDS,
     GENESIS_SHA256,
     LedgerFormatError,
@@ -23,9 +23,9 @@ from client.ledger import (
     read_ledger,
     seal_sha256,
 )
-from client.ledger_signing import LedgerSigner, signature_valid, simulated_signer
-from client.ledger_verify import verify_ledger
-from client.privacy_math import cumulative_epsilon, noise_multiplier_for
+from client.privacy.signing import LedgerSigner, signature_valid, simulated_signer
+from client.privacy.verify import verify_ledger
+from client.privacy.accounting import cumulative_epsilon, noise_multiplier_for
 
 STEPS, Q, DELTA = 100, 0.01, 1e-5
 FINDING_RATIO = 2.951 / 3.001  # the review's understatement: 1.65 % too low

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from client.ledger_signing import LedgerSigner, signature_valid, simulated_signer
+from client.privacy.signing import LedgerSigner, signature_valid, simulated_signer
 from client.node_identity import (
     NodeKeyError,
     fingerprint,

@@ -34,7 +34,7 @@ from client.model import (
     save_adapter,
     trainable_state,
 )
-from client.private_train import train_steps_private
+from client.privacy.dp_sgd import train_steps_private
 from client.run_settings import ClientSettings, InvalidRunConfig
 from client.train import OptimizerSettings, make_optimizer, train_steps
 from sites.tasks import TASKS

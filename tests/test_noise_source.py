@@ -1,4 +1,4 @@
-"""client.noise_source: the CSPRNG and torch sources of DP-SGD's noise and Poisson sampling.
+"""client.privacy.noise: the CSPRNG and torch sources of DP-SGD's noise and Poisson sampling.
 
 Statistical checks use ≥ 10⁵ draws and bounds a correct source fails about once in 10⁶ runs:
 means within 5 standard errors, standard deviations within 5 standard errors of the sample std
@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy import stats
 
-from client.noise_source import (CSPRNG, OS_SEEDED, SEEDED, CsprngNoise, NoiseSource, TorchNoise,
+from client.privacy.noise import (CSPRNG, OS_SEEDED, SEEDED, CsprngNoise, NoiseSource, TorchNoise,
                                  resolve_noise)
 
 N = 200_000
@@ -75,7 +75,7 @@ def test_torch_noise_has_mean_zero_and_std_sigma_c() -> None:
 
 
 def test_csprng_noise_spans_chunks_and_zero_std_draws_nothing(monkeypatch) -> None:
-    monkeypatch.setattr("client.noise_source.CHUNK", 1000)
+    monkeypatch.setattr("client.privacy.noise.CHUNK", 1000)
     noise = CsprngNoise().gaussian(2.0, torch.zeros(3, 1001))  # 4 chunks, the last of 3 draws
     assert noise.shape == (3, 1001) and bool((noise != 0).all())
     assert float(noise[:, :1000].std()) > 1.5 and float(noise[-1].std()) > 1.5
@@ -86,7 +86,7 @@ def test_csprng_noise_spans_chunks_and_zero_std_draws_nothing(monkeypatch) -> No
 
 
 def test_csprng_rekeys_before_its_budget_runs_out(monkeypatch) -> None:
-    monkeypatch.setattr("client.noise_source.REKEY_BYTES", 8 * 100)
+    monkeypatch.setattr("client.privacy.noise.REKEY_BYTES", 8 * 100)
     source = CsprngNoise()
     first = source._keystream
     source.words(100)

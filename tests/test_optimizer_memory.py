@@ -1,4 +1,4 @@
-"""client.optimizer_memory: a DP site's optimizer state carried from round to round on its disk."""
+"""client.privacy.optimizer_memory: a DP site's optimizer state carried from round to round on its disk."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from client.model import load_trainable_state, trainable_state
-from client.optimizer_memory import OptimizerMemory, OptimizerStateMismatch
+from client.privacy.optimizer_memory import OptimizerMemory, OptimizerStateMismatch
 from client.train import OptimizerSettings, make_optimizer
 from tests.test_private_train import FAST, _dp_round, setup
 

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import yaml
 
-from client.audit_canaries import CANARY_PREFIX, canary_words, make_canaries, with_canaries
+from client.privacy.audit_canaries import CANARY_PREFIX, canary_words, make_canaries, with_canaries
 from client.model import ModelSettings, load_tokenizer
-from client.privacy_audit import guess_grid, guess_shares, run_audit
-from client.privacy_audit_bound import (epsilon_lower_bound, grid_epsilon_lower_bounds,
+from client.privacy.audit import guess_grid, guess_shares, run_audit
+from client.privacy.audit_bound import (epsilon_lower_bound, grid_epsilon_lower_bounds,
                                         p_value)
 from client.run_settings import ClientSettings
 from client.site_resolution import ensure_site_data
 from server.cli import main as lang1_fl
-from server.privacy_audit_cli import render
+from client.privacy.audit_cli import render
 from sites.config import load_consortium
 from sites.dataset import read_site_table
 from sites.tasks import TASK_NAMES, TASKS
@@ -226,7 +226,7 @@ def test_a_dp_sgd_that_adds_no_noise_raises_the_alarm(tmp_path, audit_base, monk
                                                        capsys):
     """The failure ε cannot see: the plan claims ε = 1 while the training adds (almost) no
     noise. Through the command line, which must exit 1 with an ALARM."""
-    import client.privacy_audit as audit
+    import client.privacy.audit as audit
 
     honest = audit.train_steps_private
 
@@ -266,7 +266,7 @@ def test_the_command_audits_a_site_yaml_without_dp(site, audit_base, tmp_path, c
 
 
 def test_the_command_plants_as_many_canaries_as_the_library_by_default():
-    from client.privacy_audit import DEFAULT_CANARIES
+    from client.privacy.audit import DEFAULT_CANARIES
     from server.cli import build_parser
 
     args = build_parser().parse_args(["privacy", "audit", "site.yaml"])

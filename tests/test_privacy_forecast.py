@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from client.privacy_plan import plan_privacy
+from client.privacy.plan import plan_privacy
 from server.cli import main as lang1_fl
-from server.privacy_forecast import forecast
+from client.privacy.forecast import forecast
 from sites.config import InvalidSiteConfig, load_consortium
 from sites.dataset import TrainingUnits, count_training_encounters, read_site_table
 from tests.consortium_fixtures import write_small_consortium

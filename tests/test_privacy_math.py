@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from client.privacy_math import cumulative_epsilon, epsilon_after, noise_multiplier_for
+from client.privacy.accounting import cumulative_epsilon, epsilon_after, noise_multiplier_for
 
 GOLDEN = dict(target_epsilon=8.0, delta=1e-5, sample_rate=0.01, steps=1000)
 # opacus 1.6.0's get_noise_multiplier(ε=8, δ=1e-5, q=0.01, 1000 steps, "rdp"); the search returns

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from server.privacy_report import plot_privacy, render_privacy_section
-from server.report import render_markdown, write_report
+from server.report.privacy import plot_privacy, render_privacy_section
+from server.report.markdown import render_markdown, write_report
 from tests.test_report import _metrics
 
 HEAD = "ab12cd34ef56" + "0" * 52
@@ -14,7 +14,7 @@ REASON = "site a: training round 2 would spend ε = 9.1 > target 8"
 
 
 def _dp_site(epsilon_per_round: dict[str, float], **overrides) -> dict:
-    """A DP site as `server.metrics_file.privacy_summary` writes it."""
+    """A DP site as `server.report.metrics_file.privacy_summary` writes it."""
     return {
         "dp": True, "source": "ledger", "dataset": "0123456789abcdef", "unit": "encounter",
         "delta": 1e-5, "lifetime_epsilon": 16.0, "run_epsilon_allocation": 8.0,
@@ -148,7 +148,7 @@ def test_the_summary_shows_what_the_sites_reported_never_the_coordinators_yaml(t
     """Finding 4: the coordinator's consortium file says ε = 8 per site, but the hospital's own
     YAML (which governs DP there) said 3, and its ledger ends one round after its last training
     reply (charged, then it crashed). The summary shows the site's budget and its ledger."""
-    from server.metrics_file import privacy_summary
+    from server.report.metrics_file import privacy_summary
     from sites.config import load_consortium
     from strategies import RunLog
     from tests.consortium_fixtures import write_small_consortium

@@ -1,4 +1,4 @@
-"""client.privacy_unit and the patient ids of client.data: units, batches, pieces, regrouping."""
+"""client.privacy.units and the patient ids of client.data: units, batches, pieces, regrouping."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 
 from client.data import EncodedSplit, encode_site
 from client.model import ModelSettings, load_tokenizer
-from client.noise_source import TorchNoise
-from client.privacy_unit import UnitIndex, poisson_units, sum_per_unit
+from client.privacy.noise import TorchNoise
+from client.privacy.units import UnitIndex, poisson_units, sum_per_unit
 from tests.tiny_models import keyword_table
 
 TASKS = ("mortality",)

@@ -1,4 +1,4 @@
-"""client.private_train: DP-SGD with opacus on LoRA, encoder and Llama bases, joint tasks."""
+"""client.privacy.dp_sgd: DP-SGD with opacus on LoRA, encoder and Llama bases, joint tasks."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import torch
 from client.data import encode_site
 from client.evaluate import evaluate_split
 from client.model import ModelSettings, build_model, load_tokenizer, trainable_state
-from client.clip_split import FLAT
-from client.noise_source import CsprngNoise, TorchNoise
-from client.private_train import GRAD_SAMPLE_MODES, train_steps_private
-from client.privacy_unit import PRIVACY_UNITS
+from client.privacy.clip_split import FLAT
+from client.privacy.noise import CsprngNoise, TorchNoise
+from client.privacy.dp_sgd import GRAD_SAMPLE_MODES, train_steps_private
+from client.privacy.units import PRIVACY_UNITS
 from client.train import OptimizerSettings, joint_loss
 from tests.tiny_models import count_forwards, keyword_table, without_dropout
 

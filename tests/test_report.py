@@ -10,8 +10,8 @@ import re
 import pytest
 
 from server.cli import main as lang1_fl
-from server.metrics_file import nest_site_metrics
-from server.report import ReportFigures, gap_closed, headline, render_markdown, write_report
+from server.report.metrics_file import nest_site_metrics
+from server.report.markdown import ReportFigures, gap_closed, headline, render_markdown, write_report
 from tests.html_images import ImageSources
 
 TASKS = ("mortality", "los")
@@ -228,10 +228,10 @@ def test_cli_report_without_metrics_exits_2_naming_the_folder(tmp_path, capsys):
 
 def test_cli_report_renders_a_transfer_experiment_with_its_own_report(tmp_path, capsys,
                                                                       monkeypatch):
-    import server.transfer_report
+    import server.report.transfer
 
     (tmp_path / "transfer.json").write_text("{}")
-    monkeypatch.setattr(server.transfer_report, "write_transfer_report",
+    monkeypatch.setattr(server.report.transfer, "write_transfer_report",
                         lambda folder: folder / "report.md")
     assert lang1_fl(["report", str(tmp_path)]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "report.md"),

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from client.ledger import read_ledger
-from client.ledger_verify import verify_ledger
+from client.privacy.ledger import read_ledger
+from client.privacy.verify import verify_ledger
 from tests.site_ledgers import site_ledger
 from server.cli import main as lang1_fl
-from server.flower_run import APP_DIR, stop_local_superlink
+from server.launch.flower_run import APP_DIR, stop_local_superlink
 from sites.config import load_consortium
 from tests.consortium_fixtures import write_small_consortium
 from tests.tiny_models import make_tiny_encoder

@@ -14,7 +14,7 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
 from server.settings import ServerSettings
-from server.transfer_experiment import (
+from server.transfer.experiment import (
     TransferExperimentError,
     evaluate_at,
     TRAINED_KINDS,

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from server.transfer_report import (
+from server.report.transfer import (
     MissingTransferFile,
     NotATransferExperiment,
     render_transfer_markdown,
     write_transfer_report,
 )
-from server.transfer_summary import (
+from server.report.transfer_summary import (
     external_macro,
     in_distribution,
     macro_auroc,

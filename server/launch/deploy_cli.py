@@ -1,6 +1,6 @@
 """`lang1-fl deploy`: joining a real federation (Flower Deployment Engine, TLS, SuperNode auth).
 
-The work is in server/certificates.py, client/node_identity.py and server/deployment.py; each
+The work is in server/launch/certificates.py, client/node_identity.py and server/launch/deployment.py; each
 handler here prints what it wrote and the exact next command, so hospital IT and the coordinator
 never have to assemble a Flower command line by hand.
 """
@@ -20,8 +20,8 @@ def _deploy_command(handler):
     @functools.wraps(handler)
     def wrapped(args: argparse.Namespace) -> int:
         from client.node_identity import NodeKeyError
-        from server.certificates import CertificateError
-        from server.deployment import DeploymentError
+        from server.launch.certificates import CertificateError
+        from server.launch.deployment import DeploymentError
 
         try:
             return handler(args)
@@ -34,7 +34,7 @@ def _deploy_command(handler):
 @_deploy_command
 def cmd_deploy_ca(args: argparse.Namespace) -> int:
     """Coordinator: create the consortium CA."""
-    from server.certificates import write_ca
+    from server.launch.certificates import write_ca
 
     ca = write_ca(args.out, days=args.days, overwrite=args.overwrite)
     print(f"wrote {ca.cert} (public: give it to every hospital) and {ca.key} (PRIVATE: keep it "
@@ -46,7 +46,7 @@ def cmd_deploy_ca(args: argparse.Namespace) -> int:
 @_deploy_command
 def cmd_deploy_server_cert(args: argparse.Namespace) -> int:
     """Coordinator: the SuperLink's TLS certificate, signed by the consortium CA."""
-    from server.certificates import CA_CERT, CA_KEY, CertificatePair, write_server_certificate
+    from server.launch.certificates import CA_CERT, CA_KEY, CertificatePair, write_server_certificate
 
     ca = CertificatePair(cert=args.ca_dir / CA_CERT, key=args.ca_dir / CA_KEY)
     out = args.out or args.ca_dir
@@ -78,7 +78,7 @@ def cmd_deploy_connect(args: argparse.Namespace) -> int:
     """Coordinator: name the SuperLink in `$FLWR_HOME/config.toml` for `flwr run` and register."""
     import os
 
-    from server.deployment import add_connection, run_command, shell_line
+    from server.launch.deployment import add_connection, run_command, shell_line
 
     flwr_home = args.flwr_home or Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
     config = flwr_home / "config.toml"
@@ -100,7 +100,7 @@ def cmd_deploy_register(args: argparse.Namespace) -> int:
     import subprocess
 
     from client.node_identity import fingerprint, load_node_public_key
-    from server.deployment import register_command, shell_line
+    from server.launch.deployment import register_command, shell_line
 
     key = load_node_public_key(args.public_key)
     print(f"{args.public_key}: fingerprint {fingerprint(key)} (compare it with the hospital's)")
@@ -118,8 +118,8 @@ def cmd_deploy_register(args: argparse.Namespace) -> int:
 @_deploy_command
 def cmd_deploy_superlink(args: argparse.Namespace) -> int:
     """Coordinator: the `flower-superlink` command with TLS and SuperNode auth (or run it)."""
-    from server.certificates import SERVER_CERT, SERVER_KEY
-    from server.deployment import SuperLinkFiles, shell_line, superlink_command
+    from server.launch.certificates import SERVER_CERT, SERVER_KEY
+    from server.launch.deployment import SuperLinkFiles, shell_line, superlink_command
 
     files = SuperLinkFiles(ca_cert=args.ca_cert, server_cert=args.certs_dir / SERVER_CERT,
                            server_key=args.certs_dir / SERVER_KEY, database=args.database)
@@ -130,7 +130,7 @@ def cmd_deploy_superlink(args: argparse.Namespace) -> int:
 @_deploy_command
 def cmd_deploy_supernode(args: argparse.Namespace) -> int:
     """Hospital: the `flower-supernode` command for its site YAML (or run it)."""
-    from server.deployment import shell_line, supernode_command
+    from server.launch.deployment import shell_line, supernode_command
 
     command = supernode_command(superlink=args.superlink, root_cert=args.root_cert,
                                 private_key=args.key, site_config=args.site,

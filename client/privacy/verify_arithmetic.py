@@ -47,7 +47,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from client.pld_numpy import compose, epsilon_for_delta
+from client.privacy.pld_numpy import compose, epsilon_for_delta
 
 LOWER_BOUND_SLACK_ABSOLUTE = 1e-6
 LOWER_BOUND_SLACK_RELATIVE = 1e-6

@@ -24,8 +24,8 @@ from typing import Literal
 
 import torch
 
-from .data import EncodedSplit
-from .noise_source import NoiseSource
+from client.data import EncodedSplit
+from client.privacy.noise import NoiseSource
 
 PrivacyUnit = Literal["encounter", "patient"]
 PRIVACY_UNITS: tuple[str, ...] = ("encounter", "patient")

@@ -6,7 +6,7 @@ seeds, and evaluates each at every site. The question a consortium asks of that 
 does federation come close to pooling the data (which a real consortium cannot do), does it beat
 each hospital training alone on the health system that never trained, and how much of the distance
 to the ceiling does it cover where it did train? This module answers it in plain functions over
-the dict, so the report (`server.transfer_report`) and the bench script print the same numbers.
+the dict, so the report (`server.report.transfer`) and the bench script print the same numbers.
 
 Every float in the file may be null (an undefined AUROC, no oracle on real data) and any regime
 but the federated one may be missing: a number that cannot be computed is `None` with a reason,
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from server.report import gap_closed as _gap_closed
+from server.report.markdown import gap_closed as _gap_closed
 
 FEDERATED_OVER_POOLED_GOAL = 0.99
 """Federated external macro AUROC ÷ pooled: federation should lose at most 1 % to pooling."""
@@ -31,7 +31,7 @@ _TOLERANCE = 1e-9
 
 HeadlineKey = Literal["federated_over_pooled", "federated_minus_best_local", "gap_closed"]
 Transfer = dict[str, Any]
-"""The parsed `transfer.json` (schema in the module docstring of `server.transfer_report`)."""
+"""The parsed `transfer.json` (schema in the module docstring of `server.report.transfer`)."""
 
 
 @dataclass(frozen=True)

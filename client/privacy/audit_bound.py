@@ -21,7 +21,7 @@ At δ = 0 the second term vanishes (W is dominated by the binomial). With v corr
 r, every ε whose right-hand side is at most β is refuted at confidence 1 − β.
 
 Pure functions, keyword-only parameters, scipy only (no torch): the audit run
-(client/privacy_audit.py) produces the counts, this module turns them into ε_lower.
+(client/privacy/audit.py) produces the counts, this module turns them into ε_lower.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client.node_identity import check_node_private_key
-from server.certificates import load_certificate, load_private_key
+from server.launch.certificates import load_certificate, load_private_key
 
 DEFAULT_PORT = 8000
 """Flower 1.42's single SuperLink port (Fleet, Control and Runtime APIs)."""
@@ -101,7 +101,7 @@ def register_command(public_key: Path, *, connection: str, name: str | None = No
 def run_command(connection: str, *, run_config: dict[str, object] | None = None,
                 app_dir: Path | None = None) -> list[str]:
     """`flwr run <app> <connection> --stream` with optional run-config overrides."""
-    from server.flower_run import APP_DIR, toml_value
+    from server.launch.flower_run import APP_DIR, toml_value
 
     command = [_executable("flwr"), "run", str(app_dir or APP_DIR), connection, "--stream"]
     if run_config:

@@ -17,13 +17,13 @@ fails:
    nothing). For every entry, over the whole ledger so far (`epsilon`) and over the entry's run
    (`run_epsilon`), from the recorded (σ, q, steps): a lower bound (dp-accounting's optimistic PLD)
    and an independent accountant (dp-accounting's RDP for opacus "rdp" ledgers, its pessimistic
-   PLD for "prv"), client/ledger_arithmetic.py. The check is ONE-SIDED: a recorded ε below the
+   PLD for "prv"), client/privacy/verify_arithmetic.py. The check is ONE-SIDED: a recorded ε below the
    lower bound fails ("understated"); any ε at or above it passes, since it then may be a valid
    upper bound — opacus's RDP is below dp-accounting's above ε ≈ 10, and both are valid. The
    largest shortfall against the independent accountant is reported as information.
 
 Why one-sided, and the slack (1e-6 absolute + 1e-6 relative, for floating-point round-off only;
-measured numbers in client/ledger_arithmetic.py): overstating a spend costs the site utility, never
+measured numbers in client/privacy/verify_arithmetic.py): overstating a spend costs the site utility, never
 a patient privacy; understating it is the one thing a reviewer must catch. The v1 verifier's
 two-sided 1 % + 0.02 tolerance let a final ε 1.65 % too low pass (2.951 for 3.001) and failed
 honest ledgers above ε ≈ 10 (24.04 by opacus RDP, 25.17 by dp-accounting's looser fractional-order
@@ -39,7 +39,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from client.ledger import (
+from client.privacy.ledger import (
     GENESIS_SHA256,
     LedgerFormatError,
     continuity_problem,
@@ -48,15 +48,15 @@ from client.ledger import (
     parse_line,
     seal_sha256,
 )
-from client.ledger_arithmetic import (
+from client.privacy.verify_arithmetic import (
     History,
     Round,
     below_lower_bound,
     grid_for,
     independent_name,
 )
-from client.ledger_report import RunSummary, Shortfall, VerificationReport
-from client.ledger_signing import signature_valid
+from client.privacy.verify_report import RunSummary, Shortfall, VerificationReport
+from client.privacy.signing import signature_valid
 from client.node_identity import fingerprint, load_node_public_key
 
 BUDGET_SLACK = 1e-9

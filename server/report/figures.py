@@ -3,8 +3,8 @@
 Each `plot_*` writes one PNG and returns True, or writes nothing and returns False when the run has
 nothing to show (no external site, a run recorded before calibration), so the report leaves the
 section's figure out instead of showing an empty plot. The privacy figure lives with the privacy
-section (`server.privacy_report.plot_privacy`). Every figure uses the round the report calls final
-(`server.report_data.selected_round`), so figures and tables agree.
+section (`server.report.privacy.plot_privacy`). Every figure uses the round the report calls final
+(`server.report.data.selected_round`), so figures and tables agree.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from server.report_data import (
+from server.report.data import (
     final_entry,
     oracle,
     selected_round,

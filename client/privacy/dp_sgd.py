@@ -6,7 +6,7 @@ weights get none), `DPOptimizer` clips each to `max_grad_norm`, sums them, adds 
 std σ·C and divides by the expected batch size, and each batch is drawn by Poisson sampling, which
 is what the accountant assumes.
 
-The privacy unit (`privacy_unit`, client/privacy_unit.py) is the encounter (one row of the table,
+The privacy unit (`privacy_unit`, client/privacy/units.py) is the encounter (one row of the table,
 its notes and labels, clipped together) or the patient. For the patient, Poisson sampling picks
 patients (each with probability q = `sample_rate`), the batch is all their training encounters,
 and between `loss.backward()` and the optimizer step the per-encounter gradients of each patient
@@ -24,9 +24,9 @@ get per-encounter gradients; with answer letters (client/letter_scoring.py), the
 only — the output layer and the embeddings that read the letters are frozen, so opacus puts no
 hooks on them.
 
-Sampling and noise come from a `NoiseSource` (client/noise_source.py): by default a ChaCha20
+Sampling and noise come from a `NoiseSource` (client/privacy/noise.py): by default a ChaCha20
 CSPRNG keyed from the operating system, drawn through opacus's one noise hook `add_noise`
-(client/sourced_noise.py); never from the run's public seed: whoever knows the noise can subtract
+(client/privacy/noised_optimizer.py); never from the run's public seed: whoever knows the noise can subtract
 it, and whoever knows the batches loses the amplification by subsampling. Only dropout, which
 protects nothing, follows the run seed.
 
@@ -43,14 +43,14 @@ from typing import Literal
 import torch
 from opacus import GradSampleModule
 
-from .clip_split import FLAT, per_parameter_norms
-from .data import EncodedSplit
-from .model import TaskModel
-from .noise_source import NoiseSource, resolve_noise
-from .privacy_unit import PrivacyUnit, UnitIndex, poisson_units, sum_per_unit
-from .proximal import ProximalPull
-from .sourced_noise import SourcedDPOptimizer, SourcedDPPerLayerOptimizer
-from .train import OptimizerSettings, TrainResult, check_training_inputs, joint_loss, make_optimizer
+from client.privacy.clip_split import FLAT, per_parameter_norms
+from client.data import EncodedSplit
+from client.model import TaskModel
+from client.privacy.noise import NoiseSource, resolve_noise
+from client.privacy.units import PrivacyUnit, UnitIndex, poisson_units, sum_per_unit
+from client.proximal import ProximalPull
+from client.privacy.noised_optimizer import SourcedDPOptimizer, SourcedDPPerLayerOptimizer
+from client.train import OptimizerSettings, TrainResult, check_training_inputs, joint_loss, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,9 @@ def train_steps_private(
     per-unit gradients; the last adds the noise and steps. Same update, same privacy cost, less
     memory. A piece never cuts a patient: one with more encounters than that is a piece of its
     own. `optimizer` is settings for a fresh one, or one already made over the model's trainable
-    parameters that carries its state from earlier rounds (client/optimizer_memory.py); opacus
+    parameters that carries its state from earlier rounds (client/privacy/optimizer_memory.py); opacus
     wraps it for the round, and its state is left in it. `adapter_clip_share` in (0, 1) splits C
-    between adapter and heads (client/clip_split.py).
+    between adapter and heads (client/privacy/clip_split.py).
     """
     check_training_inputs(model, data, steps)
     if not 0 < sample_rate <= 1:

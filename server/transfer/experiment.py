@@ -15,7 +15,7 @@ same base, LoRA configuration, local steps, seeds and round selection:
 Each regime is a Flower `Strategy.start` over a roster narrowed to its training sites, selects its
 best round on those sites' validation AUROC, and only then is scored once on every site's test
 data, the external system's whole table included. The results go to `transfer.json` and the
-report (server/transfer_report.py).
+report (server/report/transfer.py).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Rec
 from flwr.serverapp import Grid
 
 from client.model import ModelSettings, build_model, trainable_state
-from server.metrics_file import nest_site_metrics
+from server.report.metrics_file import nest_site_metrics
 from server.round_selection import CRITERION, RoundArrays, select_round
 from server.settings import ServerSettings
 from sites.atomic_file import write_atomic
@@ -210,7 +210,7 @@ def transfer_record(*, settings: ServerSettings, consortium: ConsortiumConfig, r
 
 def write_transfer(run_dir: Path, record: dict) -> Path:
     """Write `transfer.json` (atomically) and render the report beside it; return the report."""
-    from server.transfer_report import write_transfer_report
+    from server.report.transfer import write_transfer_report
 
     write_atomic(run_dir / TRANSFER_FILE,
                  (json.dumps(record, indent=2, allow_nan=False) + "\n").encode())

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from client.ledger import read_ledger
-from client.privacy_plan import PrivacyPlan, plan_privacy
-from client.site_budget import Spend, epsilon_with_run, recorded_spend
+from client.privacy.ledger import read_ledger
+from client.privacy.plan import PrivacyPlan, plan_privacy
+from client.privacy.budget import Spend, epsilon_with_run, recorded_spend
 from client.site_state import SiteState
 from sites.config import ConsortiumConfig
 from sites.dataset import count_training_units, dataset_fingerprint

@@ -4,12 +4,12 @@ The plan is fixed before the run's first step: Poisson sampling rate q = batch s
 encounters, rounds × local steps DP-SGD steps, and the one noise multiplier σ for which all of them
 together spend the site's per-run allocation (`privacy.run_epsilon`, else the whole
 `lifetime_epsilon`) at `delta`. Whether that run still fits the site's lifetime budget, given what
-earlier runs on the same data spent, is the budget guard's question (`client.site_budget`). The
+earlier runs on the same data spent, is the budget guard's question (`client.privacy.budget`). The
 ClientApp, the guard and `lang1-fl privacy forecast` all build the same plan from the same inputs,
 so what the forecast prints is what the run spends.
 
 With `privacy.unit: patient` the sampled records are patients (each with all their training
-encounters, clipped together; `client.private_train`), so n counts patients and δ must be below
+encounters, clipped together; `client.privacy.dp_sgd`), so n counts patients and δ must be below
 1/patients; q stays batch size ÷ encounters, so a step still holds about `batch_size` encounters.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from client.privacy_math import epsilon_after, noise_multiplier_for
+from client.privacy.accounting import epsilon_after, noise_multiplier_for
 from sites.config import InvalidSiteConfig, SiteConfig, display_path
 from sites.dataset import TrainingUnits
 

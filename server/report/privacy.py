@@ -8,7 +8,7 @@ spend of this run and of the site's data over all runs, σ, q, C, accountant, de
 the ledger head and signer that let the reviewer check the site's ledger without trusting this
 report (`lang1-fl privacy verify`).
 
-Everything comes from `metrics["privacy"]` (see `server.metrics_file.privacy_summary`): what the
+Everything comes from `metrics["privacy"]` (see `server.report.metrics_file.privacy_summary`): what the
 sites themselves reported — their own budgets and their ledgers' state at the end of the run —
 never the coordinator's consortium file. A metrics.json written before privacy reporting has no
 such block, and the section then says that nothing was recorded instead of failing.

@@ -1,4 +1,4 @@
-"""opacus's DP optimizers with their noise drawn from a `NoiseSource` (client/noise_source.py).
+"""opacus's DP optimizers with their noise drawn from a `NoiseSource` (client/privacy/noise.py).
 
 opacus draws its noise in `DPOptimizer.add_noise` from a `torch.Generator`, and a torch generator
 cannot be backed by a cryptographic source. So `add_noise` is the one hook overridden here: the
@@ -16,7 +16,7 @@ from typing import Any
 from opacus.optimizers import DPOptimizer, DPPerLayerOptimizer
 from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 
-from .noise_source import NoiseSource
+from client.privacy.noise import NoiseSource
 
 
 class SourcedNoise:

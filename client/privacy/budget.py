@@ -5,7 +5,7 @@ many runs it starts, every DP-SGD round a site trains on one dataset is an entry
 (`SiteState.ledger`), and the guard composes all of them:
 
 - **A run plans its share.** A run's first round fixes its noise multiplier σ so that its planned
-  rounds × local steps spend the site's per-run allocation (`client.privacy_plan`), and the run is
+  rounds × local steps spend the site's per-run allocation (`client.privacy.plan`), and the run is
   declined *before anything trains* unless the whole planned run fits what the dataset has left of
   its lifetime budget. Later rounds of the run reuse the σ its first entry recorded.
 - **Every round is guarded.** A round is declined if it would take the run past its allocation or
@@ -27,10 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from client.ledger import append_entry, entry_sha256, file_sha256, read_ledger
-from client.ledger_signing import LedgerSigner
-from client.privacy_math import cumulative_epsilon
-from client.privacy_plan import PrivacyPlan
+from client.privacy.ledger import append_entry, entry_sha256, file_sha256, read_ledger
+from client.privacy.signing import LedgerSigner
+from client.privacy.accounting import cumulative_epsilon
+from client.privacy.plan import PrivacyPlan
 from client.site_state import SiteState
 from sites.config import InvalidSiteConfig, SiteConfig
 

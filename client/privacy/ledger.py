@@ -35,7 +35,7 @@ Provenance and tamper evidence:
 - `entry_sha256`: the seal, SHA-256 of this entry's canonical line without `entry_sha256` and
   `signature`; any edit of any entry shows, the last one included.
 - `signer` ("SHA256:<base64>", the fingerprint of the site's public key as `ssh-keygen -lf` prints
-  it) and `signature` (base64 ECDSA over the seal's ASCII, client/ledger_signing.py). Without a
+  it) and `signature` (base64 ECDSA over the seal's ASCII, client/privacy/signing.py). Without a
   signature anyone who rewrites the file can recompute the seals and the chain; with one, only the
   holder of the site's private key can, and the verifier checks every entry against the public key
   the site registered.
@@ -58,10 +58,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from client.privacy_math import ACCOUNTANTS
+from client.privacy.accounting import ACCOUNTANTS
 
 if TYPE_CHECKING:
-    from client.ledger_signing import LedgerSigner
+    from client.privacy.signing import LedgerSigner
 
 MECHANISM = "DP-SGD, Poisson-subsampled Gaussian"
 PRIVACY_UNITS: tuple[str, ...] = ("encounter", "patient")

@@ -7,10 +7,10 @@ bootstrap interval, the oracle AUROC (the ceiling the synthetic generator knows)
 the round-0-to-oracle gap that federated training closed; then figures with a sentence each: AUROC
 by round, external vs in-distribution, calibration, label prevalence.
 
-A privacy section follows for a privacy reviewer (`server.privacy_report`): per-site budget and
+A privacy section follows for a privacy reviewer (`server.report.privacy`): per-site budget and
 spend, how to verify each site's ledger, and what the DP guarantee does and does not cover.
-Figures are drawn by `server.report_figures`, the newer sections rendered by
-`server.report_sections`, and "final" always means `server.report_data.selected_round`.
+Figures are drawn by `server.report.figures`, the newer sections rendered by
+`server.report.sections`, and "final" always means `server.report.data.selected_round`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.privacy_report import FIGURE as PRIVACY_FIGURE
-from server.privacy_report import plot_privacy, render_privacy_section
-from server.report_data import (
+from server.report.privacy import FIGURE as PRIVACY_FIGURE
+from server.report.privacy import plot_privacy, render_privacy_section
+from server.report.data import (
     final_entry,
     first_entry,
     mean,
@@ -30,8 +30,8 @@ from server.report_data import (
     sites_with_role,
     task_values,
 )
-from server.report_data import oracle as oracle_auroc
-from server.report_figures import (
+from server.report.data import oracle as oracle_auroc
+from server.report.figures import (
     AUROC_FIGURE,
     CALIBRATION_FIGURE,
     GAP_FIGURE,
@@ -41,8 +41,8 @@ from server.report_figures import (
     plot_reliability,
     plot_rounds,
 )
-from server.report_html import write_html
-from server.report_sections import (
+from server.report.html import write_html
+from server.report.sections import (
     calibration_lines,
     egress_lines,
     gap_lines,

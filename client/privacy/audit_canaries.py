@@ -26,9 +26,9 @@ import pandas as pd
 
 from sites.tasks import NOTE_COLUMNS, SPLIT_COLUMN, TASKS
 
-from .data import EncodedSplit
-from .evaluate import log_probs
-from .model import TaskModel
+from client.data import EncodedSplit
+from client.evaluate import log_probs
+from client.model import TaskModel
 
 CANARY_PREFIX = "audit-canary-"
 """Encounter and patient ids of canaries start with this; no hospital id does (validated ids are

@@ -6,11 +6,11 @@ were run), which sites and tasks it trained on, the round chosen on validation A
 `cells[regime][site][task] = {auroc, ci, n, prevalence, oracle_auroc}` (any float may be null).
 
 This report is written for a consortium coordinator who never opens JSON: the three headline
-numbers against their goals (`server.transfer_summary` computes them, so the bench script and the
+numbers against their goals (`server.report.transfer_summary` computes them, so the bench script and the
 report cannot disagree), then per task the transfer matrix — rows are regimes, columns are sites,
 the external health system marked — with its 95 % intervals, the worst training site and the
 spread between sites, the oracle ceiling, and a heatmap of the same matrix. The HTML is the same
-Markdown with the figures embedded (`server.report_html`), one file to mail.
+Markdown with the figures embedded (`server.report.html`), one file to mail.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from server.report_html import write_html
-from server.transfer_summary import (
+from server.report.html import write_html
+from server.report.transfer_summary import (
     HeadlineNumber,
     SiteSpread,
     Transfer,

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import zlib
 
-from client.ledger_signing import LedgerSigner, simulated_signer
-from client.noise_source import CsprngNoise, NoiseSource, TorchNoise
+from client.privacy.signing import LedgerSigner, simulated_signer
+from client.privacy.noise import CsprngNoise, NoiseSource, TorchNoise
 from client.site_state import SiteState
 from sites.config import SiteConfig
 

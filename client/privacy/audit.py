@@ -3,7 +3,7 @@
 ε is computed, not observed: a DP-SGD that silently stopped clipping or adding noise (opacus #820
 with peft is such a case: ε accumulated normally while the updates were corrupted) would report
 the same ε. This module runs the one-run audit of Steinke, Nasr and Jagielski (NeurIPS 2023; the
-statistic is client/privacy_audit_bound.py): m canary encounters (client/audit_canaries.py) are
+statistic is client/privacy/audit_bound.py): m canary encounters (client/privacy/audit_canaries.py) are
 each put into the site's training split by a fair coin of the audit's own seeded generator; the
 site's model is built and trained exactly as the site trains it — the run's model settings and
 optimizer, rounds × local steps, and with a `privacy` block DP-SGD at the plan's σ and q, planned
@@ -39,15 +39,15 @@ import numpy as np
 from sites.config import SiteConfig
 from sites.dataset import TrainingUnits, read_site_table
 
-from .audit_canaries import canary_words, make_canaries, membership_scores, with_canaries
-from .data import EncodedSplit, encode_site, encode_split
-from .model import TaskModel, base_scoring, build_model, load_tokenizer, select_device
-from .private_train import train_steps_private
-from .privacy_audit_bound import BETA, grid_epsilon_lower_bounds
-from .privacy_plan import PrivacyPlan, plan_privacy
-from .site_keys import site_noise_source
-from .run_settings import ClientSettings
-from .train import make_optimizer, train_steps
+from client.privacy.audit_canaries import canary_words, make_canaries, membership_scores, with_canaries
+from client.data import EncodedSplit, encode_site, encode_split
+from client.model import TaskModel, base_scoring, build_model, load_tokenizer, select_device
+from client.privacy.dp_sgd import train_steps_private
+from client.privacy.audit_bound import BETA, grid_epsilon_lower_bounds
+from client.privacy.plan import PrivacyPlan, plan_privacy
+from client.privacy.site_keys import site_noise_source
+from client.run_settings import ClientSettings
+from client.train import make_optimizer, train_steps
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ membership AUROC 0.86 at 16 words, 0.84 at 8."""
 GUESS_SHARES: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 """The default grid of guess counts, as shares of m, fixed before training: r = share·m guesses,
 half "member" for the highest scores, half "non-member" for the lowest. The best of the grid is
-reported, each point at β / len(grid) (a union bound, client/privacy_audit_bound.py): a strong
+reported, each point at β / len(grid) (a union bound, client/privacy/audit_bound.py): a strong
 signal needs many guesses to show a large ε, a weak one a few confident guesses to show any."""
 
 

@@ -12,7 +12,7 @@ before the fields they need existed.
 from __future__ import annotations
 
 from client.calibration import MIN_BIN_COUNT
-from server.report_data import (
+from server.report.data import (
     final_entry,
     has_calibration,
     has_validation,

@@ -89,7 +89,7 @@ def _clean_values(values: dict) -> dict:
 
 
 _LEDGER_FIELDS = {
-    # metrics.json key <- the key of the site's privacy record (client/privacy_reply.py)
+    # metrics.json key <- the key of the site's privacy record (client/privacy/reply.py)
     "dataset": "dataset", "unit": "unit", "delta": "delta",
     "lifetime_epsilon": "lifetime-epsilon", "run_epsilon_allocation": "run-epsilon-allocation",
     "max_grad_norm": "max-grad-norm", "accountant": "accountant", "signer": "signer",

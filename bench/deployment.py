@@ -108,9 +108,14 @@ def train_reply(site: SiteConfig, run_name: str, server_round: int) -> RecordDic
     privacy record, and the egress record from its log (whose digest must match the content)."""
     from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
-    from client.egress import (EGRESS_RECORD, egress_log_path, manifest_digest,
-                               read_egress_log, reply_manifest)
-    from client.round_replies import RoundReplies, as_array_record
+    from client.egress import (
+        EGRESS_RECORD,
+        egress_log_path,
+        manifest_digest,
+        read_egress_log,
+        reply_manifest,
+    )
+    from client.state import RoundReplies, as_array_record
 
     stored = RoundReplies(site, run_name).load(server_round)
     sent = next(e for e in read_egress_log(egress_log_path(site, run_name))
@@ -211,7 +216,7 @@ def print_wire(metrics: dict, site_yamls: dict[str, Path], rounds: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="all-MiniLM-L6-v2", 
+    parser.add_argument("--base", default="all-MiniLM-L6-v2",
                         help="base model (default %(default)s)")
     parser.add_argument("--tiny", action="store_true",
                         help="the tiny random encoder of tests/tiny_models.py: a quick check")

@@ -53,7 +53,7 @@ def _exact_gaussian_epsilon(mu: float, delta: float) -> float:
 
 
 def slack() -> None:
-    from client.privacy.pld_numpy import compose, epsilon_for_delta
+    from client.privacy.verify_arithmetic import compose, epsilon_for_delta
 
     worst_route = worst_identity = 0.0
     closest_exact = -math.inf
@@ -88,8 +88,8 @@ def slack() -> None:
 
 
 def margins() -> None:
-    from client.privacy.verify_arithmetic import History, grid_for
     from client.privacy.accounting import cumulative_epsilon, noise_multiplier_for
+    from client.privacy.verify_arithmetic import History, grid_for
 
     smallest = {"rdp": math.inf, "prv": math.inf}
     for q, steps, target in [(0.01, 300, 1.0), (0.01, 300, 3.0), (0.05, 300, 3.0),
@@ -114,11 +114,11 @@ def margins() -> None:
 
 
 def timing() -> None:
+    from client.privacy.accounting import cumulative_epsilon, noise_multiplier_for
     from client.privacy.ledger import append_entry
-    from client.privacy.verify_arithmetic import _round_pld
     from client.privacy.signing import simulated_signer
     from client.privacy.verify import verify_ledger
-    from client.privacy.accounting import cumulative_epsilon, noise_multiplier_for
+    from client.privacy.verify_arithmetic import _round_pld
 
     folder = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
     signer = simulated_signer(folder)

@@ -43,9 +43,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from server.report.data import mean, rounds_by_number, selected_round, sites_with_role, task_values  # noqa: E402
 from server.report.markdown import headline  # noqa: E402
-from server.report.data import (  # noqa: E402
-    mean, rounds_by_number, selected_round, sites_with_role, task_values)
 from sites.config import DEFAULT_CONSORTIUM, load_consortium  # noqa: E402
 from sites.state_folder import STATE_HOME_ENV  # noqa: E402
 
@@ -63,7 +62,7 @@ def timing(data_dir: Path, *, steps: int, repeats: int, threads: int) -> None:
     from client.data import encode_site
     from client.model import ModelSettings, build_model, load_tokenizer
     from client.privacy.dp_sgd import GRAD_SAMPLE_MODES, train_steps_private
-    from client.site_resolution import ensure_site_data
+    from client.site import ensure_site_data
     from client.train import OptimizerSettings, train_steps
     from sites.dataset import read_site_table
     from sites.tasks import TASK_NAMES
@@ -93,7 +92,7 @@ def timing(data_dir: Path, *, steps: int, repeats: int, threads: int) -> None:
     arms = {"non-DP": non_dp, **{f"DP {mode}": dp(mode) for mode in GRAD_SAMPLE_MODES}}
     per_step = {name: [] for name in arms}
     per_example = {name: [] for name in arms}
-    for name, run in arms.items():
+    for run in arms.values():
         run(1, 0)  # warm-up: allocator, first hooks
     for repeat in range(repeats):
         for name, run in arms.items():
@@ -340,7 +339,7 @@ def main() -> int:
     if args.part in ("timing", "all"):
         timing(data_dir, steps=args.steps, repeats=args.repeats, threads=args.threads)
     if args.part in ("utility", "all"):
-        from client.run_settings import resolve_consortium
+        from client.settings import resolve_consortium
 
         utility(resolve_consortium(args.consortium), args.epsilons, data_dir=data_dir,
                 runs_dir=runs_dir, reuse=args.reuse, scale=args.scale, overrides=tuple(args.set),

@@ -32,8 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from client.privacy.audit import AuditResult, run_audit  # noqa: E402
-from client.run_settings import ClientSettings, resolve_consortium  # noqa: E402
-from client.site_resolution import ensure_site_data  # noqa: E402
+from client.settings import ClientSettings, resolve_consortium  # noqa: E402
+from client.site import ensure_site_data  # noqa: E402
 from server.cli import run_config_overrides  # noqa: E402
 from server.launch.flower_run import default_run_config  # noqa: E402
 from sites.config import load_consortium  # noqa: E402

@@ -17,8 +17,8 @@ Usage: python bench/quality.py [--encounters N] [--seed S]
 from __future__ import annotations
 
 import argparse
-import logging
 import dataclasses
+import logging
 import sys
 import tempfile
 import time
@@ -32,8 +32,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sites.config import (  # noqa: E402
-    DEFAULT_CONSORTIUM, ConsortiumConfig, SiteConfig, load_consortium)
+from sites.config import DEFAULT_CONSORTIUM, ConsortiumConfig, SiteConfig, load_consortium  # noqa: E402
 from sites.dataset import read_site_table  # noqa: E402
 from sites.synthetic import generate_consortium  # noqa: E402
 from sites.tasks import NOTE_COLUMNS, TASKS  # noqa: E402

@@ -206,7 +206,7 @@ def main() -> int:
     import torch
 
     from client.model import select_device
-    from client.site_resolution import ensure_site_data
+    from client.site import ensure_site_data
     from sites.config import DEFAULT_CONSORTIUM, load_consortium
     from sites.dataset import read_site_table
 
@@ -225,7 +225,8 @@ def main() -> int:
             rows.append(row)
             print(f"{name}: {row['trainable']:,} trainable; " + ", ".join(
                 f"{arm} {row['step'][arm]:.4f} s/step (÷ torch per encounter: "
-                f"{statistics.median(row['paired'][arm]):.3f})" for arm in ARMS) + f"; draw {row['draw_ms']['torch']:.2f} vs "
+                f"{statistics.median(row['paired'][arm]):.3f})" for arm in ARMS)
+                + f"; draw {row['draw_ms']['torch']:.2f} vs "
                 f"{row['draw_ms']['csprng']:.2f} ms", flush=True)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     load.append(os.getloadavg()[0])

@@ -18,6 +18,7 @@ is `full`. Under any mode a site sends only tensors its own model declares (clie
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Literal, get_args
@@ -34,8 +35,9 @@ from client.model import (
     load_trainable_state,
     trainable_state,
 )
-from client.run_settings import InvalidRunConfig
+from client.settings import InvalidRunConfig
 from sites.config import SiteConfig
+from sites.site_settings import FaultSettings
 
 AdapterMode = Literal["full", "ffa", "flora"]
 MODE_KEY = "adapter-mode"
@@ -122,3 +124,37 @@ def flora_lora(lora: LoraSettings, rank: int) -> LoraSettings:
     """LoRA settings under which stacked factors of total `rank` are a plain peft adapter: scaling
     alpha/r = 1, because the stacked B already carries each site's weight and scaling."""
     return replace(lora, r=rank, alpha=rank, dropout=0.0)
+
+
+# -----------------------------------------------------------------------------------------------
+# A faulty site for robustness drills: every update it sends is flipped or scaled.
+#
+# Robust aggregation (strategies/robust.py) is only believable if it is shown to hold against a site
+# that misbehaves. A site whose YAML has a `fault` block (sites.site_settings.FaultSettings) sends
+# received + f(trained − received) instead of what it trained: −factor·update for `sign-flip`,
+# factor·update for `scale`. Under FLoRA, where the site's adapter is fresh each round, the update is
+# its product B·A, so B alone is flipped or scaled. It runs after training and before the egress
+# check, exactly where a compromised site would tamper with its reply.
+# -----------------------------------------------------------------------------------------------
+
+
+log = logging.getLogger(__name__)
+
+
+def corrupt_update(sent: Mapping[str, np.ndarray], received: Mapping[str, np.ndarray],
+                   fault: FaultSettings) -> dict[str, np.ndarray]:
+    """`sent` with every tensor's update (against `received`, or zero for a fresh LoRA B)
+    flipped or scaled; a fresh LoRA A, which carries no update by itself, is left alone."""
+    sign = -1.0 if fault.update == "sign-flip" else 1.0
+    out = {}
+    for key, value in sent.items():
+        if key in received:
+            base = np.asarray(received[key], dtype=np.float32)
+        elif ".lora_B." in key:
+            base = np.zeros_like(value)
+        else:
+            out[key] = value
+            continue
+        out[key] = (base + sign * fault.factor * (value - base)).astype(np.float32)
+    log.warning("fault drill: the update sent is %s × %g", fault.update, fault.factor)
+    return out

@@ -19,36 +19,44 @@ import zlib
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.egress import (EgressLog, attest, evaluate_declaration, query_declaration,
-                           train_declaration)
-from client.evaluate import evaluate_split, validation_metrics
-from client.message_config import (
-    message_local_steps,
-    message_model_settings,
-    requested_splits,
-)
 from client.adapter_mode import (
     AdapterMode,
+    corrupt_update,
     load_global_state,
     message_adapter_mode,
     sent_state,
     set_trainable,
     site_model_settings,
 )
-from client.fault_injection import corrupt_update
-from client.progress import show_progress
-from client.privacy.optimizer_memory import OptimizerMemory
-from client.round_replies import RoundReplies, StoredReply, arrays_digest, as_array_record
-from client.run_settings import ClientSettings
-from client.runtime import site_runtime
-from client.site_resolution import resolve_site
-from client.privacy.plan import PrivacyPlan, plan_privacy
-from client.privacy.reply import (declined_record, ledger_record, plain_record, privacy_record,
-                                  run_name)
-from client.privacy.dp_sgd import train_steps_private
+from client.egress import (
+    EgressLog,
+    attest,
+    evaluate_declaration,
+    query_declaration,
+    train_declaration,
+)
+from client.evaluate import evaluate_split, validation_metrics
 from client.privacy.budget import BudgetExhausted, SiteBudget
+from client.privacy.dp_sgd import train_steps_private
+from client.privacy.optimizer_memory import OptimizerMemory
+from client.privacy.plan import PrivacyPlan, plan_privacy
+from client.privacy.reply import (
+    declined_record,
+    ledger_record,
+    plain_record,
+    privacy_record,
+    run_name,
+)
 from client.privacy.site_keys import site_noise_source, site_signer
-from client.site_state import SiteState
+from client.progress import show_progress
+from client.settings import (
+    ClientSettings,
+    message_local_steps,
+    message_model_settings,
+    requested_splits,
+)
+from client.site import resolve_site, site_runtime
+from client.state import RoundReplies, SiteState, StoredReply, arrays_digest, as_array_record
 from client.train import make_optimizer, train_steps
 from sites.config import SiteConfig
 from sites.dataset import TrainingUnits, dataset_fingerprint

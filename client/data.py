@@ -24,10 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sites.tasks import ID_COLUMNS, NOTE_COLUMNS, SPLIT_COLUMN, SPLITS, TASKS, NoteType
-
 from client.letter_scoring import prompt_suffix
 from client.model import MAX_LENGTH_LIMIT, ResolvedScoring
+from sites.tasks import ID_COLUMNS, NOTE_COLUMNS, SPLIT_COLUMN, SPLITS, TASKS, NoteType
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

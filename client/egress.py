@@ -75,14 +75,14 @@ class Declaration:
     """Tensor name -> spec; empty: the reply may carry no tensors."""
     metric_keys: frozenset[str] = frozenset()
     bin_keys: frozenset[str] = frozenset()
-    """Metric keys whose value is a list of `client.calibration.NUM_BINS` numbers, not a scalar."""
+    """Metric keys whose value is a list of `client.evaluate.NUM_BINS` numbers, not a scalar."""
     config_records: frozenset[str] = frozenset()
 
 
 # --- 1. What a site declares ---------------------------------------------------------------------
 
 _SPECS: weakref.WeakKeyDictionary[Any, dict[str, TensorSpec]] = weakref.WeakKeyDictionary()
-"""Per model object (the cached model of `client.runtime`): its spec, derived once per process."""
+"""Per model object (the cached model of `client.site`): its spec, derived once per process."""
 
 
 def declared_spec(model: TaskModel) -> dict[str, TensorSpec]:
@@ -234,7 +234,7 @@ def check_tensors(record: ArrayRecord, spec: Mapping[str, TensorSpec]) -> None:
 
 def check_metrics(record: MetricRecord, declared: Declaration) -> None:
     """Declared keys only; scalars, or lists of NUM_BINS numbers under the reliability keys."""
-    from client.calibration import NUM_BINS
+    from client.evaluate import NUM_BINS
 
     for key, value in record.items():
         if key not in declared.metric_keys:

@@ -29,9 +29,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from sites.tasks import OPTION_LETTERS, TASKS
-
 from client.model import ModelSettings, TaskModel, add_lora, load_tokenizer, pool, resolve_base_path
+from sites.tasks import OPTION_LETTERS, TASKS
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase

@@ -21,7 +21,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from client.key_files import write_private_file, write_public_file
+from sites.files import write_private_file, write_public_file
 
 log = logging.getLogger(__name__)
 

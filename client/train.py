@@ -21,7 +21,6 @@ from torch import nn
 from client.data import EncodedSplit
 from client.model import TaskModel
 from client.precision import autocast
-from client.proximal import ProximalPull
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +137,7 @@ def train_steps(model: TaskModel, data: EncodedSplit, *, steps: int, batch_size:
     """Run `steps` joint optimizer steps on every head of `model`; deterministic for a `seed`.
 
     `proximal_mu` > 0 pulls the parameters toward the round's start after each step (FedProx,
-    client/proximal.py). `max_physical_batch_size` > 0 accumulates each step's gradient over
+    client/train.py). `max_physical_batch_size` > 0 accumulates each step's gradient over
     pieces of at most that many rows: the same step, in less memory.
 
     A fresh AdamW is made per call (one call per federated round: moments from an adapter that the
@@ -170,3 +169,36 @@ def train_steps(model: TaskModel, data: EncodedSplit, *, steps: int, batch_size:
             examples += len(index)
     log.debug("trained %d steps, mean loss %.4f", steps, total / steps)
     return TrainResult(loss=total / steps, steps=steps, examples=examples)
+
+
+# -----------------------------------------------------------------------------------------------
+# FedProx's proximal term, applied as its own step after each optimizer step.
+#
+# FedProx adds (μ/2)·‖θ − θ_global‖² to the local objective to keep non-IID sites from drifting.
+# Put into the loss, its gradient μ(θ − θ_global) would pass through DP-SGD's per-example clipping
+# and noise: it would eat into each example's clipping budget although it depends on no example.
+# So the pull is a separate step, θ ← θ − lr·μ·(θ − θ_global) with each parameter group's own step
+# size, taken after the (plain or DP) optimizer step. It reads no data, so under DP it is
+# post-processing and costs no privacy; without DP and with SGD it equals the gradient of the term.
+# -----------------------------------------------------------------------------------------------
+
+
+class ProximalPull:
+    """Pulls the optimizer's parameters toward where they were when it was made (the global
+    adapter the round started from)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, mu: float) -> None:
+        if not mu >= 0:
+            raise ValueError(f"`proximal-mu` is {mu}; expected a number >= 0")
+        self.mu = mu
+        self.groups = [(group, [p.detach().clone() for p in group["params"]])
+                       for group in optimizer.param_groups]
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        if self.mu == 0:
+            return
+        for group, anchors in self.groups:
+            rate = group["lr"] * self.mu
+            for parameter, anchor in zip(group["params"], anchors):
+                parameter.sub_(rate * (parameter - anchor))

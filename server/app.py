@@ -19,12 +19,12 @@ from flwr.serverapp import Grid, ServerApp
 
 from client.model import build_model, load_trainable_state, save_adapter, trainable_state
 from client.progress import show_progress
-from client.run_settings import InvalidRunConfig
+from client.settings import InvalidRunConfig
+from server.checkpoint import Checkpoint, RoundCheckpointer, load_checkpoint, save_run_config
 from server.discovery import discover_sites
 from server.ledger_query import collect_ledgers
-from server.report.metrics_file import write_metrics
 from server.report.markdown import write_report
-from server.checkpoint import Checkpoint, RoundCheckpointer, load_checkpoint, save_run_config
+from server.report.metrics_file import write_metrics
 from server.round_selection import select_round
 from server.settings import ServerSettings
 from server.transfer.experiment import run_transfer_experiment

@@ -5,8 +5,8 @@ evaluation are done) the run directory gets that round's global adapter and head
 (`checkpoints/round-<k>.safetensors`), the aggregation rule's own state if it keeps one
 (FedAdam's moments: `checkpoints/strategy-round-<k>.safetensors`) and `checkpoints/state.json`: the
 last completed round and the whole run log. Every round's adapter is kept, not only the last,
-because the run reports the round with the best validation AUROC. `run_config.json` beside them holds the run configuration,
-so `lang1-fl run --resume RUN_DIR` restarts with exactly the same settings.
+because the run reports the round with the best validation AUROC. `run_config.json` beside them
+holds the run configuration, so `lang1-fl run --resume RUN_DIR` restarts with exactly the same settings.
 
 Files are written to a temporary name and renamed, and the state is written after the adapter it
 points to, so a kill while checkpointing leaves the previous checkpoint intact.
@@ -22,7 +22,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, MetricRecord
 
 from server.round_selection import RoundArrays
-from sites.atomic_file import write_atomic
+from sites.files import write_atomic
 from strategies import RunLog
 from strategies.run_log_state import run_log_from_dict, run_log_to_dict
 

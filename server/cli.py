@@ -20,7 +20,7 @@ DEFAULT_DATA_DIR = Path("lang1-fl-data")
 
 
 def _consortium_path(value: str) -> Path:
-    from client.run_settings import resolve_consortium
+    from client.settings import resolve_consortium
 
     return resolve_consortium(value)
 
@@ -45,8 +45,8 @@ def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
     """Everything `lang1-fl run` does before Flower starts: site data checked or generated, the
     privacy forecast printed, the run name checked against runs and ledgers. Returns the run
     config (the command line's overrides of pyproject.toml's) and the number of sites."""
-    from client.site_state import check_state_folder
     from client.privacy.forecast import check_fits, forecast, render
+    from client.state import check_state_folder
     from sites.config import load_consortium
 
     consortium_file = _consortium_path(args.consortium)
@@ -79,7 +79,7 @@ def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
 
 def _resume(args: argparse.Namespace) -> int:
     """Continue a killed run from its last checkpoint, with the run config it was started with."""
-    from client.run_settings import InvalidRunConfig
+    from client.settings import InvalidRunConfig
     from server.checkpoint import load_run_config
     from server.launch.flower_run import flwr_run
     from sites.config import load_consortium
@@ -101,7 +101,7 @@ def _resume(args: argparse.Namespace) -> int:
 def prepare_site_data(consortium) -> None:
     """Simulation: every site's data is on this machine. Validate each table (a malformed one
     stops here, with file, row and column) and generate missing synthetic ones."""
-    from client.site_resolution import ensure_site_data
+    from client.site import ensure_site_data
     from sites.dataset import read_site_table
 
     for site in consortium.sites:
@@ -171,7 +171,7 @@ def run_outcome(run_dir: Path, flwr_status: int) -> int:
 def _planned_steps(args: argparse.Namespace) -> tuple[int, int]:
     """Rounds and run-wide local steps (0 = each site's own) the run will use: the app's run
     config with the command line's overrides."""
-    from client.run_settings import positive_config_value
+    from client.settings import positive_config_value
     from server.launch.flower_run import default_run_config
 
     config = {**default_run_config(), **run_config_overrides(args.set)}
@@ -223,10 +223,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _privacy_summary(site) -> str:
     """The site's DP budget as Hospital IT declared it, δ checked against its data, and what its
     lifetime ledger for this data has spent already."""
+    from client.privacy.budget import recorded_spend
     from client.privacy.ledger import read_ledger
     from client.privacy.plan import check_delta
-    from client.privacy.budget import recorded_spend
-    from client.site_state import SiteState
+    from client.state import SiteState
     from sites.dataset import count_training_units, dataset_fingerprint
 
     if site.is_external:
@@ -269,8 +269,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_privacy_forecast(args: argparse.Namespace) -> int:
     """Per training site: σ and the ε the planned run will spend, before any note is read."""
-    from client.site_resolution import ensure_site_data
     from client.privacy.forecast import forecast, render
+    from client.site import ensure_site_data
     from sites.config import load_consortium
 
     consortium = load_consortium(_consortium_path(args.consortium), data_root=args.data_dir.resolve())
@@ -284,8 +284,8 @@ def cmd_privacy_forecast(args: argparse.Namespace) -> int:
 def cmd_privacy_verify(args: argparse.Namespace) -> int:
     """Check a site's signed ledger against its public key, and every epsilon against what the
     recorded mechanism provably spends."""
-    from client.privacy.verify import verify_ledger
     from client.node_identity import NodeKeyError
+    from client.privacy.verify import verify_ledger
 
     if args.public_key is None:
         print("lang1-fl privacy verify: pass --public-key KEY.pub, the public key the site signs "
@@ -311,9 +311,9 @@ def cmd_privacy_audit(args: argparse.Namespace) -> int:
     """Audit one site empirically (client/privacy/audit.py); exit 1 with an ALARM when the
     measured ε_lower exceeds the accounted ε."""
     from client.privacy.audit import run_audit
-    from client.run_settings import ClientSettings
-    from server.launch.flower_run import default_run_config
     from client.privacy.audit_cli import alarm, audited_site, render
+    from client.settings import ClientSettings
+    from server.launch.flower_run import default_run_config
 
     # A consortium's data is where `lang1-fl run` keeps it; a site YAML's beside it
     data_dir = args.data_dir or (DEFAULT_DATA_DIR if args.site else None)
@@ -475,9 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    from client.run_settings import InvalidRunConfig
-    from client.site_state import StateFolderClaimed
     from client.privacy.forecast import RunDoesNotFit
+    from client.settings import InvalidRunConfig
+    from client.state import StateFolderClaimed
     from sites.config import InvalidSiteConfig
     from sites.dataset import InvalidSiteData
 

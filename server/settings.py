@@ -9,14 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from client.run_settings import (
-    ClientSettings,
-    InvalidRunConfig,
-    config_value,
-    positive_config_value,
-)
+from client.settings import ClientSettings, InvalidRunConfig, config_value, positive_config_value
 from strategies import STRATEGIES, ClientDP, StrategyOptions
-
 
 NOT_FOR_EXPERIMENTS: frozenset[str] = frozenset({"flora", "median", "trimmed-mean", "multi-krum"})
 

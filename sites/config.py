@@ -84,7 +84,7 @@ class SiteConfig:
     """The YAML file this site was read from (None when built in code)."""
     state_dir: Path | None = None
     """The site's own state folder: privacy ledger, stored replies, egress log, optimizer memory
-    (`client.site_state`). None: `<state home>/sites/<name>` (`sites.state_folder`); never shared
+    (`client.state`). None: `<state home>/sites/<name>` (`sites.state_folder`); never shared
     by two sites."""
 
     def __post_init__(self) -> None:

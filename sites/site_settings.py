@@ -303,7 +303,7 @@ class PrivacySettings:
     """A training site's differential-privacy budget (DP-SGD with opacus), owned by the site.
 
     The budget belongs to the site's data, not to a run: every run charges one lifetime ledger per
-    site and dataset, kept in the site's state folder (`client.site_state`). Each run plans one
+    site and dataset, kept in the site's state folder (`client.state`). Each run plans one
     noise multiplier that makes its rounds × local steps spend `run_epsilon`; a run is declined
     before it trains if that would take the lifetime spend past `lifetime_epsilon`. Nothing a
     server sends can open a fresh budget. `delta` must also be below 1/n for the site's n training

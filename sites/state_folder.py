@@ -1,7 +1,7 @@
 """Where a site keeps its own state when its YAML does not say: a folder named after the site.
 
 A site's privacy ledger, stored replies, egress log and optimizer memory belong to the site and its
-data (`client.site_state`), never to where its table happens to sit (two hospitals' tables may
+data (`client.state`), never to where its table happens to sit (two hospitals' tables may
 share a folder) nor to anything a server sends. So the default folder is derived from the site's
 name alone, under one state root per machine user: `$LANG1_FL_STATE_HOME`, else
 `$XDG_STATE_HOME/lang1-fl`, else `~/.local/state/lang1-fl` (the XDG base-directory convention for

@@ -45,7 +45,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
 
 def build_strategy(
     name: str, *, roster: SiteRoster, min_train_sites: int, client_dp: ClientDP | None = None,
-    options: StrategyOptions = StrategyOptions(),
+    options: StrategyOptions | None = None,
 ) -> Strategy:
     """The strategy registered under `name`, aware of the sites' roles.
 
@@ -57,6 +57,7 @@ def build_strategy(
             f"run config: `strategy` is {name!r}; expected one of {', '.join(STRATEGIES)}"
         )
     cls = STRATEGIES[name]
+    options = options if options is not None else StrategyOptions()
     common = {"roster": roster, "min_train_sites": min_train_sites}
     if issubclass(cls, ClientLevelDPFedAvg):
         if client_dp is None:

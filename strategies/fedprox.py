@@ -2,7 +2,7 @@
 
 The proximal term keeps each site's local adapter near the global one, which limits client drift
 when hospitals differ (non-IID). The site applies it as a separate pull after each optimizer step
-(client/proximal.py), never through the loss, so under DP-SGD it is not clipped or noised with the
+(client/train.py), never through the loss, so under DP-SGD it is not clipped or noised with the
 data's gradients and spends no privacy. Aggregation is FedAvg's, weighted by examples.
 """
 

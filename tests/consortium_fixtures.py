@@ -50,7 +50,7 @@ def write_small_consortium(
 
 
 def write_table_consortium(
-    directory: Path, tables: dict[str, tuple[str, "pd.DataFrame"]], *, tasks: tuple[str, ...],
+    directory: Path, tables: dict[str, tuple[str, pd.DataFrame]], *, tasks: tuple[str, ...],
     local_steps: int = 10, privacy: dict | None = None, batch_size: int = 16,
 ) -> Path:
     """A consortium of sites whose tables are given (the real-data path: no `synthetic` block);

@@ -117,43 +117,43 @@ def discharge_note(hadm: int, *, died: bool = False) -> str:
     disposition = "Expired" if died else "Home With Service"
     exam = ("DISCHARGE PHYSICAL EXAM:\nNo pulse, pupils fixed. Deceased." if died
             else "Discharge exam\nWell, no hospice needs.")
-    return f""" 
+    return f"""
 Name:  ___                     Unit No:   ___
- 
+
 Admission Date:  ___              Discharge Date:   ___
- 
+
 Date of Birth:  ___             Sex:   F
- 
+
 Service: MEDICINE
- 
-Allergies: 
+
+Allergies:
 No Known Allergies / Adverse Drug Reactions
- 
+
 Attending: ___.
- 
+
 Chief Complaint:
 CC-MARK-{hadm} shortness of breath
- 
+
 Major Surgical or Invasive Procedure:
 Intubation, hospital day 2
- 
+
 History of Present Illness:
 HPI-MARK-{hadm} Mr. ___ presented from ___ with worsening dyspnea.
- 
+
 Past Medical History:
 PMH-MARK-{hadm} CHF, diabetes
- 
+
 Social History:
 ___
 Family History:
 Mother died of MI at 80.
- 
+
 Physical Exam:
 ADMISSION PHYSICAL EXAM:
 VS: 98.1 107/61 78 18 97RA
 EXAM-MARK-{hadm} General: mild distress
 {exam}
- 
+
 Pertinent Results:
 ADMISSION LABS:
 ___ 10:25PM BLOOD WBC-5.0 RBC-4.40 LABS-MARK-{hadm}
@@ -161,28 +161,28 @@ DISCHARGE LABS:
 ___ 05:10AM BLOOD WBC-9.0 discharge-lab-mark
 IMAGING:
 CT chest: imaging-mark
- 
+
 Brief Hospital Course:
 {ending}
- 
+
 Medications on Admission:
 MEDS-MARK-{hadm} Furosemide 20 mg PO DAILY
- 
+
 Discharge Medications:
 None (expired)
- 
+
 Discharge Disposition:
 {disposition}
- 
+
 Discharge Diagnosis:
 Hospice-level illness
- 
+
 Discharge Condition:
 {"Deceased" if died else "Stable"}
- 
+
 Discharge Instructions:
 Please follow up; hospital day count above.
- 
+
 Followup Instructions:
 ___
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client.site_state import SiteState
+from client.state import SiteState
 from sites.config import SiteConfig
 from sites.dataset import dataset_fingerprint
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from client.adapter_mode import (
+    corrupt_update,
     load_global_state,
     message_adapter_mode,
     sent_state,
@@ -18,7 +19,6 @@ from client.adapter_mode import (
     site_model_settings,
 )
 from client.data import encode_site
-from client.fault_injection import corrupt_update
 from client.lora_fold import fold_into_base, lora_layers
 from client.model import (
     LoraSettings,
@@ -29,7 +29,7 @@ from client.model import (
     trainable_state,
 )
 from client.privacy.dp_sgd import train_steps_private
-from client.run_settings import InvalidRunConfig
+from client.settings import InvalidRunConfig
 from client.train import OptimizerSettings, train_steps
 from sites.config import InvalidSiteConfig, load_site
 from sites.site_settings import FaultSettings, TrainingSettings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sites.atomic_file import write_atomic
+from sites.files import write_atomic
 
 
 def test_a_write_replaces_the_whole_file_and_leaves_no_temporary(tmp_path):

@@ -1,4 +1,4 @@
-"""client.calibration: ECE as defined, small bins withheld at the site, lists always 10 long."""
+"""client.evaluate: ECE as defined, small bins withheld at the site, lists always 10 long."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from client.calibration import (
+from client.evaluate import (
     MIN_BIN_COUNT,
     NUM_BINS,
     calibration_metrics,

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord
 
-from client.privacy.signing import simulated_signer
-from client.privacy.plan import plan_privacy
 from client.privacy.budget import SiteBudget
-from client.site_state import SiteState
+from client.privacy.plan import plan_privacy
+from client.privacy.signing import simulated_signer
+from client.state import SiteState
 from server.checkpoint import NoCheckpoint, RoundCheckpointer, load_checkpoint, load_run_config
 from sites.config import load_consortium
 from sites.dataset import TrainingUnits

@@ -144,10 +144,10 @@ def test_run_refuses_before_flower_starts_a_run_a_sites_data_cannot_afford(tmp_p
     decline the run, so `lang1-fl run` stops before Flower starts, whatever the run's name."""
     from client.privacy.ledger import append_entry
     from client.privacy.signing import simulated_signer
-    from client.site_state import SiteState
+    from client.state import SiteState
+    from server.cli import prepare_site_data
     from sites.config import load_consortium
     from sites.dataset import dataset_fingerprint
-    from server.cli import prepare_site_data
     from tests.consortium_fixtures import write_small_consortium
 
     privacy = {"lifetime_epsilon": 8, "delta": 1e-3, "max_grad_norm": 1.0}

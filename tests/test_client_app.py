@@ -15,11 +15,10 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MessageType, RecordDict
 
 from client.app import ExternalSiteCannotTrain
-from client.calibration import NUM_BINS
-from client.evaluate import metric_keys, validation_keys
 from client.app import app as client_app
+from client.evaluate import NUM_BINS, metric_keys, validation_keys
 from client.model import build_model, trainable_state
-from client.run_settings import ClientSettings, InvalidRunConfig
+from client.settings import ClientSettings, InvalidRunConfig
 from sites.config import load_consortium
 from sites.dataset import read_site_table
 from tests.consortium_fixtures import write_small_consortium
@@ -228,6 +227,7 @@ def test_a_message_can_narrow_the_tasks_and_set_the_steps(federation):
     arrays = ArrayRecord({k: Array(v) for k, v in trainable_state(single).items()})
     reply = _send(run_config, 0, MessageType.TRAIN, arrays, tasks="los", **{"local-steps": 3})
     assert reply.content["metrics"]["steps"] == 3  # the pooled site's steps come this way
-    assert sorted(k.split(".")[1] for k in reply.content["arrays"].keys() if k.startswith("head.")) == ["los", "los"]
+    heads = [k for k in reply.content["arrays"].keys() if k.startswith("head.")]
+    assert sorted(k.split(".")[1] for k in heads) == ["los", "los"]
     metrics = _send(run_config, 0, MessageType.EVALUATE, arrays, tasks="los").content["metrics"]
     assert {k.split(".")[0] for k in metrics.keys() if "." in k} - {"validation"} == {"los"}

@@ -16,15 +16,15 @@ import torch
 import yaml
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MessageType, RecordDict
 
-import client.runtime
+import client.site
 from client.app import app as client_app
-from client.privacy.ledger import entry_sha256, read_ledger
-from client.privacy.verify import verify_ledger
 from client.model import build_model, trainable_state
 from client.privacy.accounting import cumulative_epsilon
+from client.privacy.ledger import entry_sha256, read_ledger
 from client.privacy.plan import plan_privacy
-from client.run_settings import ClientSettings
-from client.site_state import SiteState
+from client.privacy.verify import verify_ledger
+from client.settings import ClientSettings
+from client.state import SiteState
 from sites.config import InvalidSiteConfig, load_consortium
 from sites.dataset import count_training_units, dataset_fingerprint, read_site_table
 from tests.consortium_fixtures import write_small_consortium
@@ -87,7 +87,7 @@ def _site(settings: ClientSettings, partition: int = 0):
 
 
 def _state(settings: ClientSettings, partition: int = 0) -> SiteState:
-    from client.site_resolution import ensure_site_data
+    from client.site import ensure_site_data
 
     consortium = load_consortium(settings.consortium, data_root=settings.data_dir)
     site = consortium.sites[partition]
@@ -102,8 +102,8 @@ def _verify(state: SiteState, head: str | None = None):
 
 def _restart_client() -> None:
     """A new client process: no cached model, data or accountant."""
-    client.runtime._MODELS.clear()
-    client.runtime._SPLITS.clear()
+    client.site._MODELS.clear()
+    client.site._SPLITS.clear()
 
 
 def test_a_private_site_spends_its_run_allocation_over_the_planned_rounds_and_no_more(

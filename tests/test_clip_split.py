@@ -1,4 +1,4 @@
-"""client.privacy.clip_split: DP-SGD's clipping norm shared between adapter and heads, same total C."""
+"""client.privacy.dp_sgd: DP-SGD's clipping norm shared between adapter and heads, same total C."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from client.privacy.clip_split import per_parameter_norms
 from client.model import trainable_state
+from client.privacy.dp_sgd import per_parameter_norms
 from client.train import OptimizerSettings, make_optimizer
 from tests.test_private_train import _dp_round, setup
 from tests.tiny_models import without_dropout

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 import stat
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -21,13 +21,13 @@ from client.node_identity import (
     load_node_public_key,
     write_node_key_pair,
 )
+from server.cli import main as lang1_fl
 from server.launch.certificates import (
     CertificateError,
     load_certificate,
     write_ca,
     write_server_certificate,
 )
-from server.cli import main as lang1_fl
 from server.launch.deployment import (
     DeploymentError,
     SuperLinkFiles,

@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 
 import client.app
 from client.app import app as client_app
@@ -32,10 +40,10 @@ from client.egress import (
     reply_manifest,
 )
 from client.model import ModelSettings, build_model, trainable_state
-from client.run_settings import ClientSettings
-from client.site_state import SiteState
-from server.report.metrics_file import egress_summary
+from client.settings import ClientSettings
+from client.state import SiteState
 from server.report.markdown import render_markdown
+from server.report.metrics_file import egress_summary
 from server.report.sections import egress_lines
 from sites.config import load_consortium
 from sites.dataset import dataset_fingerprint
@@ -75,7 +83,7 @@ def _send(run_config, partition: int, message_type: str, arrays: ArrayRecord, ru
 
 
 def _log_path(sites, run: str, partition: int = 0) -> Path:
-    """The egress log in the site's own state folder (client/site_state.py)."""
+    """The egress log in the site's own state folder (client/state.py)."""
     site = sites.sites[partition]
     return SiteState.peek(site, dataset_fingerprint(site)).egress_log(run)
 

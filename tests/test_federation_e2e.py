@@ -209,9 +209,9 @@ def private_run(tmp_path_factory):
 
 
 def test_private_run_spends_each_site_budget_and_leaves_verifiable_ledgers(private_run):
+    from client.privacy.forecast import forecast
     from client.privacy.ledger import read_ledger
     from client.privacy.verify import verify_ledger
-    from client.privacy.forecast import forecast
     from sites.config import load_consortium
     from tests.site_ledgers import site_ledger
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from client.privacy.accounting import cumulative_epsilon, noise_multiplier_for
 from client.privacy.ledger import (
     FIELDS,
     GENESIS_SHA256,
@@ -25,7 +26,6 @@ from client.privacy.ledger import (
 )
 from client.privacy.signing import LedgerSigner, signature_valid, simulated_signer
 from client.privacy.verify import verify_ledger
-from client.privacy.accounting import cumulative_epsilon, noise_multiplier_for
 
 STEPS, Q, DELTA = 100, 0.01, 1e-5
 FINDING_RATIO = 2.951 / 3.001  # the review's understatement: 1.65 % too low

@@ -6,13 +6,13 @@ import os
 
 import pytest
 
-from client.privacy.signing import LedgerSigner, signature_valid, simulated_signer
 from client.node_identity import (
     NodeKeyError,
     fingerprint,
     load_node_public_key,
     write_node_key_pair,
 )
+from client.privacy.signing import LedgerSigner, signature_valid, simulated_signer
 
 SEAL = "ab" * 32
 

@@ -1,4 +1,4 @@
-"""client.metrics and client.evaluate: AUROC as sklearn computes it, the bootstrap, stable keys."""
+"""client.evaluate and client.evaluate: AUROC as sklearn computes it, the bootstrap, stable keys."""
 
 from __future__ import annotations
 
@@ -11,8 +11,14 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from client.data import encode_site
-from client.evaluate import evaluate_split, metric_keys, predict
-from client.metrics import _batched_auroc, auroc, bootstrap_ci
+from client.evaluate import (
+    _batched_auroc,
+    auroc,
+    bootstrap_ci,
+    evaluate_split,
+    metric_keys,
+    predict,
+)
 from client.model import ModelSettings, build_model, load_tokenizer
 from tests.tiny_models import keyword_table
 
@@ -91,7 +97,7 @@ def tiny_setup(tiny_encoder: Path):
 def with_oracle(table):
     table = table.copy()
     rng = np.random.default_rng(0)
-    for task, k in (("readmission", 2), ("mortality", 2), ("denial", 2)):
+    for task in ("readmission", "mortality", "denial"):
         table[f"p_{task}"] = rng.uniform(size=len(table))
     for task, k in (("los", 4), ("comorbidity", 5)):
         p = rng.dirichlet(np.ones(k), size=len(table))

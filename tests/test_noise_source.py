@@ -14,8 +14,15 @@ import pytest
 import torch
 from scipy import stats
 
-from client.privacy.noise import (CSPRNG, OS_SEEDED, SEEDED, CsprngNoise, NoiseSource, TorchNoise,
-                                 resolve_noise)
+from client.privacy.noise import (
+    CSPRNG,
+    OS_SEEDED,
+    SEEDED,
+    CsprngNoise,
+    NoiseSource,
+    TorchNoise,
+    resolve_noise,
+)
 
 N = 200_000
 P_MIN = 1e-6

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from dp_accounting.pld import privacy_loss_distribution
 
-from client.privacy.pld_numpy import compose, epsilon_for_delta
+from client.privacy.verify_arithmetic import compose, epsilon_for_delta
 
 
 def _pld(sigma: float, q: float, steps: int, *, pessimistic: bool, grid: float = 1e-3):

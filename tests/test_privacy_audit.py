@@ -11,15 +11,21 @@ import numpy as np
 import pytest
 import yaml
 
-from client.privacy.audit_canaries import CANARY_PREFIX, canary_words, make_canaries, with_canaries
 from client.model import ModelSettings, load_tokenizer
-from client.privacy.audit import guess_grid, guess_shares, run_audit
-from client.privacy.audit_bound import (epsilon_lower_bound, grid_epsilon_lower_bounds,
-                                        p_value)
-from client.run_settings import ClientSettings
-from client.site_resolution import ensure_site_data
-from server.cli import main as lang1_fl
+from client.privacy.audit import (
+    CANARY_PREFIX,
+    canary_words,
+    guess_grid,
+    guess_shares,
+    make_canaries,
+    run_audit,
+    with_canaries,
+)
+from client.privacy.audit_bound import epsilon_lower_bound, grid_epsilon_lower_bounds, p_value
 from client.privacy.audit_cli import render
+from client.settings import ClientSettings
+from client.site import ensure_site_data
+from server.cli import main as lang1_fl
 from sites.config import load_consortium
 from sites.dataset import read_site_table
 from sites.tasks import TASK_NAMES, TASKS

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from client.privacy.forecast import forecast
 from client.privacy.plan import plan_privacy
 from server.cli import main as lang1_fl
-from client.privacy.forecast import forecast
 from sites.config import InvalidSiteConfig, load_consortium
 from sites.dataset import TrainingUnits, count_training_encounters, read_site_table
 from tests.consortium_fixtures import write_small_consortium
@@ -125,7 +125,7 @@ def test_privacy_block_defaults_and_the_state_folder(tmp_path):
 
 
 def test_the_shipped_private_consortium_is_default_ten_times_larger_with_a_budget_each():
-    from client.run_settings import resolve_consortium
+    from client.settings import resolve_consortium
 
     default = load_consortium(resolve_consortium("default"))
     private = load_consortium(resolve_consortium("private"))

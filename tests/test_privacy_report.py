@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from server.report.privacy import plot_privacy, render_privacy_section
 from server.report.markdown import render_markdown, write_report
+from server.report.privacy import plot_privacy, render_privacy_section
 from tests.test_report import _metrics
 
 HEAD = "ab12cd34ef56" + "0" * 52

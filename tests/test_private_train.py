@@ -11,9 +11,8 @@ import torch
 from client.data import encode_site
 from client.evaluate import evaluate_split
 from client.model import ModelSettings, build_model, load_tokenizer, trainable_state
-from client.privacy.clip_split import FLAT
+from client.privacy.dp_sgd import FLAT, GRAD_SAMPLE_MODES, train_steps_private
 from client.privacy.noise import CsprngNoise, TorchNoise
-from client.privacy.dp_sgd import GRAD_SAMPLE_MODES, train_steps_private
 from client.privacy.units import PRIVACY_UNITS
 from client.train import OptimizerSettings, joint_loss
 from tests.tiny_models import count_forwards, keyword_table, without_dropout

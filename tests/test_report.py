@@ -10,8 +10,14 @@ import re
 import pytest
 
 from server.cli import main as lang1_fl
+from server.report.markdown import (
+    ReportFigures,
+    gap_closed,
+    headline,
+    render_markdown,
+    write_report,
+)
 from server.report.metrics_file import nest_site_metrics
-from server.report.markdown import ReportFigures, gap_closed, headline, render_markdown, write_report
 from tests.html_images import ImageSources
 
 TASKS = ("mortality", "los")
@@ -66,7 +72,8 @@ def _metrics() -> dict:
             }
         )
     return {
-        "run": {"outcome": "completed", "consortium": "t", "strategy": "fedavg", "num_rounds": 1, "tasks": list(TASKS),
+        "run": {"outcome": "completed", "consortium": "t", "strategy": "fedavg", "num_rounds": 1,
+                "tasks": list(TASKS),
                 "base_model": "tiny", "lora": {"r": 8}, "seed": 1, "duration_s": 3.0,
                 "bootstrap_resamples": 1000},
         "sites": [{"name": s, "role": r} for s, r in sites.items()],

@@ -22,11 +22,11 @@ import pytest
 
 from client.privacy.ledger import read_ledger
 from client.privacy.verify import verify_ledger
-from tests.site_ledgers import site_ledger
 from server.cli import main as lang1_fl
 from server.launch.flower_run import APP_DIR, stop_local_superlink
 from sites.config import load_consortium
 from tests.consortium_fixtures import write_small_consortium
+from tests.site_ledgers import site_ledger
 from tests.tiny_models import make_tiny_encoder
 
 pytestmark = pytest.mark.slow

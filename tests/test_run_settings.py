@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from client.run_settings import ClientSettings, InvalidRunConfig
+from client.settings import ClientSettings, InvalidRunConfig
 from server.settings import ServerSettings
 from sites.config import DEFAULT_CONSORTIUM
 from sites.tasks import TASK_NAMES

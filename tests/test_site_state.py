@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from client.site_state import SiteState, StateFolderClaimed, dataset_key
+from client.state import SiteState, StateFolderClaimed, dataset_key
 from sites.config import DataSource, InvalidSiteConfig, load_consortium
 from sites.dataset import dataset_fingerprint, read_site_table, table_fingerprint, write_site_table
 from sites.state_folder import STATE_HOME_ENV
@@ -66,7 +66,7 @@ def test_a_state_folder_claimed_by_one_site_is_refused_to_another(tmp_path):
 def test_the_dataset_fingerprint_follows_the_patients_not_the_file(tmp_path):
     config = load_consortium(write_small_consortium(tmp_path, encounters=80),
                              data_root=tmp_path / "data")
-    from client.site_resolution import ensure_site_data
+    from client.site import ensure_site_data
 
     site = config.sites[0]
     ensure_site_data(site, seed=config.seed)

@@ -15,7 +15,7 @@ from peft import PeftModel
 
 from client.app import app as client_app
 from client.model import build_model, save_adapter, trainable_state
-from client.run_settings import ClientSettings
+from client.settings import ClientSettings
 from server.app import _load_selected
 from server.settings import ServerSettings
 from sites.config import load_consortium

@@ -15,8 +15,14 @@ from sklearn.metrics import roc_auc_score
 from sites.cli import generate, summarize
 from sites.config import SyntheticSpec, load_consortium
 from sites.splits import SplitFractions, split_by_patient
-from sites.synthetic import PROFILES, generate_consortium, generate_site, site_seed
-from sites.synthetic import charlson, vocabulary
+from sites.synthetic import (
+    PROFILES,
+    charlson,
+    generate_consortium,
+    generate_site,
+    site_seed,
+    vocabulary,
+)
 from sites.synthetic.notes import MAX_WORDS, MIN_WORDS
 from sites.synthetic.patients import simulate_encounters
 from sites.tasks import TASKS, cci_class, los_class

@@ -46,7 +46,7 @@ def test_every_regime_is_scored_at_every_site_including_the_external_one(experim
     for regime in transfer["regimes"]:
         cells = transfer["cells"][regime["name"]]
         assert set(cells) == sites, regime["name"]
-        for site, tasks in cells.items():
+        for _site, tasks in cells.items():
             assert set(tasks) == set(regime["tasks"])
             for cell in tasks.values():
                 assert cell["n"] > 0

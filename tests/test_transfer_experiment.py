@@ -11,13 +11,21 @@ import json
 import math
 
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 
 from server.settings import ServerSettings
 from server.transfer.experiment import (
+    TRAINED_KINDS,
     TransferExperimentError,
     evaluate_at,
-    TRAINED_KINDS,
     plan_regimes,
     pooled_local_steps,
     run_transfer_experiment,
@@ -49,7 +57,7 @@ def test_regimes_cover_local_leave_one_out_pooled_and_single_task():
 
 
 def test_unknown_regime_kinds_are_named():
-    from client.run_settings import InvalidRunConfig
+    from client.settings import InvalidRunConfig
     from server.settings import parse_regimes
 
     assert parse_regimes("all") == frozenset(TRAINED_KINDS)

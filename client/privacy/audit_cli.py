@@ -16,8 +16,8 @@ def audited_site(path: str, *, site_name: str | None, data_dir: Path | None) -> 
     """The site YAML at `path`; or, with `site_name`, that site of the consortium `path` (a
     shipped name such as `default`, or a YAML), its synthetic table generated if missing.
     Relative data paths resolve against `data_dir`, else the YAML's folder."""
-    from client.run_settings import resolve_consortium
-    from client.site_resolution import ensure_site_data
+    from client.settings import resolve_consortium
+    from client.site import ensure_site_data
     from sites.config import load_consortium, load_site
 
     if site_name is None:

@@ -15,7 +15,7 @@ many runs it starts, every DP-SGD round a site trains on one dataset is an entry
   during training over-counts one round at worst, never under-counts. A round charged and never
   answered (the server died mid-round and re-sends it) is the last entry; the charge stands for the
   one answer the site now gives. Rounds already answered are replayed from the stored reply
-  (client/round_replies.py) before the guard is asked.
+  (client/state.py) before the guard is asked.
 
 The ledger *is* the accountant's state: reading it back rebuilds the composition exactly, so a
 restarted process, or a simulation actor that served another site in between, finds the spend
@@ -27,11 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from client.privacy.ledger import append_entry, entry_sha256, file_sha256, read_ledger
-from client.privacy.signing import LedgerSigner
 from client.privacy.accounting import cumulative_epsilon
+from client.privacy.ledger import append_entry, entry_sha256, file_sha256, read_ledger
 from client.privacy.plan import PrivacyPlan
-from client.site_state import SiteState
+from client.privacy.signing import LedgerSigner
+from client.state import SiteState
 from sites.config import InvalidSiteConfig, SiteConfig
 
 # The plan's noise lands a planned run at most 0.1 % below its allocation; a round may take the
@@ -45,7 +45,7 @@ class BudgetExhausted(RuntimeError):
     """Training would take the site past its budget; the site declines. The message is what the
     server is told: it names the site, the round and the numbers, never a local path."""
 
-    def __init__(self, message: str, *, spent: "Spend", plan: PrivacyPlan) -> None:
+    def __init__(self, message: str, *, spent: Spend, plan: PrivacyPlan) -> None:
         super().__init__(message)
         self.spent, self.plan = spent, plan
 

@@ -26,7 +26,7 @@ hooks on them.
 
 Sampling and noise come from a `NoiseSource` (client/privacy/noise.py): by default a ChaCha20
 CSPRNG keyed from the operating system, drawn through opacus's one noise hook `add_noise`
-(client/privacy/noised_optimizer.py); never from the run's public seed: whoever knows the noise can subtract
+(client/privacy/dp_sgd.py); never from the run's public seed: whoever knows the noise can subtract
 it, and whoever knows the batches loses the amplification by subsampling. Only dropout, which
 protects nothing, follows the run seed.
 
@@ -37,22 +37,33 @@ The base model is cached across rounds, so opacus's hooks are taken off again wh
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from opacus import GradSampleModule
+from opacus.optimizers import DPOptimizer, DPPerLayerOptimizer
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 
-from client.privacy.clip_split import FLAT, per_parameter_norms
 from client.data import EncodedSplit
 from client.model import TaskModel
 from client.privacy.noise import NoiseSource, resolve_noise
 from client.privacy.units import PrivacyUnit, UnitIndex, poisson_units, sum_per_unit
-from client.proximal import ProximalPull
-from client.privacy.noised_optimizer import SourcedDPOptimizer, SourcedDPPerLayerOptimizer
-from client.train import OptimizerSettings, TrainResult, check_training_inputs, joint_loss, make_optimizer
+from client.train import (
+    OptimizerSettings,
+    ProximalPull,
+    TrainResult,
+    check_training_inputs,
+    joint_loss,
+    make_optimizer,
+)
 
 log = logging.getLogger(__name__)
+
+FLAT = 0.0
+"""`dp-adapter-clip-share = 0`: one norm over every trainable parameter (see the clipping split
+below)."""
 
 GradSampleMode = Literal["hooks", "functorch"]
 GRAD_SAMPLE_MODES: tuple[str, ...] = ("hooks", "functorch")
@@ -99,7 +110,7 @@ def train_steps_private(
     (a real site) draws from a fresh `CsprngNoise`; `TorchNoise()` is the faster, non-cryptographic
     path; `noise_seed` is short for `TorchNoise(seed=noise_seed)` and replays a round exactly
     (tests and benchmarks). `proximal_mu` > 0 takes FedProx's pull after each noisy step, outside
-    clipping and noise (client/proximal.py). `max_physical_batch_size` > 0 runs each Poisson batch
+    clipping and noise (client/train.py). `max_physical_batch_size` > 0 runs each Poisson batch
     in pieces of at most that many encounters, as opacus's `BatchMemoryManager` does: every piece
     but the last is a skipped step (`signal_skip_step`), in which opacus only clips and sums the
     per-unit gradients; the last adds the noise and steps. Same update, same privacy cost, less
@@ -107,7 +118,7 @@ def train_steps_private(
     own. `optimizer` is settings for a fresh one, or one already made over the model's trainable
     parameters that carries its state from earlier rounds (client/privacy/optimizer_memory.py); opacus
     wraps it for the round, and its state is left in it. `adapter_clip_share` in (0, 1) splits C
-    between adapter and heads (client/privacy/clip_split.py).
+    between adapter and heads (client/privacy/dp_sgd.py).
     """
     check_training_inputs(model, data, steps)
     if not 0 < sample_rate <= 1:
@@ -198,3 +209,80 @@ def _dp_optimizer(model: TaskModel, optimizer: OptimizerSettings | torch.optim.O
         expected_batch_size=expected_batch_size,
         loss_reduction="mean",
     )
+
+
+# -----------------------------------------------------------------------------------------------
+# How DP-SGD's clipping norm C is shared between the adapter and the task heads.
+#
+# With one norm over all trainable parameters (flat, opacus's default), the heads take almost all
+# of it: measured on one synthetic hospital, an encounter's gradient has norm about 118, of which
+# the heads carry about 117 and LoRA about 16, so clipping to C leaves LoRA about C/8 while the
+# noise, σC on every coordinate, is the same for both. `dp-adapter-clip-share = s` in (0, 1)
+# instead clips each parameter tensor on its own (opacus's `DPPerLayerOptimizer`): the adapter's
+# tensors together get s of C² and the heads' the rest, each tensor of a group an equal part. The
+# norms add up to C in the 2-norm, which is what opacus scales the noise by, so each encounter's
+# clipped gradient still has norm at most C, σ and ε are those of flat clipping, and the ledger's
+# `max_grad_norm` stays C. Measured at ε = 8, giving LoRA more did worse (README, Privacy); the
+# option stays so that the measurement can be repeated.
+# -----------------------------------------------------------------------------------------------
+
+
+def per_parameter_norms(optimizer: torch.optim.Optimizer, max_grad_norm: float,
+                        adapter_share: float) -> list[float]:
+    """One clipping norm per trainable parameter, in the order opacus reads them (its param
+    groups, skipping frozen ones): group 0 is the adapter, group 1 (if any) the heads, as
+    `client.train.make_optimizer` builds them. Without heads the adapter gets all of C."""
+    if not 0 < adapter_share < 1:
+        raise ValueError(f"adapter clip share is {adapter_share}; expected 0 < share < 1")
+    groups = [[p for p in group["params"] if p.requires_grad]
+              for group in optimizer.param_groups]
+    if len(groups) > 2 or not groups[0]:
+        raise ValueError(f"expected the optimizer's groups to be [adapter, heads]; got "
+                         f"{len(groups)} group(s) of sizes {[len(g) for g in groups]}")
+    shares = [adapter_share, 1 - adapter_share] if len(groups) == 2 and groups[1] else [1.0]
+    norms = []
+    for group, share in zip(groups, shares):
+        norms += [max_grad_norm * math.sqrt(share / len(group))] * len(group)
+    return norms
+
+
+# -----------------------------------------------------------------------------------------------
+# opacus's DP optimizers with their noise drawn from a `NoiseSource` (client/privacy/noise.py).
+#
+# opacus draws its noise in `DPOptimizer.add_noise` from a `torch.Generator`, and a torch generator
+# cannot be backed by a cryptographic source. So `add_noise` is the one hook overridden here: the
+# same loop (sum of clipped gradients plus N(0, (σC)²) noise per parameter, into `p.grad`, with
+# opacus's processed-flag bookkeeping), the step's draws asked of the source at once. Clipping,
+# accumulation over skipped steps, scaling by the expected batch size and the step itself stay
+# opacus's. The mixin serves `DPOptimizer` and `DPPerLayerOptimizer` alike: per-layer clipping
+# keeps C as the 2-norm of the per-layer norms, which is what the noise is scaled by.
+# -----------------------------------------------------------------------------------------------
+
+
+class SourcedNoise:
+    """Mixin over an opacus DP optimizer: `noise_source` draws the noise."""
+
+    def __init__(self, *args: Any, noise_source: NoiseSource, **kwargs: Any) -> None:
+        if kwargs.get("generator") is not None or kwargs.get("secure_mode"):
+            raise ValueError("`generator`/`secure_mode` are opacus's own noise settings; expected "
+                             "them unset, the `noise_source` decides")
+        super().__init__(*args, **kwargs)
+        self.noise_source = noise_source
+
+    def add_noise(self) -> None:
+        params = self.params
+        for p in params:
+            _check_processed_flag(p.summed_grad)
+        noises = self.noise_source.gaussians(self.noise_multiplier * self.max_grad_norm,
+                                             [p.summed_grad for p in params])
+        for p, noise in zip(params, noises):
+            p.grad = (p.summed_grad + noise).view_as(p)
+            _mark_as_processed(p.summed_grad)
+
+
+class SourcedDPOptimizer(SourcedNoise, DPOptimizer):
+    """`DPOptimizer` (one clipping norm over all parameters) with sourced noise."""
+
+
+class SourcedDPPerLayerOptimizer(SourcedNoise, DPPerLayerOptimizer):
+    """`DPPerLayerOptimizer` (a norm per parameter tensor) with sourced noise."""

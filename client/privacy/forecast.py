@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from client.privacy.budget import Spend, epsilon_with_run, recorded_spend
 from client.privacy.ledger import read_ledger
 from client.privacy.plan import PrivacyPlan, plan_privacy
-from client.privacy.budget import Spend, epsilon_with_run, recorded_spend
-from client.site_state import SiteState
+from client.state import SiteState
 from sites.config import ConsortiumConfig
 from sites.dataset import count_training_units, dataset_fingerprint
 

@@ -10,7 +10,7 @@ The state (AdamW's moments and step count, or SGD's momentum) is computed from t
 gradients only: post-processing of what DP-SGD released to the site itself, so keeping it costs no
 privacy. It never leaves the site (the egress declaration lists adapter and head tensors only).
 
-Files, in the site's own state folder (`client.site_state`):
+Files, in the site's own state folder (`client.state`):
 `<dataset>/runs/<run>/optimizer-state/after-round-<k>.pt`. Round k starts from
 the state after the latest earlier round the site trained, so a round trained again after a crash
 starts where it started the first time, and a round the site declined leaves no file.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from sites.atomic_file import write_atomic
+from sites.files import write_atomic
 
 _NAME = re.compile(r"after-round-(\d+)\.pt")
 

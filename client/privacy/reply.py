@@ -17,9 +17,9 @@ import re
 
 from flwr.app import ConfigRecord, Context
 
-from client.privacy.signing import LedgerSigner
-from client.privacy.plan import PrivacyPlan
 from client.privacy.budget import BudgetExhausted, Charge, Spend
+from client.privacy.plan import PrivacyPlan
+from client.privacy.signing import LedgerSigner
 from sites.config import SiteConfig
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import zlib
 
-from client.privacy.signing import LedgerSigner, simulated_signer
 from client.privacy.noise import CsprngNoise, NoiseSource, TorchNoise
-from client.site_state import SiteState
+from client.privacy.signing import LedgerSigner, simulated_signer
+from client.state import SiteState
 from sites.config import SiteConfig
 
 

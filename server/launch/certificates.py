@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from client.key_files import write_private_file, write_public_file
+from sites.files import write_private_file, write_public_file
 
 log = logging.getLogger(__name__)
 

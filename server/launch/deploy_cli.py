@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 
-
 def _deploy_command(handler):
     """Deployment errors (a missing or wrong certificate, key or address) as one line, exit 2."""
     import functools
@@ -46,7 +45,12 @@ def cmd_deploy_ca(args: argparse.Namespace) -> int:
 @_deploy_command
 def cmd_deploy_server_cert(args: argparse.Namespace) -> int:
     """Coordinator: the SuperLink's TLS certificate, signed by the consortium CA."""
-    from server.launch.certificates import CA_CERT, CA_KEY, CertificatePair, write_server_certificate
+    from server.launch.certificates import (
+        CA_CERT,
+        CA_KEY,
+        CertificatePair,
+        write_server_certificate,
+    )
 
     ca = CertificatePair(cert=args.ca_dir / CA_CERT, key=args.ca_dir / CA_KEY)
     out = args.out or args.ca_dir

@@ -26,7 +26,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.launch.deployment import SuperLinkFiles, run_command, superlink_command, supernode_command
+from server.launch.deployment import (
+    SuperLinkFiles,
+    run_command,
+    superlink_command,
+    supernode_command,
+)
 from server.launch.flower_run import (
     free_port,
     local_superlink_pids,

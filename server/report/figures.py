@@ -12,13 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from server.report.data import (
-    final_entry,
-    oracle,
-    selected_round,
-    sites_with_role,
-    task_values,
-)
+from server.report.data import final_entry, oracle, selected_round, sites_with_role, task_values
 from sites.tasks import TASKS
 
 AUROC_FIGURE = "auroc_per_round.png"

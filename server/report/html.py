@@ -12,7 +12,7 @@ import html
 import re
 from pathlib import Path
 
-from sites.atomic_file import write_atomic
+from sites.files import write_atomic
 
 _IMAGE = re.compile(r'<img([^>]*?)src="([^"]+)"')
 _STYLE = """

@@ -20,8 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.report.privacy import FIGURE as PRIVACY_FIGURE
-from server.report.privacy import plot_privacy, render_privacy_section
 from server.report.data import (
     final_entry,
     first_entry,
@@ -42,6 +40,8 @@ from server.report.figures import (
     plot_rounds,
 )
 from server.report.html import write_html
+from server.report.privacy import FIGURE as PRIVACY_FIGURE
+from server.report.privacy import plot_privacy, render_privacy_section
 from server.report.sections import (
     calibration_lines,
     egress_lines,
@@ -148,7 +148,8 @@ def _loss(value: float | None) -> str:
 
 
 def _training_table(metrics: dict) -> list[str]:
-    lines = ["| round | site | loss | steps | train examples | upload bytes |", "|---:|---|---:|---:|---:|---:|"]
+    lines = ["| round | site | loss | steps | train examples | upload bytes |",
+             "|---:|---|---:|---:|---:|---:|"]
     for entry in metrics["rounds"]:
         for site, values in entry["training"].items():
             lines.append(

@@ -18,15 +18,15 @@ import torch
 from client.evaluate import VALIDATION_PREFIX
 from server.round_selection import Selection
 from server.settings import ServerSettings
-from sites.atomic_file import write_atomic
 from sites.config import ConsortiumConfig
+from sites.files import write_atomic
 from strategies import RunLog
 from strategies.options import options_used
 
 TASK_FIELDS = ("auroc", "auroc_low", "auroc_high", "n", "prevalence", "oracle_auroc", "ece")
 """Scalar per-task fields sites send as `<task>.<field>`; `auroc_low`/`auroc_high` become `ci`."""
 RELIABILITY_FIELDS = ("confidence", "frequency", "count")
-"""Per-task lists of 10 bins sites send as `<task>.reliability_<field>` (see client.calibration)."""
+"""Per-task lists of 10 bins sites send as `<task>.reliability_<field>` (see client.evaluate)."""
 VALIDATION_FIELDS = ("auroc", "n")
 """Sent as `validation.<task>.<field>` for round selection; absent from runs before selection."""
 
@@ -177,7 +177,7 @@ def egress_summary(consortium: ConsortiumConfig, run_log: RunLog, run_name: str)
             "bytes": sum(int(v["bytes"]) for v in seen.values()),
             "match": all(bool(v["match"]) for v in seen.values()),
             "mismatched_rounds": sorted(r for r, v in seen.items() if not v["match"]),
-            # where the site keeps its log, inside its own state folder (client/site_state.py)
+            # where the site keeps its log, inside its own state folder (client/state.py)
             "log": (f"<state folder of {site.name}>/{_dataset(run_log, site.name)}/runs/"
                     f"{run_name}/egress-log.jsonl"),
         }

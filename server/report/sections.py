@@ -11,7 +11,7 @@ before the fields they need existed.
 
 from __future__ import annotations
 
-from client.calibration import MIN_BIN_COUNT
+from client.evaluate import MIN_BIN_COUNT
 from server.report.data import (
     final_entry,
     has_calibration,

@@ -35,8 +35,8 @@ from client.model import ModelSettings, build_model, trainable_state
 from server.report.metrics_file import nest_site_metrics
 from server.round_selection import CRITERION, RoundArrays, select_round
 from server.settings import ServerSettings
-from sites.atomic_file import write_atomic
 from sites.config import ConsortiumConfig
+from sites.files import write_atomic
 from sites.pooling import POOLED_SITE
 from strategies import SiteRoster, build_strategy
 

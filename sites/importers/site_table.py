@@ -20,7 +20,7 @@ from sites.dataset import InvalidSiteData, TrainingUnits, validate_site_table
 from sites.importers.describe import describe_source
 from sites.importers.split_rules import apply_split_rule
 from sites.importers.tables import read_columns, read_mapped_table
-from sites.site_settings import SplitByColumn, SplitByDate, SplitByPatient
+from sites.site_settings import SplitByColumn, SplitByDate
 from sites.tasks import SPLIT_COLUMN, SPLITS
 
 

@@ -68,10 +68,13 @@ class SiteConfig:
     role: Role
     """`train`: takes part in training; `external`: evaluated only (a held-out health system)."""
     data: DataSource
+    """Where the site's encounter table (or dataset folder) is and how its columns map to ours."""
     tasks: tuple[str, ...]
     """Task names of `sites.tasks.TASKS` whose labels this site has."""
     training: TrainingSettings = TrainingSettings()
+    """How the site trains in each round (ignored for an external site)."""
     evaluation: EvaluationSettings = EvaluationSettings()
+    """How the site evaluates the global model."""
     device: str = "auto"
     """`auto` (cuda when available, else cpu), `cpu`, `cuda` or `cuda:N`."""
     synthetic: SyntheticSpec | None = None
@@ -138,9 +141,11 @@ class ConsortiumConfig:
     """A federation: a seed and its sites, in order (simulation partition N is `sites[N]`)."""
 
     name: str
+    """The consortium's name, shown in reports."""
     seed: int
     """Seeds the synthetic generator (each site derives its own seed from it and its name)."""
     sites: tuple[SiteConfig, ...]
+    """The sites, in order: inline site mappings or paths of site YAML files."""
     source: Path | None = None
 
     def __post_init__(self) -> None:

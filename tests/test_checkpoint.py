@@ -19,7 +19,7 @@ from sites.config import load_consortium
 from sites.dataset import TrainingUnits
 from strategies import ClientDP, RunLog, SiteEntry, SiteRoster, build_strategy
 from strategies.continued_rounds import ContinuedRounds
-from strategies.dp_fedavg import ClientLevelPrivacy
+from strategies.run_log import ClientLevelPrivacy
 from strategies.run_log_state import run_log_from_dict, run_log_to_dict
 from tests.consortium_fixtures import write_small_consortium
 from tests.flower_fakes import FakeGrid, set_task_identity

@@ -16,7 +16,7 @@ from client.privacy.signing import simulated_signer
 from client.state import SiteState
 from server.checkpoint import NoCheckpoint, RoundCheckpointer, load_checkpoint, load_run_config
 from sites.config import load_consortium
-from sites.dataset import TrainingUnits
+from sites.encounter_table import TrainingUnits
 from strategies import ClientDP, RunLog, SiteEntry, SiteRoster, build_strategy
 from strategies.continued_rounds import ContinuedRounds
 from strategies.run_log import ClientLevelPrivacy

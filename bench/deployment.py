@@ -108,14 +108,9 @@ def train_reply(site: SiteConfig, run_name: str, server_round: int) -> RecordDic
     privacy record, and the egress record from its log (whose digest must match the content)."""
     from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
-    from client.egress import (
-        EGRESS_RECORD,
-        egress_log_path,
-        manifest_digest,
-        read_egress_log,
-        reply_manifest,
-    )
+    from client.egress import egress_log_path, read_egress_log
     from client.state import RoundReplies, as_array_record
+    from strategies.exchange import EGRESS_RECORD, manifest_digest, reply_manifest
 
     stored = RoundReplies(site, run_name).load(server_round)
     sent = next(e for e in read_egress_log(egress_log_path(site, run_name))

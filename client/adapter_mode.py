@@ -13,7 +13,8 @@ and what it may send:
   LoRA of its *own* rank (`training.lora_rank` in its YAML) and sends that with the heads.
 
 The mode travels in the message config (`adapter-mode`), set by the strategy; a message without it
-is `full`. Under any mode a site sends only tensors its own model declares (client/egress.py).
+is `full`. The mode names, that key and the tensor keys are the wire's (strategies/exchange.py).
+Under any mode a site sends only tensors its own model declares (client/egress.py).
 """
 
 from __future__ import annotations
@@ -21,29 +22,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 from flwr.app import ConfigRecord
 
-from client.model import (
-    ADAPTER_PREFIX,
-    HEAD_PREFIX,
-    LoraSettings,
-    ModelSettings,
-    TaskModel,
-    load_trainable_state,
-    trainable_state,
-)
+from client.model import ModelSettings, TaskModel, load_trainable_state, trainable_state
 from client.settings import InvalidRunConfig
 from sites.config import SiteConfig
 from sites.site_settings import FaultSettings
-
-AdapterMode = Literal["full", "ffa", "flora"]
-MODE_KEY = "adapter-mode"
-LORA_A = ".lora_A."
-FOLD_PREFIX = "fold."
-"""Keys of the stacked global update under FLoRA: `fold.<peft key of A or B>`."""
+from strategies.exchange import FOLD_PREFIX, HEAD_PREFIX, LORA_A, MODE_KEY, AdapterMode, is_lora_a
 
 
 def message_adapter_mode(config: ConfigRecord) -> AdapterMode:
@@ -71,10 +59,6 @@ def site_model_settings(settings: ModelSettings, site: SiteConfig,
             f"rank {settings.lora.r}; per-site ranks need `strategy = \"flora\"` (or remove "
             "`lora_rank` from the site YAML)")
     return replace(settings, lora=replace(settings.lora, r=rank))
-
-
-def is_lora_a(key: str) -> bool:
-    return key.startswith(ADAPTER_PREFIX) and LORA_A in key
 
 
 def set_trainable(model: TaskModel, mode: AdapterMode) -> None:
@@ -118,12 +102,6 @@ def load_global_state(model: TaskModel, arrays: Mapping[str, np.ndarray], mode: 
     state = trainable_state(model)  # the fresh adapter, and the heads to overwrite
     heads = {k: v for k, v in arrays.items() if k.startswith(HEAD_PREFIX)}
     load_trainable_state(model, {**state, **heads})
-
-
-def flora_lora(lora: LoraSettings, rank: int) -> LoraSettings:
-    """LoRA settings under which stacked factors of total `rank` are a plain peft adapter: scaling
-    alpha/r = 1, because the stacked B already carries each site's weight and scaling."""
-    return replace(lora, r=rank, alpha=rank, dropout=0.0)
 
 
 # -----------------------------------------------------------------------------------------------

@@ -59,7 +59,8 @@ from client.site import resolve_site, site_runtime
 from client.state import RoundReplies, SiteState, StoredReply, arrays_digest, as_array_record
 from client.train import make_optimizer, train_steps
 from sites.config import SiteConfig
-from sites.dataset import TrainingUnits, dataset_fingerprint
+from sites.dataset import dataset_fingerprint
+from sites.encounter_table import TrainingUnits
 
 app = ClientApp()
 log = logging.getLogger(__name__)

@@ -18,20 +18,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
 from client.letter_scoring import prompt_suffix
-from client.model import MAX_LENGTH_LIMIT, ResolvedScoring
 from sites.tasks import ID_COLUMNS, NOTE_COLUMNS, SPLIT_COLUMN, SPLITS, TASKS, NoteType
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 PATIENT_COLUMN = ID_COLUMNS[1]
+MAX_LENGTH_LIMIT = 512
+"""Longest note prefix (tokens) we encode: BERT-family position tables stop at 512."""
+ResolvedScoring = Literal["head", "letters"]
+"""How a model reads a note, `auto` resolved (`client.model.resolve_scoring`): `head` reads each
+bare note type, `letters` one prompt per task; so it says what is encoded."""
 
 
 @dataclass

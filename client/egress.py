@@ -17,13 +17,13 @@ Before a reply is handed to Flower, `attest`
 3. appends one line to the site's append-only egress log on its own disk, and only then
 4. adds a small `egress` record (digest, tensor count, bytes) to the reply.
 
-The server (`strategies.site_aware`) calls `reply_manifest` and `manifest_digest` on what arrived,
-so a reviewer compares the digest the site logged with the digest the server recorded.
+The manifest and its digest are computed by `strategies.exchange`, which the server
+(`strategies.site_aware`) runs on what arrived, so a reviewer compares the digest the site logged
+with the digest the server recorded.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import weakref
@@ -35,19 +35,27 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from strategies.exchange import (
+    ADAPTER_PREFIX,
+    EGRESS_RECORD,
+    HEAD_PREFIX,
+    NUM_BINS,
+    TRAIN_METRIC_KEYS,
+    canonical_json,
+    manifest_digest,
+    manifest_totals,
+    metric_keys,
+    reply_manifest,
+    validation_keys,
+)
+
 if TYPE_CHECKING:
     from client.model import TaskModel
 
-EGRESS_RECORD = "egress"
-"""Name of the ConfigRecord a reply carries: {"digest", "tensors", "bytes"}."""
 WIRE_DTYPE = "float32"
 """The only dtype a site sends: `client.model.trainable_state` converts every tensor to it."""
 SERIALIZATION = "numpy.ndarray"
 """The flwr `Array.stype` of a numpy array: its bytes are `numpy.save`'s, header included."""
-NUMBER_BYTES = 8
-"""Bytes counted per metric or numeric config value (Flower sends them as 64-bit numbers)."""
-TRAIN_METRIC_KEYS = frozenset({"num-examples", "train-loss", "steps"})
-"""The aggregate metrics a training reply may carry."""
 TRAIN_CONFIG_RECORDS = frozenset({"privacy"})
 """ConfigRecords a training reply may carry (`client.privacy.reply`): scalars and strings only."""
 
@@ -75,7 +83,7 @@ class Declaration:
     """Tensor name -> spec; empty: the reply may carry no tensors."""
     metric_keys: frozenset[str] = frozenset()
     bin_keys: frozenset[str] = frozenset()
-    """Metric keys whose value is a list of `client.evaluate.NUM_BINS` numbers, not a scalar."""
+    """Metric keys whose value is a list of `strategies.exchange.NUM_BINS` numbers, not a scalar."""
     config_records: frozenset[str] = frozenset()
 
 
@@ -95,8 +103,6 @@ def declared_spec(model: TaskModel) -> dict[str, TensorSpec]:
 
 
 def _spec_from_parameters(model: TaskModel) -> dict[str, TensorSpec]:
-    from client.model import ADAPTER_PREFIX, HEAD_PREFIX
-
     # peft names a parameter `...lora_A.<adapter>.weight`; its state-dict key drops `.<adapter>`.
     adapter = f".{model.backbone.active_adapter}."
     # LoRA parameters by name, not by `requires_grad`: FFA-LoRA freezes A for some messages only.
@@ -118,9 +124,8 @@ def train_declaration(model: TaskModel, *, without_lora_a: bool = False) -> Decl
 
 
 def evaluate_declaration(tasks: Iterable[str]) -> Declaration:
-    """An evaluation reply: the metric keys of `tasks` (`client.evaluate`) and `num-examples`."""
-    from client.evaluate import metric_keys, validation_keys
-
+    """An evaluation reply: the metric keys of `tasks` (`strategies.exchange`) and
+    `num-examples`."""
     tasks = tuple(tasks)
     keys = metric_keys(tasks) + validation_keys(tasks) + ["num-examples"]
     return Declaration(metric_keys=frozenset(keys),
@@ -133,76 +138,7 @@ def query_declaration() -> Declaration:
     return Declaration(config_records=TRAIN_CONFIG_RECORDS)
 
 
-# --- 2. The manifest: what a reply carries, byte for byte -----------------------------------------
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no spaces, ASCII, no NaN: the same text for the same value on both sides."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def tensor_entry(array: Array) -> dict[str, Any]:
-    """Shape, dtype, byte count and SHA-256 of the tensor's serialized bytes."""
-    data = bytes(array.data)
-    return {"shape": list(array.shape), "dtype": str(array.dtype), "bytes": len(data),
-            "sha256": _sha256(data)}
-
-
-def _canonical_value(value: Any) -> Any:
-    """Floats as their exact `repr` (NaN and inf included), bytes as hex; the rest as is."""
-    if isinstance(value, list):
-        return [_canonical_value(v) for v in value]
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, bytes):
-        return {"hex": value.hex()}
-    return value
-
-
-def value_entry(value: Any) -> dict[str, Any]:
-    """Count, bytes and SHA-256 of a metric or config value (a scalar, string or list)."""
-    values = value if isinstance(value, list) else [value]
-    size = sum(len(v.encode()) if isinstance(v, str) else len(v) if isinstance(v, bytes)
-               else NUMBER_BYTES for v in values)
-    return {"values": len(values), "bytes": size,
-            "sha256": _sha256(canonical_json(_canonical_value(value)).encode("ascii"))}
-
-
-def reply_manifest(content: RecordDict) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
-    """{"arrays"|"metrics"|"configs": {record name: {key: entry}}} over every record of a reply
-    except the `egress` record itself; the same function runs at the site and at the server."""
-    manifest: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
-        "arrays": {}, "metrics": {}, "configs": {}}
-    for name in sorted(content.keys()):
-        if name == EGRESS_RECORD:
-            continue
-        record = content[name]
-        if isinstance(record, ArrayRecord):
-            manifest["arrays"][name] = {k: tensor_entry(record[k]) for k in record.keys()}
-        else:
-            kind = "metrics" if isinstance(record, MetricRecord) else "configs"
-            manifest[kind][name] = {k: value_entry(v) for k, v in record.items()}
-    return manifest
-
-
-def manifest_digest(manifest: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of the manifest's canonical JSON."""
-    return _sha256(canonical_json(manifest).encode("ascii"))
-
-
-def manifest_totals(manifest: Mapping[str, Any]) -> tuple[int, int]:
-    """(number of tensors, bytes of every tensor and value) in a manifest."""
-    entries = [entry for kind in manifest.values() for record in kind.values()
-               for entry in record.values()]
-    tensors = sum(len(record) for record in manifest["arrays"].values())
-    return tensors, sum(int(entry["bytes"]) for entry in entries)
-
-
-# --- 3. The check: the declaration, nothing else ------------------------------------------------
+# --- 2. The check: the declaration, nothing else ------------------------------------------------
 
 def _listed(keys: Iterable[str], limit: int = 6) -> str:
     keys = sorted(keys)
@@ -234,8 +170,6 @@ def check_tensors(record: ArrayRecord, spec: Mapping[str, TensorSpec]) -> None:
 
 def check_metrics(record: MetricRecord, declared: Declaration) -> None:
     """Declared keys only; scalars, or lists of NUM_BINS numbers under the reliability keys."""
-    from client.evaluate import NUM_BINS
-
     for key, value in record.items():
         if key not in declared.metric_keys:
             raise EgressRefused(f"metric `{key}` is not declared; expected one of "
@@ -274,7 +208,7 @@ def check_reply(content: RecordDict, declared: Declaration) -> None:
                                 f"this reply; expected only {_listed(allowed)}")
 
 
-# --- 4. The egress log, and the reply that leaves ---------------------------------------------
+# --- 3. The egress log, and the reply that leaves (its manifest: strategies.exchange) ---------
 
 @dataclass(frozen=True)
 class EgressLog:
@@ -329,15 +263,3 @@ def attest(content: RecordDict, declared: Declaration, *, log: EgressLog, kind: 
                 "manifest": manifest})
     content[EGRESS_RECORD] = ConfigRecord({"digest": digest, "tensors": tensors, "bytes": size})
     return content
-
-
-def received_egress(content: RecordDict) -> dict[str, Any]:
-    """The server's side: {"sent_digest" (from the reply's `egress` record; None if absent),
-    "received_digest" (recomputed from the content), "match", "tensors", "bytes"}: JSON-able."""
-    received = reply_manifest(content)
-    tensors, size = manifest_totals(received)
-    sent = content[EGRESS_RECORD] if EGRESS_RECORD in content else ConfigRecord()
-    sent_digest = str(sent["digest"]) if "digest" in sent else None
-    digest = manifest_digest(received)
-    return {"sent_digest": sent_digest, "received_digest": digest,
-            "match": sent_digest == digest, "tensors": tensors, "bytes": size}

@@ -2,7 +2,9 @@
 
 The metric keys depend only on the task list, never on the data: Flower stops a round when sites
 reply with different keys, so an undefined value (no oracle columns on real data, one class only
-in a small split) is NaN, not a missing key.
+in a small split) is NaN, not a missing key. The keys, the reliability bins and the smallest bin a
+site may publish are the wire's (strategies/exchange.py: `metric_keys`, `validation_keys`,
+`NUM_BINS`, `MIN_BIN_COUNT`).
 """
 
 from __future__ import annotations
@@ -20,15 +22,7 @@ from client.data import EncodedSplit
 from client.model import MultiTaskModel, TaskModel
 from client.precision import autocast
 from sites.tasks import TASKS
-
-METRIC_SUFFIXES = ("auroc", "auroc_low", "auroc_high", "n", "prevalence", "oracle_auroc",
-                   "ece", "reliability_confidence", "reliability_frequency", "reliability_count")
-"""Per-task metric names; the `reliability_*` ones are lists of `calibration.NUM_BINS` floats."""
-
-
-def metric_keys(tasks: Sequence[str]) -> list[str]:
-    """Keys of `evaluate_split`'s result for `tasks`, in order."""
-    return [f"{t}.{s}" for t in tasks for s in METRIC_SUFFIXES] + ["loss"]
+from strategies.exchange import MIN_BIN_COUNT, NUM_BINS, VALIDATION_PREFIX
 
 
 @torch.no_grad()
@@ -96,7 +90,7 @@ def evaluate_split(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[st
                    batch_size: int, seed: int, n_resamples: int = 1000) -> dict[str, float]:
     """Per-task AUROC with a 95 % stratified bootstrap interval, n, prevalence and the oracle's
     AUROC (the ceiling on synthetic data), plus `loss`: the mean over tasks of the cross-entropy.
-    Keys are exactly `metric_keys(tasks)` whatever the data."""
+    Keys are exactly `strategies.exchange.metric_keys(tasks)` whatever the data."""
     tasks = tuple(tasks)
     logp = log_probs(model, data, tasks, batch_size=batch_size)
     metrics: dict[str, float] = {}
@@ -109,16 +103,6 @@ def evaluate_split(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[st
             losses.append(float(-logp[task][np.arange(y.size), y].mean()))
     metrics["loss"] = float(np.mean(losses)) if losses else math.nan
     return metrics
-
-
-VALIDATION_PREFIX = "validation."
-"""Validation metrics are keyed `validation.<task>.auroc|n`: the server selects the best round on
-them (never on test), so they travel beside the test metrics under their own names."""
-
-
-def validation_keys(tasks: Sequence[str]) -> list[str]:
-    """Keys of `validation_metrics`'s result for `tasks`, in order."""
-    return [f"{VALIDATION_PREFIX}{t}.{s}" for t in tasks for s in ("auroc", "n")]
 
 
 def validation_metrics(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[str], *,
@@ -244,12 +228,6 @@ def bootstrap_ci(y: np.ndarray, probs: np.ndarray, *, n_resamples: int = 1000, s
 # Every list has exactly `NUM_BINS` entries whatever the data: Flower zips list metrics across sites
 # elementwise and strictly, and sites must reply with identical keys.
 # -----------------------------------------------------------------------------------------------
-
-
-NUM_BINS = 10
-"""Equal-width reliability bins on [0, 1]."""
-MIN_BIN_COUNT = 10
-"""Fewest encounters whose pooled confidence and outcome a site may publish."""
 
 
 @dataclass(frozen=True)

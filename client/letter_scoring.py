@@ -17,27 +17,23 @@ letter rows are kept: full-vocabulary logits at every position would cost B × L
 The letter ids come from the tokenizer, never from a hard-coded table: tokenize the cue followed by
 ` A` and the cue alone and take the one extra token. A tokenizer that cannot say each letter in
 one token (or says two letters with the same token) cannot be scored this way, and we say so.
+
+This module is the protocol (the prompt's text, the letters' token ids, the record written next to
+the adapter); the model that scores this way, `LetterModel`, sits beside the head model in
+client/model.py, and the prompts are tokenized once in client/data.py.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from client.model import ModelSettings, TaskModel, add_lora, load_tokenizer, pool, resolve_base_path
-from sites.tasks import OPTION_LETTERS, TASKS
+from sites.tasks import TASKS
 
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig, PreTrainedTokenizerBase
-
-    from client.data import EncodedSplit
-
-log = logging.getLogger(__name__)
+    from transformers import PreTrainedTokenizerBase
 
 ANSWER_CUE = "Answer:"
 """Ends every prompt; the answer letter follows it after a space (`Answer: B`)."""
@@ -82,76 +78,14 @@ def letter_token_ids(tokenizer: PreTrainedTokenizerBase, letters: str, *, base: 
     return tuple(ids)
 
 
-class LetterModel(TaskModel):
-    """peft-wrapped causal LM scored by the answer letters' logits; it has no heads."""
-
-    scoring = "letters"
-
-    def __init__(self, backbone: nn.Module, tasks: tuple[str, ...], letter_ids: tuple[int, ...]
-                 ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.heads = nn.ModuleDict()  # nothing but the adapter is trained or exchanged
-        self._tasks = tuple(tasks)
-        self.letter_ids = tuple(letter_ids)
-        """Token id of `A`, `B`, … after the cue, as many as the task with most classes needs."""
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return self._tasks
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Letter logits [B, len(letter_ids)] at the last real token of each right-padded prompt."""
-        causal_lm = self.backbone.get_base_model()  # LoRA layers live inside it
-        hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
-                                         use_cache=False).last_hidden_state
-        last = pool(hidden, attention_mask, "last")
-        letters = torch.tensor(self.letter_ids, device=last.device)
-        return causal_lm.get_output_embeddings()(last)[:, letters]
-
-    def task_logits(self, data: EncodedSplit, index: torch.Tensor, tasks: tuple[str, ...]
-                    ) -> dict[str, torch.Tensor]:
-        """One decoder pass per task over its own prompt; the first K letters' logits."""
-        missing = [t for t in tasks if t not in data.prompts]
-        if missing:
-            raise KeyError(f"encoded split has no prompts for task `{missing[0]}`; expected data "
-                           "encoded with `scoring` 'letters' (client.data.encode_site)")
-        device = self.device
-        return {t: self(*data.prompts[t].batch(index, device))[:, : TASKS[t].num_classes]
-                for t in tasks}
-
-
-def build_letter_model(settings: ModelSettings, config: PretrainedConfig, *,
-                       device: torch.device) -> LetterModel:
-    """Load the frozen causal LM (`AutoModelForCausalLM`) and add the seeded LoRA adapter."""
-    from transformers import AutoModelForCausalLM
-
-    path = resolve_base_path(settings.base)
-    most = max(TASKS[t].num_classes for t in settings.tasks)
-    letter_ids = letter_token_ids(load_tokenizer(settings), OPTION_LETTERS[:most],
-                                  base=settings.base)
-    base = AutoModelForCausalLM.from_pretrained(
-        path, config=config, local_files_only=True, dtype=torch.float32
-    )
-    vocab = base.get_output_embeddings().out_features
-    if max(letter_ids) >= vocab:
-        raise LetterTokenError(f"`base` {settings.base!r}: letter token ids {letter_ids} exceed "
-                               f"the output vocabulary ({vocab}); expected a matching tokenizer")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        backbone = add_lora(base, settings, device=device)
-    log.info("built %s (answer-letter scoring) with LoRA r=%d on %s", path.name,
-             settings.lora.r, device)
-    return LetterModel(backbone, settings.tasks, letter_ids)
-
-
-def save_letter_prompts(model: LetterModel, out_dir: Path) -> None:
-    """Record, next to the adapter, how each task was posed and which tokens were scored."""
+def save_letter_prompts(tasks: Sequence[str], letter_ids: Sequence[int], out_dir: Path) -> None:
+    """Record, next to the adapter, how each of `tasks` was posed and which tokens were scored
+    (`letter_ids`: the token id of `A`, `B`, … as `letter_token_ids` gave them)."""
     prompts = {
         t: {"prompt_suffix": prompt_suffix(t), "letters": list(TASKS[t].letters),
-            "letter_token_ids": list(model.letter_ids[: TASKS[t].num_classes]),
+            "letter_token_ids": list(letter_ids[: TASKS[t].num_classes]),
             "class_names": list(TASKS[t].class_names)}
-        for t in model.tasks
+        for t in tasks
     }
     record = {"scoring": "letters", "answer_cue": ANSWER_CUE, "tasks": prompts}
     (Path(out_dir) / PROMPTS_FILE).write_text(json.dumps(record, indent=2) + "\n")

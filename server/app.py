@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
@@ -136,9 +137,11 @@ def main(grid: Grid, context: Context) -> None:
 def _load_selected(strategy, model, arrays: ArrayRecord, settings: ServerSettings):
     """The model holding a global state as a peft adapter and heads: `model` itself, or one of
     another rank when the strategy's state is not the run's adapter (FLoRA's stacked update)."""
-    model_settings, state = strategy.peft_state({k: v.numpy() for k, v in arrays.items()},
-                                                settings.client.model)
-    if model_settings != settings.client.model:
+    lora, state = strategy.peft_state({k: v.numpy() for k, v in arrays.items()})
+    run = settings.client.model
+    model_settings = run if lora is None else replace(run, lora=replace(
+        run.lora, r=lora.r, alpha=lora.alpha, dropout=lora.dropout))
+    if model_settings != run:
         model = build_model(model_settings, device=torch.device("cpu"))
     load_trainable_state(model, state)
     return model

@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     from client.settings import InvalidRunConfig
     from client.state import StateFolderClaimed
     from sites.config import InvalidSiteConfig
-    from sites.dataset import InvalidSiteData
+    from sites.encounter_table import InvalidSiteData
 
     try:
         return args.handler(args)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from flwr.app import ArrayRecord, MetricRecord
 
-from client.evaluate import VALIDATION_PREFIX
+from strategies.exchange import VALIDATION_PREFIX
 
 CRITERION = ("highest mean validation AUROC over the training sites and tasks, among rounds "
              "1..R (test data never selects)")

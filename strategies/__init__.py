@@ -1,6 +1,7 @@
 """Aggregation rules over LoRA adapters, chosen by the run config's `strategy` key.
 
-Each is a Flower strategy with lang1-fl's site awareness mixed in (strategies/site_aware.py):
+Each is a Flower strategy with lang1-fl's site awareness mixed in (strategies/site_aware.py);
+what travels between a site and the server is named once, in strategies/exchange.py:
 
 | `strategy`     | rule                                                        | module        |
 |----------------|-------------------------------------------------------------|---------------|
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from flwr.serverapp.strategy import Strategy
 
-from strategies.dp_fedavg import ClientDP, ClientLevelDPFedAvg, ClientLevelPrivacy
+from strategies.dp_fedavg import ClientDP, ClientLevelDPFedAvg
 from strategies.fedadam import AdapterFedAdam
 from strategies.fedavg import AdapterFedAvg
 from strategies.fedprox import AdapterFedProx
@@ -28,7 +29,8 @@ from strategies.flora import FLoRA
 from strategies.options import StrategyOptions
 from strategies.robust import RobustMedian, RobustMultiKrum, RobustTrimmedMean
 from strategies.roster import SiteEntry, SiteRoster
-from strategies.site_aware import RunLog, SiteAware
+from strategies.run_log import ClientLevelPrivacy, RunLog
+from strategies.site_aware import SiteAware
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "fedavg": AdapterFedAvg,

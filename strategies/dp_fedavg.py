@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
@@ -63,7 +63,8 @@ from flwr.supercore.privacy_accounting import (
 from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
 from strategies.roster import SiteRoster
-from strategies.site_aware import RunLog, SiteAware
+from strategies.run_log import ClientLevelPrivacy, RunLog
+from strategies.site_aware import SiteAware
 
 log = logging.getLogger(__name__)
 
@@ -81,33 +82,6 @@ class ClientDP:
     """C: L2 bound on one site's update (adapter + heads, all tensors together), per round."""
     delta: float
     """δ of the (ε, δ) reported; the unit is a site, so δ ≪ 1/#sites."""
-
-
-@dataclass
-class ClientLevelPrivacy:
-    """What the report shows about client-level DP: the settings and ε after each round."""
-
-    noise_multiplier: float
-    clipping_norm: float
-    delta: float
-    num_sites: int
-    accountant: str = "rdp"
-    privacy_unit: str = "site"
-    released_rounds: list[int] = field(default_factory=list)
-    epsilon_per_round: dict[int, float] = field(default_factory=dict)
-    """round -> cumulative ε after it (a skipped round repeats the previous value)."""
-
-    @property
-    def noise_std(self) -> float:
-        """Per-coordinate std of the noise on the averaged update: z·C/N."""
-        return self.noise_multiplier * self.clipping_norm / self.num_sites
-
-    @property
-    def epsilon(self) -> float:
-        """ε after every round so far (0.0 before any release)."""
-        if not self.epsilon_per_round:
-            return 0.0
-        return self.epsilon_per_round[max(self.epsilon_per_round)]
 
 
 class EqualSiteWeights:
@@ -199,8 +173,8 @@ class ClientLevelDPFedAvg(DifferentialPrivacyServerSideFixedClipping):
     def initial_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
         return self.strategy.initial_arrays(arrays)
 
-    def peft_state(self, arrays, settings):
-        return self.strategy.peft_state(arrays, settings)
+    def peft_state(self, arrays):
+        return self.strategy.peft_state(arrays)
 
     def strategy_state(self) -> dict:
         return self.strategy.strategy_state()

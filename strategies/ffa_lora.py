@@ -2,10 +2,11 @@
 
 Every site starts from the server's initial adapter, whose A comes from the seed all sites and the
 server share (client.model.build_model), and keeps that A frozen (`adapter-mode = "ffa"`,
-client/adapter_mode.py). A site's update is then B_k·A with the same A everywhere, so FedAvg of
-the B's is exact: (Σ p_k B_k)·A = Σ p_k (B_k·A) — unlike averaging A and B separately, which adds
-cross terms no site learned. Sites send B and the heads only, about half of the adapter upload,
-and under DP-SGD the noise is spread over half as many adapter coordinates.
+strategies/exchange.py; the site's side is client/adapter_mode.py). A site's update is then B_k·A
+with the same A everywhere, so FedAvg of the B's is exact: (Σ p_k B_k)·A = Σ p_k (B_k·A) — unlike
+averaging A and B separately, which adds cross terms no site learned. Sites send B and the heads
+only, about half of the adapter upload, and under DP-SGD the noise is spread over half as many
+adapter coordinates.
 
 The rule is Flower's FedAvg over what arrives (B and heads); A is put back from the global adapter
 the round started from, so the global state keeps its full shape for evaluation and checkpoints.
@@ -19,7 +20,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from client.adapter_mode import MODE_KEY, is_lora_a
+from strategies.exchange import MODE_KEY, is_lora_a
 from strategies.site_aware import SiteAware
 
 

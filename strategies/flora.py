@@ -1,34 +1,39 @@
-"""FLoRA (Wang et al., 2024): stack the sites' LoRA factors, so the global update is exact and
-sites may train different ranks.
+"""FLoRA (Wang et al., 2024): stack the sites' LoRA factors, so the global update is exact and sites
+may train different ranks.
 
-Averaging A's and B's separately gives (Σ p_k B_k)(Σ p_k A_k), which is not Σ p_k B_k·A_k and
-is not even defined when ranks differ. Stacking is exact: with B = [p_1 s_1 B_1 | … | p_K s_K B_K]
+Averaging A's and B's separately gives (Σ p_k B_k)(Σ p_k A_k), which is not Σ p_k B_k·A_k and is not
+even defined when ranks differ. Stacking is exact: with B = [p_1 s_1 B_1 | … | p_K s_K B_K]
 (columns) and A = [A_1; …; A_K] (rows), B·A = Σ p_k s_k B_k·A_k, the weighted sum of the sites'
 updates (s_k = alpha / r_k, peft's scaling at site k; p_k = its share of training examples).
 
 The global state is the federation's whole update so far, kept as stacked factors under `fold.*`
-keys, plus the heads (FedAvg). Each round's stack is appended to it; every site folds it into its
-frozen base and trains a fresh adapter of its own rank on top (client/lora_fold.py,
-`adapter-mode = "flora"`). The stack's rank grows by Σ r_k per round; once it exceeds the layer's
-smaller dimension it is re-factored exactly by SVD to that dimension (a product of that size has
-no higher rank), so it never grows past the size of a dense update. The run's adapter is the stack
-itself: a LoRA of rank R with alpha = R (scaling 1), which `PeftModel.from_pretrained` loads.
+keys (strategies/exchange.py), plus the heads (FedAvg). Each round's stack is appended to it; every
+site folds it into its frozen base and trains a fresh adapter of its own rank on top
+(client/lora_fold.py, `adapter-mode = "flora"`). The stack's rank grows by Σ r_k per round; once it
+exceeds the layer's smaller dimension it is re-factored exactly by SVD to that dimension (a product
+of that size has no higher rank), so it never grows past the size of a dense update. The run's
+adapter is the stack itself: a LoRA of rank R with alpha = R (scaling 1), which
+`PeftModel.from_pretrained` loads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from client.adapter_mode import FOLD_PREFIX, MODE_KEY, flora_lora
-from client.lora_fold import fold_pairs
-from client.model import ADAPTER_PREFIX, HEAD_PREFIX, ModelSettings
-from strategies.site_aware import SiteAware
+from strategies.exchange import (
+    ADAPTER_PREFIX,
+    FOLD_PREFIX,
+    HEAD_PREFIX,
+    MODE_KEY,
+    as_fold_arrays,
+    fold_pairs,
+)
+from strategies.site_aware import LoraOverride, SiteAware
 
 Factors = dict[str, tuple[np.ndarray, np.ndarray]]
 """module name -> (A [rank, in], B [out, rank])."""
@@ -72,14 +77,6 @@ def refactor(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return a, b
     u, s, vt = np.linalg.svd(b.astype(np.float64) @ a.astype(np.float64), full_matrices=False)
     return vt[:limit].astype(np.float32), (u[:, :limit] * s[:limit]).astype(np.float32)
-
-
-def as_fold_arrays(factors: Factors) -> dict[str, np.ndarray]:
-    out = {}
-    for module, (a, b) in factors.items():
-        out[f"{FOLD_PREFIX}{module}.lora_A.weight"] = a
-        out[f"{FOLD_PREFIX}{module}.lora_B.weight"] = b
-    return out
 
 
 def fold_rank(arrays: Mapping[str, object]) -> int:
@@ -146,14 +143,15 @@ class FLoRA(SiteAware, StackedLoraAggregation):
                            if k.startswith(ADAPTER_PREFIX)}
         return ArrayRecord({k: arrays[k] for k in arrays.keys() if k.startswith(HEAD_PREFIX)})
 
-    def peft_state(self, arrays: Mapping[str, np.ndarray], settings: ModelSettings
-                   ) -> tuple[ModelSettings, dict[str, np.ndarray]]:
+    def peft_state(self, arrays: Mapping[str, np.ndarray]
+                   ) -> tuple[LoraOverride | None, dict[str, np.ndarray]]:
         """The global update as a plain peft adapter (rank R, scaling 1) plus the heads; before any
-        update, the run's adapter at its initialisation (B = 0: no update)."""
+        update, the run's adapter at its initialisation (B = 0: no update) under the run's
+        settings."""
         rank = fold_rank(arrays)
         heads = {k: v for k, v in arrays.items() if k.startswith(HEAD_PREFIX)}
         if rank == 0:
-            return settings, {**self._untrained, **heads}
+            return None, {**self._untrained, **heads}
         adapter = {}
         for module, (a, b) in fold_pairs({k: v for k, v in arrays.items()
                                           if k.startswith(FOLD_PREFIX)}).items():
@@ -162,4 +160,6 @@ class FLoRA(SiteAware, StackedLoraAggregation):
             pad = rank - a.shape[0]
             adapter[f"{ADAPTER_PREFIX}{module}.lora_A.weight"] = np.pad(a, ((0, pad), (0, 0)))
             adapter[f"{ADAPTER_PREFIX}{module}.lora_B.weight"] = np.pad(b, ((0, 0), (0, pad)))
-        return replace(settings, lora=flora_lora(settings.lora, rank)), {**adapter, **heads}
+        # alpha = R (scaling 1) and no dropout: the stacked B already carries each site's weight
+        # and scaling.
+        return LoraOverride(r=rank, alpha=rank, dropout=0.0), {**adapter, **heads}

@@ -12,8 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from strategies.dp_fedavg import ClientLevelPrivacy
-from strategies.site_aware import RunLog
+from strategies.run_log import ClientLevelPrivacy, RunLog
 
 
 def run_log_to_dict(run_log: RunLog) -> dict[str, Any]:

@@ -10,7 +10,8 @@ aggregation rule itself stays Flower's (or the specific strategy's).
   the replies of sites that declined the round (out of privacy budget: no tensors), and skips the
   round — keeping the previous global adapter — when fewer than `min_train_sites` trained.
 - `aggregate_train` also recomputes the egress manifest of each reply it received
-  (`client.egress`) and records whether its digest matches the one the site logged and sent.
+  (`strategies.exchange`) and records whether its digest matches the one the site logged and sent
+  (`client.egress`).
 - `aggregate_evaluate` keeps each site's metrics under its name: Flower's aggregate is a weighted
   mean across sites, which hides exactly the per-site, out-of-distribution numbers we report.
 """
@@ -19,50 +20,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
-from client.egress import received_egress
+from strategies.exchange import received_egress
 from strategies.roster import SiteRoster
-
-if TYPE_CHECKING:
-    from client.model import ModelSettings
-    from strategies.dp_fedavg import ClientLevelPrivacy
+from strategies.run_log import RunLog
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RunLog:
-    """Everything the report needs, per round and site. Only aggregate values: sites send nothing
-    else."""
+@dataclass(frozen=True)
+class LoraOverride:
+    """LoRA settings under which a global state is a plain peft adapter, where they are not the
+    run's own (FLoRA's stacked update); the server builds the model to save with them."""
 
-    evaluation: dict[int, dict[str, dict[str, float | list[float]]]] = field(default_factory=dict)
-    """round -> site -> metric name -> value (round 0 = the untrained model); reliability-curve
-    metrics are lists (one value per probability bin)."""
-    training: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
-    """round -> site -> {"train-loss", "num-examples", "steps", "upload-bytes", "upload-tensors"}."""
-    privacy: dict[int, dict[str, dict[str, object]]] = field(default_factory=dict)
-    """round -> site -> the `privacy` record the site sent (ε so far, δ, σ, q, ledger head...)."""
-    declined: dict[int, dict[str, str]] = field(default_factory=dict)
-    """round -> site -> why the site declined to train (its privacy budget would be exceeded)."""
-    failures: dict[int, list[str]] = field(default_factory=dict)
-    """round -> descriptions of sites that replied with an error or not at all."""
-    skipped_rounds: list[int] = field(default_factory=list)
-    left_out: dict[int, list[str]] = field(default_factory=dict)
-    """round -> training sites whose whole update the robust rule left out (`multi-krum`)."""
-    egress: dict[int, dict[str, dict]] = field(default_factory=dict)
-    """round -> site -> {"sent_digest" (the digest the site logged; None if it sent none),
-    "received_digest" (recomputed here from what arrived), "match", "tensors", "bytes"}, for
-    training replies."""
-    egress_evaluation: dict[int, dict[str, dict]] = field(default_factory=dict)
-    """The same for evaluation replies (metrics only), every site's."""
-    client_level: ClientLevelPrivacy | None = None
-    """Client-level DP settings and ε per round, under `dp-fedavg` only."""
+    r: int
+    """Rank of the adapter."""
+    alpha: int
+    """Scaling numerator (the update is multiplied by alpha / r)."""
+    dropout: float = 0.0
 
 
 def arrayrecord_bytes(record: ArrayRecord) -> int:
@@ -93,12 +73,12 @@ class SiteAware:
         strategy that exchanges something else, FLoRA, changes it)."""
         return arrays
 
-    def peft_state(self, arrays: Mapping[str, np.ndarray], settings: ModelSettings
-                   ) -> tuple[ModelSettings, dict[str, np.ndarray]]:
-        """A global state as the adapter and heads of a model built with the returned settings
-        (what the run saves with `save_pretrained`); the same for strategies that exchange the
-        adapter itself."""
-        return settings, dict(arrays)
+    def peft_state(self, arrays: Mapping[str, np.ndarray]
+                   ) -> tuple[LoraOverride | None, dict[str, np.ndarray]]:
+        """A global state as the adapter and heads of a model built with the run's LoRA settings,
+        or with the returned ones instead (what the run saves with `save_pretrained`); the state
+        itself, under the run's settings (None), for strategies that exchange the adapter itself."""
+        return None, dict(arrays)
 
     def strategy_state(self) -> dict[str, np.ndarray]:
         """What the rule itself carries from round to round besides the global arrays (FedAdam's

@@ -7,13 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from client.evaluate import (
-    MIN_BIN_COUNT,
-    NUM_BINS,
-    calibration_metrics,
-    reliability,
-    suppressed_bins,
-)
+from client.evaluate import calibration_metrics, reliability, suppressed_bins
+from strategies.exchange import MIN_BIN_COUNT, NUM_BINS
 
 
 def binary(p1: np.ndarray) -> np.ndarray:

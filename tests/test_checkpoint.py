@@ -16,10 +16,10 @@ from client.privacy.signing import simulated_signer
 from client.state import SiteState
 from server.checkpoint import NoCheckpoint, RoundCheckpointer, load_checkpoint, load_run_config
 from sites.config import load_consortium
-from sites.dataset import TrainingUnits
+from sites.encounter_table import TrainingUnits
 from strategies import ClientDP, RunLog, SiteEntry, SiteRoster, build_strategy
 from strategies.continued_rounds import ContinuedRounds
-from strategies.dp_fedavg import ClientLevelPrivacy
+from strategies.run_log import ClientLevelPrivacy
 from strategies.run_log_state import run_log_from_dict, run_log_to_dict
 from tests.consortium_fixtures import write_small_consortium
 from tests.flower_fakes import FakeGrid, set_task_identity

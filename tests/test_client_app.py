@@ -16,11 +16,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MessageType, Rec
 
 from client.app import ExternalSiteCannotTrain
 from client.app import app as client_app
-from client.evaluate import NUM_BINS, metric_keys, validation_keys
 from client.model import build_model, trainable_state
 from client.settings import ClientSettings, InvalidRunConfig
 from sites.config import load_consortium
 from sites.dataset import read_site_table
+from strategies.exchange import NUM_BINS, metric_keys, validation_keys
 from tests.consortium_fixtures import write_small_consortium
 from tests.flower_fakes import message_to
 from tests.run_config import default_run_config

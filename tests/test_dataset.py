@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from sites.config import DataSource, SiteConfig, SyntheticSpec
-from sites.dataset import InvalidSiteData, read_site_table, required_columns, write_site_table
+from sites.dataset import read_site_table, write_site_table
+from sites.encounter_table import InvalidSiteData, required_columns
 from sites.synthetic import generate_site
 from sites.tasks import TASK_NAMES
 

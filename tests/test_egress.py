@@ -35,9 +35,7 @@ from client.egress import (
     check_tensors,
     declared_spec,
     evaluate_declaration,
-    manifest_digest,
     read_egress_log,
-    reply_manifest,
 )
 from client.model import ModelSettings, build_model, trainable_state
 from client.settings import ClientSettings
@@ -48,6 +46,7 @@ from server.report.sections import egress_lines
 from sites.config import load_consortium
 from sites.dataset import dataset_fingerprint
 from strategies import SiteEntry, SiteRoster, build_strategy
+from strategies.exchange import manifest_digest, reply_manifest
 from tests.consortium_fixtures import write_small_consortium
 from tests.flower_fakes import message_to, set_task_identity
 from tests.run_config import default_run_config

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from sites.config import InvalidSiteConfig, load_site
-from sites.dataset import InvalidSiteData, read_site_table
+from sites.dataset import read_site_table
+from sites.encounter_table import InvalidSiteData
 
 SUFFIX = {"parquet": ".parquet", "jsonl": ".jsonl", "csv": ".csv"}
 FOLDS = {"train": "TRAIN", "validation": "VAL", "test": "TEST"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sites.dataset import InvalidSiteData
+from sites.encounter_table import InvalidSiteData
 from sites.importers.meds import MedsOptions, read_meds
 from sites.site_settings import InvalidSiteConfig
 from tests.meds_fixture import EXPECTED, OPTIONS, meds_events, meds_labels, write_meds

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sites.dataset import InvalidSiteData
+from sites.encounter_table import InvalidSiteData
 from sites.importers.charlson_codes import CONDITIONS, expand, score_codes
 from sites.importers.mimic import COLUMNS, MimicOptions, read_mimic
 from sites.importers.note_sections import DROPPED, KEPT, admission_sections

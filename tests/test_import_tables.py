@@ -15,7 +15,8 @@ import yaml
 from server.cli import main as lang1_fl
 from sites.cli import summarize
 from sites.config import InvalidSiteConfig, SyntheticSpec, load_site
-from sites.dataset import InvalidSiteData, count_training_encounters, read_site_table
+from sites.dataset import count_training_encounters, read_site_table
+from sites.encounter_table import InvalidSiteData
 from sites.synthetic import generate_site
 from sites.tasks import TASK_NAMES, TASKS
 

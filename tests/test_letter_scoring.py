@@ -16,15 +16,10 @@ import torch
 
 from client.data import encode_site
 from client.evaluate import evaluate_split, log_probs, predict
-from client.letter_scoring import (
-    PROMPTS_FILE,
-    LetterModel,
-    LetterTokenError,
-    letter_token_ids,
-    prompt_suffix,
-)
+from client.letter_scoring import PROMPTS_FILE, LetterTokenError, letter_token_ids, prompt_suffix
 from client.model import (
     HEADS_FILE,
+    LetterModel,
     ModelSettings,
     MultiTaskModel,
     base_scoring,

@@ -11,15 +11,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from client.data import encode_site
-from client.evaluate import (
-    _batched_auroc,
-    auroc,
-    bootstrap_ci,
-    evaluate_split,
-    metric_keys,
-    predict,
-)
+from client.evaluate import _batched_auroc, auroc, bootstrap_ci, evaluate_split, predict
 from client.model import ModelSettings, build_model, load_tokenizer
+from strategies.exchange import metric_keys
 from tests.tiny_models import keyword_table
 
 TASKS = ("readmission", "mortality", "los", "comorbidity", "denial")

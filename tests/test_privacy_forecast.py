@@ -9,7 +9,8 @@ from client.privacy.forecast import forecast
 from client.privacy.plan import plan_privacy
 from server.cli import main as lang1_fl
 from sites.config import InvalidSiteConfig, load_consortium
-from sites.dataset import TrainingUnits, count_training_encounters, read_site_table
+from sites.dataset import count_training_encounters, read_site_table
+from sites.encounter_table import TrainingUnits
 from tests.consortium_fixtures import write_small_consortium
 
 PRIVACY = {"lifetime_epsilon": 3.0, "delta": 1e-4, "max_grad_norm": 0.5}

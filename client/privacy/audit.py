@@ -47,7 +47,8 @@ from client.privacy.site_keys import site_noise_source
 from client.settings import ClientSettings
 from client.train import make_optimizer, train_steps
 from sites.config import SiteConfig
-from sites.dataset import TrainingUnits, read_site_table
+from sites.dataset import read_site_table
+from sites.encounter_table import TrainingUnits
 from sites.tasks import NOTE_COLUMNS, SPLIT_COLUMN, TASKS
 
 log = logging.getLogger(__name__)

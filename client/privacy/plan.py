@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from client.privacy.accounting import epsilon_after, noise_multiplier_for
 from sites.config import InvalidSiteConfig, SiteConfig, display_path
-from sites.dataset import TrainingUnits
+from sites.encounter_table import TrainingUnits
 
 
 @dataclass(frozen=True)

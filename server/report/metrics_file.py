@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from client.evaluate import VALIDATION_PREFIX
 from server.round_selection import Selection
 from server.settings import ServerSettings
 from sites.config import ConsortiumConfig
 from sites.files import write_atomic
 from strategies import RunLog
+from strategies.exchange import VALIDATION_PREFIX
 from strategies.options import options_used
 
 TASK_FIELDS = ("auroc", "auroc_low", "auroc_high", "n", "prevalence", "oracle_auroc", "ece")

@@ -11,7 +11,6 @@ before the fields they need existed.
 
 from __future__ import annotations
 
-from client.evaluate import MIN_BIN_COUNT
 from server.report.data import (
     final_entry,
     has_calibration,
@@ -23,6 +22,7 @@ from server.report.data import (
     task_values,
     validation_values,
 )
+from strategies.exchange import MIN_BIN_COUNT
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

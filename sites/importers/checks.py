@@ -3,8 +3,7 @@
 The options arrive as the raw `data.options` mapping of a site YAML; each importer parses them once
 into a frozen dataclass with these helpers, so an unknown key or a value of the wrong type is
 reported as "site.yaml: `data.options.skip_elective` is 'yes'; expected true or false" before any
-file is read. Problems in the data itself raise `sites.dataset.InvalidSiteData`, imported lazily
-because `sites.dataset` may import the importers.
+file is read. Problems in the data itself raise `sites.encounter_table.InvalidSiteData`.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import difflib
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from sites.encounter_table import InvalidSiteData
 from sites.site_settings import InvalidSiteConfig, _FieldError
 
 OPTIONS_KEY = "data.options"
@@ -67,9 +67,6 @@ def build(factory: Callable[..., T], fields: Mapping[str, object], *, where: str
         raise options_error(where, error.key, error.value, error.expected) from None
 
 
-def data_error(message: str) -> ValueError:
-    """A `sites.dataset.InvalidSiteData` with `message` (imported here: `sites.dataset` may import
-    the importers)."""
-    from sites.dataset import InvalidSiteData
-
+def data_error(message: str) -> InvalidSiteData:
+    """A `sites.encounter_table.InvalidSiteData` with `message`."""
     return InvalidSiteData(message)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from sites.config import SiteConfig, display_path
-from sites.dataset import InvalidSiteData, required_columns
+from sites.encounter_table import InvalidSiteData, required_columns
 from sites.importers.tables import MappedTable
 from sites.site_settings import DATASET_NAMES
 from sites.tasks import SPLIT_COLUMN, TASKS

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sites.dataset import InvalidSiteData
+from sites.encounter_table import InvalidSiteData
 from sites.tasks import TASKS, cci_class, los_class
 
 _RAW: dict[str, tuple[Callable[[float], int], str]] = {

@@ -41,7 +41,7 @@ from typing import Literal, get_args
 import numpy as np
 import pandas as pd
 
-from sites.importers import mimic_tables as tables
+import sites.importers.mimic_tables as tables
 from sites.importers.charlson_codes import charlson_index, normalize_code
 from sites.importers.checks import build, check_mapping, data_error, is_bool, is_text, typed
 from sites.importers.note_sections import admission_sections

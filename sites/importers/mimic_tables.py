@@ -3,7 +3,7 @@
 MIMIC-IV ships each table as `<module>/<table>.csv.gz`; a hospital that unpacked them has `.csv`.
 Either is accepted, never both (two copies that may differ). Every column is read as text and then
 parsed here, so a bad value is reported as "FILE: row N, column `C` is 'V'; expected ..." (N is the
-1-based data row, the header not counted, as in `sites.dataset`) instead of a pandas traceback.
+1-based data row, the header not counted, as in `sites.encounter_table`) instead of a pandas traceback.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sites.config import SiteConfig
-from sites.dataset import InvalidSiteData, TrainingUnits, validate_site_table
+from sites.encounter_table import InvalidSiteData, TrainingUnits, validate_site_table
 from sites.importers.describe import describe_source
 from sites.importers.split_rules import apply_split_rule
 from sites.importers.tables import read_columns, read_mapped_table

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sites.dataset import InvalidSiteData
+from sites.encounter_table import InvalidSiteData
 from sites.site_settings import SplitByColumn, SplitByDate, SplitByPatient, SplitRule
 from sites.splits import SplitFractions, split_by_patient
 from sites.tasks import SPLIT_COLUMN, SPLITS

@@ -5,7 +5,7 @@ mistakes in a file nobody reviews again. The site YAML maps our names to theirs 
 (`data.columns`; `data.raw_labels` for length of stay in days and the Charlson score), and this
 module reads the file with pandas, checks what the later validation cannot see (that each mapped
 column exists, that text is text and valid UTF-8), bins raw labels and renames. Ids, labels and
-splits are checked once, later, by `sites.dataset.validate_site_table`, which names the hospital's
+splits are checked once, later, by `sites.encounter_table.validate_site_table`, which names the hospital's
 columns through `MappedTable.names`.
 """
 
@@ -20,7 +20,7 @@ from typing import NoReturn
 import numpy as np
 import pandas as pd
 
-from sites.dataset import InvalidSiteData, required_columns
+from sites.encounter_table import InvalidSiteData, required_columns
 from sites.importers.labels import bin_raw_labels
 from sites.site_settings import DataSource, SplitByColumn
 from sites.tasks import ID_COLUMNS, NOTE_COLUMNS, SPLIT_COLUMN, TASKS

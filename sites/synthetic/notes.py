@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
-from sites.synthetic import vocabulary as vocab
+import sites.synthetic.vocabulary as vocab
 from sites.synthetic.styles import NoteStyle
 
 MIN_WORDS = 50

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from sites.synthetic import charlson
+import sites.synthetic.charlson as charlson
 from sites.synthetic.profiles import DIAGNOSES, PAYERS, SiteProfile
 from sites.tasks import LOS_BINS, los_class
 

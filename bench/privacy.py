@@ -339,7 +339,7 @@ def main() -> int:
     if args.part in ("timing", "all"):
         timing(data_dir, steps=args.steps, repeats=args.repeats, threads=args.threads)
     if args.part in ("utility", "all"):
-        from client.settings import resolve_consortium
+        from sites.config import resolve_consortium
 
         utility(resolve_consortium(args.consortium), args.epsilons, data_dir=data_dir,
                 runs_dir=runs_dir, reuse=args.reuse, scale=args.scale, overrides=tuple(args.set),

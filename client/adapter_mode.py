@@ -35,7 +35,7 @@ from client.model import (
     load_trainable_state,
     trainable_state,
 )
-from client.settings import InvalidRunConfig
+from client.run_config import InvalidRunConfig
 from sites.config import SiteConfig
 from sites.site_settings import FaultSettings
 

@@ -13,6 +13,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from client.run_config import run_config_overrides
 from server.launch.deploy_cli import add_deploy_parser
 
 DEFAULT_RUNS_DIR = Path("runs")
@@ -20,7 +21,7 @@ DEFAULT_DATA_DIR = Path("lang1-fl-data")
 
 
 def _consortium_path(value: str) -> Path:
-    from client.settings import resolve_consortium
+    from sites.config import resolve_consortium
 
     return resolve_consortium(value)
 
@@ -79,7 +80,7 @@ def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
 
 def _resume(args: argparse.Namespace) -> int:
     """Continue a killed run from its last checkpoint, with the run config it was started with."""
-    from client.settings import InvalidRunConfig
+    from client.run_config import InvalidRunConfig
     from server.checkpoint import load_run_config
     from server.launch.flower_run import flwr_run
     from sites.config import load_consortium
@@ -171,35 +172,10 @@ def run_outcome(run_dir: Path, flwr_status: int) -> int:
 def _planned_steps(args: argparse.Namespace) -> tuple[int, int]:
     """Rounds and run-wide local steps (0 = each site's own) the run will use: the app's run
     config with the command line's overrides."""
-    from client.settings import positive_config_value
-    from server.launch.flower_run import default_run_config
+    from client.run_config import planned_run_config, read_run_config
 
-    config = {**default_run_config(), **run_config_overrides(args.set)}
-    if args.rounds is not None:
-        config["num-server-rounds"] = args.rounds
-    return (positive_config_value(config, "num-server-rounds", int),
-            positive_config_value(config, "local-steps", int, allow_zero=True))
-
-
-def run_config_overrides(items: list[str] | None) -> dict[str, object]:
-    """`--set key=value` pairs as run-config overrides."""
-    overrides = {}
-    for item in items or []:
-        key, _, value = item.partition("=")
-        overrides[key.strip()] = _parse_value(value.strip())
-    return overrides
-
-
-def _parse_value(text: str) -> object:
-    """`--set key=value`: numbers and booleans as such, anything else as a string."""
-    if text in ("true", "false"):
-        return text == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text.strip('"')
+    config = planned_run_config(args.set, rounds=args.rounds)
+    return (read_run_config(config, "num-server-rounds"), read_run_config(config, "local-steps"))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -312,15 +288,14 @@ def cmd_privacy_audit(args: argparse.Namespace) -> int:
     measured ε_lower exceeds the accounted ε."""
     from client.privacy.audit import run_audit
     from client.privacy.audit_cli import alarm, audited_site, render
+    from client.run_config import planned_run_config
     from client.settings import ClientSettings
-    from server.launch.flower_run import default_run_config
 
     # A consortium's data is where `lang1-fl run` keeps it; a site YAML's beside it
     data_dir = args.data_dir or (DEFAULT_DATA_DIR if args.site else None)
     site = audited_site(args.site_yaml, site_name=args.site,
                         data_dir=data_dir.resolve() if data_dir else None)
-    settings = ClientSettings.from_run_config({**default_run_config(),
-                                               **run_config_overrides(args.set)})
+    settings = ClientSettings.from_run_config(planned_run_config(args.set, rounds=None))
     try:
         result = run_audit(site, settings, canaries=args.canaries, guesses=args.guesses,
                            rounds=args.rounds, private=not args.no_dp, seed=args.seed)
@@ -476,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from client.privacy.forecast import RunDoesNotFit
-    from client.settings import InvalidRunConfig
+    from client.run_config import InvalidRunConfig
     from client.state import StateFolderClaimed
     from sites.config import InvalidSiteConfig
     from sites.dataset import InvalidSiteData

@@ -398,7 +398,10 @@ def test_delta_not_below_one_over_n_is_refused_before_training(tmp_path, tiny_en
 
 @pytest.mark.parametrize("name", ["../elsewhere", "a/b", ".hidden", ""])
 def test_a_server_cannot_point_a_site_file_outside_its_folder(name):
-    from client.privacy.reply import run_name
+    from client.settings import MessageConfig
+
+    def run_name(config: ConfigRecord, context: Context) -> str:
+        return MessageConfig.from_record(config, run_id=context.run_id).run_name
 
     context = Context(run_id=7, node_id=1, node_config={}, state=RecordDict(), run_config={})
     if name == "":  # no name from the server: Flower's run id names the run's files

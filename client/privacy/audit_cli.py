@@ -16,9 +16,8 @@ def audited_site(path: str, *, site_name: str | None, data_dir: Path | None) -> 
     """The site YAML at `path`; or, with `site_name`, that site of the consortium `path` (a
     shipped name such as `default`, or a YAML), its synthetic table generated if missing.
     Relative data paths resolve against `data_dir`, else the YAML's folder."""
-    from client.settings import resolve_consortium
     from client.site import ensure_site_data
-    from sites.config import load_consortium, load_site
+    from sites.config import load_consortium, load_site, resolve_consortium
 
     if site_name is None:
         return load_site(path, data_root=data_dir)

@@ -13,27 +13,12 @@ or a value of any single record.
 
 from __future__ import annotations
 
-import re
-
-from flwr.app import ConfigRecord, Context
+from flwr.app import ConfigRecord
 
 from client.privacy.budget import BudgetExhausted, Charge, Spend
 from client.privacy.plan import PrivacyPlan
 from client.privacy.signing import LedgerSigner
 from sites.config import SiteConfig
-
-_RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
-
-
-def run_name(config: ConfigRecord, context: Context) -> str:
-    """The run the server says this is: a label for what the site stores per run (replies, egress
-    log), never a budget. Checked to be a plain file name, so a server cannot point a site's
-    files anywhere else."""
-    name = str(config.get("run-name", "") or f"flwr-run-{context.run_id}")
-    if not _RUN_NAME.fullmatch(name):
-        raise ValueError(f"train config: `run-name` is {name!r}; expected letters, digits, '.', "
-                         "'_' or '-', not starting with '.'")
-    return name
 
 
 def _site_fields(site: SiteConfig, dataset: str, signer: LedgerSigner) -> dict[str, object]:

@@ -227,7 +227,7 @@ def build_metrics(
             "consortium_file": str(consortium.source),
             "strategy": settings.strategy,
             "strategy_options": options_used(settings.options, settings.strategy),
-            "num_rounds": settings.num_rounds,
+            "num_rounds": settings.client.num_rounds,
             "tasks": list(tasks),
             "base_model": settings.client.model.base,
             "max_length": settings.client.model.max_length,

@@ -95,7 +95,7 @@ def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
 
 def _resume(args: argparse.Namespace) -> int:
     """Continue a killed run from its last checkpoint, with the run config it was started with."""
-    from client.run_config import InvalidRunConfig
+    from client.run_config import InvalidRunConfig, read_run_config
     from server.checkpoint import load_run_config
     from server.launch.flower_run import flwr_run
     from sites.config import load_consortium
@@ -107,9 +107,10 @@ def _resume(args: argparse.Namespace) -> int:
     run_config = {**load_run_config(run_dir), "resume": True}
     if (run_dir / "metrics.json").exists():
         raise FileExistsError(f"{run_dir / 'metrics.json'}: that run finished; nothing to resume")
-    consortium = load_consortium(run_config["consortium"], data_root=Path(run_config["data-dir"]))
+    consortium = load_consortium(read_run_config(run_config, "consortium"),
+                                 data_root=Path(read_run_config(run_config, "data-dir")))
     status = flwr_run(run_config=run_config, num_supernodes=len(consortium.sites),
-                      flwr_home=Path(run_config["runs-dir"]) / ".flwr",
+                      flwr_home=Path(read_run_config(run_config, "runs-dir")) / ".flwr",
                       cpus_per_site=args.cpus_per_site, gpus_per_site=args.gpus_per_site)
     return run_outcome(run_dir, status)
 

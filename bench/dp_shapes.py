@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server.cli import run_config_overrides  # noqa: E402
+from client.run_config import run_config_overrides  # noqa: E402
 
 ARMS = ("non-dp", "dp", "clip")
 """`clip` spends no privacy; it isolates what clipping alone costs."""
@@ -78,10 +78,10 @@ def main() -> int:
     from client.model import build_model, load_tokenizer, select_device
     from client.privacy.accounting import noise_multiplier_for
     from client.privacy.dp_sgd import train_steps_private
+    from client.run_config import default_run_config
     from client.settings import ClientSettings
     from client.site import ensure_site_data
     from client.train import train_steps
-    from server.launch.flower_run import default_run_config
     from sites.config import load_consortium
     from sites.dataset import read_site_table
 

@@ -23,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flwr.app import Context, RecordDict  # noqa: E402
 
 from client.app import app as client_app  # noqa: E402
+from client.run_config import default_run_config  # noqa: E402
 from server.app import main as server_main  # noqa: E402
-from server.cli import build_parser, plan_run, run_outcome  # noqa: E402
-from server.launch.flower_run import default_run_config  # noqa: E402
+from server.cli import build_parser  # noqa: E402
+from server.launch.run_cli import plan_run, run_outcome  # noqa: E402
 from tests.flower_fakes import FakeGrid, set_task_identity  # noqa: E402
 
 FIRST_NODE = 100

@@ -218,7 +218,7 @@ def _start_runs(jobs: list[tuple[Path, str]], *, data_dir: Path, runs_dir: Path,
                 raise SystemExit(f"run {name} failed; see its log")
             print(f"{name}: run took {time.perf_counter() - started:.0f} s")
         return
-    from server.cli import prepare_site_data
+    from server.launch.run_cli import prepare_site_data
 
     for consortium in {consortium for consortium, _ in jobs}:  # once, before runs share it
         prepare_site_data(load_consortium(consortium, data_root=data_dir))
@@ -339,7 +339,7 @@ def main() -> int:
     if args.part in ("timing", "all"):
         timing(data_dir, steps=args.steps, repeats=args.repeats, threads=args.threads)
     if args.part in ("utility", "all"):
-        from client.settings import resolve_consortium
+        from sites.config import resolve_consortium
 
         utility(resolve_consortium(args.consortium), args.epsilons, data_dir=data_dir,
                 runs_dir=runs_dir, reuse=args.reuse, scale=args.scale, overrides=tuple(args.set),

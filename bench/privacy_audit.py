@@ -32,11 +32,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from client.privacy.audit import AuditResult, run_audit  # noqa: E402
-from client.settings import ClientSettings, resolve_consortium  # noqa: E402
+from client.run_config import default_run_config, run_config_overrides  # noqa: E402
+from client.settings import ClientSettings  # noqa: E402
 from client.site import ensure_site_data  # noqa: E402
-from server.cli import run_config_overrides  # noqa: E402
-from server.launch.flower_run import default_run_config  # noqa: E402
-from sites.config import load_consortium  # noqa: E402
+from sites.config import load_consortium, resolve_consortium  # noqa: E402
 from sites.site_settings import PrivacySettings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "privacy_audit.md"

@@ -28,7 +28,7 @@ import numpy as np
 from flwr.app import ConfigRecord
 
 from client.model import ModelSettings, TaskModel, load_trainable_state, trainable_state
-from client.settings import InvalidRunConfig
+from client.run_config import InvalidRunConfig
 from sites.config import SiteConfig
 from sites.site_settings import FaultSettings
 from strategies.exchange import FOLD_PREFIX, HEAD_PREFIX, LORA_A, MODE_KEY, AdapterMode, is_lora_a

@@ -23,7 +23,6 @@ from client.adapter_mode import (
     AdapterMode,
     corrupt_update,
     load_global_state,
-    message_adapter_mode,
     sent_state,
     set_trainable,
     site_model_settings,
@@ -40,21 +39,10 @@ from client.privacy.budget import BudgetExhausted, SiteBudget
 from client.privacy.dp_sgd import train_steps_private
 from client.privacy.optimizer_memory import OptimizerMemory
 from client.privacy.plan import PrivacyPlan, plan_privacy
-from client.privacy.reply import (
-    declined_record,
-    ledger_record,
-    plain_record,
-    privacy_record,
-    run_name,
-)
+from client.privacy.reply import declined_record, ledger_record, plain_record, privacy_record
 from client.privacy.site_keys import site_noise_source, site_signer
 from client.progress import show_progress
-from client.settings import (
-    ClientSettings,
-    message_local_steps,
-    message_model_settings,
-    requested_splits,
-)
+from client.settings import ClientSettings, MessageConfig
 from client.site import resolve_site, site_runtime
 from client.state import RoundReplies, SiteState, StoredReply, arrays_digest, as_array_record
 from client.train import make_optimizer, train_steps
@@ -104,11 +92,10 @@ def train(message: Message, context: Context) -> Message:
         raise ExternalSiteCannotTrain(
             f"site {site.name!r} has role `external`: it is evaluated, never trained on"
         )
-    config = message.content["config"]
-    server_round, run = int(config["server-round"]), run_name(config, context)
-    mode = message_adapter_mode(config)
-    runtime = site_runtime(site, site_model_settings(
-        message_model_settings(settings.model, config), site, mode))
+    config = MessageConfig.from_message(message, context, kind="train")
+    server_round, run, mode = _train_round_number(config), config.run_name, config.adapter_mode
+    runtime = site_runtime(site, site_model_settings(config.model_settings(settings.model), site,
+                                                     mode))
     # The site's own state folder, for the data it holds (never keyed by what the server sends);
     # what this site may send, from its model's definition and the strategy's adapter mode; and
     # the log where every reply is recorded before it leaves
@@ -127,7 +114,7 @@ def train(message: Message, context: Context) -> Message:
         content = _declined_resent(stored, site, server_round)
     else:
         # 3. Charge the site's lifetime budget (DP), then train locally
-        content = _train_round(message, settings, site, runtime, state, run, mode)
+        content = _train_round(message, config, settings, site, runtime, state)
     # 4. Only what the site declared leaves (else EgressRefused: Flower sends an error, no
     #    content), and only after it is written to the site's egress log; a trained answer is
     #    kept for a re-sent round
@@ -139,13 +126,18 @@ def train(message: Message, context: Context) -> Message:
     return Message(attested, reply_to=message)
 
 
-def _train_round(message: Message, settings: ClientSettings, site: SiteConfig, runtime,
-                 state: SiteState, run: str, mode: AdapterMode) -> RecordDict:
+def _train_round_number(config: MessageConfig) -> int:
+    if config.server_round is None:
+        raise KeyError("train message: `server-round` is missing (Flower's strategies set it)")
+    return config.server_round
+
+
+def _train_round(message: Message, config: MessageConfig, settings: ClientSettings,
+                 site: SiteConfig, runtime, state: SiteState) -> RecordDict:
     """Charge the round (a DP site; declining what it cannot afford), train, build the reply."""
-    config = message.content["config"]
-    server_round = int(config["server-round"])
+    server_round, run, mode = _train_round_number(config), config.run_name, config.adapter_mode
     data = runtime.splits["train"]
-    steps = message_local_steps(config) or settings.local_steps or site.training.local_steps
+    steps = config.local_steps or settings.local_steps or site.training.local_steps
     # A DP site's plan first: a δ its data cannot honour stops the round before anything loads
     plan = (plan_privacy(site, counts=TrainingUnits(encounters=data.size,
                                                     patients=data.patient_count),
@@ -155,7 +147,7 @@ def _train_round(message: Message, settings: ClientSettings, site: SiteConfig, r
     received = _arrays(message)
     load_global_state(runtime.model, received, mode, seed=seed)
     set_trainable(runtime.model, mode)
-    mu = float(config.get("proximal-mu", 0.0))  # FedProx (Flower's strategy sets it)
+    mu = config.proximal_mu  # FedProx (Flower's strategy sets it)
     if plan is None:
         started = time.perf_counter()
         result = train_steps(runtime.model, data, steps=steps,
@@ -249,8 +241,7 @@ def privacy_state(message: Message, context: Context) -> Message:
     show_progress()
     settings = ClientSettings.from_run_config(context.run_config)
     site = resolve_site(context.node_config, settings)
-    config = message.content["config"] if "config" in message.content else ConfigRecord()
-    run = run_name(config, context)
+    run = MessageConfig.from_message(message, context, kind="query").run_name
     state = SiteState.open(site, dataset_fingerprint(site))  # ids only: no model, no notes
     if site.is_private:
         signer = site_signer(site, state)
@@ -272,10 +263,9 @@ def evaluate(message: Message, context: Context) -> Message:
     show_progress()
     settings = ClientSettings.from_run_config(context.run_config)
     site = resolve_site(context.node_config, settings)
-    config = message.content["config"] if "config" in message.content else ConfigRecord()
-    model_settings = message_model_settings(settings.model, config)
-    splits = requested_splits(config)
-    mode = message_adapter_mode(config)
+    config = MessageConfig.from_message(message, context, kind="evaluate")
+    model_settings, splits = config.model_settings(settings.model), config.splits
+    mode = config.adapter_mode
     runtime = site_runtime(site, site_model_settings(model_settings, site, mode))
     load_global_state(runtime.model, _arrays(message), mode, seed=settings.seed)
     test = runtime.splits["test"]
@@ -299,8 +289,7 @@ def evaluate(message: Message, context: Context) -> Message:
     # Declared metric keys only, recorded in the site's egress log before the reply leaves
     content = RecordDict({"metrics": MetricRecord(metrics)})
     state = SiteState.open(site, runtime.fingerprint)
-    run = run_name(config, context)
+    run = config.run_name
     egress = EgressLog(path=state.egress_log(run), site=site.name, run=run)
-    round_number = int(config["server-round"]) if "server-round" in config else None
     return Message(attest(content, evaluate_declaration(model_settings.tasks), log=egress,
-                          kind="evaluate", server_round=round_number), reply_to=message)
+                          kind="evaluate", server_round=config.server_round), reply_to=message)

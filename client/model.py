@@ -56,8 +56,8 @@ class LoraSettings:
 
     r: int = 8
     """Rank of the update B·A."""
-    alpha: int = 16
-    """Scaling numerator: the update is multiplied by alpha / r."""
+    alpha: float = 16.0
+    """Scaling numerator: the update is multiplied by alpha / r (the run config's `lora-alpha`)."""
     dropout: float = 0.05
     """Dropout on the adapter input during training."""
     target_modules: tuple[str, ...] | None = None

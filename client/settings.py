@@ -1,4 +1,5 @@
-"""What a client reads from the Flower run configuration, parsed once into typed settings.
+"""What a client reads from the Flower run configuration and from each server message's config,
+parsed once into typed settings (`ClientSettings`, `MessageConfig`).
 
 The run configuration (`[tool.flwr.app.config]`, overridable with `--run-config`) is the same for
 every node of a run, so every site builds the same model and trains the same tasks; site-specific
@@ -10,38 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
-from flwr.app import ConfigRecord
+from flwr.app import ConfigRecord, Context, Message
 
+from client.adapter_mode import AdapterMode, message_adapter_mode
 from client.model import SCORINGS, LoraSettings, ModelSettings
+from client.run_config import InvalidRunConfig, check_run_name, read_run_config
 from client.train import OPTIMIZERS, OptimizerSettings
-from sites.config import DEFAULT_CONSORTIUM
+from sites.config import resolve_consortium
 from sites.tasks import TASK_NAMES, resolve_tasks
-
-
-class InvalidRunConfig(ValueError):
-    """A run-configuration value is missing or out of range."""
-
-
-def config_value(config: Mapping[str, object], key: str, kind: type) -> object:
-    if key not in config:
-        raise InvalidRunConfig(f"run config: `{key}` is missing; set it in [tool.flwr.app.config]")
-    value = config[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InvalidRunConfig(
-            f"run config: `{key}` is {value!r}; expected a {kind.__name__}"
-        )
-    return value
-
-
-def positive_config_value(config: Mapping[str, object], key: str, kind: type, *, allow_zero: bool = False):
-    value = config_value(config, key, kind)
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise InvalidRunConfig(f"run config: `{key}` is {value!r}; expected a number {bound}")
-    return value
 
 
 def parse_tasks(value: str) -> tuple[str, ...]:
@@ -59,21 +38,12 @@ EXPERIMENTS: tuple[str, ...] = ("", "transfer")
 DP_OPTIMIZER_STATES: tuple[str, ...] = ("kept", "fresh")
 
 
-def parse_experiment(value: object) -> str:
+def parse_experiment(value: str) -> str:
     """The run config's `experiment`: "" for a federation, or the name of an experiment."""
     if value not in EXPERIMENTS:
         raise InvalidRunConfig(f"run config: `experiment` is {value!r}; expected \"\" (a "
                                "federation) or \"transfer\"")
     return str(value)
-
-
-def resolve_consortium(value: str) -> Path:
-    """A consortium shipped with the package by name (`default`, `private`: the files in
-    sites/consortia/), or else the path of a consortium YAML."""
-    shipped = DEFAULT_CONSORTIUM.parent / f"{value}.yaml"
-    if "/" not in value and shipped.is_file():
-        return shipped
-    return Path(value).expanduser().resolve()
 
 
 @dataclass(frozen=True)
@@ -100,76 +70,76 @@ class ClientSettings:
     """Planned federated rounds: a private site spreads its budget over all of them."""
     bootstrap_resamples: int
     seed: int
-    experiment: str = ""
+    experiment: str
     """`` (a federation) or `transfer` (`lang1-fl experiment transfer`: in simulation, one more
     node than the consortium has sites serves the pooled site)."""
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, object]) -> ClientSettings:
-        seed = config_value(config, "seed", int)
+        seed = read_run_config(config, "seed")
         lora = LoraSettings(
-            r=positive_config_value(config, "lora-r", int),
-            alpha=positive_config_value(config, "lora-alpha", int),
-            dropout=positive_config_value(config, "lora-dropout", float, allow_zero=True),
+            r=read_run_config(config, "lora-r"),
+            alpha=read_run_config(config, "lora-alpha"),
+            dropout=read_run_config(config, "lora-dropout"),
         )
-        max_length = positive_config_value(config, "max-length", int)
+        max_length = read_run_config(config, "max-length")
         if max_length > 512:
             raise InvalidRunConfig(
                 f"run config: `max-length` is {max_length}; expected at most 512 (tasks read the "
                 "first 512 tokens of a note)"
             )
-        scoring = config_value(config, "scoring", str)
+        scoring = read_run_config(config, "scoring")
         if scoring not in SCORINGS:
             raise InvalidRunConfig(f"run config: `scoring` is {scoring!r}; expected one of "
                                    + ", ".join(SCORINGS))
         model = ModelSettings(
-            base=config_value(config, "base-model", str),
+            base=read_run_config(config, "base-model"),
             max_length=max_length,
             lora=lora,
-            tasks=parse_tasks(config_value(config, "tasks", str)),
+            tasks=parse_tasks(read_run_config(config, "tasks")),
             seed=seed,
             scoring=scoring,
         )
         optimizer = OptimizerSettings(
-            learning_rate=positive_config_value(config, "learning-rate", float),
-            head_learning_rate=positive_config_value(config, "head-learning-rate", float),
+            learning_rate=read_run_config(config, "learning-rate"),
+            head_learning_rate=read_run_config(config, "head-learning-rate"),
         )
-        dp_name = config_value(config, "dp-optimizer", str)
+        dp_name = read_run_config(config, "dp-optimizer")
         if dp_name not in OPTIMIZERS:
             raise InvalidRunConfig(f"run config: `dp-optimizer` is {dp_name!r}; expected one of "
                                    + ", ".join(OPTIMIZERS))
         dp_optimizer = OptimizerSettings(
-            learning_rate=positive_config_value(config, "dp-learning-rate", float),
-            head_learning_rate=positive_config_value(config, "dp-head-learning-rate", float),
+            learning_rate=read_run_config(config, "dp-learning-rate"),
+            head_learning_rate=read_run_config(config, "dp-head-learning-rate"),
             name=dp_name,
         )
-        dp_state = config_value(config, "dp-optimizer-state", str)
+        dp_state = read_run_config(config, "dp-optimizer-state")
         if dp_state not in DP_OPTIMIZER_STATES:
             raise InvalidRunConfig(f"run config: `dp-optimizer-state` is {dp_state!r}; expected "
                                    + " or ".join(f'"{s}"' for s in DP_OPTIMIZER_STATES))
-        clip_share = positive_config_value(config, "dp-adapter-clip-share", float,
-                                           allow_zero=True)
+        clip_share = read_run_config(config, "dp-adapter-clip-share")
         if not clip_share < 1:
             raise InvalidRunConfig(f"run config: `dp-adapter-clip-share` is {clip_share}; expected "
                                    "0 (one norm for all) or a share of C² below 1")
         return cls(
-            consortium=resolve_consortium(config_value(config, "consortium", str)),
-            data_dir=Path(config_value(config, "data-dir", str)).expanduser().resolve(),
+            consortium=resolve_consortium(read_run_config(config, "consortium")),
+            data_dir=Path(read_run_config(config, "data-dir")).expanduser().resolve(),
             model=model,
             optimizer=optimizer,
             dp_optimizer=dp_optimizer,
             dp_keeps_optimizer_state=dp_state == "kept",
             dp_adapter_clip_share=clip_share,
-            local_steps=positive_config_value(config, "local-steps", int, allow_zero=True),
-            num_rounds=positive_config_value(config, "num-server-rounds", int),
-            bootstrap_resamples=positive_config_value(config, "bootstrap-resamples", int),
+            local_steps=read_run_config(config, "local-steps"),
+            num_rounds=read_run_config(config, "num-server-rounds"),
+            bootstrap_resamples=read_run_config(config, "bootstrap-resamples"),
             seed=seed,
-            experiment=parse_experiment(config.get("experiment", "")),
+            experiment=parse_experiment(read_run_config(config, "experiment")),
         )
 
 
 # -----------------------------------------------------------------------------------------------
-# What one server message may change at a site: which tasks the model has, which splits to score.
+# What one server message says: the run and round it belongs to, and what it may change at a site:
+# which tasks the model has, which splits to score, how many steps, how the adapter travels.
 #
 # The run config fixes everything else for the whole run. An experiment (`lang1-fl experiment
 # transfer`) runs several regimes over the same nodes — joint five-task training and single-task
@@ -180,31 +150,64 @@ class ClientSettings:
 
 
 SCORED_SPLITS: tuple[str, ...] = ("validation", "test")
-DEFAULT_SPLITS = "validation,test"
 
 
-def message_model_settings(settings: ModelSettings, config: ConfigRecord) -> ModelSettings:
-    """The run's model settings, with the message's `tasks` (comma list) when it sends one."""
-    if "tasks" not in config:
-        return settings
-    return replace(settings, tasks=parse_tasks(str(config["tasks"])))
+@dataclass(frozen=True)
+class MessageConfig:
+    """What one server message's config says, read once: the keys the server (and Flower's own
+    strategies, which add `server-round` and FedProx's `proximal-mu`) put there."""
 
+    run_name: str
+    """`run-name`: a label for what the site stores per run (replies, egress log), never a
+    budget; a plain file name, so a server cannot point a site's files anywhere else. A message
+    without one is `flwr-run-<Flower's run id>`."""
+    server_round: int | None
+    """`server-round` (Flower's): the round a train or evaluate message belongs to."""
+    tasks: tuple[str, ...] | None
+    """`tasks` (comma list): the tasks of this message's model; None = the run config's."""
+    local_steps: int
+    """`local-steps` (the pooled site of an experiment gets all sites' steps); 0 = the run
+    config's, else the site's own."""
+    splits: frozenset[str]
+    """`splits` (comma list of validation, test): what an evaluate message asks to be scored;
+    both when it names none."""
+    proximal_mu: float
+    """`proximal-mu` (FedProx, set by Flower's strategy); 0 = no proximal term."""
+    adapter_mode: AdapterMode
+    """`adapter-mode` (set by the strategy): how the site holds, trains and sends the adapter."""
 
-def message_local_steps(config: ConfigRecord) -> int:
-    """The message's `local-steps` (the pooled site of an experiment gets all sites' steps), or 0:
-    the run config's, else the site's own."""
-    steps = int(config.get("local-steps", 0))
-    if steps < 0:
-        raise InvalidRunConfig(f"train message: `local-steps` is {steps}; expected >= 0")
-    return steps
+    @classmethod
+    def from_message(cls, message: Message, context: Context, *,
+                     kind: Literal["train", "evaluate", "query"]) -> MessageConfig:
+        """The config of `message` (an empty one when it has none), checked key by key; `kind`
+        names the message in errors."""
+        config = message.content["config"] if "config" in message.content else ConfigRecord()
+        return cls.from_record(config, run_id=context.run_id, kind=f"{kind} message")
 
+    @classmethod
+    def from_record(cls, config: ConfigRecord, *, run_id: int, kind: str = "message",
+                    ) -> MessageConfig:
+        """`from_message` for a config record on its own (`run_id` names a run without one)."""
+        steps = int(config.get("local-steps", 0))
+        if steps < 0:
+            raise InvalidRunConfig(f"{kind}: `local-steps` is {steps}; expected >= 0")
+        names = [s.strip() for s in str(config.get("splits", ",".join(SCORED_SPLITS))).split(",")
+                 if s.strip()]
+        if not names or any(s not in SCORED_SPLITS for s in names):
+            raise InvalidRunConfig(
+                f"{kind}: `splits` is {config.get('splits')!r}; expected a comma list of "
+                f"{', '.join(SCORED_SPLITS)}")
+        return cls(
+            run_name=check_run_name(str(config.get("run-name", "") or f"flwr-run-{run_id}"),
+                                    where=kind),
+            server_round=int(config["server-round"]) if "server-round" in config else None,
+            tasks=parse_tasks(str(config["tasks"])) if "tasks" in config else None,
+            local_steps=steps,
+            splits=frozenset(names),
+            proximal_mu=float(config.get("proximal-mu", 0.0)),
+            adapter_mode=message_adapter_mode(config),
+        )
 
-def requested_splits(config: ConfigRecord) -> frozenset[str]:
-    """The message's `splits` (comma list of validation, test); both when it sends none."""
-    names = [s.strip() for s in str(config.get("splits", DEFAULT_SPLITS)).split(",") if s.strip()]
-    unknown = [s for s in names if s not in SCORED_SPLITS]
-    if unknown or not names:
-        raise InvalidRunConfig(
-            f"evaluate message: `splits` is {config.get('splits')!r}; expected a comma list of "
-            f"{', '.join(SCORED_SPLITS)}")
-    return frozenset(names)
+    def model_settings(self, settings: ModelSettings) -> ModelSettings:
+        """The run's model settings, with this message's tasks when it names them."""
+        return settings if self.tasks is None else replace(settings, tasks=self.tasks)

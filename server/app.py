@@ -20,7 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from client.model import build_model, load_trainable_state, save_adapter, trainable_state
 from client.progress import show_progress
-from client.settings import InvalidRunConfig
+from client.run_config import InvalidRunConfig
 from server.checkpoint import Checkpoint, RoundCheckpointer, load_checkpoint, save_run_config
 from server.discovery import discover_sites
 from server.ledger_query import collect_ledgers
@@ -91,7 +91,7 @@ def main(grid: Grid, context: Context) -> None:
     ContinuedRounds(strategy, offset=done).start(
         grid=grid,
         initial_arrays=kept[done],
-        num_rounds=settings.num_rounds - done,
+        num_rounds=settings.client.num_rounds - done,
         timeout=settings.round_timeout,
         train_config=ConfigRecord({"run-name": settings.run_name}),  # names the sites' ledgers
         evaluate_config=scored,
@@ -105,13 +105,13 @@ def main(grid: Grid, context: Context) -> None:
     # 8. The best round on validation AUROC (never test): its adapter is the run's model
     selection = select_round(strategy.run_log.evaluation, sites=[s.name for s in
                              consortium.training_sites], tasks=settings.client.model.tasks,
-                             num_rounds=settings.num_rounds)
+                             num_rounds=settings.client.num_rounds)
     log.info("selected round %d (%s)", selection.round, selection.criterion)
 
     # 9. The selected adapter (loadable by plain peft), metrics and report
     model = _load_selected(strategy, model, kept[selection.round], settings)
     save_adapter(model, run_dir / "adapter")
-    trained = len(strategy.run_log.skipped_rounds) < settings.num_rounds
+    trained = len(strategy.run_log.skipped_rounds) < settings.client.num_rounds
     outcome = "completed" if trained else "no round trained"
     metrics_path = write_metrics(
         run_dir,
@@ -155,7 +155,7 @@ def _open_run_dir(run_dir, settings: ServerSettings, run_config: dict) -> Checkp
             raise InvalidRunConfig("run config: `resume` applies to a federation run, not to "
                                    f"experiment {settings.client.experiment!r}; start it afresh")
         checkpoint = load_checkpoint(run_dir)
-        if checkpoint.round >= settings.num_rounds:
+        if checkpoint.round >= settings.client.num_rounds:
             log.info("%s: all %d rounds were done; writing its results", run_dir, checkpoint.round)
         return checkpoint
     if run_dir.exists():

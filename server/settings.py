@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from client.settings import ClientSettings, InvalidRunConfig, config_value, positive_config_value
+from client.run_config import InvalidRunConfig, check_run_name, read_run_config
+from client.settings import ClientSettings
 from strategies import STRATEGIES, ClientDP, StrategyOptions
 
 NOT_FOR_EXPERIMENTS: frozenset[str] = frozenset({"flora", "median", "trimmed-mean", "multi-krum"})
+
+TRAINED_KINDS: tuple[str, ...] = ("federated", "local", "leave-one-out", "pooled", "single-task")
+"""The transfer experiment's regime kinds that train (`experiment-regimes`), besides the untrained
+model it always scores (server/transfer/experiment.py)."""
 
 
 @dataclass(frozen=True)
@@ -20,23 +24,23 @@ class ServerSettings:
     """Run settings the server needs on top of what every client reads."""
 
     client: ClientSettings
+    """What every site reads too: the model, the optimizers, `num-server-rounds`, the seed."""
     runs_dir: Path
     """Parent folder of run directories."""
     run_name: str
     """Run directory name under `runs_dir` (the run config's empty default becomes a UTC
     timestamp when parsed)."""
-    num_rounds: int
     strategy: str
     min_train_sites: int
     """A training round with fewer replies than this is skipped (global adapter kept)."""
     round_timeout: float
     """Seconds to wait for the replies of one round."""
     regimes: frozenset[str]
+    """Transfer experiment only (`experiment-regimes`): the regime kinds to train, besides the
+    untrained model."""
     resume: bool
     """Continue the run in `run_dir` from its last checkpoint (`lang1-fl run --resume RUN_DIR`)
     instead of starting one."""
-    """Transfer experiment only (`experiment-regimes`): the regime kinds to train, besides the
-    untrained model."""
     options: StrategyOptions
     """Settings of the rules that have any (`proximal-mu`, `tolerated-bad-sites`, `server-*`)."""
     client_dp: ClientDP
@@ -66,11 +70,7 @@ class ServerSettings:
                 "cannot use: it trains single hospitals (local regimes) and scores each regime's "
                 "adapter itself; the robust rules need several sites per round and FLoRA's state "
                 "is not an adapter. Expected another strategy, e.g. 'fedavg'")
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", self.run_name):
-            raise InvalidRunConfig(
-                f"run config: `run-name` is {self.run_name!r}; expected letters, digits, '.', '_' "
-                "or '-'"
-            )
+        check_run_name(self.run_name, where="run config")
 
     @property
     def run_dir(self) -> Path:
@@ -81,35 +81,34 @@ class ServerSettings:
         client = ClientSettings.from_run_config(config)
         return cls(
             client=client,
-            runs_dir=Path(config_value(config, "runs-dir", str)).expanduser().resolve(),
-            run_name=str(config.get("run-name", ""))
+            runs_dir=Path(read_run_config(config, "runs-dir")).expanduser().resolve(),
+            run_name=read_run_config(config, "run-name")
             or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"),
-            num_rounds=client.num_rounds,
-            strategy=config_value(config, "strategy", str),
-            min_train_sites=positive_config_value(config, "min-train-sites", int),
-            round_timeout=positive_config_value(config, "round-timeout", float),
-            regimes=parse_regimes(config_value(config, "experiment-regimes", str)),
-            resume=config_value(config, "resume", bool),
-            options=_strategy_options(config, client),
+            strategy=read_run_config(config, "strategy"),
+            min_train_sites=read_run_config(config, "min-train-sites"),
+            round_timeout=read_run_config(config, "round-timeout"),
+            regimes=parse_regimes(read_run_config(config, "experiment-regimes")),
+            resume=read_run_config(config, "resume"),
+            options=strategy_options(config),
             client_dp=ClientDP(
-                noise_multiplier=positive_config_value(config, "client-dp-noise-multiplier", float),
-                clipping_norm=positive_config_value(config, "client-dp-clipping-norm", float),
-                delta=positive_config_value(config, "client-dp-delta", float),
+                noise_multiplier=read_run_config(config, "client-dp-noise-multiplier"),
+                clipping_norm=read_run_config(config, "client-dp-clipping-norm"),
+                delta=read_run_config(config, "client-dp-delta"),
             ),
         )
 
 
-def _strategy_options(config: Mapping[str, object], client: ClientSettings) -> StrategyOptions:
+def strategy_options(config: Mapping[str, object]) -> StrategyOptions:
+    """The aggregation rules' settings from the run config (every one, whichever rule runs)."""
     try:
         return StrategyOptions(
-            proximal_mu=positive_config_value(config, "proximal-mu", float, allow_zero=True),
-            tolerated_bad_sites=positive_config_value(config, "tolerated-bad-sites", int,
-                                                      allow_zero=True),
-            server_learning_rate=positive_config_value(config, "server-learning-rate", float),
-            server_beta_1=positive_config_value(config, "server-beta-1", float, allow_zero=True),
-            server_beta_2=positive_config_value(config, "server-beta-2", float, allow_zero=True),
-            server_tau=positive_config_value(config, "server-tau", float),
-            lora_alpha=float(client.model.lora.alpha),
+            proximal_mu=read_run_config(config, "proximal-mu"),
+            tolerated_bad_sites=read_run_config(config, "tolerated-bad-sites"),
+            server_learning_rate=read_run_config(config, "server-learning-rate"),
+            server_beta_1=read_run_config(config, "server-beta-1"),
+            server_beta_2=read_run_config(config, "server-beta-2"),
+            server_tau=read_run_config(config, "server-tau"),
+            lora_alpha=read_run_config(config, "lora-alpha"),
         )
     except ValueError as error:
         raise InvalidRunConfig(str(error)) from None
@@ -117,8 +116,6 @@ def _strategy_options(config: Mapping[str, object], client: ClientSettings) -> S
 
 def parse_regimes(value: str) -> frozenset[str]:
     """`all`, or a comma list of the transfer experiment's regime kinds."""
-    from server.transfer.experiment import TRAINED_KINDS
-
     if value.strip() == "all":
         return frozenset(TRAINED_KINDS)
     kinds = frozenset(k.strip() for k in value.split(",") if k.strip())

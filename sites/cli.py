@@ -1,33 +1,83 @@
-"""What `lang1-fl sites generate` and `lang1-fl sites check` do, as plain functions.
+"""`lang1-fl sites generate` and `lang1-fl sites check`: their parsers, and what they do as plain
+functions (`generate`, `summarize`) that return what happened, so they are easy to test and to
+call from notebooks.
 
-The command-line parser lives with the rest of the `lang1-fl` command (server/cli.py); these
-functions do the work and return what happened, so they are easy to test and to call from notebooks.
+The `lang1-fl` entry point (server/cli.py) attaches these parsers. `sites check` also prints what
+other packages know about a site (its privacy budget and ledger: client/privacy/cli.py), passed in
+as `site_reports`, since sites/ imports none of them. pandas and the importers are imported when
+a command runs, so `lang1-fl --help` answers at once.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import functools
 import logging
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
-from sites.config import DEFAULT_CONSORTIUM, SiteConfig, load_consortium
-from sites.importers.describe import unavailable_tasks
-from sites.importers.site_table import import_site_table
+from sites.config import (
+    DEFAULT_CONSORTIUM,
+    DEFAULT_DATA_DIR,
+    SiteConfig,
+    load_consortium,
+    load_site,
+    resolve_consortium,
+)
 from sites.site_settings import TableFormat
 from sites.tasks import NOTE_COLUMNS, SPLIT_COLUMN, SPLITS, TASKS
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
+
+SiteReport = Callable[[SiteConfig], str]
+"""One more paragraph of `sites check` about a site, from a package sites/ does not import."""
+
+
+def add_sites_parser(commands: argparse._SubParsersAction, *,
+                     site_reports: Sequence[SiteReport] = ()) -> None:
+    """`lang1-fl sites generate | check`; `check` prints `site_reports` after the summary."""
+    sites = commands.add_parser("sites", help="generate or check site data").add_subparsers(
+        dest="sites_command", required=True
+    )
+    generate = sites.add_parser("generate", help="write a consortium's synthetic hospitals to disk")
+    generate.add_argument("consortium", nargs="?", default="default")
+    generate.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    generate.add_argument("--format", choices=("parquet", "jsonl", "csv"), default=None,
+                          help="override the format named in the site YAMLs")
+    generate.add_argument("--overwrite", action="store_true")
+    generate.set_defaults(handler=cmd_generate)
+    check = sites.add_parser("check", help="validate a site's YAML and data locally; print a summary")
+    check.add_argument("site", type=Path)
+    check.add_argument("--data-dir", type=Path, default=None,
+                       help="folder relative data paths resolve against (default: the YAML's)")
+    check.set_defaults(handler=functools.partial(cmd_check, site_reports=tuple(site_reports)))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    generate(resolve_consortium(args.consortium), args.data_dir.resolve(),
+             overwrite=args.overwrite, fmt=args.format)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, *, site_reports: Sequence[SiteReport] = ()) -> int:
+    site = load_site(args.site, data_root=args.data_dir)
+    print(summarize(site))
+    for report in site_reports:
+        print(report(site))
+    return 0
 
 _SUFFIX: dict[str, str] = {"parquet": ".parquet", "jsonl": ".jsonl", "csv": ".csv"}
 
 
 def generate(
     consortium_path: str | Path = DEFAULT_CONSORTIUM,
-    out_dir: str | Path = "lang1-fl-data",
+    out_dir: str | Path = DEFAULT_DATA_DIR,
     *,
     overwrite: bool = False,
     fmt: TableFormat | None = None,
@@ -59,6 +109,11 @@ def summarize(site_or_table: SiteConfig | pd.DataFrame) -> str:
     A `SiteConfig` is imported and validated first (so this is also the check), and the summary
     says which importer, column mapping and split rule made the table and which tasks the site
     does not have; a DataFrame is summarised as it is, for the tasks whose label column it has."""
+    import numpy as np
+
+    from sites.importers.describe import unavailable_tasks
+    from sites.importers.site_table import import_site_table
+
     if isinstance(site_or_table, SiteConfig):
         imported = import_site_table(site_or_table)
         table = imported.table
@@ -93,6 +148,8 @@ def summarize(site_or_table: SiteConfig | pd.DataFrame) -> str:
 
 def _shares(labels: pd.Series, spec) -> str:
     """Positive share of a binary task; share of each class of a multi-class task."""
+    import numpy as np
+
     if labels.empty:
         return "-"
     counts = np.bincount(labels.to_numpy(dtype=np.int64), minlength=spec.num_classes)

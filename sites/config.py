@@ -45,15 +45,19 @@ from sites.yaml_keys import (
 )
 
 __all__ = [
-    "DEFAULT_CONSORTIUM", "ConsortiumConfig", "DataSource", "EvaluationSettings",
+    "DEFAULT_CONSORTIUM", "DEFAULT_DATA_DIR", "ConsortiumConfig", "DataSource", "EvaluationSettings",
     "InvalidSiteConfig", "PrivacySettings", "SiteConfig", "SyntheticSpec", "TrainingSettings",
-    "display_path", "load_consortium", "load_site",
+    "display_path", "load_consortium", "load_site", "resolve_consortium",
 ]
 
 Role = Literal["train", "external"]
 
 DEFAULT_CONSORTIUM: Path = Path(__file__).resolve().parent / "consortia" / "default.yaml"
 """The consortium shipped with the package: four training hospitals and one external system."""
+
+DEFAULT_DATA_DIR: Path = Path("lang1-fl-data")
+"""Where the `lang1-fl` commands keep (and generate) the sites' data unless told otherwise: the
+folder the sites' relative data paths resolve against (the run config's `data-dir` default)."""
 
 _NAME = re.compile(r"[a-z0-9_-]+")
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
@@ -202,6 +206,15 @@ class ConsortiumConfig:
 
 # ---------------------------------------------------------------------------------------------
 # Loading
+
+
+def resolve_consortium(value: str) -> Path:
+    """A consortium shipped with the package by name (`default`, `private`: the files in
+    sites/consortia/), or else the path of a consortium YAML."""
+    shipped = DEFAULT_CONSORTIUM.parent / f"{value}.yaml"
+    if "/" not in value and shipped.is_file():
+        return shipped
+    return Path(value).expanduser().resolve()
 
 
 def load_site(path: str | Path, *, data_root: Path | None = None) -> SiteConfig:

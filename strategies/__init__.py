@@ -45,6 +45,11 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
+_READ_OPTIONS: tuple[type[Strategy], ...] = (AdapterFedProx, RobustMedian, RobustTrimmedMean,
+                                            RobustMultiKrum, AdapterFedAdam, FLoRA)
+"""The rules that read `StrategyOptions`."""
+
+
 def build_strategy(
     name: str, *, roster: SiteRoster, min_train_sites: int, client_dp: ClientDP | None = None,
     options: StrategyOptions | None = None,
@@ -52,19 +57,25 @@ def build_strategy(
     """The strategy registered under `name`, aware of the sites' roles.
 
     `client_dp` (noise multiplier, clipping norm, δ) is needed by `dp-fedavg` only; `options`
-    holds the settings of the rules that have any (each reads its own).
+    holds the settings of the rules that have any (each reads its own), and is needed by those
+    only (`fedprox`, `median`, `trimmed-mean`, `multi-krum`, `fedadam`, `flora`): the server
+    builds both from the run config, so no value here comes from anywhere else.
     """
     if name not in STRATEGIES:
         raise ValueError(
             f"run config: `strategy` is {name!r}; expected one of {', '.join(STRATEGIES)}"
         )
     cls = STRATEGIES[name]
-    options = options if options is not None else StrategyOptions()
     common = {"roster": roster, "min_train_sites": min_train_sites}
     if issubclass(cls, ClientLevelDPFedAvg):
         if client_dp is None:
             raise ValueError(f"`strategy` {name!r} needs the `client-dp-*` settings (client_dp)")
         return cls(**common, client_dp=client_dp)
+    if options is None:
+        if cls in _READ_OPTIONS:
+            raise ValueError(f"`strategy` {name!r} needs its settings from the run config "
+                             "(options: StrategyOptions)")
+        return cls(**common)
     if cls is AdapterFedProx:
         return cls(**common, proximal_mu=options.proximal_mu)
     if cls in (RobustMedian, RobustTrimmedMean, RobustMultiKrum):

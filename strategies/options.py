@@ -1,4 +1,8 @@
-"""The settings of the aggregation rules that have any, from the run config (`ServerSettings`)."""
+"""The settings of the aggregation rules that have any, from the run config (`ServerSettings`).
+
+Their defaults are written once, in pyproject.toml's `[tool.flwr.app.config]`; here every field is
+required, so a rule never runs on a value nobody chose.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,18 @@ from dataclasses import dataclass
 class StrategyOptions:
     """Each field is used by one strategy only and ignored by the others."""
 
-    proximal_mu: float = 0.01
+    proximal_mu: float
     """`fedprox`: μ of the proximal term; the site pulls by lr·μ of the distance per step."""
-    tolerated_bad_sites: int = 1
+    tolerated_bad_sites: int
     """`median`, `trimmed-mean`, `multi-krum`: f, the faulty or malicious training sites to tolerate
     (the median needs 2f + 1 replies per round, the trimmed mean 2f + 2, Multi-Krum 2f + 3)."""
-    server_learning_rate: float = 0.01
+    server_learning_rate: float
     """`fedadam`: the server's Adam step size (η)."""
-    server_beta_1: float = 0.9
-    server_beta_2: float = 0.99
-    server_tau: float = 1e-3
+    server_beta_1: float
+    server_beta_2: float
+    server_tau: float
     """`fedadam`: Adam's moment decays and its ε-like adaptivity constant τ."""
-    lora_alpha: float = 16.0
+    lora_alpha: float
     """`flora`: the run's LoRA alpha, to scale each site's factors as peft does (alpha / r)."""
 
     def __post_init__(self) -> None:

@@ -19,3 +19,11 @@ def default_run_config(**overrides: object) -> dict[str, object]:
             raise KeyError(f"{key} is not a run-config key of pyproject.toml")
         config[key] = value
     return config
+
+
+def default_strategy_options(**overrides: object):
+    """The aggregation rules' settings as the server builds them from `default_run_config` (with
+    `overrides`): pyproject.toml's values, for a test that cares about one or two of them."""
+    from server.settings import strategy_options
+
+    return strategy_options(default_run_config(**overrides))

@@ -29,7 +29,7 @@ from client.model import (
     trainable_state,
 )
 from client.privacy.dp_sgd import train_steps_private
-from client.settings import InvalidRunConfig
+from client.run_config import InvalidRunConfig
 from client.train import OptimizerSettings, train_steps
 from sites.config import InvalidSiteConfig, load_site
 from sites.site_settings import FaultSettings, TrainingSettings

@@ -15,9 +15,10 @@ from flwr.app import (
     RecordDict,
 )
 
-from strategies import SiteEntry, SiteRoster, StrategyOptions, build_strategy
+from strategies import SiteEntry, SiteRoster, build_strategy
 from strategies.flora import refactor, site_factors, stack
 from tests.flower_fakes import FakeGrid, set_task_identity
+from tests.run_config import default_strategy_options
 
 RNG = np.random.default_rng(7)
 A_KEY, B_KEY, HEAD = "adapter.m.lora_A.weight", "adapter.m.lora_B.weight", "head.t.weight"
@@ -99,7 +100,7 @@ def test_refactor_keeps_a_narrow_stack_as_it_is():
 
 def test_flora_round_through_the_strategy(tmp_path):
     strategy = build_strategy("flora", roster=_roster(2), min_train_sites=1,
-                              options=StrategyOptions(lora_alpha=8.0))
+                              options=default_strategy_options(lora_alpha=8.0))
     initial = ArrayRecord({A_KEY: Array(np.ones((8, 12), "f4")), HEAD: Array(np.zeros((2, 3), "f4"))})
     start = strategy.initial_arrays(initial)
     assert list(start.keys()) == [HEAD]  # no update yet; sites start their own adapters
@@ -125,7 +126,7 @@ HONEST = [0.9, 1.0, 1.1, 1.05]
 @pytest.mark.parametrize("attack", [-100.0, 1e6])
 def test_a_robust_rule_stays_within_the_honest_sites(name, attack):
     strategy = build_strategy(name, roster=_roster(5), min_train_sites=1,
-                              options=StrategyOptions(tolerated_bad_sites=1))
+                              options=default_strategy_options(tolerated_bad_sites=1))
     values = HONEST + [attack]
     merged, _ = strategy.aggregate_train(1, [_reply(i + 1, {HEAD: np.full(3, v)})
                                              for i, v in enumerate(values)])
@@ -139,7 +140,7 @@ def test_a_robust_rule_stays_within_the_honest_sites(name, attack):
 
 def test_the_trimmed_mean_cuts_exactly_f_from_each_end_whatever_the_replies():
     strategy = build_strategy("trimmed-mean", roster=_roster(6), min_train_sites=1,
-                              options=StrategyOptions(tolerated_bad_sites=1))
+                              options=default_strategy_options(tolerated_bad_sites=1))
     for values, expected in (([1, 2, 3, 4, 5, 100], 3.5), ([1, 2, 3, 4, 100], 3.0),
                              ([0, 1, 2, 30], 1.5)):
         merged, _ = strategy.aggregate_train(1, [_reply(i + 1, {HEAD: np.full(2, v)})
@@ -149,7 +150,7 @@ def test_the_trimmed_mean_cuts_exactly_f_from_each_end_whatever_the_replies():
 
 def test_multi_krum_leaves_out_the_far_update_whole_and_averages_the_rest_by_examples():
     strategy = build_strategy("multi-krum", roster=_roster(5), min_train_sites=1,
-                              options=StrategyOptions(tolerated_bad_sites=1))
+                              options=default_strategy_options(tolerated_bad_sites=1))
     honest = [np.array([1.0, 2.0]), np.array([1.1, 2.1]), np.array([0.9, 1.8]),
               np.array([1.0, 2.2])]
     sizes = [10, 30, 20, 40]
@@ -165,7 +166,7 @@ def test_multi_krum_leaves_out_the_far_update_whole_and_averages_the_rest_by_exa
 
 def test_multi_krum_keeps_all_but_f_of_the_replies_that_came():
     strategy = build_strategy("multi-krum", roster=_roster(6), min_train_sites=1,
-                              options=StrategyOptions(tolerated_bad_sites=1))
+                              options=default_strategy_options(tolerated_bad_sites=1))
     values = [1.0, 2.0, 3.0, 4.0, 50.0]  # one site dropped out: five of six replied
     merged, _ = strategy.aggregate_train(1, [_reply(i + 1, {HEAD: np.full(2, v)})
                                              for i, v in enumerate(values)])
@@ -174,7 +175,7 @@ def test_multi_krum_keeps_all_but_f_of_the_replies_that_came():
 
 def test_too_few_replies_for_the_tolerance_skip_the_round():
     strategy = build_strategy("trimmed-mean", roster=_roster(5), min_train_sites=1,
-                              options=StrategyOptions(tolerated_bad_sites=1))
+                              options=default_strategy_options(tolerated_bad_sites=1))
     assert strategy.min_train_sites == 4  # 2f + 2
     merged, _ = strategy.aggregate_train(1, [_reply(i + 1, {HEAD: np.full(2, 1.0)})
                                              for i in range(3)])
@@ -187,14 +188,14 @@ def test_a_tolerance_the_consortium_cannot_afford_is_refused(name, sites, f, nee
     with pytest.raises(ValueError, match=rf"`tolerated-bad-sites` is {f}; .* needs .* = {needed} "
                                          rf"training sites .* the run has {sites}"):
         build_strategy(name, roster=_roster(sites), min_train_sites=1,
-                       options=StrategyOptions(tolerated_bad_sites=f))
+                       options=default_strategy_options(tolerated_bad_sites=f))
 
 
 # --- FedAdam and FedProx ----------------------------------------------------------------------
 
 def test_fedadam_moves_the_global_adapter_by_the_server_step():
     strategy = build_strategy("fedadam", roster=_roster(2), min_train_sites=1,
-                              options=StrategyOptions(server_learning_rate=0.05))
+                              options=default_strategy_options(server_learning_rate=0.05))
     _configure(strategy, {HEAD: np.zeros(3)})
     merged, _ = strategy.aggregate_train(1, [_reply(1, {HEAD: np.full(3, 2.0)}),
                                              _reply(2, {HEAD: np.full(3, 4.0)})])
@@ -205,7 +206,7 @@ def test_fedadam_moves_the_global_adapter_by_the_server_step():
 
 def test_fedprox_sends_its_mu_to_every_training_site():
     strategy = build_strategy("fedprox", roster=_roster(3), min_train_sites=1,
-                              options=StrategyOptions(proximal_mu=0.3))
+                              options=default_strategy_options(proximal_mu=0.3))
     messages = _configure(strategy, {HEAD: np.zeros(3)})
     assert len(messages) == 3
     assert {m.content["config"]["proximal-mu"] for m in messages} == {0.3}
@@ -217,7 +218,7 @@ def test_fedprox_sends_its_mu_to_every_training_site():
                                   "multi-krum"])
 def test_a_round_short_of_the_quorum_is_skipped_and_nothing_changes(name):
     strategy = build_strategy(name, roster=_roster(5), min_train_sites=3,
-                              options=StrategyOptions(tolerated_bad_sites=1))
+                              options=default_strategy_options(tolerated_bad_sites=1))
     _configure(strategy, {B_KEY: np.zeros((10, 4)), HEAD: np.zeros(3)})
     replies = [_reply(1, {A_KEY: np.ones((4, 12)), B_KEY: np.ones((10, 4)), HEAD: np.ones(3)}),
                _reply(2, {A_KEY: np.ones((4, 12)), B_KEY: np.ones((10, 4)), HEAD: np.ones(3)})]
@@ -236,7 +237,7 @@ def test_fedadam_resumed_from_its_checkpoint_state_steps_as_if_never_stopped():
             arrays = _tensors(merged)
         return arrays
 
-    options = StrategyOptions(server_learning_rate=0.05)
+    options = default_strategy_options(server_learning_rate=0.05)
     plan = [(1, 1.0), (2, -0.5), (3, 0.25)]
     whole = rounds(build_strategy("fedadam", roster=_roster(2), min_train_sites=1, options=options),
                    plan, np.zeros(3, "f4"))
@@ -250,7 +251,8 @@ def test_fedadam_resumed_from_its_checkpoint_state_steps_as_if_never_stopped():
 
 
 def test_flora_before_any_update_saves_the_untrained_adapter():
-    strategy = build_strategy("flora", roster=_roster(2), min_train_sites=1)
+    strategy = build_strategy("flora", roster=_roster(2), min_train_sites=1,
+                              options=default_strategy_options())
     initial = ArrayRecord({A_KEY: Array(np.ones((8, 12), "f4")), B_KEY: Array(np.zeros((10, 8), "f4")),
                            HEAD: Array(np.zeros((2, 3), "f4"))})
     start = strategy.initial_arrays(initial)

@@ -99,7 +99,7 @@ def test_run_outcome_is_what_the_server_recorded(tmp_path, capsys, flwr_status, 
     """`flwr run` exits 0 even when the ServerApp raised; the recorded outcome decides."""
     import json
 
-    from server.cli import run_outcome
+    from server.launch.run_cli import run_outcome
 
     if outcome is not None:
         (tmp_path / "metrics.json").write_text(json.dumps({"run": {"outcome": outcome}}))
@@ -145,7 +145,7 @@ def test_run_refuses_before_flower_starts_a_run_a_sites_data_cannot_afford(tmp_p
     from client.privacy.ledger import append_entry
     from client.privacy.signing import simulated_signer
     from client.state import SiteState
-    from server.cli import prepare_site_data
+    from server.launch.run_cli import prepare_site_data
     from sites.config import load_consortium
     from sites.dataset import dataset_fingerprint
     from tests.consortium_fixtures import write_small_consortium

@@ -17,7 +17,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MessageType, Rec
 from client.app import ExternalSiteCannotTrain
 from client.app import app as client_app
 from client.model import build_model, trainable_state
-from client.settings import ClientSettings, InvalidRunConfig
+from client.run_config import InvalidRunConfig
+from client.settings import ClientSettings
 from sites.config import load_consortium
 from sites.dataset import read_site_table
 from strategies.exchange import NUM_BINS, metric_keys, validation_keys

@@ -18,7 +18,7 @@ from flwr.app import (
 )
 
 from client.privacy.accounting import epsilon_after
-from client.settings import InvalidRunConfig
+from client.run_config import InvalidRunConfig
 from server.report.metrics_file import privacy_summary
 from server.settings import ServerSettings
 from strategies import ClientDP, SiteEntry, SiteRoster, build_strategy

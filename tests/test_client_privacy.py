@@ -121,8 +121,8 @@ def test_a_private_site_spends_its_run_allocation_over_the_planned_rounds_and_no
         entries = read_ledger(state.ledger)
         assert len(entries) == server_round  # one entry per round, none counted twice
         assert privacy["epsilon"] == entries[-1]["epsilon"] == entries[-1]["run_epsilon"]
-        assert privacy["ledger-head"] == entry_sha256(entries[-1])
-        assert privacy["noise-source"] == entries[-1]["noise_source"] == "csprng"
+        assert privacy["ledger_head"] == entry_sha256(entries[-1])
+        assert privacy["noise_source"] == entries[-1]["noise_source"] == "csprng"
         assert math.isnan(reply.content["metrics"]["train-loss"])  # withheld: not covered by DP
         epsilons.append(privacy["epsilon"])
         arrays = reply.content["arrays"]
@@ -134,7 +134,7 @@ def test_a_private_site_spends_its_run_allocation_over_the_planned_rounds_and_no
     entries = read_ledger(state.ledger)
     assert {e["noise_multiplier"] for e in entries} == {plan.noise_multiplier}
     assert {e["run"] for e in entries} == {RUN} and {e["site"] for e in entries} == {"academic"}
-    report = _verify(state, privacy["ledger-head"])
+    report = _verify(state, privacy["ledger_head"])
     assert report.ok, str(report)
 
     # A fourth round would overspend: the site declines, writes nothing, and sends no tensors.
@@ -189,7 +189,7 @@ def test_a_run_allocation_lets_several_runs_share_the_lifetime_budget(tmp_path, 
             assert "over its lifetime budget of 4" in reply.content["privacy"]["declined"]
             break
         trained.append(reply.content["privacy"]["epsilon"])
-        assert reply.content["privacy"]["run-epsilon"] <= 2.5
+        assert reply.content["privacy"]["run_epsilon"] <= 2.5
     assert 2 <= len(trained) < 8 and trained == sorted(trained) and trained[-1] <= 4.0
     report = _verify(state)
     assert report.ok, str(report)
@@ -227,7 +227,7 @@ def test_a_site_that_crashed_mid_round_rejoins_later_with_its_ledger_intact(fede
     assert state.ledger.read_text().splitlines()[: len(lines)] == lines
     assert [e["round"] for e in entries] == [1, 3]
     assert reply.content["privacy"]["epsilon"] == entries[-1]["epsilon"] > entries[0]["epsilon"]
-    assert _verify(state, reply.content["privacy"]["ledger-head"]).ok
+    assert _verify(state, reply.content["privacy"]["ledger_head"]).ok
 
 
 def test_the_privacy_query_reports_the_ledger_even_for_a_round_charged_and_never_answered(
@@ -252,10 +252,10 @@ def test_the_privacy_query_reports_the_ledger_even_for_a_round_charged_and_never
     answer = dict(_send(run_config, "query.privacy", None, 0).content["privacy"])
     assert answer["epsilon"] == pytest.approx(entries[-1]["epsilon"])
     assert answer["epsilon"] > first.content["privacy"]["epsilon"]
-    assert answer["run-epsilon"] == pytest.approx(entries[-1]["run_epsilon"])
-    assert answer["ledger-head"] == entry_sha256(entries[-1]) and answer["run-rounds"] == "1,2"
-    assert answer["lifetime-epsilon"] == 4.0 and answer["unit"] == "encounter"
-    assert _verify(state, answer["ledger-head"]).ok
+    assert answer["run_epsilon"] == pytest.approx(entries[-1]["run_epsilon"])
+    assert answer["ledger_head"] == entry_sha256(entries[-1]) and answer["run_rounds"] == "1,2"
+    assert answer["lifetime_epsilon"] == 4.0 and answer["unit"] == "encounter"
+    assert _verify(state, answer["ledger_head"]).ok
 
 
 @pytest.mark.parametrize("profiles", [TWO_HOSPITALS, THREE_HOSPITALS], ids=["two", "three"])
@@ -337,16 +337,16 @@ def test_privacy_replies_hold_scalars_and_no_local_path(federation, tmp_path):
     own budget and its ledger's state, never a local path or a note."""
     run_config, settings, arrays = federation
     trained = dict(_send(run_config, MessageType.TRAIN, arrays, 1, partition=1).content["privacy"])
-    assert set(trained) == {"dp", "dataset", "unit", "delta", "lifetime-epsilon",
-                            "run-epsilon-allocation", "max-grad-norm", "accountant", "signer",
-                            "epsilon", "run-epsilon", "noise-multiplier", "sample-rate", "steps",
-                            "noise-source", "ledger-head", "declined"}
+    assert set(trained) == {"dp", "dataset", "unit", "delta", "lifetime_epsilon",
+                            "run_epsilon_allocation", "max_grad_norm", "accountant", "signer",
+                            "epsilon", "run_epsilon", "noise_multiplier", "sample_rate", "steps",
+                            "noise_source", "ledger_head", "declined"}
     for server_round in (2, 3):
         _send(run_config, MessageType.TRAIN, arrays, server_round, partition=1)
     declined = dict(_send(run_config, MessageType.TRAIN, arrays, 4, partition=1)
                     .content["privacy"])
     queried = dict(_send(run_config, "query.privacy", None, 0, partition=1).content["privacy"])
-    assert declined["declined"] and queried["ledger-entries"] == 3
+    assert declined["declined"] and queried["ledger_entries"] == 3
     table = read_site_table(_site(settings, 1))
     for record in (trained, declined, queried):
         assert all(isinstance(v, (bool, int, float, str)) for v in record.values())
@@ -398,7 +398,10 @@ def test_delta_not_below_one_over_n_is_refused_before_training(tmp_path, tiny_en
 
 @pytest.mark.parametrize("name", ["../elsewhere", "a/b", ".hidden", ""])
 def test_a_server_cannot_point_a_site_file_outside_its_folder(name):
-    from client.privacy.reply import run_name
+    from client.settings import MessageConfig
+
+    def run_name(config: ConfigRecord, context: Context) -> str:
+        return MessageConfig.from_record(config, run_id=context.run_id).run_name
 
     context = Context(run_id=7, node_id=1, node_config={}, state=RecordDict(), run_config={})
     if name == "":  # no name from the server: Flower's run id names the run's files

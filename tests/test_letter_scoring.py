@@ -30,7 +30,8 @@ from client.model import (
     trainable_state,
 )
 from client.privacy.dp_sgd import train_steps_private
-from client.settings import ClientSettings, InvalidRunConfig
+from client.run_config import InvalidRunConfig
+from client.settings import ClientSettings
 from client.train import OptimizerSettings, make_optimizer, train_steps
 from sites.tasks import TASKS
 from tests.run_config import default_run_config

@@ -22,7 +22,7 @@ from client.privacy.audit import (
     with_canaries,
 )
 from client.privacy.audit_bound import epsilon_lower_bound, grid_epsilon_lower_bounds, p_value
-from client.privacy.audit_cli import render
+from client.privacy.cli import render
 from client.settings import ClientSettings
 from client.site import ensure_site_data
 from server.cli import main as lang1_fl

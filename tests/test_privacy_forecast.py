@@ -126,7 +126,7 @@ def test_privacy_block_defaults_and_the_state_folder(tmp_path):
 
 
 def test_the_shipped_private_consortium_is_default_ten_times_larger_with_a_budget_each():
-    from client.settings import resolve_consortium
+    from sites.config import resolve_consortium
 
     default = load_consortium(resolve_consortium("default"))
     private = load_consortium(resolve_consortium("private"))

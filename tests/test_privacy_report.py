@@ -156,15 +156,15 @@ def test_the_summary_shows_what_the_sites_reported_never_the_coordinators_yaml(t
     consortium = load_consortium(write_small_consortium(
         tmp_path, privacy={"lifetime_epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0}))
     own = {"dp": True, "dataset": "0123456789abcdef", "unit": "patient", "delta": 1e-5,
-           "lifetime-epsilon": 3.0, "run-epsilon-allocation": 3.0, "max-grad-norm": 0.5,
-           "accountant": "rdp", "signer": "SHA256:k3y", "noise-multiplier": 1.1,
-           "sample-rate": 0.02, "noise-source": "csprng", "declined": ""}
-    log = RunLog(privacy={1: {"academic": {**own, "epsilon": 1.2, "run-epsilon": 1.2,
-                                           "ledger-head": "h1"}},
-                          2: {"academic": {**own, "epsilon": 2.0, "run-epsilon": 2.0,
-                                           "ledger-head": "h2"}}})
-    ledger = {**own, "epsilon": 2.6, "run-epsilon": 2.6, "ledger-head": "h3",
-              "ledger-entries": 3, "run-rounds": "1,2,3"}
+           "lifetime_epsilon": 3.0, "run_epsilon_allocation": 3.0, "max_grad_norm": 0.5,
+           "accountant": "rdp", "signer": "SHA256:k3y", "noise_multiplier": 1.1,
+           "sample_rate": 0.02, "noise_source": "csprng", "declined": ""}
+    log = RunLog(privacy={1: {"academic": {**own, "epsilon": 1.2, "run_epsilon": 1.2,
+                                           "ledger_head": "h1"}},
+                          2: {"academic": {**own, "epsilon": 2.0, "run_epsilon": 2.0,
+                                           "ledger_head": "h2"}}})
+    ledger = {**own, "epsilon": 2.6, "run_epsilon": 2.6, "ledger_head": "h3",
+              "ledger_entries": 3, "run_rounds": "1,2,3"}
     summary = privacy_summary(consortium, log, {"academic": ledger})["sites"]
     academic = summary["academic"]
     assert academic["source"] == "ledger" and academic["lifetime_epsilon"] == 3.0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from client.settings import ClientSettings, InvalidRunConfig
+from client.run_config import InvalidRunConfig
+from client.settings import ClientSettings
 from server.settings import ServerSettings
 from sites.config import DEFAULT_CONSORTIUM
 from sites.tasks import TASK_NAMES
@@ -17,7 +18,7 @@ def test_pyproject_defaults_parse_into_settings():
     assert settings.client.model.tasks == TASK_NAMES
     assert settings.client.model.base == "all-MiniLM-L6-v2"
     assert settings.strategy == "fedavg"
-    assert settings.num_rounds >= 2
+    assert settings.client.num_rounds >= 2
     assert settings.client.optimizer.name == "adamw"
     # DP sites take larger LoRA steps: under DP, AdamW's second moment also holds the noise.
     assert settings.client.dp_optimizer.learning_rate > settings.client.optimizer.learning_rate
@@ -66,3 +67,57 @@ def test_missing_key_is_named():
     del config["seed"]
     with pytest.raises(InvalidRunConfig, match=r"`seed` is missing"):
         ClientSettings.from_run_config(config)
+
+
+def test_every_run_config_key_has_one_type_and_every_default_fits_it():
+    from client.run_config import RUN_CONFIG_KEYS, read_run_config
+
+    config = default_run_config()
+    assert set(RUN_CONFIG_KEYS) == set(config)
+    for key, (kind, _) in RUN_CONFIG_KEYS.items():
+        assert isinstance(read_run_config(config, key), kind)
+
+
+def test_lora_alpha_is_a_float_wherever_it_is_read():
+    settings = ServerSettings.from_run_config(default_run_config(lora_alpha=16))
+    assert settings.client.model.lora.alpha == settings.options.lora_alpha == 16.0
+    assert isinstance(settings.client.model.lora.alpha, float)
+    assert ServerSettings.from_run_config(default_run_config(lora_alpha=12.5)).options.lora_alpha == 12.5
+
+
+@pytest.mark.parametrize("name", [".hidden", "..", "a/b", ""])
+def test_one_run_name_rule_for_the_run_config_and_the_messages(name):
+    from flwr.app import ConfigRecord
+
+    from client.settings import MessageConfig
+
+    if name:
+        with pytest.raises(InvalidRunConfig, match=r"run config: `run-name` is .*not starting"):
+            ServerSettings.from_run_config(default_run_config(run_name=name))
+        with pytest.raises(InvalidRunConfig, match=r"train message: `run-name` is .*not starting"):
+            MessageConfig.from_record(ConfigRecord({"run-name": name}), run_id=1,
+                                      kind="train message")
+    else:  # no name: the server takes a timestamp, a site Flower's run id
+        assert ServerSettings.from_run_config(default_run_config(run_name=name)).run_name
+        assert MessageConfig.from_record(ConfigRecord({}), run_id=3).run_name == "flwr-run-3"
+
+
+def test_a_message_config_is_read_once_with_its_defaults():
+    from flwr.app import ConfigRecord
+
+    from client.settings import MessageConfig
+
+    empty = MessageConfig.from_record(ConfigRecord({}), run_id=5)
+    assert (empty.server_round, empty.tasks, empty.local_steps, empty.proximal_mu,
+            empty.adapter_mode) == (None, None, 0, 0.0, "full")
+    assert empty.splits == {"validation", "test"}
+    sent = MessageConfig.from_record(ConfigRecord({
+        "run-name": "r1", "server-round": 2, "tasks": "mortality", "local-steps": 4,
+        "splits": "test", "proximal-mu": 0.5, "adapter-mode": "ffa"}), run_id=5)
+    assert (sent.run_name, sent.server_round, sent.tasks, sent.local_steps, sent.splits,
+            sent.proximal_mu, sent.adapter_mode) == ("r1", 2, ("mortality",), 4,
+                                                     frozenset({"test"}), 0.5, "ffa")
+    with pytest.raises(InvalidRunConfig, match=r"`splits` is 'train'"):
+        MessageConfig.from_record(ConfigRecord({"splits": "train"}), run_id=5)
+    with pytest.raises(InvalidRunConfig, match=r"`local-steps` is -1; expected >= 0"):
+        MessageConfig.from_record(ConfigRecord({"local-steps": -1}), run_id=5)

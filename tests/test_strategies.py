@@ -148,3 +148,10 @@ def test_roster_rejects_two_nodes_claiming_one_site():
 
 def test_registry_lists_fedavg():
     assert "fedavg" in STRATEGIES
+
+
+@pytest.mark.parametrize("name", ["fedprox", "median", "trimmed-mean", "multi-krum", "fedadam",
+                                  "flora"])
+def test_a_rule_with_settings_is_never_built_without_them(name):
+    with pytest.raises(ValueError, match=rf"`strategy` '{name}' needs its settings from the run"):
+        build_strategy(name, roster=ROSTER, min_train_sites=1)

@@ -19,11 +19,11 @@ from client.settings import ClientSettings
 from server.app import _load_selected
 from server.settings import ServerSettings
 from sites.config import load_consortium
-from strategies import SiteEntry, SiteRoster, StrategyOptions, build_strategy
+from strategies import SiteEntry, SiteRoster, build_strategy
 from strategies.flora import fold_rank
 from tests.consortium_fixtures import write_small_consortium
 from tests.flower_fakes import FakeGrid, set_task_identity
-from tests.run_config import default_run_config
+from tests.run_config import default_run_config, default_strategy_options
 from tests.tiny_models import make_tiny_encoder
 
 PROFILES = (("academic", "train"), ("community", "train"), ("safety_net", "train"),
@@ -76,7 +76,7 @@ def _run(run_config, name: str, **options):
     model = build_model(settings.model, device=torch.device("cpu"))
     initial = ArrayRecord({k: Array(v) for k, v in trainable_state(model).items()})
     strategy = build_strategy(name, roster=grid.roster, min_train_sites=1,
-                              options=StrategyOptions(lora_alpha=16.0, **options))
+                              options=default_strategy_options(lora_alpha=16.0, **options))
     start = strategy.initial_arrays(initial)
     run = f"{name}-{abs(hash(str(run_config['consortium']))) % 1000}"
     result = strategy.start(grid=grid, initial_arrays=start, num_rounds=2, timeout=60,

@@ -21,9 +21,8 @@ from flwr.app import (
     RecordDict,
 )
 
-from server.settings import ServerSettings
+from server.settings import TRAINED_KINDS, ServerSettings
 from server.transfer.experiment import (
-    TRAINED_KINDS,
     TransferExperimentError,
     evaluate_at,
     plan_regimes,
@@ -57,7 +56,7 @@ def test_regimes_cover_local_leave_one_out_pooled_and_single_task():
 
 
 def test_unknown_regime_kinds_are_named():
-    from client.settings import InvalidRunConfig
+    from client.run_config import InvalidRunConfig
     from server.settings import parse_regimes
 
     assert parse_regimes("all") == frozenset(TRAINED_KINDS)

@@ -9,31 +9,20 @@ run, ε of this run), the parameters a reviewer needs to re-derive them, the has
 last entry — the anchor that makes a ledger cut short detectable — and the fingerprint of the
 key that signs it. Never a local path, a count of anything but the site's own training records,
 or a value of any single record.
+
+Its keys are spelled as the same values are in the site's ledger, the site's YAML and the run's
+metrics.json (`lifetime_epsilon`, `max_grad_norm`, `noise_multiplier`, ...), so the coordinator
+copies them by name.
 """
 
 from __future__ import annotations
 
-import re
-
-from flwr.app import ConfigRecord, Context
+from flwr.app import ConfigRecord
 
 from client.privacy.budget import BudgetExhausted, Charge, Spend
 from client.privacy.plan import PrivacyPlan
 from client.privacy.signing import LedgerSigner
 from sites.config import SiteConfig
-
-_RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
-
-
-def run_name(config: ConfigRecord, context: Context) -> str:
-    """The run the server says this is: a label for what the site stores per run (replies, egress
-    log), never a budget. Checked to be a plain file name, so a server cannot point a site's
-    files anywhere else."""
-    name = str(config.get("run-name", "") or f"flwr-run-{context.run_id}")
-    if not _RUN_NAME.fullmatch(name):
-        raise ValueError(f"train config: `run-name` is {name!r}; expected letters, digits, '.', "
-                         "'_' or '-', not starting with '.'")
-    return name
 
 
 def _site_fields(site: SiteConfig, dataset: str, signer: LedgerSigner) -> dict[str, object]:
@@ -45,17 +34,17 @@ def _site_fields(site: SiteConfig, dataset: str, signer: LedgerSigner) -> dict[s
         "dataset": dataset,
         "unit": privacy.unit,
         "delta": float(privacy.delta),
-        "lifetime-epsilon": float(privacy.lifetime_epsilon),
-        "run-epsilon-allocation": privacy.run_allocation,
-        "max-grad-norm": float(privacy.max_grad_norm),
+        "lifetime_epsilon": float(privacy.lifetime_epsilon),
+        "run_epsilon_allocation": privacy.run_allocation,
+        "max_grad_norm": float(privacy.max_grad_norm),
         "accountant": privacy.accountant,
         "signer": signer.fingerprint,
     }
 
 
 def _spend_fields(spend: Spend) -> dict[str, object]:
-    return {"epsilon": spend.epsilon, "run-epsilon": spend.run_epsilon,
-            "ledger-entries": spend.entries, "ledger-head": spend.head or ""}
+    return {"epsilon": spend.epsilon, "run_epsilon": spend.run_epsilon,
+            "ledger_entries": spend.entries, "ledger_head": spend.head or ""}
 
 
 def plain_record(dataset: str) -> ConfigRecord:
@@ -69,12 +58,12 @@ def privacy_record(site: SiteConfig, charge: Charge, plan: PrivacyPlan, *, datas
     return ConfigRecord({
         **_site_fields(site, dataset, signer),
         "epsilon": charge.epsilon,
-        "run-epsilon": charge.run_epsilon,
-        "noise-multiplier": charge.noise_multiplier,
-        "sample-rate": charge.sample_rate,
+        "run_epsilon": charge.run_epsilon,
+        "noise_multiplier": charge.noise_multiplier,
+        "sample_rate": charge.sample_rate,
         "steps": charge.steps,
-        "noise-source": noise_source,
-        "ledger-head": charge.ledger_head,
+        "noise_source": noise_source,
+        "ledger_head": charge.ledger_head,
         "declined": "",
     })
 
@@ -90,4 +79,4 @@ def ledger_record(site: SiteConfig, spend: Spend, *, dataset: str,
                   signer: LedgerSigner) -> ConfigRecord:
     """The answer to `query.privacy`: the ledger as it stands at the end of a run."""
     return ConfigRecord({**_site_fields(site, dataset, signer), **_spend_fields(spend),
-                         "run-rounds": ",".join(str(r) for r in spend.run_rounds)})
+                         "run_rounds": ",".join(str(r) for r in spend.run_rounds)})

@@ -2,7 +2,9 @@
 
 The work is in server/launch/certificates.py, client/node_identity.py and server/launch/deployment.py; each
 handler here prints what it wrote and the exact next command, so hospital IT and the coordinator
-never have to assemble a Flower command line by hand.
+never have to assemble a Flower command line by hand. The hospital's key pair (`deploy site-key`)
+is made by client/cli.py; the `lang1-fl` entry point (server/cli.py) puts the `deploy` commands
+of both in one group.
 """
 
 from __future__ import annotations
@@ -59,21 +61,6 @@ def cmd_deploy_server_cert(args: argparse.Namespace) -> int:
     print(f"wrote {server.cert} and {server.key} (PRIVATE: stays on the SuperLink machine), "
           f"valid for {', '.join(args.host)}, localhost and 127.0.0.1")
     print(f"next: lang1-fl deploy superlink --ca-cert {ca.cert} --certs-dir {out}")
-    return 0
-
-
-@_deploy_command
-def cmd_deploy_site_key(args: argparse.Namespace) -> int:
-    """Hospital: create the SuperNode's key pair; only the public half leaves the hospital."""
-    from client.node_identity import fingerprint, load_node_public_key, write_node_key_pair
-
-    pair = write_node_key_pair(args.out, name=args.name, overwrite=args.overwrite)
-    print(f"wrote {pair.private_key} (PRIVATE: never leaves this machine) and {pair.public_key}")
-    print(f"fingerprint: {fingerprint(load_node_public_key(pair.public_key))}")
-    print(f"next: send {pair.public_key} to the coordinator and read them the fingerprint on "
-          "another channel; once registered, start the SuperNode:")
-    print(f"  lang1-fl deploy supernode --superlink SUPERLINK_HOST:PORT --root-cert ca.crt "
-          f"--key {pair.private_key} --site SITE.yaml")
     return 0
 
 
@@ -153,18 +140,9 @@ def _print_or_exec(command: list[str], line: str, *, start: bool) -> int:
     return 0
 
 
-def add_deploy_parser(commands: argparse._SubParsersAction) -> None:
-    """`lang1-fl deploy ...`: certificates, site keys, registration, SuperLink and SuperNode."""
-    deploy = commands.add_parser(
-        "deploy", help="join a real federation: CA and TLS certificates, site keys, "
-        "registration, SuperLink and SuperNode command lines").add_subparsers(
-        dest="deploy_command", required=True)
-    _add_deploy_identity_parsers(deploy)
-    _add_deploy_federation_parsers(deploy)
-
-
-def _add_deploy_identity_parsers(deploy: argparse._SubParsersAction) -> None:
-    """The files: consortium CA, SuperLink certificate, a site's key pair."""
+def add_certificate_parsers(deploy: argparse._SubParsersAction) -> None:
+    """The coordinator's files: consortium CA, SuperLink certificate (a site's key pair is the
+    hospital's: client/cli.py)."""
     ca = deploy.add_parser("ca", help="coordinator: create the consortium CA (ca.crt, ca.key)")
     ca.add_argument("--out", type=Path, required=True, help="folder for ca.crt and ca.key")
     ca.add_argument("--days", type=int, default=3650, help="validity in days")
@@ -180,14 +158,9 @@ def _add_deploy_identity_parsers(deploy: argparse._SubParsersAction) -> None:
     server.add_argument("--days", type=int, default=825, help="validity in days")
     server.add_argument("--overwrite", action="store_true", help="replace existing files")
     server.set_defaults(handler=cmd_deploy_server_cert)
-    key = deploy.add_parser("site-key", help="hospital: create the SuperNode key pair")
-    key.add_argument("name", help="file name, e.g. the site's name: writes NAME and NAME.pub")
-    key.add_argument("--out", type=Path, required=True, help="folder on the SuperNode machine")
-    key.add_argument("--overwrite", action="store_true", help="replace an existing key pair")
-    key.set_defaults(handler=cmd_deploy_site_key)
 
 
-def _add_deploy_federation_parsers(deploy: argparse._SubParsersAction) -> None:
+def add_federation_parsers(deploy: argparse._SubParsersAction) -> None:
     """The processes: flwr connection, registration, SuperLink, SuperNode."""
     connect = deploy.add_parser("connect", help="coordinator: add the SuperLink to "
                                 "$FLWR_HOME/config.toml for `flwr run` and `register`")

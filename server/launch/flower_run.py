@@ -18,21 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+from client.run_config import default_run_config, read_run_config
+
 log = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).resolve().parents[2]
 """The project root: where `pyproject.toml` declares the Flower app."""
-
-
-def default_run_config() -> dict[str, object]:
-    """The app's `[tool.flwr.app.config]`: the values a run uses unless overridden."""
-    import tomllib
-
-    pyproject = APP_DIR / "pyproject.toml"
-    if not pyproject.exists():
-        raise FileNotFoundError(f"{pyproject} not found: lang1-fl needs its source checkout "
-                                "(pip install -e .), where the Flower app is declared")
-    return dict(tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["config"])
 
 
 def toml_value(value: object) -> str:
@@ -108,7 +99,7 @@ def _with_turn_timeout(run_config: dict[str, object], turns: int) -> dict[str, o
     see the second pair dropped as "no reply" while they wait."""
     if "round-timeout" in run_config or turns <= 1:
         return run_config
-    per_site = float(default_run_config()["round-timeout"])
+    per_site = read_run_config(default_run_config(), "round-timeout")
     log.info("%d turns of simulated sites on this machine: round-timeout %.0f s (%.0f s per turn)",
              turns, per_site * turns, per_site)
     return {**run_config, "round-timeout": per_site * turns}

@@ -88,14 +88,11 @@ def _clean_values(values: dict) -> dict:
     return {k: _clean(v) if isinstance(v, float) else v for k, v in values.items()}
 
 
-_LEDGER_FIELDS = {
-    # metrics.json key <- the key of the site's privacy record (client/privacy/reply.py)
-    "dataset": "dataset", "unit": "unit", "delta": "delta",
-    "lifetime_epsilon": "lifetime-epsilon", "run_epsilon_allocation": "run-epsilon-allocation",
-    "max_grad_norm": "max-grad-norm", "accountant": "accountant", "signer": "signer",
-    "epsilon": "epsilon", "run_epsilon": "run-epsilon", "ledger_head": "ledger-head",
-    "ledger_entries": "ledger-entries",
-}
+_LEDGER_FIELDS: tuple[str, ...] = (
+    # the keys of the site's privacy record (client/privacy/reply.py), the same in metrics.json
+    "dataset", "unit", "delta", "lifetime_epsilon", "run_epsilon_allocation", "max_grad_norm",
+    "accountant", "signer", "epsilon", "run_epsilon", "ledger_head", "ledger_entries",
+)
 
 
 def privacy_summary(consortium: ConsortiumConfig, run_log: RunLog,
@@ -119,17 +116,12 @@ def privacy_summary(consortium: ConsortiumConfig, run_log: RunLog,
                        "source": ("ledger" if final is not None else
                                   "last training reply" if reported else "nothing reported")}
         if entry["dp"]:
-            entry.update({ours: latest.get(theirs) for ours, theirs in _LEDGER_FIELDS.items()})
-            entry.update({
-                "noise_multiplier": next((v["noise-multiplier"] for v in reported.values()
-                                          if "noise-multiplier" in v), None),
-                "sample_rate": next((v["sample-rate"] for v in reported.values()
-                                     if "sample-rate" in v), None),
-                "noise_source": next((v["noise-source"] for v in reported.values()
-                                      if "noise-source" in v), None),
-                "epsilon_per_round": {str(r): v.get("run-epsilon") for r, v in reported.items()
-                                      if not v.get("declined")},
-            })
+            entry.update({key: latest.get(key) for key in _LEDGER_FIELDS})
+            entry.update({  # a round's parameters: from the first training reply that has them
+                key: next((v[key] for v in reported.values() if key in v), None)
+                for key in ("noise_multiplier", "sample_rate", "noise_source")})
+            entry["epsilon_per_round"] = {str(r): v.get("run_epsilon") for r, v in reported.items()
+                                          if not v.get("declined")}
         entry["declined_rounds"] = sorted(r for r, d in run_log.declined.items() if site.name in d)
         sites[site.name] = entry
     return {"sites": sites, "client_level": client_level_summary(run_log)}
@@ -227,7 +219,7 @@ def build_metrics(
             "consortium_file": str(consortium.source),
             "strategy": settings.strategy,
             "strategy_options": options_used(settings.options, settings.strategy),
-            "num_rounds": settings.num_rounds,
+            "num_rounds": settings.client.num_rounds,
             "tasks": list(tasks),
             "base_model": settings.client.model.base,
             "max_length": settings.client.model.max_length,

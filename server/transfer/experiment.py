@@ -34,7 +34,7 @@ from flwr.serverapp import Grid
 from client.model import ModelSettings, build_model, trainable_state
 from server.report.metrics_file import nest_site_metrics
 from server.round_selection import CRITERION, RoundArrays, select_round
-from server.settings import ServerSettings
+from server.settings import TRAINED_KINDS, ServerSettings
 from sites.config import ConsortiumConfig
 from sites.files import write_atomic
 from sites.pooling import POOLED_SITE
@@ -43,8 +43,6 @@ from strategies import SiteRoster, build_strategy
 log = logging.getLogger(__name__)
 
 RegimeKind = Literal["untrained", "federated", "local", "leave-one-out", "pooled", "single-task"]
-TRAINED_KINDS: tuple[str, ...] = ("federated", "local", "leave-one-out", "pooled", "single-task")
-"""The regime kinds `experiment-regimes` may choose from (`untrained` is always scored)."""
 TRANSFER_FILE = "transfer.json"
 
 
@@ -124,7 +122,7 @@ def train_regime(grid: Grid, regime: Regime, *, settings: ServerSettings, roster
     kept = RoundArrays()
     strategy.start(grid=grid, initial_arrays=_initial_arrays(
                        replace(settings.client.model, tasks=regime.tasks)),
-                   num_rounds=settings.num_rounds, timeout=settings.round_timeout,
+                   num_rounds=settings.client.num_rounds, timeout=settings.round_timeout,
                    train_config=ConfigRecord(train_config),
                    evaluate_config=ConfigRecord({"splits": "validation", "tasks": tasks}),
                    evaluate_fn=kept)
@@ -134,7 +132,7 @@ def train_regime(grid: Grid, regime: Regime, *, settings: ServerSettings, roster
     if problems:
         raise TransferExperimentError(f"regime {regime.name!r}: " + "; ".join(problems))
     selection = select_round(run_log.evaluation, sites=regime.trained_on, tasks=regime.tasks,
-                             num_rounds=settings.num_rounds)
+                             num_rounds=settings.client.num_rounds)
     summary = {"selected_round": selection.round,
                "validation_per_round": {str(r): v for r, v in selection.score_per_round.items()}}
     return kept[selection.round], summary
@@ -196,7 +194,7 @@ def transfer_record(*, settings: ServerSettings, consortium: ConsortiumConfig, r
         "lora": {"r": model.lora.r, "alpha": model.lora.alpha, "dropout": model.lora.dropout},
         "max_length": model.max_length,
         "strategy": settings.strategy,
-        "num_rounds": settings.num_rounds,
+        "num_rounds": settings.client.num_rounds,
         "seed": settings.client.seed,
         "bootstrap_resamples": settings.client.bootstrap_resamples,
         "duration_s": round(duration_s, 1),

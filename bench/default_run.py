@@ -1,4 +1,4 @@
-"""Issue-2 numbers of the main job: does the default federated run learn, and what leaves a site?
+"""Does the default federated run learn, and how much leaves a site per round?
 
 Runs `lang1-fl run` on the default consortium (or reads an existing run with `--run-dir`) and
 prints, per task: the external site's AUROC at round 0 and after the last round, the training
@@ -17,8 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from server.cli import main as lang1_fl
-from server.report.markdown import headline
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.results_file import record_printed  # noqa: E402
+from server.cli import main as lang1_fl  # noqa: E402
+from server.report.markdown import headline  # noqa: E402
 
 
 def _fmt(value: float | None) -> str:
@@ -76,4 +79,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(record_printed("default_run", __doc__.splitlines()[0], main))

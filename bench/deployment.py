@@ -1,4 +1,4 @@
-"""What the deployment path costs next to simulation: wall time per round, and bytes on the wire.
+"""What does the deployment path cost next to simulation: wall time per round, bytes on the wire?
 
 A real consortium runs on Flower's Deployment Engine: every hospital a SuperNode that starts a fresh
 ClientApp process for each message (importing torch and loading the model again), every request
@@ -38,6 +38,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results_file import record_printed  # noqa: E402
 from server.cli import main as lang1_fl  # noqa: E402
 from server.launch.loopback import deploy, simulate  # noqa: E402
 from sites.config import DEFAULT_CONSORTIUM, SiteConfig, load_site  # noqa: E402
@@ -249,4 +250,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(record_printed("deployment", __doc__.splitlines()[0], main))

@@ -1,4 +1,4 @@
-"""Issue 3: at one ε and about the same compute, do fewer and larger DP-SGD batches keep more?
+"""At one ε and about the same compute, do fewer and larger DP-SGD batches keep more?
 
 At a fixed ε, δ and number of example gradients, a larger batch raises the sampling rate q and
 so the noise multiplier σ, but less than it raises the batch: the noise on a step's averaged
@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results_file import record_printed  # noqa: E402
 from server.cli import run_config_overrides  # noqa: E402
 
 ARMS = ("non-dp", "dp", "clip")
@@ -158,4 +159,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(record_printed("dp_shapes", __doc__.splitlines()[0], main))

@@ -1,4 +1,4 @@
-"""Issue-3 numbers: what DP-SGD costs in time and in utility, each measured side by side in one run.
+"""What does DP-SGD cost in time and in utility? Each measured side by side in one run.
 
 1. `timing`: seconds per local step of joint five-task LoRA training on all-MiniLM-L6-v2 (batch 16
    × 128 tokens, the default site settings) without DP and with DP-SGD in each opacus per-sample
@@ -43,6 +43,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results_file import record_printed  # noqa: E402
 from server.report.data import mean, rounds_by_number, selected_round, sites_with_role, task_values  # noqa: E402
 from server.report.markdown import headline  # noqa: E402
 from sites.config import DEFAULT_CONSORTIUM, load_consortium  # noqa: E402
@@ -348,4 +349,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    part = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else "all"
+    sys.exit(record_printed(f"privacy_{part}", __doc__.splitlines()[0], main,
+                            script="privacy.py"))

@@ -32,6 +32,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results_file import record_printed  # noqa: E402
 from sites.config import DEFAULT_CONSORTIUM, ConsortiumConfig, SiteConfig, load_consortium  # noqa: E402
 from sites.dataset import read_site_table  # noqa: E402
 from sites.synthetic import generate_consortium  # noqa: E402
@@ -172,4 +173,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(record_printed("quality", __doc__.splitlines()[0], main))

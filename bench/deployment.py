@@ -67,7 +67,8 @@ def write_consortium(work: Path, *, encounters: int) -> Path:
 
 
 def write_site_yamls(consortium: Path, data_dir: Path, work: Path) -> dict[str, Path]:
-    """What each hospital holds: its own site YAML, its table's path absolute (README advice)."""
+    """What each hospital holds: its own site YAML, its table's path absolute (as
+    docs/hospital-it.md advises)."""
     site_yamls = {}
     for site in yaml.safe_load(consortium.read_text())["sites"]:
         site["data"]["path"] = str(data_dir / site["data"]["path"])

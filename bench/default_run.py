@@ -7,6 +7,9 @@ round-0-to-oracle gap closed; then the bytes one site uploads per round ÷ the b
 
     python bench/default_run.py                 # a fresh default run (10-15 min on 2 cores)
     python bench/default_run.py --run-dir runs/20261125-153000
+
+What it prints is also kept, with the date, machine and command, in bench/results/default_run.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations

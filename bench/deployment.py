@@ -23,6 +23,9 @@ the same code tests/test_deployment_e2e.py runs). It prints, measured side by si
 
     python bench/deployment.py                      # MiniLM, 2 rounds, 300 encounters/site
     python bench/deployment.py --tiny --rounds 1    # tiny random encoder: checks the bench works
+
+What it prints is also kept, with the date, machine and command, in bench/results/deployment.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations

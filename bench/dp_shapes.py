@@ -22,6 +22,9 @@ gradients takes about 25 minutes on 2 cores, scoring included, and under a minut
     python bench/dp_shapes.py --shapes 640x27 --arms clip --set dp-learning-rate=0.003
     python bench/dp_shapes.py --shapes 1920x9 --arms dp --set dp-learning-rate=0.02
     python bench/dp_shapes.py --device cuda --shapes 640x27 640x54 1280x27 --arms non-dp dp dp
+
+What it prints is also kept, with the date, machine and command, in bench/results/dp_shapes.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations

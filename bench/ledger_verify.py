@@ -16,6 +16,9 @@ Its floating-point slack, how far honest ledgers sit above it, and how long a ve
     python bench/ledger_verify.py slack      # about 1 minute on one core
     python bench/ledger_verify.py margins    # about 2 minutes
     python bench/ledger_verify.py timing     # about 1.5 minutes
+
+What it prints is also kept, with the date, machine and command, in bench/results/ledger_verify_<question>.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@
     python bench/privacy.py utility --epsilons 8 inf --scale 0.1
     python bench/privacy.py utility --epsilons 8 inf --runs-per-budget 3 --engine in-process \
         --parallel 4      # a GPU machine without Ray
+
+What it prints is also kept, with the date, machine and command, in bench/results/privacy_<part>.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ Generates the default consortium in a temporary folder and prints:
    collapsing to chance there.
 
 Usage: python bench/quality.py [--encounters N] [--seed S]
+
+What it prints is also kept, with the date, machine and command, in bench/results/quality.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations

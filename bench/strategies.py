@@ -17,6 +17,9 @@ round and wall time; then the ratios that answer the question:
     python bench/strategies.py --strategies ""               # the fault drill only
     python bench/strategies.py --rounds 2 --local-steps 20   # shorter runs, same comparison
     python bench/strategies.py --from runs/bench-strategies-*/strategies.json   # print again
+
+What it prints is also kept, with the date, machine and command, in bench/results/strategies.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations

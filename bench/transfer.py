@@ -14,6 +14,9 @@ site and the spread across sites.
     python bench/transfer.py                     # a fresh experiment (about an hour on 2 cores)
     python bench/transfer.py --regimes federated,local,pooled   # just what the headline needs
     python bench/transfer.py --run-dir runs/transfer-20261125-210000
+
+What it prints is also kept, with the date, machine and command, in bench/results/transfer.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     site = consortium.site(args.site)
     ensure_site_data(site, seed=consortium.seed)
     # The arms differ in DP only; the non-private arm keeps the block for its δ
-    site = replace(site, privacy=PrivacySettings(target_epsilon=args.epsilon, delta=args.delta,
+    site = replace(site, privacy=PrivacySettings(lifetime_epsilon=args.epsilon, delta=args.delta,
                                                  max_grad_norm=args.max_grad_norm))
     overrides = run_config_overrides(args.set)
     with tempfile.TemporaryDirectory() as scratch:

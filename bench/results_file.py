@@ -92,7 +92,9 @@ def record_printed(name: str, title: str, main: Callable[[], int | None], *,
     status = 0 if status is None else status
     if status == 0:
         command = command_line(script or f"{name}.py", argv)
-        lines = results_header(title, command=command)
+        load = (f"load: 1-minute load average {os.getloadavg()[0]:.2f} at the end (other work "
+                "may share the machine and slow what was timed)")
+        lines = results_header(title, command=command, details=[load])
         lines += ["", "What the bench printed:", "", "```text", tee.copy.getvalue().rstrip(),
                   "```"]
         write_results(name, "\n".join(lines))

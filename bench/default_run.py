@@ -1,4 +1,4 @@
-"""Issue-2 numbers of the main job: does the default federated run learn, and what leaves a site?
+"""Does the default federated run learn, and how much leaves a site per round?
 
 Runs `lang1-fl run` on the default consortium (or reads an existing run with `--run-dir`) and
 prints, per task: the external site's AUROC at round 0 and after the last round, the training
@@ -7,6 +7,9 @@ round-0-to-oracle gap closed; then the bytes one site uploads per round ÷ the b
 
     python bench/default_run.py                 # a fresh default run (10-15 min on 2 cores)
     python bench/default_run.py --run-dir runs/20261125-153000
+
+What it prints is also kept, with the date, machine and command, in bench/results/default_run.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from server.cli import main as lang1_fl
-from server.report.markdown import headline
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.results_file import record_printed  # noqa: E402
+from server.cli import main as lang1_fl  # noqa: E402
+from server.report.markdown import headline  # noqa: E402
 
 
 def _fmt(value: float | None) -> str:
@@ -76,4 +82,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(record_printed("default_run", __doc__.splitlines()[0], main))

@@ -1,4 +1,4 @@
-"""What the deployment path costs next to simulation: wall time per round, and bytes on the wire.
+"""What does the deployment path cost next to simulation: wall time per round, bytes on the wire?
 
 A real consortium runs on Flower's Deployment Engine: every hospital a SuperNode that starts a fresh
 ClientApp process for each message (importing torch and loading the model again), every request
@@ -23,6 +23,9 @@ the same code tests/test_deployment_e2e.py runs). It prints, measured side by si
 
     python bench/deployment.py                      # MiniLM, 2 rounds, 300 encounters/site
     python bench/deployment.py --tiny --rounds 1    # tiny random encoder: checks the bench works
+
+What it prints is also kept, with the date, machine and command, in bench/results/deployment.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results_file import record_printed  # noqa: E402
 from server.cli import main as lang1_fl  # noqa: E402
 from server.launch.loopback import deploy, simulate  # noqa: E402
 from sites.config import DEFAULT_CONSORTIUM, SiteConfig, load_site  # noqa: E402
@@ -66,7 +70,8 @@ def write_consortium(work: Path, *, encounters: int) -> Path:
 
 
 def write_site_yamls(consortium: Path, data_dir: Path, work: Path) -> dict[str, Path]:
-    """What each hospital holds: its own site YAML, its table's path absolute (README advice)."""
+    """What each hospital holds: its own site YAML, its table's path absolute (as
+    docs/hospital-it.md advises)."""
     site_yamls = {}
     for site in yaml.safe_load(consortium.read_text())["sites"]:
         site["data"]["path"] = str(data_dir / site["data"]["path"])
@@ -244,4 +249,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(record_printed("deployment", __doc__.splitlines()[0], main))

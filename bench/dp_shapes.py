@@ -1,4 +1,4 @@
-"""Issue 3: at one ε and about the same compute, do fewer and larger DP-SGD batches keep more?
+"""At one ε and about the same compute, do fewer and larger DP-SGD batches keep more?
 
 At a fixed ε, δ and number of example gradients, a larger batch raises the sampling rate q and
 so the noise multiplier σ, but less than it raises the batch: the noise on a step's averaged
@@ -22,6 +22,9 @@ gradients takes about 25 minutes on 2 cores, scoring included, and under a minut
     python bench/dp_shapes.py --shapes 640x27 --arms clip --set dp-learning-rate=0.003
     python bench/dp_shapes.py --shapes 1920x9 --arms dp --set dp-learning-rate=0.02
     python bench/dp_shapes.py --device cuda --shapes 640x27 640x54 1280x27 --arms non-dp dp dp
+
+What it prints is also kept, with the date, machine and command, in bench/results/dp_shapes.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results_file import record_printed  # noqa: E402
 from client.run_config import run_config_overrides  # noqa: E402
 
 ARMS = ("non-dp", "dp", "clip")
@@ -158,4 +162,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(record_printed("dp_shapes", __doc__.splitlines()[0], main))

@@ -1,5 +1,5 @@
-"""The numbers behind the ledger verifier's lower bound (client/privacy/verify_arithmetic.py): its
-floating-point slack, how far honest ledgers sit above it, and how long a verification takes.
+"""How sound and how fast is the ledger verifier's lower bound (client/privacy/verify_arithmetic.py)?
+Its floating-point slack, how far honest ledgers sit above it, and how long a verification takes.
 
 1. `slack`: how much round-off moves the lower bound (dp-accounting's optimistic PLD). Three
    probes over σ, q, steps and grid Δ: (a) composing round by round vs one `self_compose` of all
@@ -16,6 +16,9 @@ floating-point slack, how far honest ledgers sit above it, and how long a verifi
     python bench/ledger_verify.py slack      # about 1 minute on one core
     python bench/ledger_verify.py margins    # about 2 minutes
     python bench/ledger_verify.py timing     # about 1.5 minutes
+
+What it prints is also kept, with the date, machine and command, in bench/results/ledger_verify_<question>.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations
@@ -23,9 +26,14 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.results_file import record_printed  # noqa: E402
 
 DELTA = 1e-5
 
@@ -171,4 +179,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    question = sys.argv[1] if len(sys.argv) > 1 else "slack"
+    sys.exit(record_printed(f"ledger_verify_{question}", __doc__.splitlines()[0], main,
+                            script="ledger_verify.py"))

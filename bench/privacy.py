@@ -1,4 +1,4 @@
-"""Issue-3 numbers: what DP-SGD costs in time and in utility, each measured side by side in one run.
+"""What does DP-SGD cost in time and in utility? Each measured side by side in one run.
 
 1. `timing`: seconds per local step of joint five-task LoRA training on all-MiniLM-L6-v2 (batch 16
    × 128 tokens, the default site settings) without DP and with DP-SGD in each opacus per-sample
@@ -25,6 +25,9 @@
     python bench/privacy.py utility --epsilons 8 inf --scale 0.1
     python bench/privacy.py utility --epsilons 8 inf --runs-per-budget 3 --engine in-process \
         --parallel 4      # a GPU machine without Ray
+
+What it prints is also kept, with the date, machine and command, in bench/results/privacy_<part>.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results_file import record_printed  # noqa: E402
 from server.report.data import mean, rounds_by_number, selected_round, sites_with_role, task_values  # noqa: E402
 from server.report.markdown import headline  # noqa: E402
 from sites.config import DEFAULT_CONSORTIUM, load_consortium  # noqa: E402
@@ -348,4 +352,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    part = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else "all"
+    sys.exit(record_printed(f"privacy_{part}", __doc__.splitlines()[0], main,
+                            script="privacy.py"))

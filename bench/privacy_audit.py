@@ -19,18 +19,21 @@ audit model, built in a temporary folder).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results_file import (  # noqa: E402
+    RESULTS_DIR,
+    command_line,
+    machine_line,
+    results_header,
+    write_results,
+)
 from client.privacy.audit import AuditResult, run_audit  # noqa: E402
 from client.run_config import default_run_config, run_config_overrides  # noqa: E402
 from client.settings import ClientSettings  # noqa: E402
@@ -38,7 +41,7 @@ from client.site import ensure_site_data  # noqa: E402
 from sites.config import load_consortium, resolve_consortium  # noqa: E402
 from sites.site_settings import PrivacySettings  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "privacy_audit.md"
+RESULTS = RESULTS_DIR / "privacy_audit.md"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     site = consortium.site(args.site)
     ensure_site_data(site, seed=consortium.seed)
     # The arms differ in DP only; the non-private arm keeps the block for its δ
-    site = replace(site, privacy=PrivacySettings(target_epsilon=args.epsilon, delta=args.delta,
+    site = replace(site, privacy=PrivacySettings(lifetime_epsilon=args.epsilon, delta=args.delta,
                                                  max_grad_norm=args.max_grad_norm))
     overrides = run_config_overrides(args.set)
     with tempfile.TemporaryDirectory() as scratch:
@@ -66,9 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                                    private=private, seed=args.seed)
             print(_row(name, arms[name]), flush=True)
     text = _markdown(args, settings, site, arms, argv)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"\nwrote {args.out}")
+    print()
+    write_results("privacy_audit", text, path=args.out)
     return 0
 
 
@@ -108,26 +110,20 @@ def _row(name: str, result: AuditResult) -> str:
 
 def _markdown(args, settings: ClientSettings, site, arms: dict[str, AuditResult],
               argv: list[str] | None) -> str:
-    import torch
 
     model = settings.model
-    command = shlex.join(["python", "bench/privacy_audit.py",
-                          *(argv if argv is not None else sys.argv[1:])])
-    lines = [
-        "# Privacy audit: ε_lower without DP and at ε = 8, one site, side by side",
-        "",
-        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {platform.platform()}, {os.cpu_count()} CPU cores, torch "
-        f"{torch.__version__} on {args.threads} thread(s)",
-        f"- command: `{command}`",
-        f"- shape: site `{site.name}` of `{args.consortium}`, base "
+    command = command_line("privacy_audit.py", argv)
+    lines = results_header(
+        "Privacy audit: ε_lower without DP and at ε = 8, one site, side by side",
+        command=command, machine=machine_line(threads=args.threads), details=[
+        f"shape: site `{site.name}` of `{args.consortium}`, base "
         f"{'a random 2-layer encoder of hidden 128 (--tiny)' if args.tiny else model.base}, "
         f"max-length {model.max_length}, LoRA r = {model.lora.r}, five joint tasks, batch "
         f"{site.training.batch_size}; {args.canaries} canaries of audit seed {args.seed} (the "
         f"same canaries and coins in both arms); DP at δ = {args.delta:g}, C = "
         f"{args.max_grad_norm:g}; ε_lower is the best of the default grid of guess counts, "
         "each at β / 6",
-    ]
+    ])
     if args.note:
         lines.append(f"- note: {args.note}")
     lines += ["", HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]

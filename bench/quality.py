@@ -12,6 +12,9 @@ Generates the default consortium in a temporary folder and prints:
    collapsing to chance there.
 
 Usage: python bench/quality.py [--encounters N] [--seed S]
+
+What it prints is also kept, with the date, machine and command, in bench/results/quality.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results_file import record_printed  # noqa: E402
 from sites.config import DEFAULT_CONSORTIUM, ConsortiumConfig, SiteConfig, load_consortium  # noqa: E402
 from sites.dataset import read_site_table  # noqa: E402
 from sites.synthetic import generate_consortium  # noqa: E402
@@ -172,4 +176,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(record_printed("quality", __doc__.splitlines()[0], main))

@@ -20,10 +20,7 @@ bench/results/secure_noise.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -32,11 +29,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.results_file import (  # noqa: E402
+    RESULTS_DIR,
+    command_line,
+    machine_line,
+    results_header,
+    write_results,
+)
+
 MODELS = ("tiny-encoder", "tiny-llama", "minilm")
 ARMS = ("torch", "csprng", "csprng, patient")
 """`torch`: TorchNoise() (os-seeded Mersenne Twister), the baseline; `csprng`: a site's default;
 `csprng, patient`: the same source with the patient as privacy unit."""
-RESULTS = Path(__file__).resolve().parent / "results" / "secure_noise.md"
+RESULTS = RESULTS_DIR / "secure_noise.md"
 
 
 def _base(name: str, folder: Path) -> str:
@@ -135,25 +140,22 @@ def measure(name: str, folder: Path, train_table, *, steps: int, repeats: int, b
 
 
 def report(rows: list[dict], args: argparse.Namespace, command: str, load: list[float]) -> str:
-    import torch
 
-    lines = [
-        "# Secure DP noise: CSPRNG ÷ torch generator, DP-SGD step time",
-        "",
-        f"- date: {datetime.date.today().isoformat()}",
-        f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs (os.cpu_count), torch {torch.__version__}, "
-        f"{args.threads} torch thread(s), device {args.device}; 1-minute load average "
-        f"{load[0]:.2f} at the start, {load[1]:.2f} at the end (other work shares the machine)",
-        f"- command: `{command}`",
-        f"- setup: one synthetic hospital (default consortium, site `{args.site}`), five joint "
+    machine = (f"{machine_line(threads=args.threads, device=args.device)}; 1-minute load "
+               f"average {load[0]:.2f} at the start, {load[1]:.2f} at the end (other work shares "
+               "the machine)")
+    lines = results_header(
+        "Secure DP noise: CSPRNG ÷ torch generator, DP-SGD step time", command=command,
+        machine=machine, details=[
+        f"setup: one synthetic hospital (default consortium, site `{args.site}`), five joint "
         f"tasks, LoRA r=8, Poisson batches of {args.batch} on average × {args.max_length} tokens, "
         f"σ = 1, C = 1, `hooks`; {args.repeats} repeats of {args.steps} steps per arm "
         f"({args.minilm_steps} for MiniLM), arms in rotating order; within a repeat every "
         "encounter-unit arm trains on the same Poisson batches, only the noise differs. s/step "
         "and ms/encounter: medians; ÷ torch: median (and range) over repeats of the arm's "
         "time per encounter ÷ the torch arm's in the same repeat (for the encounter unit, the "
-        "same batches: the step-time ratio)",
+        "same batches: the step-time ratio)"])
+    lines += [
         "",
         "| model | trainable | arm | s/step | ms/encounter | ÷ torch | range |",
         "|---|---:|---|---:|---:|---:|---|",
@@ -228,14 +230,12 @@ def main() -> int:
                 f"{statistics.median(row['paired'][arm]):.3f})" for arm in ARMS)
                 + f"; draw {row['draw_ms']['torch']:.2f} vs "
                 f"{row['draw_ms']['csprng']:.2f} ms", flush=True)
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    command = command_line("secure_noise.py")
     load.append(os.getloadavg()[0])
     text = report(rows, args, command, load)
     print("\n" + text)
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
-        print(f"wrote {RESULTS}")
+        write_results("secure_noise", text)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Issue-6 numbers: every aggregation rule on the default consortium, and a faulty site.
+"""How do the aggregation rules compare on the default consortium, and with one faulty site?
 
 Part one runs `lang1-fl run` once per strategy on the default consortium (same seeds, same sites,
 same local steps; only `strategy` differs). Part two is the fault drill, on five training
@@ -7,7 +7,7 @@ Multi-Krum's n >= 2f + 3 holds with f = 1): FedAvg and each robust rule run once
 with one hospital sending a sign-flipped, scaled update every round (`fault` in its site YAML).
 Prints, per run: external-site macro AUROC and the training sites' mean in-distribution macro
 AUROC (both at the validation-selected round, with the test split), bytes uploaded per site per
-round and wall time; then the ratios the issue asks for:
+round and wall time; then the ratios that answer the question:
 
 - FFA-LoRA upload ÷ FedAvg upload (goal <= 0.55);
 - each robust rule, attacked − clean, external and in-distribution macro AUROC (goal: within 0.02);
@@ -17,6 +17,9 @@ round and wall time; then the ratios the issue asks for:
     python bench/strategies.py --strategies ""               # the fault drill only
     python bench/strategies.py --rounds 2 --local-steps 20   # shorter runs, same comparison
     python bench/strategies.py --from runs/bench-strategies-*/strategies.json   # print again
+
+What it prints is also kept, with the date, machine and command, in bench/results/strategies.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ from pathlib import Path
 
 import yaml
 
-from server.cli import main as lang1_fl
-from server.report.markdown import headline
-from sites.config import DEFAULT_CONSORTIUM
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.results_file import record_printed  # noqa: E402
+from server.cli import main as lang1_fl  # noqa: E402
+from server.report.markdown import headline  # noqa: E402
+from sites.config import DEFAULT_CONSORTIUM  # noqa: E402
 
 STRATEGIES = ("fedavg", "ffa-lora", "fedprox", "flora", "median", "trimmed-mean", "fedadam")
 """Part one; `multi-krum` is not among them: with f = 1 it needs five training hospitals."""
@@ -215,4 +221,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(record_printed("strategies", __doc__.splitlines()[0], main))

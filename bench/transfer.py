@@ -1,4 +1,4 @@
-"""Issue-4 numbers: does the federated model transfer as well as pooling, and better than going alone?
+"""Does the federated model transfer as well as pooling, and better than going alone?
 
 Runs `lang1-fl experiment transfer` on the default consortium (or reads an existing experiment
 with `--run-dir`) and prints, measured side by side in that one experiment (same base, LoRA, local
@@ -14,6 +14,9 @@ site and the spread across sites.
     python bench/transfer.py                     # a fresh experiment (about an hour on 2 cores)
     python bench/transfer.py --regimes federated,local,pooled   # just what the headline needs
     python bench/transfer.py --run-dir runs/transfer-20261125-210000
+
+What it prints is also kept, with the date, machine and command, in bench/results/transfer.md
+(bench/results_file.py), which the docs link to.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-from server.cli import main as lang1_fl
-from server.report.transfer_summary import summarize_transfer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.results_file import record_printed  # noqa: E402
+from server.cli import main as lang1_fl  # noqa: E402
+from server.report.transfer_summary import summarize_transfer  # noqa: E402
 
 
 def _fmt(value: float | None) -> str:
@@ -72,4 +78,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(record_printed("transfer", __doc__.splitlines()[0], main))

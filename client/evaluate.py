@@ -160,7 +160,7 @@ def auroc(y: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean([roc_auc_score(y == c, probs[:, c]) for c in classes]))
 
 
-def _batched_auroc(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
+def batched_auroc(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """AUROC per row of [R, N] arrays via the Mann-Whitney rank sum (ties get average ranks, which
     is exactly sklearn's trapezoidal AUROC)."""
     ranks = rankdata(scores, axis=1)
@@ -197,7 +197,7 @@ def bootstrap_ci(y: np.ndarray, probs: np.ndarray, *, n_resamples: int = 1000, s
         rows = np.concatenate(
             [s[rng.integers(0, s.size, size=(n, s.size))] for s in strata], axis=1
         )
-        scores.append(np.mean([_batched_auroc(y[rows] == c, probs[rows, c]) for c in classes], 0))
+        scores.append(np.mean([batched_auroc(y[rows] == c, probs[rows, c]) for c in classes], 0))
     scores = np.concatenate(scores)
     alpha = (1.0 - level) / 2
     low, high = np.quantile(scores, [alpha, 1.0 - alpha])

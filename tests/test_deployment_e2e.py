@@ -4,9 +4,9 @@ One SuperLink (TLS, SuperNode authentication, state on disk) and three SuperNode
 hospitals and the external health system, each started from its own site YAML with its own key —
 run as separate processes, started by server.launch.loopback (which bench/deployment.py times too).
 Certificates, keys, the `flwr` connection (in a temporary FLWR_HOME) and the registrations go
-through `lang1-fl deploy ...` as the README tells the coordinator and hospital IT to; the SuperLink
-and SuperNodes run the command lines that `lang1-fl deploy superlink` and `lang1-fl deploy
-supernode` print (the same builders). `flwr run` then runs two rounds. The same
+through `lang1-fl deploy ...` as docs/coordinator.md and docs/hospital-it.md tell them to; the
+SuperLink and SuperNodes run the command lines that `lang1-fl deploy superlink` and `lang1-fl
+deploy supernode` print (the same builders). `flwr run` then runs two rounds. The same
 config in simulation must give the same numbers, a fourth SuperNode whose key was never registered
 must be refused, and nothing may be left running.
 

@@ -13,6 +13,9 @@ Each starts Flower's simulation engine in a subprocess (under a minute), hence `
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,11 +159,12 @@ def test_no_superlink_left_running(finished_run):
 
 def test_the_in_process_bench_driver_reproduces_the_simulation(finished_run):
     """bench/in_process.py (for a GPU machine without Ray) reports the numbers that Flower's
-    simulation engine gave for the same run: every site, task and round."""
-    from bench.in_process import main as in_process
-
+    simulation engine gave for the same run: every site, task and round. The bench is run as
+    its users run it, a script with `lang1-fl run`'s arguments; tests never import bench/."""
     root, _, run_dir = finished_run
-    assert in_process(_run_arguments(root, *ARGUMENTS[root], "in-process")) == 0
+    script = Path(__file__).resolve().parents[1] / "bench" / "in_process.py"
+    command = [sys.executable, str(script), *_run_arguments(root, *ARGUMENTS[root], "in-process")]
+    assert subprocess.run(command, check=False).returncode == 0
     simulated, local = _metrics(run_dir), _metrics(root / "runs" / "in-process")
     assert local["selection"] == simulated["selection"]
     assert len(local["rounds"]) == len(simulated["rounds"]) == ROUNDS + 1

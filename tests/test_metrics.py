@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from client.data import encode_site
-from client.evaluate import _batched_auroc, auroc, bootstrap_ci, evaluate_split, predict
+from client.evaluate import auroc, batched_auroc, bootstrap_ci, evaluate_split, predict
 from client.model import ModelSettings, build_model, load_tokenizer
 from strategies.exchange import metric_keys
 from tests.tiny_models import keyword_table
@@ -55,7 +55,7 @@ def test_auroc_is_nan_with_a_single_class() -> None:
 def test_fast_bootstrap_auroc_equals_sklearn() -> None:
     y, probs = scored(60, 2, seed=3)
     rows = np.random.default_rng(0).integers(0, 60, size=(20, 60))
-    fast = _batched_auroc(y[rows] == 1, np.round(probs[rows, 1], 2))  # rounding makes ties
+    fast = batched_auroc(y[rows] == 1, np.round(probs[rows, 1], 2))  # rounding makes ties
     slow = [roc_auc_score(y[r] == 1, np.round(probs[r, 1], 2)) for r in rows]
     np.testing.assert_allclose(fast, slow)
 

@@ -14,9 +14,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
 from peft import PeftModel
 
 from client.app import app as client_app
-from client.model import build_model, save_adapter, trainable_state
+from client.model import build_model, load_trainable_state, save_adapter, trainable_state
 from client.settings import ClientSettings
-from server.app import _load_selected
 from server.settings import ServerSettings
 from sites.config import load_consortium
 from strategies import SiteEntry, SiteRoster, build_strategy
@@ -134,8 +133,13 @@ def test_the_flora_update_is_saved_as_a_plain_peft_adapter(federation, tmp_path)
     run_config, _ = federation
     strategy, _, final, _ = _run(run_config, "flora")
     settings = ServerSettings.from_run_config({**run_config, "strategy": "flora"})
-    model = _load_selected(strategy, build_model(settings.client.model, device=torch.device("cpu")),
-                           final, settings)
+    # What the ServerApp does with the selected round, through the strategy's public hook:
+    # FLoRA's stacked update is a peft adapter of another rank than the run's
+    model_settings, state = strategy.peft_state({k: v.numpy() for k, v in final.items()},
+                                                settings.client.model)
+    assert model_settings != settings.client.model
+    model = build_model(model_settings, device=torch.device("cpu"))
+    load_trainable_state(model, state)
     save_adapter(model, tmp_path / "adapter")
     from transformers import AutoModel
     base = AutoModel.from_pretrained(run_config["base-model"])

@@ -33,11 +33,6 @@ FORBIDDEN = (
     ("client", "server"),
 )
 """(importer, imported) packages: no chain of imports may lead from the first to the second."""
-KNOWN_CYCLES = {
-    # Known, and being untangled on the settings/CLI branch (server/settings.py has another owner):
-    # remove this entry when that branch is merged. Any other cycle fails.
-    frozenset({"server.report.metrics_file", "server.settings", "server.transfer.experiment"}),
-}
 
 
 FROM_PACKAGE = re.compile(r"\s*from\s+([\w.]+)\s+import\b")
@@ -116,12 +111,9 @@ def test_dependencies_point_one_way(graph, importer, imported):
 
 
 def test_no_import_cycles(graph):
-    found = cycles(graph)
-    unexpected = sorted(sorted(c) for c in found - KNOWN_CYCLES)
+    found = sorted(sorted(c) for c in cycles(graph))
     loops = "\n".join(
         f"- {' <-> '.join(c)}; for example:\n    {_chain(graph, one_loop(graph, frozenset(c)))}"
-        for c in unexpected)
-    assert not unexpected, ("import cycles between our modules:\n" + loops + "\nPut what both "
-                            "sides need in the lower module or a small one of its own.")
-    gone = sorted(sorted(c) for c in KNOWN_CYCLES - found)
-    assert not gone, f"known cycles no longer exist: {gone}; remove them from KNOWN_CYCLES"
+        for c in found)
+    assert not found, ("import cycles between our modules:\n" + loops + "\nPut what both "
+                       "sides need in the lower module or a small one of its own.")

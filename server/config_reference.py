@@ -20,6 +20,7 @@ from pathlib import Path
 
 import tomllib
 
+from client.run_config import RUN_CONFIG_KEYS
 from sites import config as site_config
 from sites import site_settings
 
@@ -74,10 +75,11 @@ def run_config_keys(pyproject: Path = PYPROJECT) -> list[tuple[str, object, str]
     return rows
 
 
-def _toml_type(value: object) -> str:
-    if isinstance(value, bool):
-        return "true/false"
-    return {int: "integer", float: "number", str: "text"}.get(type(value), type(value).__name__)
+def _run_config_type(key: str) -> str:
+    """The key's one type and bound, as `client.run_config` enforces them on every reader."""
+    kind, bound = RUN_CONFIG_KEYS[key]
+    name = {bool: "true/false", int: "integer", float: "number", str: "text"}[kind]
+    return name if bound == "any" else f"{name} {bound}"
 
 
 def _toml_value(value: object) -> str:
@@ -202,7 +204,7 @@ def render() -> str:
         "|---|---|---|---|",
     ]
     for key, default, meaning in run_config_keys():
-        lines.append(f"| `{key}` | {_toml_type(default)} | `{_toml_value(default)}` | "
+        lines.append(f"| `{key}` | {_run_config_type(key)} | `{_toml_value(default)}` | "
                      f"{_cell(meaning)} |")
     lines += [
         "",

@@ -16,7 +16,7 @@ import platform
 import shlex
 import sys
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -46,7 +46,7 @@ def results_header(title: str, *, command: str, machine: str | None = None,
     return [
         f"# {title}",
         "",
-        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {machine if machine is not None else machine_line()}",
         f"- command: `{command}`",
         *(f"- {line}" for line in details),

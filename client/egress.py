@@ -29,7 +29,7 @@ import os
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -221,7 +221,7 @@ class EgressLog:
 
     def append(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Write one line (flushed and fsynced before the reply is sent); return it as a dict."""
-        line = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        line = {"time": datetime.now(UTC).isoformat(timespec="seconds"),
                 "site": self.site, "run": self.run, **fields}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         torn = self.path.exists() and self.path.stat().st_size > 0 and \

@@ -15,10 +15,9 @@ import dataclasses
 import inspect
 import sys
 import textwrap
+import tomllib
 import typing
 from pathlib import Path
-
-import tomllib
 
 from client.run_config import RUN_CONFIG_KEYS
 from sites import config as site_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from client.run_config import InvalidRunConfig, check_run_name, read_run_config
@@ -83,7 +83,7 @@ class ServerSettings:
             client=client,
             runs_dir=Path(read_run_config(config, "runs-dir")).expanduser().resolve(),
             run_name=read_run_config(config, "run-name")
-            or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"),
+            or datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
             strategy=read_run_config(config, "strategy"),
             min_train_sites=read_run_config(config, "min-train-sites"),
             round_timeout=read_run_config(config, "round-timeout"),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from server import config_reference
 from sites.config import SiteConfig

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization

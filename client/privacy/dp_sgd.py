@@ -222,8 +222,8 @@ def _dp_optimizer(model: TaskModel, optimizer: OptimizerSettings | torch.optim.O
 # tensors together get s of C² and the heads' the rest, each tensor of a group an equal part. The
 # norms add up to C in the 2-norm, which is what opacus scales the noise by, so each encounter's
 # clipped gradient still has norm at most C, σ and ε are those of flat clipping, and the ledger's
-# `max_grad_norm` stays C. Measured at ε = 8, giving LoRA more did worse (README, Privacy); the
-# option stays so that the measurement can be repeated.
+# `max_grad_norm` stays C. The option is off by default (0); it stays so that the split can be
+# measured again (bench/dp_shapes.py).
 # -----------------------------------------------------------------------------------------------
 
 

@@ -53,7 +53,7 @@ import hashlib
 import json
 import math
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -267,7 +267,7 @@ def append_entry(path: str | Path, entry_fields: dict[str, Any], *,
     entry = {
         "mechanism": MECHANISM,
         "library_versions": library_versions(),
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
         **entry_fields,
     }
     missing = [name for name in FIELDS if name not in entry and name not in _COMPUTED]

@@ -154,7 +154,7 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurve
              days: int) -> x509.CertificateBuilder:
     if days < 1:
         raise CertificateError(f"`--days` is {days}; expected a positive number of days")
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
             .public_key(public_key).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))  # tolerate small clock skew

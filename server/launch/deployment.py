@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import shlex
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-
-import tomllib
 
 from client.node_identity import check_node_private_key
 from server.launch.certificates import load_certificate, load_private_key

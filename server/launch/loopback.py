@@ -1,7 +1,7 @@
 """One small federation run on this machine, both ways: in Flower's simulation engine, and on its
 Deployment Engine over loopback, with every Flower component a real process.
 
-The deployment follows the README's Deployment section step by step: `lang1-fl deploy ...` makes
+The deployment follows docs/coordinator.md's Deployment section step by step: `lang1-fl deploy ...` makes
 the consortium CA, the SuperLink's certificate, one key pair per hospital and the `flwr`
 connection (in a FLWR_HOME of its own); one SuperLink (TLS, SuperNode authentication, state on
 disk) and one SuperNode per site YAML then run the command lines `lang1-fl deploy superlink` and
@@ -131,8 +131,9 @@ def deploy(run_config: dict[str, object], *, site_yamls: dict[str, Path], root: 
 
 
 def _join(root: Path, names: list[str], env: dict[str, str], port: int) -> None:
-    """Coordinator and hospitals run the README's commands: CA, server certificate, site keys,
-    connection (the SuperLink starts next, then registration follows)."""
+    """Coordinator and hospitals run the commands of docs/coordinator.md and docs/hospital-it.md:
+    CA, server certificate, site keys, connection (the SuperLink starts next, then registration
+    follows)."""
     certs, keys = root / "coordinator", root / "keys"
     _lang1_fl("deploy", "ca", "--out", str(certs))
     _lang1_fl("deploy", "server-cert", "--ca-dir", str(certs), "--host", "localhost")

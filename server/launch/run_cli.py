@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sites.config import DEFAULT_DATA_DIR
@@ -78,7 +78,7 @@ def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
         rows = forecast(consortium, rounds=rounds, local_steps=local_steps)
         print(render(rows))
         check_fits(rows)
-    run_name = args.run_name or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_name = args.run_name or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     if (runs_dir / run_name).exists():
         raise FileExistsError(f"{runs_dir / run_name}: a run of that name exists; choose another --run-name")
     run_config: dict[str, object] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -230,7 +230,7 @@ def build_metrics(
             },
             "seed": settings.client.seed,
             "bootstrap_resamples": settings.client.bootstrap_resamples,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "duration_s": round(duration_s, 1),
             "python": platform.python_version(),
             "torch": torch.__version__,

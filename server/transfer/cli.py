@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from server.launch.run_cli import DEFAULT_RUNS_DIR
@@ -60,7 +60,7 @@ def cmd_experiment_transfer(args: argparse.Namespace) -> int:
             "Run it on a consortium without `privacy` blocks (e.g. `default`)")
     prepare_site_data(consortium)
     write_pooled_table(consortium, data_dir=data_dir)  # before the nodes start: none of them writes
-    run_name = args.run_name or "transfer-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_name = args.run_name or "transfer-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     if (runs_dir / run_name).exists():
         raise FileExistsError(f"{runs_dir / run_name}: a run of that name exists; choose another --run-name")
     run_config: dict[str, object] = {

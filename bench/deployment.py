@@ -59,9 +59,11 @@ if TYPE_CHECKING:
 
 
 def write_consortium(work: Path, *, encounters: int) -> Path:
-    """The default consortium's three sites, `encounters` synthetic encounters each, on the CPU."""
+    """The default consortium's three sites, `encounters` synthetic encounters each, on the CPU,
+    each with a state folder in `work` (never the user's own)."""
     default = yaml.safe_load(DEFAULT_CONSORTIUM.read_text())
-    sites = [dict(s, device="cpu", synthetic={**s["synthetic"], "encounters": encounters})
+    sites = [dict(s, device="cpu", synthetic={**s["synthetic"], "encounters": encounters},
+                  state_dir=str(work / "hospitals" / s["name"] / "state"))
              for s in default["sites"] if s["name"] in SITES]
     path = work / "consortium.yaml"
     path.write_text(yaml.safe_dump({"name": "deployment-bench", "seed": default["seed"],
@@ -113,12 +115,14 @@ def train_reply(site: SiteConfig, run_name: str, server_round: int) -> RecordDic
     privacy record, and the egress record from its log (whose digest must match the content)."""
     from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
-    from client.egress import egress_log_path, read_egress_log
-    from client.state import RoundReplies, as_array_record
+    from client.egress import read_egress_log
+    from client.state import RoundReplies, SiteState, as_array_record
+    from sites.dataset import dataset_fingerprint
     from strategies.exchange import EGRESS_RECORD, manifest_digest, reply_manifest
 
-    stored = RoundReplies(site, run_name).load(server_round)
-    sent = next(e for e in read_egress_log(egress_log_path(site, run_name))
+    state = SiteState.peek(site, dataset_fingerprint(site))
+    stored = RoundReplies(state.replies_dir(run_name)).load(server_round)
+    sent = next(e for e in read_egress_log(state.egress_log(run_name))
                 if e["message_type"] == "train" and e["server_round"] == server_round
                 and e["status"] == "sent")
     content = RecordDict({"arrays": as_array_record(stored.arrays),

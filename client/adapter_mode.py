@@ -9,7 +9,7 @@ and what it may send:
   average of the B's, times the shared A, is then exactly the average of the sites' updates B·A,
   and the upload is about half.
 - `flora` (FLoRA): the server sends the global update so far as stacked factors (`fold.*` keys,
-  any rank); the site folds it into its frozen base weights (client/lora_fold.py), trains a fresh
+  any rank); the site folds it into its frozen base weights (below), trains a fresh
   LoRA of its *own* rank (`training.lora_rank` in its YAML) and sends that with the heads.
 
 The mode travels in the message config (`adapter-mode`), set by the strategy; a message without it
@@ -25,13 +25,22 @@ from dataclasses import replace
 from typing import get_args
 
 import numpy as np
+import torch
 from flwr.app import ConfigRecord
 
 from client.model import ModelSettings, TaskModel, load_trainable_state, trainable_state
 from client.run_config import InvalidRunConfig
 from sites.config import SiteConfig
 from sites.site_settings import FaultSettings
-from strategies.exchange import FOLD_PREFIX, HEAD_PREFIX, LORA_A, MODE_KEY, AdapterMode, is_lora_a
+from strategies.exchange import (
+    FOLD_PREFIX,
+    HEAD_PREFIX,
+    LORA_A,
+    MODE_KEY,
+    AdapterMode,
+    fold_pairs,
+    is_lora_a,
+)
 
 
 def message_adapter_mode(config: ConfigRecord) -> AdapterMode:
@@ -86,8 +95,6 @@ def load_global_state(model: TaskModel, arrays: Mapping[str, np.ndarray], mode: 
     the base and the site's own adapter starts afresh (B = 0, A drawn from `seed`), so the model
     computes exactly base + global update until it trains.
     """
-    from client.lora_fold import fold_into_base, reset_adapter
-
     if mode != "flora":
         fold_into_base(model, {})  # a model folded for an earlier FLoRA message gets its base back
         load_trainable_state(model, arrays)
@@ -136,3 +143,68 @@ def corrupt_update(sent: Mapping[str, np.ndarray], received: Mapping[str, np.nda
         out[key] = (base + sign * fault.factor * (value - base)).astype(np.float32)
     log.warning("fault drill: the update sent is %s × %g", fault.update, fault.factor)
     return out
+
+
+# -----------------------------------------------------------------------------------------------
+# FLoRA at a site: the federation's update so far, folded into the frozen base weights.
+#
+# Under FLoRA the global update is the stack of every site's factors (strategies/flora.py), of a rank
+# no site trains at and that grows each round, so it cannot be loaded into the site's adapter.
+# Instead, for every LoRA-adapted layer the site sets `W = W₀ + B_g·A_g` (W₀ = the base as loaded,
+# kept aside the first time) and trains a fresh adapter of its own rank on top. The model then
+# computes exactly base + global update, and what it learns this round is again a plain LoRA delta.
+#
+# W₀ is restored from the kept copy before each fold (never by subtracting the previous delta), so a
+# fold is exact and a later non-FLoRA message sees the untouched base.
+# -----------------------------------------------------------------------------------------------
+
+_KEPT_BASE = "_lang1_unfolded_base"
+"""Attribute of the model holding W₀ of every adapted layer once a fold has been applied."""
+
+
+def lora_layers(model: TaskModel) -> dict[str, torch.nn.Module]:
+    """peft's LoRA layers of the backbone, by module name (the prefix of their state-dict keys)."""
+    from peft.tuners.lora import LoraLayer
+
+    return {name: module for name, module in model.backbone.named_modules()
+            if isinstance(module, LoraLayer)}
+
+
+def fold_into_base(model: TaskModel, fold: Mapping[str, np.ndarray]) -> None:
+    """Set each adapted layer's base weight to W₀ + B·A of its fold pair (W₀ where it has none)."""
+    kept = getattr(model, _KEPT_BASE, None)
+    if not fold and kept is None:
+        return  # never folded: the base is W₀ already
+    layers = lora_layers(model)
+    pairs = fold_pairs(fold)
+    unknown = sorted(set(pairs) - set(layers))
+    if unknown:
+        raise KeyError(f"fold names module `{unknown[0]}`, which has no LoRA layer in this model "
+                       "(expected the same base and target modules at every site)")
+    if kept is None:
+        kept = {name: layer.get_base_layer().weight.detach().clone()
+                for name, layer in layers.items()}
+        setattr(model, _KEPT_BASE, kept)
+    with torch.no_grad():
+        for name, layer in layers.items():
+            weight = layer.get_base_layer().weight
+            weight.copy_(kept[name])
+            if name not in pairs:
+                continue
+            a, b = (torch.as_tensor(np.asarray(x, dtype=np.float32)) for x in pairs[name])
+            delta = b @ a
+            if getattr(layer, "fan_in_fan_out", False):  # GPT-2 style Conv1D stores W transposed
+                delta = delta.T
+            if tuple(delta.shape) != tuple(weight.shape):
+                raise ValueError(f"fold of `{name}`: B·A has shape {tuple(delta.shape)}; expected "
+                                 f"the base weight's {tuple(weight.shape)}")
+            weight.add_(delta.to(device=weight.device, dtype=weight.dtype))
+
+
+def reset_adapter(model: TaskModel, *, seed: int) -> None:
+    """A fresh adapter, as peft initialises one: A drawn from `seed` (Kaiming), B = 0."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for layer in lora_layers(model).values():
+            for adapter in layer.lora_A.keys():
+                layer.reset_lora_parameters(adapter, True)

@@ -9,7 +9,7 @@ updates (s_k = alpha / r_k, peft's scaling at site k; p_k = its share of trainin
 The global state is the federation's whole update so far, kept as stacked factors under `fold.*`
 keys (strategies/exchange.py), plus the heads (FedAvg). Each round's stack is appended to it; every
 site folds it into its frozen base and trains a fresh adapter of its own rank on top
-(client/lora_fold.py, `adapter-mode = "flora"`). The stack's rank grows by Σ r_k per round; once it
+(client/adapter_mode.py, `adapter-mode = "flora"`). The stack's rank grows by Σ r_k per round; once it
 exceeds the layer's smaller dimension it is re-factored exactly by SVD to that dimension (a product
 of that size has no higher rank), so it never grows past the size of a dense update. The run's
 adapter is the stack itself: a LoRA of rank R with alpha = R (scaling 1), which

@@ -12,14 +12,15 @@ import torch
 
 from client.adapter_mode import (
     corrupt_update,
+    fold_into_base,
     load_global_state,
+    lora_layers,
     message_adapter_mode,
     sent_state,
     set_trainable,
     site_model_settings,
 )
 from client.data import encode_site
-from client.lora_fold import fold_into_base, lora_layers
 from client.model import (
     LoraSettings,
     ModelSettings,

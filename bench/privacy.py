@@ -165,7 +165,7 @@ def _variant(base: Path, epsilon: float, folder: Path, scale: float = 1) -> Path
             path = Path(site["data"]["path"])  # its own tables, not those of the unscaled size
             site["data"]["path"] = str(path.parent / f"x{scale:g}" / path.name)
         privacy = {**FALLBACK_PRIVACY, **site.get("privacy", {})}
-        privacy.pop("run_epsilon", None)
+        privacy.pop("run_epsilon_cap", None)
         if math.isinf(epsilon):
             site.pop("privacy", None)
         else:

@@ -290,8 +290,10 @@ def _site(raw: object, *, file: Path, key: str, data_base: Path) -> SiteConfig:
 
 _MOVED_PRIVACY_KEYS = {
     "target_epsilon": "the budget now belongs to the site's data across runs: set "
-                      "`lifetime_epsilon` (all runs together) and, if you like, `run_epsilon` "
+                      "`lifetime_epsilon` (all runs together) and, if you like, `run_epsilon_cap` "
                       "(what one run may spend)",
+    "run_epsilon": "what one run may spend is `run_epsilon_cap` (`run_epsilon` is what a run has "
+                   "spent, in the ledger, the reply and metrics.json)",
     "ledger_dir": "the ledger now lives in the site's own state folder: set `state_dir` on the "
                   "site instead",
 }

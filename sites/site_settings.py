@@ -304,7 +304,7 @@ class PrivacySettings:
 
     The budget belongs to the site's data, not to a run: every run charges one lifetime ledger per
     site and dataset, kept in the site's state folder (`client.state`). Each run plans one
-    noise multiplier that makes its rounds × local steps spend `run_epsilon`; a run is declined
+    noise multiplier that makes its rounds × local steps spend `run_epsilon_cap`; a run is declined
     before it trains if that would take the lifetime spend past `lifetime_epsilon`. Nothing a
     server sends can open a fresh budget. `delta` must also be below 1/n for the site's n training
     units (encounters or patients), which only the data can tell (`client.privacy.plan`).
@@ -316,9 +316,10 @@ class PrivacySettings:
     """δ of the (ε, δ) guarantee; below 1/n for n training units (encounters or patients)."""
     max_grad_norm: float
     """Clipping norm C of each unit's gradient (opacus `max_grad_norm`)."""
-    run_epsilon: float | None = None
-    """ε one run plans to spend; None = `lifetime_epsilon` (one run may spend the whole budget,
-    so a second run on the same data is declined)."""
+    run_epsilon_cap: float | None = None
+    """ε one run plans to spend and may not pass; None = `lifetime_epsilon` (one run may spend the
+    whole budget, so a second run on the same data is declined). What a run has spent is
+    `run_epsilon` in the ledger, the reply and metrics.json."""
     unit: PrivacyUnit = "encounter"
     """What one protected record is: `encounter` (one row of the table; a patient with k
     encounters is protected only as a group of k) or `patient` (all of a patient's encounters
@@ -340,9 +341,10 @@ class PrivacySettings:
         _require(isinstance(self.enabled, bool), "enabled", self.enabled, "true or false")
         _require(_is_number(self.lifetime_epsilon) and 0 < self.lifetime_epsilon < float("inf"),
                  "lifetime_epsilon", self.lifetime_epsilon, "a finite number > 0")
-        _require(self.run_epsilon is None or (_is_number(self.run_epsilon)
-                                              and 0 < self.run_epsilon <= self.lifetime_epsilon),
-                 "run_epsilon", self.run_epsilon,
+        _require(self.run_epsilon_cap is None
+                 or (_is_number(self.run_epsilon_cap)
+                     and 0 < self.run_epsilon_cap <= self.lifetime_epsilon),
+                 "run_epsilon_cap", self.run_epsilon_cap,
                  f"a number > 0 and at most `lifetime_epsilon` ({self.lifetime_epsilon!r}), or "
                  "absent (one run may spend the whole budget)")
         _require(_is_number(self.delta) and 0 < self.delta < 1, "delta", self.delta,
@@ -358,8 +360,9 @@ class PrivacySettings:
 
     @property
     def run_allocation(self) -> float:
-        """ε one run plans to spend: `run_epsilon`, else the whole lifetime budget."""
-        return float(self.lifetime_epsilon if self.run_epsilon is None else self.run_epsilon)
+        """ε one run plans to spend: `run_epsilon_cap`, else the whole lifetime budget."""
+        return float(self.lifetime_epsilon if self.run_epsilon_cap is None
+                     else self.run_epsilon_cap)
 
 
 FaultKind = Literal["sign-flip", "scale"]

@@ -124,7 +124,7 @@ def _site_yaml(tmp_path, privacy=None):
 def test_sites_check_states_the_privacy_budget_or_its_absence(tmp_path, capsys):
     assert lang1_fl(["sites", "check", str(_site_yaml(tmp_path))]) == 0
     assert "privacy: NO differential privacy" in capsys.readouterr().out
-    privacy = {"lifetime_epsilon": 8, "run_epsilon": 2, "delta": 1e-3, "max_grad_norm": 1.0}
+    privacy = {"lifetime_epsilon": 8, "run_epsilon_cap": 2, "delta": 1e-3, "max_grad_norm": 1.0}
     assert lang1_fl(["sites", "check", str(_site_yaml(tmp_path, privacy))]) == 0
     out = capsys.readouterr().out
     assert ("privacy: DP-SGD per encounter, lifetime budget ε = 8 at δ = 0.001 for this data "

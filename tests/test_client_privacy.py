@@ -176,10 +176,10 @@ def test_a_budget_cannot_be_spent_again_under_new_run_names(tmp_path, tiny_bert)
 
 
 def test_a_run_allocation_lets_several_runs_share_the_lifetime_budget(tmp_path, tiny_bert):
-    """`run_epsilon` 2.5 of a lifetime 4: runs fit until the composed spend would pass 4 (more
+    """`run_epsilon_cap` 2.5 of a lifetime 4: runs fit until the composed spend would pass 4 (more
     than one, since ε composes sub-additively); the ledger holds them all and verifies with
     every run re-derived."""
-    privacy = {**PRIVACY, "lifetime_epsilon": 4.0, "run_epsilon": 2.5}
+    privacy = {**PRIVACY, "lifetime_epsilon": 4.0, "run_epsilon_cap": 2.5}
     run_config, settings, arrays = _federation(tmp_path, tiny_bert, privacy=privacy, rounds=1)
     state = _state(settings)
     trained = []

@@ -82,8 +82,10 @@ def test_a_patient_level_plan_counts_patients_and_keeps_the_encounters_per_step(
     ({"lifetime_epsilon": -1.0}, "`sites[0].privacy.lifetime_epsilon` is -1.0; expected a finite"),
     ({"lifetime_epsilon": None}, "`sites[0].privacy.lifetime_epsilon` is missing; expected the ε "
                                  "budget of this site's data over all runs"),
-    ({"run_epsilon": 4.0}, "`sites[0].privacy.run_epsilon` is 4.0; expected a number > 0 and at "
-                           "most `lifetime_epsilon` (3.0)"),
+    ({"run_epsilon_cap": 4.0}, "`sites[0].privacy.run_epsilon_cap` is 4.0; expected a number > 0 "
+                               "and at most `lifetime_epsilon` (3.0)"),
+    ({"run_epsilon": 2.0}, "`sites[0].privacy.run_epsilon` is no longer read; what one run may "
+                           "spend is `run_epsilon_cap`"),
     ({"max_grad_norm": None}, "`sites[0].privacy.max_grad_norm` is missing; expected the clipping"),
     ({"accountant": "gdp"}, "`sites[0].privacy.accountant` is 'gdp'; expected 'rdp' or 'prv'"),
     ({"unit": "visit"}, "`sites[0].privacy.unit` is 'visit'; expected 'encounter' (one row) or "
@@ -117,7 +119,7 @@ def test_privacy_block_defaults_and_the_state_folder(tmp_path):
     assert not external.is_private  # never trains, so it has no budget to spend
     raw = yaml.safe_load(consortium.read_text())
     raw["sites"][0]["privacy"]["enabled"] = False
-    raw["sites"][0]["privacy"]["run_epsilon"] = 1
+    raw["sites"][0]["privacy"]["run_epsilon_cap"] = 1
     raw["sites"][0]["privacy"]["signing_key"] = "keys/academic"
     consortium.write_text(yaml.safe_dump(raw))
     site = load_consortium(consortium, data_root=tmp_path / "data").sites[0]

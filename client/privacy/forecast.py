@@ -76,7 +76,7 @@ def check_fits(rows: list[SiteForecast]) -> None:
             f"{row.plan.run_epsilon:g} would bring it to {row.after:.3f}, over its lifetime "
             f"budget of {row.plan.lifetime_epsilon:g}" for row in short)
             + " (a budget belongs to the data, not to a run: give the site new data, or a "
-            "smaller `privacy.run_epsilon` that fits what is left)")
+            "smaller `privacy.run_epsilon_cap` that fits what is left)")
 
 
 def render(rows: list[SiteForecast]) -> str:

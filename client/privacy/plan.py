@@ -2,7 +2,7 @@
 
 The plan is fixed before the run's first step: Poisson sampling rate q = batch size ÷ training
 encounters, rounds × local steps DP-SGD steps, and the one noise multiplier σ for which all of them
-together spend the site's per-run allocation (`privacy.run_epsilon`, else the whole
+together spend the site's per-run allocation (`privacy.run_epsilon_cap`, else the whole
 `lifetime_epsilon`) at `delta`. Whether that run still fits the site's lifetime budget, given what
 earlier runs on the same data spent, is the budget guard's question (`client.privacy.budget`). The
 ClientApp, the guard and `lang1-fl privacy forecast` all build the same plan from the same inputs,
@@ -40,7 +40,7 @@ class PrivacyPlan:
     lifetime_epsilon: float
     """The site's budget over every run on this dataset."""
     run_epsilon_cap: float | None
-    """`privacy.run_epsilon` as the site declared it (None: the whole lifetime budget)."""
+    """`privacy.run_epsilon_cap` as the site declared it (None: the whole lifetime budget)."""
     delta: float
     max_grad_norm: float
     accountant: str
@@ -96,7 +96,7 @@ def plan_privacy(site: SiteConfig, *, counts: TrainingUnits, rounds: int,
         steps_per_round=steps_per_round,
         run_epsilon=privacy.run_allocation,
         lifetime_epsilon=float(privacy.lifetime_epsilon),
-        run_epsilon_cap=None if privacy.run_epsilon is None else float(privacy.run_epsilon),
+        run_epsilon_cap=None if privacy.run_epsilon_cap is None else float(privacy.run_epsilon_cap),
         delta=float(privacy.delta),
         max_grad_norm=float(privacy.max_grad_norm),
         accountant=privacy.accountant,

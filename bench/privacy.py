@@ -64,10 +64,12 @@ def timing(data_dir: Path, *, steps: int, repeats: int, threads: int) -> None:
     import torch
 
     from client.data import encode_site
-    from client.model import ModelSettings, build_model, load_tokenizer
+    from client.model import build_model, load_tokenizer
     from client.privacy.dp_sgd import GRAD_SAMPLE_MODES, train_steps_private
+    from client.run_config import default_run_config
+    from client.settings import ClientSettings
     from client.site import ensure_site_data
-    from client.train import OptimizerSettings, train_steps
+    from client.train import train_steps
     from sites.dataset import read_site_table
     from sites.tasks import TASK_NAMES
 
@@ -75,12 +77,13 @@ def timing(data_dir: Path, *, steps: int, repeats: int, threads: int) -> None:
     consortium = load_consortium(DEFAULT_CONSORTIUM, data_root=data_dir)
     site = consortium.site("academic")
     ensure_site_data(site, seed=consortium.seed)
-    settings = ModelSettings(base="all-MiniLM-L6-v2", max_length=128, tasks=TASK_NAMES, seed=2026)
+    defaults = ClientSettings.from_run_config(default_run_config())
+    settings = defaults.model  # MiniLM, 128 tokens, the five tasks, seed 2026
     model = build_model(settings, device=torch.device("cpu"))
     train = encode_site(read_site_table(site), load_tokenizer(settings), TASK_NAMES,
                         max_length=128)["train"]
     batch = site.training.batch_size
-    optimizer = OptimizerSettings(learning_rate=3e-3, head_learning_rate=3e-2)
+    optimizer = defaults.optimizer
 
     def non_dp(n: int, seed: int):
         return train_steps(model, train, steps=n, batch_size=batch, optimizer=optimizer, seed=seed)

@@ -97,18 +97,22 @@ def _draw_ms(model, repeats: int = 20) -> dict[str, float]:
 
 def measure(name: str, folder: Path, train_table, *, steps: int, repeats: int, batch: int,
             max_length: int, device) -> dict:
+    from dataclasses import replace
+
     from client.data import encode_site
-    from client.model import ModelSettings, build_model, load_tokenizer
+    from client.model import build_model, load_tokenizer
     from client.privacy.dp_sgd import train_steps_private
-    from client.train import OptimizerSettings
+    from client.run_config import default_run_config
+    from client.settings import ClientSettings
     from sites.tasks import TASK_NAMES
 
-    settings = ModelSettings(base=_base(name, folder), max_length=max_length, tasks=TASK_NAMES,
-                             seed=0, scoring="head")
+    defaults = ClientSettings.from_run_config(default_run_config())
+    settings = replace(defaults.model, base=_base(name, folder), max_length=max_length, seed=0,
+                       scoring="head")
     train = encode_site(train_table, load_tokenizer(settings), TASK_NAMES,
                         max_length=max_length)["train"]
     model = build_model(settings, device=device)
-    optimizer = OptimizerSettings(learning_rate=3e-3, head_learning_rate=3e-2)
+    optimizer = defaults.optimizer
 
     def run(arm: str, n: int, repeat: int):
         return train_steps_private(

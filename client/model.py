@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -31,7 +31,7 @@ from torch import nn
 
 from client.data import MAX_LENGTH_LIMIT, EncodedSplit, ResolvedScoring
 from client.letter_scoring import LetterTokenError, letter_token_ids, save_letter_prompts
-from sites.tasks import OPTION_LETTERS, TASK_NAMES, TASKS, resolve_tasks
+from sites.tasks import OPTION_LETTERS, TASKS, resolve_tasks
 from strategies.exchange import ADAPTER_PREFIX, HEAD_PREFIX
 
 if TYPE_CHECKING:
@@ -52,13 +52,14 @@ SCORINGS: tuple[str, ...] = ("auto", "head", "letters")
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """LoRA hyper-parameters; identical at every site (FedAvg averages matching tensors)."""
+    """LoRA hyper-parameters; identical at every site (FedAvg averages matching tensors). No field
+    of the run config has a default here: those live once, in pyproject.toml."""
 
-    r: int = 8
+    r: int
     """Rank of the update B·A."""
-    alpha: float = 16.0
+    alpha: float
     """Scaling numerator: the update is multiplied by alpha / r (the run config's `lora-alpha`)."""
-    dropout: float = 0.05
+    dropout: float
     """Dropout on the adapter input during training."""
     target_modules: tuple[str, ...] | None = None
     """Module names to adapt; None = peft's default for the architecture (BERT query/value,
@@ -75,18 +76,19 @@ class LoraSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """What to build: the base, the note length, the adapter, the tasks and the init seed."""
+    """What to build: the base, the note length, the adapter, the tasks and the init seed (all from
+    the run config, `client.settings`; their defaults live once, in pyproject.toml)."""
 
-    base: str = MINILM
+    base: str
     """`all-MiniLM-L6-v2` (bundled) or the path of a local Hugging Face model folder."""
-    max_length: int = 256
+    max_length: int
     """Tokens kept from the start of each note (truncation), 1..512."""
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    tasks: tuple[str, ...] = TASK_NAMES
+    lora: LoraSettings
+    tasks: tuple[str, ...]
     """One head per task, in this order."""
-    seed: int = 0
+    seed: int
     """Seeds the adapter and head initialisation: same seed, same initial weights everywhere."""
-    scoring: Scoring = "auto"
+    scoring: Scoring
     """`head`: a linear head per task on the pooled note (any base). `letters`: the task as a
     multiple-choice question after the note, scored by the answer letters' logits (causal LMs only;
     `max_length` then covers note and question together). `auto`: `head` for encoders (masked-LM

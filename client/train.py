@@ -30,19 +30,17 @@ OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 
 @dataclass(frozen=True)
 class OptimizerSettings:
-    """Optimizer and step sizes. AdamW defaults measured with all-MiniLM-L6-v2, LoRA r=8, batch 16,
-    five joint tasks: a keyword task reaches test AUROC 1.0 within 10 steps at these rates (0.85 at
-    a tenth of them), and 2x larger rates were still stable.
+    """Optimizer and step sizes (the rates from the run config, `client.settings`; their defaults
+    live once, in pyproject.toml).
 
     `sgd` (with momentum) is there for DP-SGD: AdamW divides each coordinate by its own running
     RMS, so under DP a coordinate whose gradient is all noise (most of the adapter, early on) still
-    moves a full step each time, while SGD moves it in proportion to the noise. On one synthetic
-    hospital at ε = 8 it measured no better than AdamW at lower rates (see pyproject.toml).
+    moves a full step each time, while SGD moves it in proportion to the noise.
     """
 
-    learning_rate: float = 1e-3
+    learning_rate: float
     """Step size for the LoRA parameters."""
-    head_learning_rate: float = 1e-2
+    head_learning_rate: float
     """Step size for the task heads (randomly initialised, so they move faster)."""
     weight_decay: float = 0.0
     name: str = "adamw"

@@ -21,29 +21,23 @@ from client.adapter_mode import (
     site_model_settings,
 )
 from client.data import encode_site
-from client.model import (
-    LoraSettings,
-    ModelSettings,
-    build_model,
-    load_tokenizer,
-    load_trainable_state,
-    trainable_state,
-)
+from client.model import build_model, load_tokenizer, load_trainable_state, trainable_state
 from client.privacy.dp_sgd import train_steps_private
 from client.run_config import InvalidRunConfig
-from client.train import OptimizerSettings, train_steps
+from client.train import train_steps
 from sites.config import InvalidSiteConfig, load_site
 from sites.site_settings import FaultSettings, TrainingSettings
+from tests.model_settings import lora_settings, model_settings, optimizer_settings
 from tests.tiny_models import keyword_table
 
 CPU = torch.device("cpu")
 TASKS = ("mortality", "los")
-SAME_RATE = OptimizerSettings(learning_rate=0.01, head_learning_rate=0.01)
+SAME_RATE = optimizer_settings(learning_rate=0.01, head_learning_rate=0.01)
 
 
 def _setup(base: Path, *, rank: int = 4):
-    settings = ModelSettings(base=str(base), max_length=24, tasks=TASKS, seed=0, scoring="head",
-                             lora=LoraSettings(r=rank, alpha=8, dropout=0.0))
+    settings = model_settings(base=str(base), max_length=24, tasks=TASKS, seed=0, scoring="head",
+                             lora=lora_settings(r=rank, alpha=8, dropout=0.0))
     splits = encode_site(keyword_table(48), load_tokenizer(settings), TASKS, max_length=24)
     return settings, build_model(settings, device=CPU), splits["train"]
 
@@ -131,7 +125,7 @@ def test_a_fold_makes_the_base_compute_base_plus_the_global_update(tiny_encoder)
     with torch.no_grad():
         folded = model.task_logits(train, index, TASKS)
     # The same update as a rank-6 adapter with scaling 1 on an unfolded base
-    reference = build_model(replace(settings, lora=LoraSettings(r=6, alpha=6, dropout=0.0)),
+    reference = build_model(replace(settings, lora=lora_settings(r=6, alpha=6, dropout=0.0)),
                             device=CPU)
     load_trainable_state(reference, {**{"adapter." + k[5:]: v for k, v in fold.items()}, **heads})
     reference.eval()
@@ -149,7 +143,7 @@ def test_a_fold_makes_the_base_compute_base_plus_the_global_update(tiny_encoder)
 
 
 def test_a_site_rank_needs_flora(tiny_encoder):
-    settings = ModelSettings(base=str(tiny_encoder), tasks=TASKS, lora=LoraSettings(r=8))
+    settings = model_settings(base=str(tiny_encoder), tasks=TASKS, lora=lora_settings(r=8))
 
     class Site:
         name = "north"

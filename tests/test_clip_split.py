@@ -10,11 +10,12 @@ import torch
 
 from client.model import trainable_state
 from client.privacy.dp_sgd import per_parameter_norms
-from client.train import OptimizerSettings, make_optimizer
+from client.train import make_optimizer
+from tests.model_settings import optimizer_settings
 from tests.test_private_train import _dp_round, setup
 from tests.tiny_models import without_dropout
 
-PLAIN_SGD = OptimizerSettings(learning_rate=1.0, head_learning_rate=1.0, name="sgd", momentum=0.0)
+PLAIN_SGD = optimizer_settings(learning_rate=1.0, head_learning_rate=1.0, name="sgd", momentum=0.0)
 
 
 def test_the_norms_add_up_to_c_with_the_adapter_holding_its_share(tiny_encoder: Path) -> None:

@@ -37,7 +37,7 @@ from client.egress import (
     evaluate_declaration,
     read_egress_log,
 )
-from client.model import ModelSettings, build_model, trainable_state
+from client.model import build_model, trainable_state
 from client.settings import ClientSettings
 from client.state import SiteState
 from server.report.markdown import render_markdown
@@ -49,6 +49,7 @@ from strategies import SiteEntry, SiteRoster, build_strategy
 from strategies.exchange import manifest_digest, reply_manifest
 from tests.consortium_fixtures import write_small_consortium
 from tests.flower_fakes import message_to, set_task_identity
+from tests.model_settings import model_settings
 from tests.run_config import default_run_config
 from tests.test_report import _metrics as report_metrics
 from tests.tiny_models import make_letter_llama, make_tiny_encoder
@@ -129,7 +130,7 @@ def test_manifest_is_deterministic_and_changes_with_any_byte():
 # --- the declared spec, and the check --------------------------------------------------------------
 
 def test_declared_spec_is_the_fresh_models_trainable_state(tiny_base):
-    settings = ModelSettings(base=str(tiny_base), max_length=32, scoring="head")
+    settings = model_settings(base=str(tiny_base), max_length=32, scoring="head")
     model = build_model(settings, device=torch.device("cpu"))
     expected = {k: TensorSpec(v.shape) for k, v in trainable_state(model).items()}
     assert declared_spec(model) == expected
@@ -138,7 +139,7 @@ def test_declared_spec_is_the_fresh_models_trainable_state(tiny_base):
 
 def test_declared_spec_of_a_letter_scoring_model_is_its_adapter_only(tmp_path):
     base = make_letter_llama(tmp_path / "letter-llama")
-    model = build_model(ModelSettings(base=str(base), max_length=32), device=torch.device("cpu"))
+    model = build_model(model_settings(base=str(base), max_length=32), device=torch.device("cpu"))
     spec = declared_spec(model)
     assert spec == {k: TensorSpec(v.shape) for k, v in trainable_state(model).items()}
     assert spec and all(k.startswith("adapter.") and ".lora_" in k for k in spec)

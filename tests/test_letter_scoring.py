@@ -32,15 +32,16 @@ from client.model import (
 from client.privacy.dp_sgd import train_steps_private
 from client.run_config import InvalidRunConfig
 from client.settings import ClientSettings
-from client.train import OptimizerSettings, make_optimizer, train_steps
+from client.train import make_optimizer, train_steps
 from sites.tasks import TASKS
+from tests.model_settings import model_settings, optimizer_settings
 from tests.run_config import default_run_config
 from tests.tiny_models import keyword_table, make_letter_llama
 
 CPU = torch.device("cpu")
 TASK_MIX = ("mortality", "los", "comorbidity")  # 2, 4 and 5 classes
 MAX_LENGTH = 128  # the tiny vocabulary spells the questions out in up to ~90 tokens
-FAST = OptimizerSettings(learning_rate=1e-2)
+FAST = optimizer_settings(learning_rate=1e-2)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def letter_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def letter_settings(base: Path, tasks: tuple[str, ...] = TASK_MIX, **kwargs) -> ModelSettings:
-    return ModelSettings(base=str(base), max_length=MAX_LENGTH, tasks=tasks, **kwargs)
+    return model_settings(base=str(base), max_length=MAX_LENGTH, tasks=tasks, **kwargs)
 
 
 def setup(base: Path, tasks: tuple[str, ...] = TASK_MIX, *, rows: int = 64, **kwargs):
@@ -66,12 +67,12 @@ def setup(base: Path, tasks: tuple[str, ...] = TASK_MIX, *, rows: int = 64, **kw
 def test_scoring_values_are_validated() -> None:
     with pytest.raises(ValueError, match="`scoring` is 'lettres'; expected one of 'auto', 'head', "
                                          "'letters'"):
-        ModelSettings(scoring="lettres")
+        model_settings(scoring="lettres")
 
 
 def test_auto_is_heads_for_an_encoder_and_letters_for_a_decoder(tiny_encoder: Path,
                                                                 letter_llama: Path) -> None:
-    encoder = ModelSettings(base=str(tiny_encoder), max_length=32, tasks=("mortality",))
+    encoder = model_settings(base=str(tiny_encoder), max_length=32, tasks=("mortality",))
     decoder = letter_settings(letter_llama, ("mortality",))
     assert (encoder.scoring, base_scoring(encoder), base_scoring(decoder)) == (
         "auto", "head", "letters")
@@ -82,7 +83,7 @@ def test_auto_is_heads_for_an_encoder_and_letters_for_a_decoder(tiny_encoder: Pa
 
 
 def test_letters_on_an_encoder_is_refused(tiny_encoder: Path) -> None:
-    settings = ModelSettings(base=str(tiny_encoder), max_length=32, scoring="letters")
+    settings = model_settings(base=str(tiny_encoder), max_length=32, scoring="letters")
     with pytest.raises(ValueError, match=r"`scoring` is 'letters' but `base` '.*' is an encoder "
                                          r"\(model type 'bert'\).*expected 'head' or 'auto'"):
         build_model(settings, device=CPU)
@@ -295,7 +296,7 @@ def test_dp_hooks_and_functorch_agree_with_one_prompt_per_task(letter_llama: Pat
 def test_data_encoded_for_the_other_scoring_is_named(tiny_encoder: Path,
                                                      letter_llama: Path) -> None:
     letters, letter_splits = setup(letter_llama, ("mortality",), rows=16)
-    heads = build_model(ModelSettings(base=str(tiny_encoder), max_length=32,
+    heads = build_model(model_settings(base=str(tiny_encoder), max_length=32,
                                       tasks=("mortality",)), device=CPU)
     index = torch.arange(4)
     with pytest.raises(KeyError, match="no `admission` notes; expected data encoded with "

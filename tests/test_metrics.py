@@ -12,8 +12,9 @@ from sklearn.metrics import roc_auc_score
 
 from client.data import encode_site
 from client.evaluate import auroc, batched_auroc, bootstrap_ci, evaluate_split, predict
-from client.model import ModelSettings, build_model, load_tokenizer
+from client.model import build_model, load_tokenizer
 from strategies.exchange import metric_keys
+from tests.model_settings import model_settings
 from tests.tiny_models import keyword_table
 
 TASKS = ("readmission", "mortality", "los", "comorbidity", "denial")
@@ -83,7 +84,7 @@ def test_bootstrap_ci_survives_a_rare_class() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_setup(tiny_encoder: Path):
-    settings = ModelSettings(base=str(tiny_encoder), max_length=32, tasks=TASKS)
+    settings = model_settings(base=str(tiny_encoder), max_length=32, tasks=TASKS)
     table = keyword_table(48)
     return build_model(settings, device=torch.device("cpu")), load_tokenizer(settings), table
 

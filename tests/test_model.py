@@ -10,7 +10,6 @@ import torch
 
 from client.model import (
     HEADS_FILE,
-    LoraSettings,
     ModelSettings,
     build_model,
     load_tokenizer,
@@ -22,6 +21,7 @@ from client.model import (
     select_device,
     trainable_state,
 )
+from tests.model_settings import lora_settings, model_settings
 
 CPU = torch.device("cpu")
 TASKS = ("mortality", "los")
@@ -30,7 +30,7 @@ TASKS = ("mortality", "los")
 def settings(base: Path, **kwargs) -> ModelSettings:
     """The head path on either base (a decoder would score answer letters under `auto`; that path
     is tests/test_letter_scoring.py's)."""
-    return ModelSettings(base=str(base), max_length=32, tasks=TASKS, scoring="head", **kwargs)
+    return model_settings(base=str(base), max_length=32, tasks=TASKS, scoring="head", **kwargs)
 
 
 def test_minilm_resolves_to_the_bundled_folder() -> None:
@@ -47,9 +47,9 @@ def test_unknown_base_is_named_in_the_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda: ModelSettings(max_length=513), "`max_length` is 513; expected 1..512"),
-        (lambda: ModelSettings(tasks=("mortality", "survival")), "unknown task 'survival'"),
-        (lambda: LoraSettings(r=0), "`lora.r` is 0; expected an integer >= 1"),
+        (lambda: model_settings(max_length=513), "`max_length` is 513; expected 1..512"),
+        (lambda: model_settings(tasks=("mortality", "survival")), "unknown task 'survival'"),
+        (lambda: lora_settings(r=0), "`lora.r` is 0; expected an integer >= 1"),
     ],
 )
 def test_settings_reject_bad_values(make, match: str) -> None:

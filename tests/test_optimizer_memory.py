@@ -9,7 +9,8 @@ import torch
 
 from client.model import load_trainable_state, trainable_state
 from client.privacy.optimizer_memory import OptimizerMemory, OptimizerStateMismatch
-from client.train import OptimizerSettings, make_optimizer
+from client.train import make_optimizer
+from tests.model_settings import optimizer_settings
 from tests.test_private_train import FAST, _dp_round, setup
 
 
@@ -34,7 +35,7 @@ def test_a_round_starts_from_the_state_after_the_latest_earlier_round(tmp_path, 
     assert saved.name == "after-round-1.pt"
 
     # Round 3 (the site missed round 2) resumes round 1's moments, at this run's own rates.
-    later = make_optimizer(model, OptimizerSettings(learning_rate=1e-4, head_learning_rate=1e-3))
+    later = make_optimizer(model, optimizer_settings(learning_rate=1e-4, head_learning_rate=1e-3))
     assert memory.restore(later, 3) == saved
     assert [g["lr"] for g in later.param_groups] == [1e-4, 1e-3]
     for old, new in zip(first.state.values(), later.state.values()):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from client.model import ModelSettings, load_tokenizer
+from client.model import load_tokenizer
 from client.privacy.audit import (
     CANARY_PREFIX,
     canary_words,
@@ -30,6 +30,7 @@ from sites.config import load_consortium
 from sites.dataset import read_site_table
 from sites.tasks import TASK_NAMES, TASKS
 from tests.consortium_fixtures import write_small_consortium
+from tests.model_settings import model_settings
 from tests.run_config import default_run_config
 from tests.tiny_models import make_tiny_encoder
 
@@ -112,7 +113,7 @@ def test_bad_counts_are_named(change, message):
 
 
 def test_canaries_are_legitimate_records_with_words_of_their_own():
-    tokenizer = load_tokenizer(ModelSettings())
+    tokenizer = load_tokenizer(model_settings())
     words = canary_words(tokenizer)
     assert len(words) > 10_000
     assert all(len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1
@@ -131,7 +132,7 @@ def test_canaries_are_legitimate_records_with_words_of_their_own():
 
 
 def test_byte_level_bpe_words_are_found_without_their_space_mark(tiny_llama):
-    tokenizer = load_tokenizer(ModelSettings(base=str(tiny_llama)))
+    tokenizer = load_tokenizer(model_settings(base=str(tiny_llama)))
     words = canary_words(tokenizer)
     assert len(words) >= 16 and "heart" in words  # a word of the tiny BPE's training text
     assert all(len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1

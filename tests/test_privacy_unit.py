@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from client.data import EncodedSplit, encode_site
-from client.model import ModelSettings, load_tokenizer
+from client.model import load_tokenizer
 from client.privacy.noise import TorchNoise
 from client.privacy.units import UnitIndex, poisson_units, sum_per_unit
+from tests.model_settings import model_settings
 from tests.tiny_models import keyword_table
 
 TASKS = ("mortality",)
@@ -25,7 +26,7 @@ def test_encode_site_numbers_patients_densely_per_split(tiny_encoder: Path) -> N
     table = keyword_table(16)
     table["patient_id"] = ["x", "y", "x", "z", "y", "x", "w", "w", "v", "v", "u", "t",
                            "s", "s", "r", "s"]
-    splits = encode_site(table, load_tokenizer(ModelSettings(base=str(tiny_encoder))), TASKS,
+    splits = encode_site(table, load_tokenizer(model_settings(base=str(tiny_encoder))), TASKS,
                          max_length=16)
     train, test = splits["train"], splits["test"]  # rows 0..11 and 12..15
     assert train.patients.tolist() == [0, 1, 0, 2, 1, 0, 3, 3, 4, 4, 5, 6]
@@ -36,7 +37,7 @@ def test_encode_site_numbers_patients_densely_per_split(tiny_encoder: Path) -> N
     assert part.patients.tolist() == [0, 1, 1, 2] and part.patient_count == 3
     with pytest.raises(KeyError, match="lacks column `patient_id`"):
         encode_site(table.drop(columns="patient_id"),
-                    load_tokenizer(ModelSettings(base=str(tiny_encoder))), TASKS, max_length=16)
+                    load_tokenizer(model_settings(base=str(tiny_encoder))), TASKS, max_length=16)
 
 
 def test_the_encounter_unit_is_each_row() -> None:

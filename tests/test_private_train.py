@@ -10,22 +10,23 @@ import torch
 
 from client.data import encode_site
 from client.evaluate import evaluate_split
-from client.model import ModelSettings, build_model, load_tokenizer, trainable_state
+from client.model import build_model, load_tokenizer, trainable_state
 from client.privacy.dp_sgd import FLAT, GRAD_SAMPLE_MODES, train_steps_private
 from client.privacy.noise import CsprngNoise, TorchNoise
 from client.privacy.units import PRIVACY_UNITS
-from client.train import OptimizerSettings, joint_loss
+from client.train import joint_loss
+from tests.model_settings import model_settings, optimizer_settings
 from tests.tiny_models import count_forwards, keyword_table, without_dropout
 
 CPU = torch.device("cpu")
 TASKS = ("mortality", "los", "readmission")
-FAST = OptimizerSettings(learning_rate=3e-3, head_learning_rate=3e-2)
+FAST = optimizer_settings(learning_rate=3e-3, head_learning_rate=3e-2)
 
 
 def setup(base: Path, *, rows: int = 64, max_length: int = 24, device: torch.device = CPU,
           patients: bool = False, most: int = 5):
     # The head path on either base; DP with answer-letter scoring is in test_letter_scoring.py.
-    settings = ModelSettings(base=str(base), max_length=max_length, tasks=TASKS, seed=0,
+    settings = model_settings(base=str(base), max_length=max_length, tasks=TASKS, seed=0,
                              scoring="head")
     table = keyword_table(rows)
     splits = encode_site(with_patients(table, most=most) if patients else table,
@@ -303,7 +304,7 @@ def test_a_patient_level_step_clips_each_patients_summed_gradient(tiny_encoder: 
     sum over the sampled patients of each patient's clipped summed gradient ÷ (q × patients).
     (The rate 1/C keeps a clipped step well above float32's resolution of the parameters.)"""
     rate = max(1.0, 1 / max_grad_norm)
-    sgd = OptimizerSettings(name="sgd", learning_rate=rate, head_learning_rate=rate, momentum=0.0)
+    sgd = optimizer_settings(name="sgd", learning_rate=rate, head_learning_rate=rate, momentum=0.0)
     model, splits = setup(tiny_encoder, patients=True)
     without_dropout(model)
     train, q = splits["train"], 0.5

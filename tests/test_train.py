@@ -9,18 +9,19 @@ import torch
 
 from client.data import encode_site
 from client.evaluate import evaluate_split
-from client.model import ModelSettings, build_model, load_tokenizer, trainable_state
-from client.train import OptimizerSettings, minibatches, train_steps
+from client.model import build_model, load_tokenizer, trainable_state
+from client.train import minibatches, train_steps
+from tests.model_settings import model_settings, optimizer_settings
 from tests.tiny_models import count_forwards, keyword_table, without_dropout
 
 CPU = torch.device("cpu")
 TASKS = ("mortality", "los", "readmission")
-FAST = OptimizerSettings(learning_rate=3e-3, head_learning_rate=3e-2)
+FAST = optimizer_settings(learning_rate=3e-3, head_learning_rate=3e-2)
 
 
 def setup(base: Path, *, rows: int = 64, max_length: int = 32, seed: int = 0):
     # The head path on either base; answer-letter scoring has tests/test_letter_scoring.py.
-    settings = ModelSettings(base=str(base), max_length=max_length, tasks=TASKS, seed=seed,
+    settings = model_settings(base=str(base), max_length=max_length, tasks=TASKS, seed=seed,
                              scoring="head")
     splits = encode_site(keyword_table(rows), load_tokenizer(settings), TASKS,
                          max_length=max_length)
@@ -48,7 +49,7 @@ def test_batches_are_trimmed_to_their_longest_note(tiny_encoder: Path) -> None:
 
 
 def test_max_length_above_512_is_rejected(tiny_encoder: Path) -> None:
-    settings = ModelSettings(base=str(tiny_encoder), tasks=TASKS)
+    settings = model_settings(base=str(tiny_encoder), tasks=TASKS)
     with pytest.raises(ValueError, match="`max_length` is 600; expected 1..512"):
         encode_site(keyword_table(8), load_tokenizer(settings), TASKS, max_length=600)
 
@@ -104,18 +105,18 @@ def test_sgd_option_builds_momentum_sgd_with_two_rates(tiny_encoder: Path) -> No
     from client.train import make_optimizer
 
     model, splits = setup(tiny_encoder)
-    opt = make_optimizer(model, OptimizerSettings(learning_rate=0.1, head_learning_rate=0.5,
+    opt = make_optimizer(model, optimizer_settings(learning_rate=0.1, head_learning_rate=0.5,
                                                   name="sgd"))
     assert isinstance(opt, torch.optim.SGD)
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.5]
     assert all(g["momentum"] == 0.9 for g in opt.param_groups)
     before = trainable_state(model)
     train_steps(model, splits["train"], steps=2, batch_size=8, seed=0,
-                optimizer=OptimizerSettings(learning_rate=0.1, head_learning_rate=0.5, name="sgd"))
+                optimizer=optimizer_settings(learning_rate=0.1, head_learning_rate=0.5, name="sgd"))
     after = trainable_state(model)
     assert any(not (before[k] == after[k]).all() for k in before)
     with pytest.raises(ValueError, match="`optimizer` is 'adam'"):
-        OptimizerSettings(name="adam")
+        optimizer_settings(name="adam")
 
 
 def test_a_batch_taken_in_pieces_is_the_same_step(tiny_encoder: Path, monkeypatch) -> None:

@@ -45,7 +45,7 @@ RESULTS = RESULTS_DIR / "secure_noise.md"
 
 
 def _base(name: str, folder: Path) -> str:
-    from client.model import MINILM
+    from client.base_model import MINILM
     from tests.tiny_models import make_tiny_encoder, make_tiny_llama
 
     if name == "minilm":

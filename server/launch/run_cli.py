@@ -59,10 +59,12 @@ def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
     """Everything `lang1-fl run` does before Flower starts: site data checked or generated, the
     privacy forecast printed, the run name checked against runs and ledgers. Returns the run
     config (the command line's overrides of pyproject.toml's) and the number of sites."""
+    from client.model import check_base
     from client.privacy.cli import planned_steps
     from client.privacy.forecast import check_fits, forecast, render
-    from client.run_config import run_config_overrides
+    from client.run_config import default_run_config, run_config_overrides
     from client.state import check_state_folder
+    from server.settings import ServerSettings
     from sites.config import load_consortium, resolve_consortium
 
     consortium_file = resolve_consortium(args.consortium)
@@ -90,6 +92,10 @@ def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
     if args.rounds is not None:
         run_config["num-server-rounds"] = args.rounds
     run_config.update(run_config_overrides(args.set))
+    # Every run-config value, and the base model with its scoring, checked here rather than in
+    # the first round
+    settings = ServerSettings.from_run_config({**default_run_config(), **run_config})
+    check_base(settings.client.model)
     return run_config, len(consortium.sites)
 
 

@@ -334,47 +334,58 @@ def add_lora(base: nn.Module, settings: ModelSettings, *, device: torch.device) 
     return get_peft_model(base, lora_config)
 
 
-def build_model(settings: ModelSettings, *, device: torch.device) -> TaskModel:
+def build_model(settings: ModelSettings, *, device: torch.device,
+                base_weights: bool = True) -> TaskModel:
     """The model for `settings`' resolved scoring: heads on an encoder (`MultiTaskModel`) or
-    answer letters on a causal LM (`LetterModel`); the same seed gives the same initial weights."""
+    answer letters on a causal LM (`LetterModel`); the same seed gives the same initial weights.
+
+    `base_weights=False` is the coordinator's model: it only ever reads and writes the adapter
+    and the heads, so the base's weight files are not read and its tensors are allocated but
+    never touched (untouched pages cost no memory). The adapter and heads are drawn from the
+    same seed in the same order, so they equal every site's to the bit, and a Lang1-7B base
+    costs the coordinator neither 28 GB of reading nor of memory."""
     config = load_base_config(settings)
     if resolve_scoring(settings, config.model_type) == "letters":
-        return build_letter_model(settings, config, device=device)
-    return build_head_model(settings, config, device=device)
+        return build_letter_model(settings, config, device=device, base_weights=base_weights)
+    return build_head_model(settings, config, device=device, base_weights=base_weights)
 
 
-def build_head_model(settings: ModelSettings, config: PretrainedConfig, *, device: torch.device
-                     ) -> MultiTaskModel:
+def _load_base(auto_class, settings: ModelSettings, config: PretrainedConfig, *,
+               base_weights: bool) -> nn.Module:
+    if base_weights:
+        return auto_class.from_pretrained(resolve_base_path(settings.base), config=config,
+                                          local_files_only=True, dtype=torch.float32)
+    with torch.device("meta"):
+        base = auto_class.from_config(config, dtype=torch.float32)
+    return base.to_empty(device="cpu")
+
+
+def build_head_model(settings: ModelSettings, config: PretrainedConfig, *, device: torch.device,
+                     base_weights: bool = True) -> MultiTaskModel:
     """Load the frozen base (`AutoModel`), add LoRA and one seeded linear head per task."""
     from transformers import AutoModel
 
-    path = resolve_base_path(settings.base)
-    base = AutoModel.from_pretrained(
-        path, config=config, local_files_only=True, dtype=torch.float32
-    )
+    base = _load_base(AutoModel, settings, config, base_weights=base_weights)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         backbone = add_lora(base, settings, device=device)
         hidden = base.config.hidden_size
         heads = nn.ModuleDict({t: nn.Linear(hidden, TASKS[t].num_classes) for t in settings.tasks})
     model = MultiTaskModel(backbone, heads.to(device), pooling_for(base.config.model_type))
-    log.info("built %s (%s pooling) with LoRA r=%d on %s", path.name, model.pooling,
+    log.info("built %s (%s pooling) with LoRA r=%d on %s", settings.base, model.pooling,
              settings.lora.r, device)
     return model
 
 
 def build_letter_model(settings: ModelSettings, config: PretrainedConfig, *,
-                       device: torch.device) -> LetterModel:
+                       device: torch.device, base_weights: bool = True) -> LetterModel:
     """Load the frozen causal LM (`AutoModelForCausalLM`) and add the seeded LoRA adapter."""
     from transformers import AutoModelForCausalLM
 
-    path = resolve_base_path(settings.base)
     most = max(TASKS[t].num_classes for t in settings.tasks)
     letter_ids = letter_token_ids(load_tokenizer(settings), OPTION_LETTERS[:most],
                                   base=settings.base)
-    base = AutoModelForCausalLM.from_pretrained(
-        path, config=config, local_files_only=True, dtype=torch.float32
-    )
+    base = _load_base(AutoModelForCausalLM, settings, config, base_weights=base_weights)
     vocab = base.get_output_embeddings().out_features
     if max(letter_ids) >= vocab:
         raise LetterTokenError(f"`base` {settings.base!r}: letter token ids {letter_ids} exceed "
@@ -382,7 +393,7 @@ def build_letter_model(settings: ModelSettings, config: PretrainedConfig, *,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         backbone = add_lora(base, settings, device=device)
-    log.info("built %s (answer-letter scoring) with LoRA r=%d on %s", path.name,
+    log.info("built %s (answer-letter scoring) with LoRA r=%d on %s", settings.base,
              settings.lora.r, device)
     return LetterModel(backbone, settings.tasks, letter_ids)
 

@@ -60,7 +60,7 @@ def main(grid: Grid, context: Context) -> None:
         return
 
     # 3. The initial adapter and heads: the same deterministic builder every site uses
-    model = build_model(settings.client.model, device=torch.device("cpu"))
+    model = build_model(settings.client.model, device=torch.device("cpu"), base_weights=False)
     initial = ArrayRecord({k: Array(v) for k, v in trainable_state(model).items()})
 
     # 4. The strategy, told which sites may train; it says what round 1 starts from
@@ -142,7 +142,7 @@ def _load_selected(strategy, model, arrays: ArrayRecord, settings: ServerSetting
     model_settings = run if lora is None else replace(run, lora=replace(
         run.lora, r=lora.r, alpha=lora.alpha, dropout=lora.dropout))
     if model_settings != run:
-        model = build_model(model_settings, device=torch.device("cpu"))
+        model = build_model(model_settings, device=torch.device("cpu"), base_weights=False)
     load_trainable_state(model, state)
     return model
 

@@ -21,6 +21,7 @@ from client.model import (
     trainable_state,
 )
 from tests.model_settings import lora_settings, model_settings
+from tests.tiny_models import make_letter_llama
 
 CPU = torch.device("cpu")
 TASKS = ("mortality", "los")
@@ -29,7 +30,8 @@ TASKS = ("mortality", "los")
 def settings(base: Path, **kwargs) -> ModelSettings:
     """The head path on either base (a decoder would score answer letters under `auto`; that path
     is tests/test_letter_scoring.py's)."""
-    return model_settings(base=str(base), max_length=32, tasks=TASKS, scoring="head", **kwargs)
+    return model_settings(**{"base": str(base), "max_length": 32, "tasks": TASKS,
+                             "scoring": "head", **kwargs})
 
 
 @pytest.mark.parametrize(
@@ -95,6 +97,37 @@ def test_same_seed_same_initial_state_and_other_seed_differs(tiny_base: Path) ->
     assert first.keys() == again.keys()
     assert all(np.array_equal(first[k], again[k]) for k in first)
     assert not np.array_equal(first["head.los.weight"], other["head.los.weight"])
+
+
+@pytest.fixture(scope="module")
+def letter_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama whose tokenizer writes the answer letters as single tokens."""
+    return make_letter_llama(tmp_path_factory.mktemp("letter-llama"))
+
+
+def without_weights(base: Path, out: Path) -> Path:
+    """A copy of the base folder with its config and tokenizer but no weight files."""
+    out.mkdir()
+    for item in base.iterdir():
+        if item.is_file() and item.suffix not in (".safetensors", ".bin"):
+            (out / item.name).write_bytes(item.read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("scoring", ["head", "letters"])
+def test_the_coordinator_builds_every_sites_initial_state_without_the_base_weights(
+        tiny_base: Path, letter_base: Path, tmp_path: Path, scoring: str) -> None:
+    """Lang1-7B's weights are never read by the coordinator: its model, built from the config
+    alone, holds the same seeded adapter and heads as a site's, to the bit."""
+    base = tiny_base if scoring == "head" else letter_base
+    site = build_model(settings(base, scoring=scoring), device=CPU)
+    empty = without_weights(base, tmp_path / "no-weights")
+    coordinator = build_model(settings(empty, scoring=scoring), device=CPU, base_weights=False)
+    ours, theirs = trainable_state(coordinator), trainable_state(site)
+    assert ours.keys() == theirs.keys() and any(k.startswith("adapter.") for k in ours)
+    assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
+    with pytest.raises(OSError):  # a site's model does need the weights
+        build_model(settings(empty, scoring=scoring), device=CPU)
 
 
 def test_trainable_state_holds_only_adapter_and_heads(tiny_base: Path) -> None:

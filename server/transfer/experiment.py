@@ -103,7 +103,7 @@ def evaluate_at(grid: Grid, roster: SiteRoster, sites: tuple[str, ...], arrays: 
 
 def _initial_arrays(settings: ModelSettings) -> ArrayRecord:
     """The regime's starting adapter and heads: the builder and seed every site uses."""
-    model = build_model(settings, device=torch.device("cpu"))
+    model = build_model(settings, device=torch.device("cpu"), base_weights=False)
     return ArrayRecord({k: Array(v) for k, v in trainable_state(model).items()})
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from client.data import EncodedSplit, encode_site
+from client.memory_plan import MemoryPlan, plan_memory
 from client.model import (
     ModelSettings,
     TaskModel,
@@ -120,11 +121,24 @@ _SPLITS: dict[tuple[str, str, ModelSettings], tuple[dict[str, EncodedSplit], str
 encoded (a letter-scoring model reads per-task prompts, not bare notes)."""
 
 
+def site_memory_plan(site: SiteConfig, settings: ModelSettings, device: torch.device
+                     ) -> MemoryPlan:
+    """The memory plan of one of `site`'s training steps: its physical batch (the whole batch,
+    or pieces of `training.max_physical_batch_size`) on its own device."""
+    training = site.training
+    batch = training.max_physical_batch_size or training.batch_size
+    return plan_memory(settings, device=device, batch=batch, private=site.is_private)
+
+
 def site_runtime(site: SiteConfig, settings: ModelSettings) -> SiteRuntime:
     """Model and data for `site`, built on first use in this process and reused afterwards."""
     device = select_device(site.device)
     model_key = (settings, str(device))
     if model_key not in _MODELS:
+        if not site.is_external:  # it trains: the step must fit the device, checked before loading
+            plan = site_memory_plan(site, settings, device)
+            log.info("%s", plan.render(site.name))
+            plan.check(site.name)
         log.info("loading base model %s on %s", settings.base, device)
         _MODELS[model_key] = build_model(settings, device=device)
     data_key = (site.name, str(site.data.path), settings)

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from client.letter_scoring import LetterTokenError
+    from client.memory_plan import MemoryPlanError
     from client.privacy.forecast import RunDoesNotFit
     from client.run_config import InvalidRunConfig
     from client.state import StateFolderClaimed
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (InvalidSiteConfig, InvalidSiteData, InvalidRunConfig, FileNotFoundError,
-            FileExistsError, StateFolderClaimed, RunDoesNotFit, LetterTokenError) as error:
+            FileExistsError, StateFolderClaimed, RunDoesNotFit, LetterTokenError,
+            MemoryPlanError) as error:
         print(f"lang1-fl: {error}", file=sys.stderr)
         return 2
 

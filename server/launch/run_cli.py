@@ -59,10 +59,11 @@ def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
     """Everything `lang1-fl run` does before Flower starts: site data checked or generated, the
     privacy forecast printed, the run name checked against runs and ledgers. Returns the run
     config (the command line's overrides of pyproject.toml's) and the number of sites."""
-    from client.model import check_base
+    from client.model import check_base, select_device
     from client.privacy.cli import planned_steps
     from client.privacy.forecast import check_fits, forecast, render
     from client.run_config import default_run_config, run_config_overrides
+    from client.site import site_memory_plan
     from client.state import check_state_folder
     from server.settings import ServerSettings
     from sites.config import load_consortium, resolve_consortium
@@ -96,6 +97,10 @@ def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
     # the first round
     settings = ServerSettings.from_run_config({**default_run_config(), **run_config})
     check_base(settings.client.model)
+    for site in consortium.training_sites:  # each training step must fit its site's device
+        plan = site_memory_plan(site, settings.client.model, select_device(site.device))
+        print(plan.render(site.name))
+        plan.check(site.name)
     return run_config, len(consortium.sites)
 
 

@@ -1,0 +1,150 @@
+"""A site's memory plan: what one training step of the run will hold on the site's device, worked
+out from the base's config before any weight is loaded, and a refusal when the device cannot.
+
+Four parts, in bytes:
+
+- **weights**: every parameter of the base, the LoRA adapter and the heads (counted on the meta
+  device, so a Lang1-7B config costs nothing to count), in the dtype they are loaded in.
+- **activations** kept for the backward pass of one physical batch: the sequences one step runs
+  (the batch times the note types its tasks read, or times the tasks under answer-letter scoring,
+  which runs one prompt per task), each `max_length` tokens long, times the per-token, per-layer
+  estimate of Korthikanti et al. (2022, "Reducing activation recomputation in large transformer
+  models"): (34 + 5 · heads · seq / hidden) · hidden bytes per token and layer with 16-bit
+  activations, twice that in fp32 (a CPU, and DP-SGD, run in fp32; bf16 autocast on a GPU). The
+  second term is the attention scores, which a fused attention kernel does not keep, so the
+  estimate errs high where attention is fused: measured on this machine's CPU it was 0.99 of a
+  MiniLM step's peak and 2.0 of a SmolLM2 step's (bench/results/memory_plan.md).
+- **optimizer**: the trainable parameters' gradients and AdamW's two moments (fp32).
+- **per-example gradients** under DP-SGD: opacus holds one gradient per example of the physical
+  batch for every trainable parameter (fp32) until it clips them.
+
+`bench/memory_plan.py` measures the plan against a real step's peak memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from client.base_model import resolve_base_path
+from client.model import ModelSettings, base_scoring, load_base_config
+from sites.tasks import TASKS
+
+ACTIVATION_BYTES_PER_TOKEN_LAYER = 34
+ATTENTION_SCORE_BYTES = 5
+"""Korthikanti et al.'s activation bytes per token and layer with 16-bit activations: 34 · hidden
+for the layer's tensors, 5 · heads · seq for its attention scores."""
+HEADROOM = 0.9
+"""A plan may use this share of what the device has free; the rest is the runtime's own."""
+GIB = 2**30
+
+
+class MemoryPlanError(RuntimeError):
+    """The step would not fit the site's device; the message says by how much and what helps."""
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    device: str
+    weights: int
+    activations: int
+    optimizer: int
+    per_example: int
+    available: int | None
+    """Bytes free on the device now (None: unknown)."""
+    shape: str
+    """What the activations were planned for, e.g. `16 × 5 prompts × 512 tokens`."""
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.activations + self.optimizer + self.per_example
+
+    @property
+    def fits(self) -> bool:
+        return self.available is None or self.total <= HEADROOM * self.available
+
+    def render(self, site: str) -> str:
+        free = "unknown" if self.available is None else f"{self.available / GIB:.1f} GiB free"
+        lines = [f"memory plan of site {site} on {self.device} ({free}):",
+                 f"  weights                {self.weights / GIB:8.2f} GiB",
+                 f"  activations            {self.activations / GIB:8.2f} GiB  ({self.shape})",
+                 f"  gradients + optimizer  {self.optimizer / GIB:8.2f} GiB"]
+        if self.per_example:
+            lines.append(f"  DP per-example grads   {self.per_example / GIB:8.2f} GiB")
+        lines.append(f"  total                  {self.total / GIB:8.2f} GiB")
+        return "\n".join(lines)
+
+    def check(self, site: str) -> None:
+        if self.fits:
+            return
+        raise MemoryPlanError(
+            f"site {site}: one training step needs about {self.total / GIB:.1f} GiB on "
+            f"{self.device} (weights {self.weights / GIB:.1f}, activations "
+            f"{self.activations / GIB:.1f} for {self.shape}, optimizer "
+            f"{self.optimizer / GIB:.1f}, DP per-example {self.per_example / GIB:.1f}) but "
+            f"{self.available / GIB:.1f} GiB is free; expected at most {HEADROOM:.0%} of it. "
+            "A smaller `training.max_physical_batch_size` (the same step in pieces), a smaller "
+            "`max-length`, or a larger device helps")
+
+
+def parameter_counts(settings: ModelSettings) -> tuple[int, int]:
+    """(frozen, trainable) parameters of the model `settings` build, counted on the meta device."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    config = load_base_config(settings)
+    letters = base_scoring(settings) == "letters"
+    lora = settings.lora
+    with torch.device("meta"):
+        base = (AutoModelForCausalLM if letters else AutoModel).from_config(config)
+        model = get_peft_model(base, LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules) if lora.target_modules else None))
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if not letters:
+        trainable += sum((config.hidden_size + 1) * TASKS[t].num_classes for t in settings.tasks)
+    return frozen, trainable
+
+
+def sequences_per_example(settings: ModelSettings) -> tuple[int, str]:
+    """Decoder passes one example takes in a step: one per task's prompt under answer-letter
+    scoring, one per note type the tasks read under heads."""
+    if base_scoring(settings) == "letters":
+        return len(settings.tasks), "prompts"
+    return len({TASKS[t].note for t in settings.tasks}), "notes"
+
+
+def available_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    return None
+
+
+def plan_memory(settings: ModelSettings, *, device: torch.device, batch: int, private: bool,
+                weight_bytes: int = 4, activation_bytes: int = 4) -> MemoryPlan:
+    """The plan of one training step of `batch` examples (the physical batch) on `device`, with
+    weights and activations of `weight_bytes` and `activation_bytes` per value."""
+    resolve_base_path(settings.base)  # a missing base is named before its config is read
+    config = load_base_config(settings)
+    frozen, trainable = parameter_counts(settings)
+    per_example, kind = sequences_per_example(settings)
+    tokens = batch * per_example * settings.max_length
+    per_token_layer = (ACTIVATION_BYTES_PER_TOKEN_LAYER * config.hidden_size
+                       + ATTENTION_SCORE_BYTES * config.num_attention_heads * settings.max_length)
+    activations = (tokens * config.num_hidden_layers * per_token_layer * activation_bytes // 2)
+    return MemoryPlan(
+        device=str(device),
+        weights=frozen * weight_bytes + trainable * 4,
+        activations=activations,
+        optimizer=3 * trainable * 4,
+        per_example=batch * trainable * 4 if private else 0,
+        available=available_bytes(device),
+        shape=f"{batch} × {per_example} {kind} × {settings.max_length} tokens",
+    )

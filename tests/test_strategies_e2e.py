@@ -5,6 +5,7 @@ evaluated). What each rule changes must show in what the sites sent and what the
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -135,9 +136,11 @@ def test_the_flora_update_is_saved_as_a_plain_peft_adapter(federation, tmp_path)
     settings = ServerSettings.from_run_config({**run_config, "strategy": "flora"})
     # What the ServerApp does with the selected round, through the strategy's public hook:
     # FLoRA's stacked update is a peft adapter of another rank than the run's
-    model_settings, state = strategy.peft_state({k: v.numpy() for k, v in final.items()},
-                                                settings.client.model)
-    assert model_settings != settings.client.model
+    lora, state = strategy.peft_state({k: v.numpy() for k, v in final.items()})
+    run = settings.client.model
+    assert lora is not None and lora.r != run.lora.r
+    model_settings = replace(run, lora=replace(run.lora, r=lora.r, alpha=lora.alpha,
+                                               dropout=lora.dropout))
     model = build_model(model_settings, device=torch.device("cpu"))
     load_trainable_state(model, state)
     save_adapter(model, tmp_path / "adapter")

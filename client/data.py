@@ -63,7 +63,7 @@ class EncodedSplit:
 
     notes: dict[NoteType, EncodedNotes]
     labels: dict[str, torch.Tensor]
-    """Class index per task, LongTensor [N]."""
+    """Class index per task, LongTensor [N]; empty for a table encoded only to be scored."""
     oracle: dict[str, np.ndarray]
     """True class probabilities [N, K] per task, only for tasks whose oracle columns all exist
     (synthetic data); real data has none."""
@@ -160,10 +160,11 @@ def _oracle(df: pd.DataFrame, task: str) -> np.ndarray | None:
 
 def encode_split(
     df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[str], *, max_length: int,
-    scoring: ResolvedScoring = "head",
+    scoring: ResolvedScoring = "head", labelled: bool = True,
 ) -> EncodedSplit:
     """Encode one split's rows (any order): for `head` each note type read by `tasks` once, for
-    `letters` one prompt per task."""
+    `letters` one prompt per task. `labelled=False` (a table to score, client/score.py) reads no
+    label column and leaves `labels` empty."""
     if not 1 <= max_length <= MAX_LENGTH_LIMIT:
         raise ValueError(f"`max_length` is {max_length}; expected 1..{MAX_LENGTH_LIMIT} tokens")
     notes, prompts = {}, {}
@@ -174,7 +175,7 @@ def encode_split(
         notes = {n: _tokenize(df[NOTE_COLUMNS[n]].astype(str).tolist(), tokenizer, max_length)
                  for n in sorted({TASKS[t].note for t in tasks})}
     labels = {t: torch.tensor(df[TASKS[t].label_column].to_numpy(dtype=np.int64))
-              for t in tasks}
+              for t in tasks} if labelled else {}
     oracle = {t: p for t in tasks if (p := _oracle(df, t)) is not None}
     return EncodedSplit(notes=notes, labels=labels, oracle=oracle, size=len(df), prompts=prompts,
                         patients=dense_ids(df[PATIENT_COLUMN].astype(str)))

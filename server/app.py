@@ -109,8 +109,8 @@ def main(grid: Grid, context: Context) -> None:
     log.info("selected round %d (%s)", selection.round, selection.criterion)
 
     # 9. The selected adapter (loadable by plain peft), metrics and report
-    model = _load_selected(strategy, model, kept[selection.round], settings)
-    save_adapter(model, run_dir / "adapter")
+    model, model_settings = _load_selected(strategy, model, kept[selection.round], settings)
+    save_adapter(model, run_dir / "adapter", settings=model_settings)
     trained = len(strategy.run_log.skipped_rounds) < settings.client.num_rounds
     outcome = "completed" if trained else "no round trained"
     metrics_path = write_metrics(
@@ -135,8 +135,9 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def _load_selected(strategy, model, arrays: ArrayRecord, settings: ServerSettings):
-    """The model holding a global state as a peft adapter and heads: `model` itself, or one of
-    another rank when the strategy's state is not the run's adapter (FLoRA's stacked update)."""
+    """The model holding a global state as a peft adapter and heads, and the settings it is built
+    with: `model` itself, or one of another rank when the strategy's state is not the run's
+    adapter (FLoRA's stacked update)."""
     lora, state = strategy.peft_state({k: v.numpy() for k, v in arrays.items()})
     run = settings.client.model
     model_settings = run if lora is None else replace(run, lora=replace(
@@ -144,7 +145,7 @@ def _load_selected(strategy, model, arrays: ArrayRecord, settings: ServerSetting
     if model_settings != run:
         model = build_model(model_settings, device=torch.device("cpu"), base_weights=False)
     load_trainable_state(model, state)
-    return model
+    return model, model_settings
 
 
 def _open_run_dir(run_dir, settings: ServerSettings, run_config: dict) -> Checkpoint | None:

@@ -9,6 +9,7 @@
 | `report`                                 | server/report/cli.py          | coordinator       |
 | `deploy ca`, `server-cert`               | server/launch/deploy_cli.py   | coordinator       |
 | `deploy site-key`                        | client/cli.py                 | hospital IT       |
+| `score`                                  | client/score.py               | hospital IT       |
 | `deploy connect`, `register`, `superlink`, `supernode` | server/launch/deploy_cli.py | both |
 
 This file only builds the parser from theirs, sets up logging and turns the domain errors into one
@@ -24,6 +25,7 @@ import sys
 
 from client.cli import add_site_key_parser
 from client.privacy.cli import add_privacy_parser, privacy_summary
+from client.score import add_score_parser
 from server.launch.deploy_cli import add_certificate_parsers, add_federation_parsers
 from server.launch.run_cli import add_run_parser
 from server.report.cli import add_report_parser
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_privacy_parser(commands)
     add_experiment_parser(commands)
     add_report_parser(commands)
+    add_score_parser(commands)
     deploy = commands.add_parser(
         "deploy", help="join a real federation: CA and TLS certificates, site keys, "
         "registration, SuperLink and SuperNode command lines").add_subparsers(
@@ -58,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     from client.letter_scoring import LetterTokenError
     from client.memory_plan import MemoryPlanError
+    from client.model_manifest import InvalidExportedModel
     from client.privacy.forecast import RunDoesNotFit
     from client.run_config import InvalidRunConfig
+    from client.score import InvalidScoringInput
     from client.state import StateFolderClaimed
     from sites.config import InvalidSiteConfig
     from sites.encounter_table import InvalidSiteData
@@ -68,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except (InvalidSiteConfig, InvalidSiteData, InvalidRunConfig, FileNotFoundError,
             FileExistsError, StateFolderClaimed, RunDoesNotFit, LetterTokenError,
-            MemoryPlanError) as error:
+            MemoryPlanError, InvalidExportedModel, InvalidScoringInput) as error:
         print(f"lang1-fl: {error}", file=sys.stderr)
         return 2
 

@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from sites.config import DataSource, SiteConfig
 from sites.encounter_table import TrainingUnits
-from sites.importers.site_table import count_training_rows, import_site_table, training_units
+from sites.importers.site_table import (
+    count_training_rows,
+    import_scoring_table,
+    import_site_table,
+    training_units,
+)
 from sites.importers.site_table import dataset_fingerprint as _dataset_fingerprint
 from sites.importers.site_table import table_fingerprint as _table_fingerprint
 
@@ -27,6 +33,13 @@ def read_site_table(site: SiteConfig) -> pd.DataFrame:
     read by its importer (`sites.importers`: a table under our or the hospital's column names, or
     a MIMIC-IV / MEDS folder) and split by its `data.split` rule."""
     return import_site_table(site).table
+
+
+def read_scoring_table(site: SiteConfig, *, tasks: Sequence[str]) -> pd.DataFrame:
+    """Every encounter of the site's table (no split rule, no labels needed), with the ids and
+    the notes that a model of `tasks` reads, validated (ids as str): what a finished model scores
+    (client/score.py). Errors name the file, row and column as `read_site_table`'s do."""
+    return import_scoring_table(site, tasks=tasks)
 
 
 def count_training_encounters(site: SiteConfig) -> int:

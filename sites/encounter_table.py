@@ -5,7 +5,8 @@ only: the ids, the split, the note columns those tasks read and their label colu
 the denial task need not have a `denial` column; oracle columns are optional). An error names the
 file, the 1-based data row, the column, the value and what was expected, so a hospital's data
 manager can fix the extract without reading our code. `TrainingUnits` counts what a site trains
-on, in either privacy unit.
+on, in either privacy unit. A table read only to be scored by a finished model
+(`validate_scoring_table`) needs its ids and notes, and neither split nor labels.
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ class InvalidSiteData(ValueError):
     """An encounter table is missing, unreadable or breaks a rule; the message says where."""
 
 
-def required_columns(tasks: Sequence[str]) -> dict[str, str]:
-    """Columns a table must have for `tasks`, each with why (for the error message)."""
-    needed = {"encounter_id": "the encounter id", "patient_id": "the patient id",
-              SPLIT_COLUMN: "the split"}
+def required_columns(tasks: Sequence[str], *, labels: bool = True) -> dict[str, str]:
+    """Columns a table must have for `tasks`, each with why (for the error message); with
+    `labels=False` (a table to score) only the ids and the notes the tasks read."""
+    needed = {"encounter_id": "the encounter id", "patient_id": "the patient id"}
+    if labels:
+        needed[SPLIT_COLUMN] = "the split"
     for task in tasks:
         spec = TASKS[task]
         note = NOTE_COLUMNS[spec.note]
         needed.setdefault(note, f"the {spec.note} note read by task {task!r}")
-        needed[spec.label_column] = f"the label of task {task!r}"
+        if labels:
+            needed[spec.label_column] = f"the label of task {task!r}"
     return needed
 
 
@@ -74,6 +78,31 @@ def validate_site_table(df: pd.DataFrame, *, tasks: Sequence[str], file: Path | 
         spec = TASKS[task]
         column = spec.label_column
         df[column] = _labels(df[column], file, shown.get(column, column), spec.class_names, at)
+    return df
+
+
+def validate_scoring_table(df: pd.DataFrame, *, tasks: Sequence[str], file: Path | str,
+                           names: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """A validated copy of `df` for scoring by a model of `tasks`: ids present (encounters unique)
+    and the notes those tasks read present and non-empty, as text; split and label columns are
+    neither needed nor checked. Raises `InvalidSiteData` naming `file`, row and column as
+    `validate_site_table` does."""
+    shown = dict(names or {})
+    for column, why in required_columns(tasks, labels=False).items():
+        if column not in df.columns:
+            raise InvalidSiteData(f"{file}: column `{shown.get(column, column)}` is missing; "
+                                  f"expected it for {why}")
+    if df.empty:
+        raise InvalidSiteData(f"{file}: has no rows; expected one row per encounter")
+    df = df.reset_index(drop=True).copy()
+    at = np.arange(1, len(df) + 1)
+    for column in ID_COLUMNS:
+        _no_blanks(df[column], file, shown.get(column, column), "a non-empty id", at)
+        df[column] = df[column].astype(str)
+    _unique_encounters(df["encounter_id"], file, shown.get("encounter_id", "encounter_id"), at)
+    for note in dict.fromkeys(NOTE_COLUMNS[TASKS[t].note] for t in tasks):
+        _no_blanks(df[note], file, shown.get(note, note), "the note text", at)
+        df[note] = df[note].astype(str)
     return df
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tiny_models import make_tiny_encoder, make_tiny_llama
+from tests.tiny_models import make_letter_llama, make_tiny_encoder, make_tiny_llama
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +19,12 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def letter_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama with answer letters A-E as single tokens: a base letter scoring accepts."""
+    return make_letter_llama(tmp_path_factory.mktemp("letter-llama"))
 
 
 @pytest.fixture(scope="session")

@@ -152,6 +152,32 @@ def test_saved_adapter_loads_with_plain_peft(finished_run):
     assert lora and any(torch.count_nonzero(p) > 0 for p in lora), "final adapter is untrained"
 
 
+def test_lang1_fl_score_gives_the_external_site_s_reported_auroc(finished_run, tmp_path):
+    """The run's adapter/ folder alone (model.json) scores the external site's table — all of it
+    is its test split (client/site.py) — to the AUROC the site reported for the selected round."""
+    import pandas as pd
+
+    from client.evaluate import auroc
+    from sites.config import load_consortium
+    from sites.dataset import read_site_table
+    from sites.tasks import TASKS
+
+    root, _, run_dir = finished_run
+    metrics = _metrics(run_dir)
+    consortium = load_consortium(ARGUMENTS[root][1], data_root=root / "data")
+    external = next(s for s in consortium.sites if s.role == "external")
+    test = read_site_table(external)
+    test.drop(columns="split").to_parquet(tmp_path / "new.parquet", index=False)
+    assert lang1_fl(["score", str(run_dir), str(tmp_path / "new.parquet"),
+                     "--out", str(tmp_path / "scores.parquet")]) == 0
+    scores = pd.read_parquet(tmp_path / "scores.parquet")
+    reported = metrics["rounds"][metrics["selection"]["round"]]["evaluation"][external.name]
+    for task in metrics["run"]["tasks"]:
+        probs = scores[[f"{task}.p_{c}" for c in TASKS[task].class_names]].to_numpy()
+        got = auroc(test[TASKS[task].label_column].to_numpy(), probs)
+        assert got == pytest.approx(reported["tasks"][task]["auroc"], abs=1e-6), task
+
+
 def test_no_superlink_left_running(finished_run):
     root, _, _ = finished_run
     assert local_superlink_pids(root / "runs" / ".flwr") == []

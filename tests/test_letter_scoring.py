@@ -1,9 +1,9 @@
 """client.letter_scoring: Lang1's multiple-choice answer-letter scoring of a decoder, end to end.
 
 The session's `tiny_llama` tokenizer was trained on lowercase clinical words only, so every capital
-letter is `<unk>`: it is the base that letter scoring must refuse. `letter_llama` is the same tiny
-Llama with the answer letters added to its vocabulary (as single words that absorb the space before
-them, like Llama-2's `▁A`), so that `Answer: A` ends in one token per letter.
+letter is `<unk>`: it is the base that letter scoring must refuse. `letter_llama` (tests/conftest.py)
+is the same tiny Llama with the answer letters added to its vocabulary (as single words that absorb
+the space before them, like Llama-2's `▁A`), so that `Answer: A` ends in one token per letter.
 """
 
 from __future__ import annotations
@@ -36,17 +36,12 @@ from client.train import make_optimizer, train_steps
 from sites.tasks import TASKS
 from tests.model_settings import model_settings, optimizer_settings
 from tests.run_config import default_run_config
-from tests.tiny_models import keyword_table, make_letter_llama
+from tests.tiny_models import keyword_table
 
 CPU = torch.device("cpu")
 TASK_MIX = ("mortality", "los", "comorbidity")  # 2, 4 and 5 classes
 MAX_LENGTH = 128  # the tiny vocabulary spells the questions out in up to ~90 tokens
 FAST = optimizer_settings(learning_rate=1e-2)
-
-
-@pytest.fixture(scope="module")
-def letter_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_letter_llama(tmp_path_factory.mktemp("letter-llama"))
 
 
 def letter_settings(base: Path, tasks: tuple[str, ...] = TASK_MIX, **kwargs) -> ModelSettings:
@@ -248,7 +243,7 @@ def test_saved_adapter_loads_with_plain_peft(letter_llama: Path, tmp_path: Path)
     rng = np.random.default_rng(0)
     load_trainable_state(model, {k: rng.normal(size=v.shape).astype(np.float32)
                                  for k, v in trainable_state(model).items()})
-    save_adapter(model, tmp_path / "final")
+    save_adapter(model, tmp_path / "final", settings=letter_settings(letter_llama))
     assert not (tmp_path / "final" / HEADS_FILE).exists()
     assert (tmp_path / "final" / PROMPTS_FILE).is_file()
     base = AutoModelForCausalLM.from_pretrained(letter_llama, local_files_only=True)

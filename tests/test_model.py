@@ -181,7 +181,7 @@ def test_saved_adapter_loads_with_plain_peft(tiny_base: Path, tmp_path: Path) ->
     rng = np.random.default_rng(0)
     load_trainable_state(model, {k: rng.normal(size=v.shape).astype(np.float32)
                                  for k, v in trainable_state(model).items()})
-    save_adapter(model, tmp_path / "final")
+    save_adapter(model, tmp_path / "final", settings=settings(tiny_base))
     base = AutoModel.from_pretrained(tiny_base, local_files_only=True)
     plain = PeftModel.from_pretrained(base, tmp_path / "final").eval()
     ids = torch.tensor([[1, 5, 9, 12, 7]])

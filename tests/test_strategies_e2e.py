@@ -143,7 +143,7 @@ def test_the_flora_update_is_saved_as_a_plain_peft_adapter(federation, tmp_path)
                                                dropout=lora.dropout))
     model = build_model(model_settings, device=torch.device("cpu"))
     load_trainable_state(model, state)
-    save_adapter(model, tmp_path / "adapter")
+    save_adapter(model, tmp_path / "adapter", settings=model_settings)
     from transformers import AutoModel
     base = AutoModel.from_pretrained(run_config["base-model"])
     loaded = PeftModel.from_pretrained(base, tmp_path / "adapter")

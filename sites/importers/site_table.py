@@ -10,13 +10,19 @@ numbers kept); nothing is written anywhere, so a failure leaves nothing half-don
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from sites.config import SiteConfig
-from sites.encounter_table import InvalidSiteData, TrainingUnits, validate_site_table
+from sites.encounter_table import (
+    InvalidSiteData,
+    TrainingUnits,
+    validate_scoring_table,
+    validate_site_table,
+)
 from sites.importers.describe import describe_source
 from sites.importers.split_rules import apply_split_rule
 from sites.importers.tables import read_columns, read_mapped_table
@@ -56,6 +62,21 @@ def import_site_table(site: SiteConfig) -> ImportedTable:
     table = validate_site_table(outcome.table.loc[kept], tasks=site.tasks, file=source.path,
                                 names=names, rows=np.flatnonzero(kept) + 1)
     return ImportedTable(table=table, importer=describe_source(site), notes=outcome.notes)
+
+
+def import_scoring_table(site: SiteConfig, *, tasks: Sequence[str]) -> pd.DataFrame:
+    """Every encounter of the site's data, for scoring by a model of `tasks` (which need not be
+    the site's own): ids and the notes those tasks read, validated; no split rule is applied and
+    labels are not needed (a table keeps any it has, unchecked). A dataset folder is imported as
+    for training, with `tasks` as the site's tasks."""
+    source = site.data
+    if source.is_table:
+        mapped = read_mapped_table(source, tasks=tasks, site_name=site.name, labels=False)
+    else:
+        from sites.importers.datasets import read_dataset  # its readers are large: lazily
+
+        mapped = read_dataset(replace(site, tasks=tuple(tasks)))
+    return validate_scoring_table(mapped.table, tasks=tasks, file=source.path, names=mapped.names)
 
 
 def training_units(site: SiteConfig) -> TrainingUnits:

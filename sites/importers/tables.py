@@ -37,10 +37,12 @@ class MappedTable:
     """Our column -> the hospital's column, where they differ."""
 
 
-def read_mapped_table(source: DataSource, *, tasks: Sequence[str], site_name: str) -> MappedTable:
+def read_mapped_table(source: DataSource, *, tasks: Sequence[str], site_name: str,
+                      labels: bool = True) -> MappedTable:
     """The table at `source`, its mapped columns renamed to ours and raw labels binned; raises
-    `InvalidSiteData` naming the file, the 1-based data row and the hospital's column."""
-    needed = _needed_columns(source, tasks)
+    `InvalidSiteData` naming the file, the 1-based data row and the hospital's column. With
+    `labels=False` (a table to score) label columns are neither required nor binned."""
+    needed = _needed_columns(source, tasks, labels=labels)
     text = [theirs for ours, (theirs, _) in needed.items() if ours in _TEXT]
     df, replaced = _read(source, text_columns=[*text, *_split_text_column(source)],
                          site_name=site_name)
@@ -55,7 +57,7 @@ def read_mapped_table(source: DataSource, *, tasks: Sequence[str], site_name: st
     for ours, (theirs, _) in needed.items():
         if ours in _TEXT:
             _check_text(df[theirs], file=file, column=theirs, ours=ours, replaced=replaced)
-    return _renamed(df, source, tasks)
+    return _renamed(df, source, tasks if labels else ())
 
 
 def read_columns(source: DataSource, columns: Sequence[str], *, site_name: str) -> pd.DataFrame:
@@ -81,10 +83,11 @@ _TEXT = (*ID_COLUMNS, *NOTE_COLUMNS.values())
 """Our columns read as text from a CSV (ids like 007 keep their zeros)."""
 
 
-def _needed_columns(source: DataSource, tasks: Sequence[str]) -> dict[str, tuple[str, str]]:
+def _needed_columns(source: DataSource, tasks: Sequence[str], *,
+                    labels: bool = True) -> dict[str, tuple[str, str]]:
     """Our column -> (the hospital's column, why it is needed), for the site's tasks."""
     needed: dict[str, tuple[str, str]] = {}
-    for ours, why in required_columns(tasks).items():
+    for ours, why in required_columns(tasks, labels=labels).items():
         if ours == SPLIT_COLUMN:
             continue  # the split rule reads its own column (`sites.importers.split_rules`)
         if ours in source.raw_labels:

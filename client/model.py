@@ -335,8 +335,8 @@ def add_lora(base: nn.Module, settings: ModelSettings, *, device: torch.device) 
     return get_peft_model(base, lora_config)
 
 
-def build_model(settings: ModelSettings, *, device: torch.device,
-                base_weights: bool = True) -> TaskModel:
+def build_model(settings: ModelSettings, *, device: torch.device, base_weights: bool = True,
+                base_dtype: torch.dtype = torch.float32) -> TaskModel:
     """The model for `settings`' resolved scoring: heads on an encoder (`MultiTaskModel`) or
     answer letters on a causal LM (`LetterModel`); the same seed gives the same initial weights.
 
@@ -344,29 +344,35 @@ def build_model(settings: ModelSettings, *, device: torch.device,
     and the heads, so the base's weight files are not read and its tensors are allocated but
     never touched (untouched pages cost no memory). The adapter and heads are drawn from the
     same seed in the same order, so they equal every site's to the bit, and a Lang1-7B base
-    costs the coordinator neither 28 GB of reading nor of memory."""
+    costs the coordinator neither 28 GB of reading nor of memory.
+
+    `base_dtype` is the frozen base's (`client.precision.base_weights_dtype`: bf16 on a GPU site
+    without DP); the adapter and heads are fp32 whatever it is."""
     config = load_base_config(settings)
-    if resolve_scoring(settings, config.model_type) == "letters":
-        return build_letter_model(settings, config, device=device, base_weights=base_weights)
-    return build_head_model(settings, config, device=device, base_weights=base_weights)
+    build = (build_letter_model if resolve_scoring(settings, config.model_type) == "letters"
+             else build_head_model)
+    return build(settings, config, device=device, base_weights=base_weights,
+                 base_dtype=base_dtype)
 
 
 def _load_base(auto_class, settings: ModelSettings, config: PretrainedConfig, *,
-               base_weights: bool) -> nn.Module:
+               base_weights: bool, base_dtype: torch.dtype = torch.float32) -> nn.Module:
     if base_weights:
         return auto_class.from_pretrained(resolve_base_path(settings.base), config=config,
-                                          local_files_only=True, dtype=torch.float32)
+                                          local_files_only=True, dtype=base_dtype)
     with torch.device("meta"):
         base = auto_class.from_config(config, dtype=torch.float32)
     return base.to_empty(device="cpu")
 
 
 def build_head_model(settings: ModelSettings, config: PretrainedConfig, *, device: torch.device,
-                     base_weights: bool = True) -> MultiTaskModel:
+                     base_weights: bool = True, base_dtype: torch.dtype = torch.float32
+                     ) -> MultiTaskModel:
     """Load the frozen base (`AutoModel`), add LoRA and one seeded linear head per task."""
     from transformers import AutoModel
 
-    base = _load_base(AutoModel, settings, config, base_weights=base_weights)
+    base = _load_base(AutoModel, settings, config, base_weights=base_weights,
+                      base_dtype=base_dtype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         backbone = add_lora(base, settings, device=device)
@@ -379,14 +385,16 @@ def build_head_model(settings: ModelSettings, config: PretrainedConfig, *, devic
 
 
 def build_letter_model(settings: ModelSettings, config: PretrainedConfig, *,
-                       device: torch.device, base_weights: bool = True) -> LetterModel:
+                       device: torch.device, base_weights: bool = True,
+                       base_dtype: torch.dtype = torch.float32) -> LetterModel:
     """Load the frozen causal LM (`AutoModelForCausalLM`) and add the seeded LoRA adapter."""
     from transformers import AutoModelForCausalLM
 
     most = max(TASKS[t].num_classes for t in settings.tasks)
     letter_ids = letter_token_ids(load_tokenizer(settings), OPTION_LETTERS[:most],
                                   base=settings.base)
-    base = _load_base(AutoModelForCausalLM, settings, config, base_weights=base_weights)
+    base = _load_base(AutoModelForCausalLM, settings, config, base_weights=base_weights,
+                      base_dtype=base_dtype)
     vocab = base.get_output_embeddings().out_features
     if max(letter_ids) >= vocab:
         raise LetterTokenError(f"`base` {settings.base!r}: letter token ids {letter_ids} exceed "

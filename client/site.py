@@ -23,6 +23,7 @@ from client.model import (
     load_tokenizer,
     select_device,
 )
+from client.precision import base_weights_dtype, uses_bf16
 from client.settings import ClientSettings
 from sites.config import InvalidSiteConfig, SiteConfig, load_consortium, load_site
 from sites.dataset import read_site_table, table_fingerprint, write_site_table
@@ -127,20 +128,23 @@ def site_memory_plan(site: SiteConfig, settings: ModelSettings, device: torch.de
     or pieces of `training.max_physical_batch_size`) on its own device."""
     training = site.training
     batch = training.max_physical_batch_size or training.batch_size
-    return plan_memory(settings, device=device, batch=batch, private=site.is_private)
+    half = uses_bf16(device) and not site.is_private  # bf16 weights and activations
+    return plan_memory(settings, device=device, batch=batch, private=site.is_private,
+                       weight_bytes=2 if half else 4, activation_bytes=2 if half else 4)
 
 
 def site_runtime(site: SiteConfig, settings: ModelSettings) -> SiteRuntime:
     """Model and data for `site`, built on first use in this process and reused afterwards."""
     device = select_device(site.device)
-    model_key = (settings, str(device))
+    dtype = base_weights_dtype(device, private=site.is_private)
+    model_key = (settings, str(device), dtype)
     if model_key not in _MODELS:
         if not site.is_external:  # it trains: the step must fit the device, checked before loading
             plan = site_memory_plan(site, settings, device)
             log.info("%s", plan.render(site.name))
             plan.check(site.name)
-        log.info("loading base model %s on %s", settings.base, device)
-        _MODELS[model_key] = build_model(settings, device=device)
+        log.info("loading base model %s on %s (%s)", settings.base, device, dtype)
+        _MODELS[model_key] = build_model(settings, device=device, base_dtype=dtype)
     data_key = (site.name, str(site.data.path), settings)
     if data_key not in _SPLITS:
         table = read_site_table(site)

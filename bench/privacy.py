@@ -21,6 +21,8 @@
    (batch 64), where DP's noise drowns what LoRA learns; compute follows K.
 
     python bench/privacy.py timing
+    python bench/privacy.py timing --set base-model=smollm2-135m --set max-length=256 \
+        --set tasks=mortality --steps 2    # the decoder, answer-letter scoring
     python bench/privacy.py utility --epsilons 8 inf 3 1
     python bench/privacy.py utility --epsilons 8 inf --scale 0.1
     python bench/privacy.py utility --epsilons 8 inf --runs-per-budget 3 --engine in-process \
@@ -60,28 +62,30 @@ FALLBACK_PRIVACY = {"delta": 1e-5, "max_grad_norm": 1.0, "accountant": "rdp"}
 # 1. Step time
 
 
-def timing(data_dir: Path, *, steps: int, repeats: int, threads: int) -> None:
+def timing(data_dir: Path, *, steps: int, repeats: int, threads: int,
+           overrides: tuple[str, ...] = ()) -> None:
     import torch
 
     from client.data import encode_site
-    from client.model import build_model, load_tokenizer
+    from client.model import base_scoring, build_model, load_tokenizer
     from client.privacy.dp_sgd import GRAD_SAMPLE_MODES, train_steps_private
-    from client.run_config import default_run_config
+    from client.run_config import default_run_config, run_config_overrides
     from client.settings import ClientSettings
     from client.site import ensure_site_data
     from client.train import train_steps
     from sites.dataset import read_site_table
-    from sites.tasks import TASK_NAMES
 
     torch.set_num_threads(threads)
     consortium = load_consortium(DEFAULT_CONSORTIUM, data_root=data_dir)
     site = consortium.site("academic")
     ensure_site_data(site, seed=consortium.seed)
-    defaults = ClientSettings.from_run_config(default_run_config())
-    settings = defaults.model  # MiniLM, 128 tokens, the five tasks, seed 2026
+    defaults = ClientSettings.from_run_config(
+        {**default_run_config(), **run_config_overrides(list(overrides))})
+    settings = defaults.model  # default: MiniLM, 128 tokens, the five tasks, seed 2026
     model = build_model(settings, device=torch.device("cpu"))
-    train = encode_site(read_site_table(site), load_tokenizer(settings), TASK_NAMES,
-                        max_length=128)["train"]
+    scoring = base_scoring(settings)
+    train = encode_site(read_site_table(site), load_tokenizer(settings), settings.tasks,
+                        max_length=settings.max_length, scoring=scoring)["train"]
     batch = site.training.batch_size
     optimizer = defaults.optimizer
 
@@ -110,7 +114,8 @@ def timing(data_dir: Path, *, steps: int, repeats: int, threads: int) -> None:
             per_example[name].append(elapsed / max(1, result.examples))
     base_step = statistics.median(per_step["non-DP"])
     base_example = statistics.median(per_example["non-DP"])
-    print(f"\nstep time, all-MiniLM-L6-v2 + LoRA r=8, 5 joint tasks, batch {batch} × 128 tokens, "
+    print(f"\nstep time, {settings.base} ({scoring} scoring) + LoRA r={settings.lora.r}, "
+          f"{len(settings.tasks)} joint task(s), batch {batch} × {settings.max_length} tokens, "
           f"{train.size} training encounters, {threads} thread(s), median of {repeats} × "
           f"{steps} steps")
     print(f"{'arm':<14} {'s/step':>8} {'÷ non-DP':>9} {'ms/example':>11} {'÷ non-DP':>9}")
@@ -331,7 +336,8 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1,
                         help="utility: every training hospital K times its size, batch too")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="utility: a run-config override for every run, as for `lang1-fl run`")
+                        help="a run-config override, as for `lang1-fl run` (timing: the model "
+                        "timed; utility: every run)")
     parser.add_argument("--runs-per-budget", type=int, default=1,
                         help="utility: runs per budget (DP noise is not seeded: runs differ)")
     parser.add_argument("--engine", choices=("simulation", "in-process"), default="simulation",
@@ -344,7 +350,8 @@ def main() -> int:
     args = parser.parse_args()
     data_dir, runs_dir = args.data_dir.resolve(), args.runs_dir.resolve()
     if args.part in ("timing", "all"):
-        timing(data_dir, steps=args.steps, repeats=args.repeats, threads=args.threads)
+        timing(data_dir, steps=args.steps, repeats=args.repeats, threads=args.threads,
+               overrides=tuple(args.set))
     if args.part in ("utility", "all"):
         from sites.config import resolve_consortium
 

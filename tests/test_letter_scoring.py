@@ -277,6 +277,23 @@ def test_one_dp_step_moves_every_adapter_tensor(letter_llama: Path) -> None:
     assert not any(hasattr(p, "grad_sample") for p in model.parameters())
 
 
+@pytest.mark.slow
+def test_dp_finetuning_on_the_answer_letter_learns_with_little_noise(letter_llama: Path) -> None:
+    """The opacus #820 guard on the decoder the paper's way: at a high ε (σ = 0.1) DP-SGD must
+    still learn the keyword task through the answer letter. Silently corrupted per-sample
+    gradients would leave the adapter moving (the test above) and ε accounted, but nothing
+    learned."""
+    model, splits = setup(letter_llama, ("mortality",), rows=256)
+    before = evaluate_split(model, splits["test"], ("mortality",), batch_size=64, seed=0,
+                            n_resamples=10)
+    _dp_round(model, splits["train"], steps=60, sample_rate=16 / 192, noise_multiplier=0.1)
+    after = evaluate_split(model, splits["test"], ("mortality",), batch_size=64, seed=0,
+                           n_resamples=10)
+    # Measured: 0.49 zero-shot, 0.90 after (non-DP: 0.99-1.0)
+    assert after["mortality.auroc"] >= 0.8
+    assert after["mortality.auroc"] > before["mortality.auroc"] + 0.1
+
+
 def test_dp_hooks_and_functorch_agree_with_one_prompt_per_task(letter_llama: Path) -> None:
     """Three decoder passes per step (one per task prompt): per-sample gradients must add up."""
     states = []

@@ -363,5 +363,8 @@ def main() -> int:
 
 if __name__ == "__main__":
     part = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else "all"
-    sys.exit(record_printed(f"privacy_{part}", __doc__.splitlines()[0], main,
+    # Another base keeps its own results file: privacy_timing_smollm2-135m.md beside the default's
+    bases = [a.split("=", 1)[1] for a in sys.argv if a.startswith("base-model=")]
+    suffix = f"_{Path(bases[-1]).name}" if bases else ""
+    sys.exit(record_printed(f"privacy_{part}{suffix}", __doc__.splitlines()[0], main,
                             script="privacy.py"))

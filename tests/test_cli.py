@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from server.cli import main as lang1_fl
 from tests.consortium_fixtures import write_small_consortium, write_table_consortium
@@ -226,4 +227,18 @@ def test_run_refuses_a_decoder_whose_letters_are_not_single_tokens(tmp_path, cap
     assert lang1_fl(argv) == 2
     error = capsys.readouterr().err.strip()
     assert "writes answer letter 'A' after 'Answer:' as tokens" in error and "\n" not in error
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_run_refuses_a_site_device_this_machine_lacks_before_flower(tmp_path, capsys):
+    consortium = write_table_consortium(tmp_path, {"a": ("train", keyword_table(20))},
+                                        tasks=("mortality",))
+    consortium.write_text(consortium.read_text().replace("device: cpu", "device: cuda")
+                          .replace("device: auto", "device: cuda"))
+    argv = ["run", "--consortium", str(consortium), "--runs-dir", str(tmp_path / "r")]
+    assert lang1_fl(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith("site 'a': `device` is 'cuda' but CUDA is not available here; "
+                          "expected 'auto' or 'cpu' on this machine") and "\n" not in error
     assert not (tmp_path / "r").exists()

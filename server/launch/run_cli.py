@@ -66,7 +66,7 @@ def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
     from client.site import site_memory_plan
     from client.state import check_state_folder
     from server.settings import ServerSettings
-    from sites.config import load_consortium, resolve_consortium
+    from sites.config import InvalidSiteConfig, load_consortium, resolve_consortium
 
     consortium_file = resolve_consortium(args.consortium)
     data_dir, runs_dir = args.data_dir.resolve(), args.runs_dir.resolve()
@@ -98,7 +98,11 @@ def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
     settings = ServerSettings.from_run_config({**default_run_config(), **run_config})
     check_base(settings.client.model)
     for site in consortium.training_sites:  # each training step must fit its site's device
-        plan = site_memory_plan(site, settings.client.model, select_device(site.device))
+        try:
+            device = select_device(site.device)
+        except (RuntimeError, ValueError) as error:  # a device this machine does not have
+            raise InvalidSiteConfig(f"{consortium_file}: site {site.name!r}: {error}") from None
+        plan = site_memory_plan(site, settings.client.model, device)
         print(plan.render(site.name))
         plan.check(site.name)
     return run_config, len(consortium.sites)

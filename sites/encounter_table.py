@@ -57,13 +57,7 @@ def validate_site_table(df: pd.DataFrame, *, tasks: Sequence[str], file: Path | 
     position + 1), so errors name the file's rows after an importer dropped some."""
     shown = dict(names or {})
     at = np.arange(1, len(df) + 1) if rows is None else np.asarray(rows, dtype=np.int64)
-    for column, why in required_columns(tasks).items():
-        if column not in df.columns:
-            raise InvalidSiteData(f"{file}: column `{shown.get(column, column)}` is missing; "
-                                  f"expected it for {why}")
-    if df.empty:
-        raise InvalidSiteData(f"{file}: has no rows; expected one row per encounter")
-    df = df.reset_index(drop=True).copy()
+    df = _columns_and_rows(df, required_columns(tasks), file, shown)
     for column in (*ID_COLUMNS, SPLIT_COLUMN):
         _no_blanks(df[column], file, shown.get(column, column), "a non-empty id"
                    if column != SPLIT_COLUMN else "one of " + ", ".join(SPLITS), at)
@@ -81,6 +75,18 @@ def validate_site_table(df: pd.DataFrame, *, tasks: Sequence[str], file: Path | 
     return df
 
 
+def _columns_and_rows(df: pd.DataFrame, required: Mapping[str, str], file: Path | str,
+                      shown: Mapping[str, str]) -> pd.DataFrame:
+    """A fresh-indexed copy of `df`, once every required column is there and it has rows."""
+    for column, why in required.items():
+        if column not in df.columns:
+            raise InvalidSiteData(f"{file}: column `{shown.get(column, column)}` is missing; "
+                                  f"expected it for {why}")
+    if df.empty:
+        raise InvalidSiteData(f"{file}: has no rows; expected one row per encounter")
+    return df.reset_index(drop=True).copy()
+
+
 def validate_scoring_table(df: pd.DataFrame, *, tasks: Sequence[str], file: Path | str,
                            names: Mapping[str, str] | None = None) -> pd.DataFrame:
     """A validated copy of `df` for scoring by a model of `tasks`: ids present (encounters unique)
@@ -88,13 +94,7 @@ def validate_scoring_table(df: pd.DataFrame, *, tasks: Sequence[str], file: Path
     neither needed nor checked. Raises `InvalidSiteData` naming `file`, row and column as
     `validate_site_table` does."""
     shown = dict(names or {})
-    for column, why in required_columns(tasks, labels=False).items():
-        if column not in df.columns:
-            raise InvalidSiteData(f"{file}: column `{shown.get(column, column)}` is missing; "
-                                  f"expected it for {why}")
-    if df.empty:
-        raise InvalidSiteData(f"{file}: has no rows; expected one row per encounter")
-    df = df.reset_index(drop=True).copy()
+    df = _columns_and_rows(df, required_columns(tasks, labels=False), file, shown)
     at = np.arange(1, len(df) + 1)
     for column in ID_COLUMNS:
         _no_blanks(df[column], file, shown.get(column, column), "a non-empty id", at)

@@ -93,6 +93,8 @@ def test_run_validates_every_site_table_before_starting_flower(tmp_path, capsys)
         (0, "no round trained", 1, "the run failed (no round trained)"),
         (0, None, 1, "the server stopped before writing metrics.json"),
         (1, "completed", 1, "the run failed"),
+        (143, None, 143, "stopped by signal 15; Flower's processes were stopped; continue it "
+         "with `lang1-fl run --resume"),
     ],
 )
 def test_run_outcome_is_what_the_server_recorded(tmp_path, capsys, flwr_status, outcome, expected,

@@ -186,6 +186,12 @@ def run_outcome(run_dir: Path, flwr_status: int) -> int:
     import json
 
     metrics = run_dir / "metrics.json"
+    if flwr_status > 128 and not metrics.exists():  # flwr_run: stopped by a signal
+        resume = (f"; continue it with `lang1-fl run --resume {run_dir}`" if run_dir.exists()
+                  else "")
+        print(f"lang1-fl run: stopped by signal {flwr_status - 128}; Flower's processes were "
+              f"stopped{resume}", file=sys.stderr)
+        return flwr_status
     outcome = json.loads(metrics.read_text())["run"]["outcome"] if metrics.exists() else None
     if flwr_status != 0 or outcome != "completed":
         reason = outcome or "the server stopped before writing metrics.json"

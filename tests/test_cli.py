@@ -26,8 +26,8 @@ def test_run_refuses_a_site_without_data_or_generator(tmp_path, capsys):
 def test_a_generated_table_of_another_size_is_refused_not_reused(tmp_path, capsys):
     consortium = write_small_consortium(tmp_path, encounters=60)
     data = tmp_path / "data"
-    forecast = ["privacy", "forecast", str(consortium), "--data-dir", str(data)]
-    assert lang1_fl(forecast) == 0  # generates the 60-encounter tables
+    assert lang1_fl(["sites", "generate", str(consortium), "--data-dir", str(data)]) == 0
+    assert lang1_fl(["privacy", "forecast", str(consortium), "--data-dir", str(data)]) == 0
     capsys.readouterr()
     larger = write_small_consortium(tmp_path, encounters=90)  # same paths, another size
     table = data / "academic" / "encounters.parquet"
@@ -41,6 +41,7 @@ def test_a_generated_table_of_another_size_is_refused_not_reused(tmp_path, capsy
     assert table.read_bytes() == before
     for stale in data.glob("*/encounters.parquet"):
         stale.unlink()
+    assert lang1_fl(["sites", "generate", str(larger), "--data-dir", str(data)]) == 0
     assert lang1_fl(["privacy", "forecast", str(larger), "--data-dir", str(data)]) == 0
 
 

@@ -333,3 +333,40 @@ def test_the_server_app_refuses_a_task_a_site_lacks(tmp_path):
     with pytest.raises(InvalidRunConfig, match=r"`tasks` is 'all', but site 'a' \(train\) .* "
                        r"does not have task 'readmission'.*pass --set tasks=mortality"):
         check_run_tasks(TASK_NAMES, consortium, value="all")
+
+
+@pytest.mark.slow
+def test_a_run_whose_rounds_all_fail_exits_non_zero_saying_so(tmp_path, capsys):
+    """Issue 34 #9: a run in which no round trained must not exit 0, whatever made the rounds
+    fail. The real ServerApp and ClientApp in one process (as bench/in_process.py runs them),
+    every training message answered with an error, as a site crashing inside Ray answers it."""
+    from flwr.app import Context, Error, Message, MessageType, RecordDict
+
+    from client.app import app as client_app
+    from server.app import main as server_main
+    from server.launch.run_cli import run_outcome
+    from tests.flower_fakes import FakeGrid, set_task_identity
+    from tests.run_config import default_run_config
+    from tests.tiny_models import make_tiny_encoder
+
+    consortium = write_small_consortium(tmp_path, encounters=60, local_steps=1)
+    run_config = default_run_config(
+        consortium=str(consortium), data_dir=str(tmp_path / "data"),
+        runs_dir=str(tmp_path / "runs"), run_name="failing", num_server_rounds=2,
+        base_model=str(make_tiny_encoder(tmp_path / "tiny")), max_length=32,
+        bootstrap_resamples=20, tasks="mortality")
+    nodes = {100 + i: Context(run_id=1, node_id=100 + i, state=RecordDict(),
+                              node_config={"partition-id": i, "num-partitions": 3},
+                              run_config=run_config) for i in range(3)}
+
+    def site(message: Message) -> Message:
+        if message.metadata.message_type == MessageType.TRAIN:
+            return Message(Error(code=0, reason="the site crashed"), reply_to=message)
+        return client_app(message, nodes[message.metadata.dst_node_id])
+
+    set_task_identity()
+    with pytest.raises(RuntimeError, match="no round trained"):
+        server_main(FakeGrid(nodes, site), Context(run_id=1, node_id=0, node_config={},
+                                                   state=RecordDict(), run_config=run_config))
+    assert run_outcome(tmp_path / "runs" / "failing", 0) == 1  # `flwr run` exits 0 here
+    assert "lang1-fl run: the run failed (no round trained)" in capsys.readouterr().err

@@ -13,6 +13,7 @@ defaults with it before anything heavy is imported.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -120,12 +121,27 @@ def default_run_config() -> dict[str, object]:
 
 
 def run_config_overrides(items: list[str] | None) -> dict[str, object]:
-    """`--set key=value` pairs as run-config overrides."""
+    """`--set key=value` pairs as run-config overrides. A key the app does not have stops here,
+    named, rather than in Flower, whose refusal ("Invalid run configuration") names no key."""
     overrides = {}
     for item in items or []:
-        key, _, value = item.partition("=")
-        overrides[key.strip()] = _parse_value(value.strip())
+        key, equals, value = item.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise InvalidRunConfig(f"--set {item!r}: expected KEY=VALUE, e.g. --set tasks=mortality")
+        check_known_key(key, where=f"--set {item}")
+        overrides[key] = _parse_value(value.strip())
     return overrides
+
+
+def check_known_key(key: str, *, where: str) -> None:
+    """Raise `InvalidRunConfig` when `key` is not a run-config key, with the nearest one."""
+    if key in RUN_CONFIG_KEYS:
+        return
+    near = difflib.get_close_matches(key, RUN_CONFIG_KEYS, n=1)
+    hint = f"did you mean `{near[0]}`? " if near else ""
+    raise InvalidRunConfig(f"{where}: `{key}` is not a run-config key; {hint}expected a key of "
+                           "[tool.flwr.app.config] in pyproject.toml (docs/configuration.md)")
 
 
 def _parse_value(text: str) -> object:

@@ -53,7 +53,7 @@ def resolve_site(node_config: Mapping[str, object], settings: ClientSettings) ->
         raise InvalidSiteConfig(
             f"{consortium.source}: the simulation has {partitions} nodes but the consortium lists "
             f"{len(consortium.sites)} sites; set --federation-config "
-            f"'num-supernodes={len(consortium.sites)}'"
+            f"'num-supernodes={len(consortium.sites)}' (`lang1-fl run` sets it for you)"
         )
     site = consortium.sites[partition]
     ensure_site_data(site, seed=consortium.seed)

@@ -27,6 +27,7 @@ from server.ledger_query import collect_ledgers
 from server.report.markdown import write_report
 from server.report.metrics_file import write_metrics
 from server.round_selection import select_round
+from server.run_tasks import check_run_tasks
 from server.settings import ServerSettings
 from server.transfer.experiment import run_transfer_experiment
 from sites.config import load_consortium
@@ -47,6 +48,8 @@ def main(grid: Grid, context: Context) -> None:
     # 1. Settings and consortium, read and validated once
     settings = ServerSettings.from_run_config(context.run_config)
     consortium = load_consortium(settings.client.consortium, data_root=settings.client.data_dir)
+    # A task some site lacks would fail there every round (`flwr run .` has no pre-flight)
+    check_run_tasks(settings.client.model.tasks, consortium, value=str(context.run_config["tasks"]))
     if settings.client.experiment == "transfer":  # simulation only: one more node, the pooled site
         consortium = with_pooled_site(consortium, data_dir=settings.client.data_dir)
     run_dir = settings.run_dir

@@ -8,6 +8,7 @@ claiming one hospital) stops the run at the start instead of corrupting it.
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
@@ -23,29 +24,56 @@ class SiteDiscoveryError(RuntimeError):
     """The nodes that joined do not match the consortium."""
 
 
-def _wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while len(nodes := list(grid.get_node_ids())) < expected:
-        if time.monotonic() > deadline:
-            raise SiteDiscoveryError(
-                f"{len(nodes)} of {expected} sites connected within {timeout:.0f} s"
-            )
-        time.sleep(1.0)
-    return nodes
+REPORT_EVERY_S = 30.0
+"""While sites are missing, who is connected and who is not is logged this often (seconds)."""
 
 
-def discover_sites(grid: Grid, consortium: ConsortiumConfig, *, timeout: float) -> SiteRoster:
-    """Map node ids to the consortium's sites, in consortium order."""
-    nodes = _wait_for_nodes(grid, len(consortium.sites), timeout)
+def discover_sites(grid: Grid, consortium: ConsortiumConfig, *, timeout: float,
+                   report_every: float = REPORT_EVERY_S, poll_s: float = 1.0) -> SiteRoster:
+    """Map node ids to the consortium's sites, in consortium order.
+
+    Each node is asked who it is as soon as it connects, not once all have: a simulation with
+    the wrong number of nodes (Flower's default of 2, or 10) then stops within seconds on the
+    node's own error (it names `num-supernodes`), instead of waiting out `timeout` for sites
+    that never come; in a deployment, the coordinator sees every `report_every` seconds which
+    hospitals are connected and which are missing."""
+    expected = len(consortium.sites)
+    started = time.monotonic()
+    next_report = started + report_every
+    claimed: dict[str, SiteEntry] = {}
+    while len(claimed) < expected:
+        known = {entry.node_id for entry in claimed.values()}
+        if new := [node for node in grid.get_node_ids() if node not in known]:
+            left = max(1.0, timeout - (time.monotonic() - started))
+            _identify(grid, new, consortium, claimed, timeout=min(left, report_every))
+        if len(claimed) == expected:
+            break
+        now = time.monotonic()
+        if now - started > timeout:
+            raise SiteDiscoveryError(f"{len(claimed)} of {expected} sites connected within "
+                                     f"{timeout:.0f} s; {_who(consortium, claimed)}")
+        if now >= next_report:
+            log.info("waiting for sites: %d of %d connected; %s", len(claimed), expected,
+                     _who(consortium, claimed))
+            next_report = now + report_every
+        time.sleep(poll_s)
+    log.info("sites: %s", ", ".join(f"{n} ({e.role})" for n, e in claimed.items()))
+    return SiteRoster(tuple(claimed[s.name] for s in consortium.sites))
+
+
+def _identify(grid: Grid, nodes: list[int], consortium: ConsortiumConfig,
+              claimed: dict[str, SiteEntry], *, timeout: float) -> None:
+    """Ask `nodes` which site they are and add their answers to `claimed`; a node that answers
+    nothing within `timeout` is asked again later."""
     queries = [
         Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node, message_type=MessageType.QUERY)
         for node in nodes
     ]
-    claimed: dict[str, SiteEntry] = {}
     for reply in grid.send_and_receive(queries, timeout=timeout):
         node = reply.metadata.src_node_id
         if reply.has_error():
-            raise SiteDiscoveryError(f"node {node} failed to identify itself: {reply.error.reason}")
+            raise SiteDiscoveryError(f"node {node} failed to identify itself: "
+                                     f"{_reason(reply.error.reason)}")
         site = reply.content["site"]
         name, role = str(site["name"]), str(site["role"])
         if name not in {s.name for s in consortium.sites}:
@@ -58,8 +86,16 @@ def discover_sites(grid: Grid, consortium: ConsortiumConfig, *, timeout: float) 
                 f"{consortium.site(name).role!r}"
             )
         claimed[name] = SiteEntry(node_id=node, name=name, role=role)
+
+
+def _who(consortium: ConsortiumConfig, claimed: dict[str, SiteEntry]) -> str:
+    connected = [s.name for s in consortium.sites if s.name in claimed]
     missing = [s.name for s in consortium.sites if s.name not in claimed]
-    if missing:
-        raise SiteDiscoveryError(f"no reply from sites {missing}")
-    log.info("sites: %s", ", ".join(f"{n} ({e.role})" for n, e in claimed.items()))
-    return SiteRoster(tuple(claimed[s.name] for s in consortium.sites))
+    return f"connected: {', '.join(connected) or 'none'}; missing: {', '.join(missing)}"
+
+
+def _reason(reason: str) -> str:
+    """The ClientApp's own message out of Flower's wrapping of it
+    (`<class '...ClientAppException'>:<'\\nException ... Message: TEXT'>`)."""
+    found = re.search(r"Message: (.*)'>\s*$", reason, flags=re.DOTALL)
+    return (found.group(1) if found else reason).strip()

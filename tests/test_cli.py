@@ -26,8 +26,8 @@ def test_run_refuses_a_site_without_data_or_generator(tmp_path, capsys):
 def test_a_generated_table_of_another_size_is_refused_not_reused(tmp_path, capsys):
     consortium = write_small_consortium(tmp_path, encounters=60)
     data = tmp_path / "data"
-    forecast = ["privacy", "forecast", str(consortium), "--data-dir", str(data)]
-    assert lang1_fl(forecast) == 0  # generates the 60-encounter tables
+    assert lang1_fl(["sites", "generate", str(consortium), "--data-dir", str(data)]) == 0
+    assert lang1_fl(["privacy", "forecast", str(consortium), "--data-dir", str(data)]) == 0
     capsys.readouterr()
     larger = write_small_consortium(tmp_path, encounters=90)  # same paths, another size
     table = data / "academic" / "encounters.parquet"
@@ -41,6 +41,7 @@ def test_a_generated_table_of_another_size_is_refused_not_reused(tmp_path, capsy
     assert table.read_bytes() == before
     for stale in data.glob("*/encounters.parquet"):
         stale.unlink()
+    assert lang1_fl(["sites", "generate", str(larger), "--data-dir", str(data)]) == 0
     assert lang1_fl(["privacy", "forecast", str(larger), "--data-dir", str(data)]) == 0
 
 
@@ -93,6 +94,8 @@ def test_run_validates_every_site_table_before_starting_flower(tmp_path, capsys)
         (0, "no round trained", 1, "the run failed (no round trained)"),
         (0, None, 1, "the server stopped before writing metrics.json"),
         (1, "completed", 1, "the run failed"),
+        (143, None, 143, "stopped by signal 15; Flower's processes were stopped; continue it "
+         "with `lang1-fl run --resume"),
     ],
 )
 def test_run_outcome_is_what_the_server_recorded(tmp_path, capsys, flwr_status, outcome, expected,
@@ -242,3 +245,128 @@ def test_run_refuses_a_site_device_this_machine_lacks_before_flower(tmp_path, ca
     assert error.endswith("site 'a': `device` is 'cuda' but CUDA is not available here; "
                           "expected 'auto' or 'cpu' on this machine") and "\n" not in error
     assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture()
+def flower_must_not_start(monkeypatch):
+    """`lang1-fl run`'s pre-flight must stop bad input: starting Flower fails the test."""
+    import server.launch.flower_run as flower_run
+
+    def started(**kwargs):
+        raise AssertionError(f"Flower was started with {kwargs['run_config']}")
+
+    monkeypatch.setattr(flower_run, "flwr_run", started)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    (["--set", "lora-rank=4"],
+     "--set lora-rank=4: `lora-rank` is not a run-config key; did you mean `lora-r`?"),
+    (["--set", "lora-r=abc"], "run config: `lora-r` is 'abc'; expected a int"),
+    (["--set", "round-timeout=-5"], "run config: `round-timeout` is -5.0; expected a number > 0"),
+    (["--rounds", "-1"], "run config: `num-server-rounds` is -1; expected a number > 0"),
+    (["--set", "tasks=sepsis"], "run config `tasks`: unknown task 'sepsis'"),
+    (["--set", "strategy=fedavgg"], "run config: `strategy` is 'fedavgg'; expected one of"),
+    (["--set", "tasks"], "--set 'tasks': expected KEY=VALUE"),
+    (["--set", "run-name=../elsewhere"], "run config: `run-name` is '../elsewhere'"),
+])
+def test_a_bad_run_config_stops_with_its_key_before_anything_is_written(
+        tmp_path, capsys, flower_must_not_start, settings, message):
+    """Issue 34 #3: these surfaced after Flower started (a traceback, or Flower's "Invalid run
+    configuration" naming no key) and left runs/ behind; the synthetic sites' data was generated
+    before the run config was read."""
+    consortium = write_small_consortium(tmp_path, encounters=60)
+    argv = ["run", "--consortium", str(consortium), "--data-dir", str(tmp_path / "data"),
+            "--runs-dir", str(tmp_path / "runs"), *settings]
+    assert lang1_fl(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("lang1-fl: ") and message in error and "\n" not in error
+    assert not (tmp_path / "runs").exists(), "no run folder, no .flwr"
+    assert not (tmp_path / "data").exists(), "no site data generated for a run that cannot start"
+
+
+def test_a_task_a_site_lacks_is_refused_naming_site_task_and_column(tmp_path, capsys,
+                                                                   flower_must_not_start):
+    """Issue 34 #2: sites without a discharge note, a run that trains readmission (which reads
+    it): every site failed in every round with a KeyError, after Flower started."""
+    consortium = write_table_consortium(
+        tmp_path, {"a": ("train", keyword_table(20)), "b": ("external", keyword_table(20))},
+        tasks=("mortality", "los"))
+    argv = ["run", "--consortium", str(consortium), "--runs-dir", str(tmp_path / "r"),
+            "--set", "tasks=mortality,readmission"]
+    assert lang1_fl(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert ("`tasks` is 'mortality,readmission', but site 'a' (train) of "
+            f"{consortium} does not have task 'readmission' (it declares mortality, los; "
+            "'readmission' reads `discharge_note` and its label `readmission`); expected tasks "
+            "every site has: pass --set tasks=mortality,los (the tasks every site has), or add "
+            "'readmission' to `tasks` in the site's YAML") in error and "\n" not in error
+    assert not (tmp_path / "r").exists()
+
+
+def test_tasks_all_means_the_tasks_every_site_has(tmp_path, capsys, monkeypatch):
+    """Issue 34 #2: `tasks = all` (the default) trained all five tasks whatever the sites had;
+    it is now the tasks every site declares, said on the console and handed to Flower."""
+    import server.launch.flower_run as flower_run
+
+    seen = {}
+    monkeypatch.setattr(flower_run, "flwr_run",
+                        lambda **kwargs: seen.update(kwargs["run_config"]) or 0)
+    consortium = write_table_consortium(
+        tmp_path, {"a": ("train", keyword_table(20)), "b": ("external", keyword_table(20))},
+        tasks=("mortality", "los"))
+    lang1_fl(["run", "--consortium", str(consortium), "--runs-dir", str(tmp_path / "r")])
+    assert seen["tasks"] == "mortality,los"
+    assert ("tasks: all = mortality, los (the tasks every site of the consortium has)"
+            in capsys.readouterr().out)
+
+
+def test_the_server_app_refuses_a_task_a_site_lacks(tmp_path):
+    """`flwr run .` has no pre-flight: the ServerApp checks the tasks before discovery."""
+    from client.run_config import InvalidRunConfig
+    from server.run_tasks import check_run_tasks
+    from sites.config import load_consortium
+    from sites.tasks import TASK_NAMES
+
+    consortium = load_consortium(write_table_consortium(
+        tmp_path, {"a": ("train", keyword_table(20))}, tasks=("mortality",)))
+    check_run_tasks(("mortality",), consortium, value="mortality")
+    with pytest.raises(InvalidRunConfig, match=r"`tasks` is 'all', but site 'a' \(train\) .* "
+                       r"does not have task 'readmission'.*pass --set tasks=mortality"):
+        check_run_tasks(TASK_NAMES, consortium, value="all")
+
+
+@pytest.mark.slow
+def test_a_run_whose_rounds_all_fail_exits_non_zero_saying_so(tmp_path, capsys):
+    """Issue 34 #9: a run in which no round trained must not exit 0, whatever made the rounds
+    fail. The real ServerApp and ClientApp in one process (as bench/in_process.py runs them),
+    every training message answered with an error, as a site crashing inside Ray answers it."""
+    from flwr.app import Context, Error, Message, MessageType, RecordDict
+
+    from client.app import app as client_app
+    from server.app import main as server_main
+    from server.launch.run_cli import run_outcome
+    from tests.flower_fakes import FakeGrid, set_task_identity
+    from tests.run_config import default_run_config
+    from tests.tiny_models import make_tiny_encoder
+
+    consortium = write_small_consortium(tmp_path, encounters=60, local_steps=1)
+    run_config = default_run_config(
+        consortium=str(consortium), data_dir=str(tmp_path / "data"),
+        runs_dir=str(tmp_path / "runs"), run_name="failing", num_server_rounds=2,
+        base_model=str(make_tiny_encoder(tmp_path / "tiny")), max_length=32,
+        bootstrap_resamples=20, tasks="mortality")
+    nodes = {100 + i: Context(run_id=1, node_id=100 + i, state=RecordDict(),
+                              node_config={"partition-id": i, "num-partitions": 3},
+                              run_config=run_config) for i in range(3)}
+
+    def site(message: Message) -> Message:
+        if message.metadata.message_type == MessageType.TRAIN:
+            return Message(Error(code=0, reason="the site crashed"), reply_to=message)
+        return client_app(message, nodes[message.metadata.dst_node_id])
+
+    set_task_identity()
+    with pytest.raises(RuntimeError, match="no round trained"):
+        server_main(FakeGrid(nodes, site), Context(run_id=1, node_id=0, node_config={},
+                                                   state=RecordDict(), run_config=run_config))
+    assert run_outcome(tmp_path / "runs" / "failing", 0) == 1  # `flwr run` exits 0 here
+    assert "lang1-fl run: the run failed (no round trained)" in capsys.readouterr().err

@@ -19,6 +19,8 @@ PRIVACY = {"lifetime_epsilon": 3.0, "delta": 1e-4, "max_grad_norm": 0.5}
 def test_forecast_prints_noise_and_planned_epsilon_per_training_site(tmp_path, capsys):
     consortium = write_small_consortium(tmp_path, encounters=200, local_steps=5, privacy=PRIVACY)
     data = tmp_path / "data"
+    assert lang1_fl(["sites", "generate", str(consortium), "--data-dir", str(data)]) == 0
+    capsys.readouterr()
     assert lang1_fl(["privacy", "forecast", str(consortium), "--data-dir", str(data),
                      "--rounds", "4"]) == 0
     out = capsys.readouterr().out
@@ -39,6 +41,7 @@ def test_forecast_prints_noise_and_planned_epsilon_per_training_site(tmp_path, c
 
 def test_forecast_marks_a_site_without_dp(tmp_path, capsys):
     consortium = write_small_consortium(tmp_path, encounters=100)
+    assert lang1_fl(["sites", "generate", str(consortium), "--data-dir", str(tmp_path / "data")]) == 0
     assert lang1_fl(["privacy", "forecast", str(consortium), "--data-dir",
                      str(tmp_path / "data")]) == 0
     assert "(no DP)" in capsys.readouterr().out
@@ -47,6 +50,7 @@ def test_forecast_marks_a_site_without_dp(tmp_path, capsys):
 def test_forecast_refuses_a_delta_not_below_one_over_n(tmp_path, capsys):
     consortium = write_small_consortium(tmp_path, encounters=100,
                                         privacy={**PRIVACY, "delta": 0.02})
+    assert lang1_fl(["sites", "generate", str(consortium), "--data-dir", str(tmp_path / "data")]) == 0
     assert lang1_fl(["privacy", "forecast", str(consortium), "--data-dir",
                      str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
@@ -145,3 +149,19 @@ def test_the_shipped_private_consortium_is_default_ten_times_larger_with_a_budge
                for s in private.training_sites)
     assert not any(s.is_private for s in default.sites)
     assert not private.site("external_system").is_private
+
+
+def test_the_forecast_writes_nothing_and_names_a_missing_synthetic_table(tmp_path, capsys):
+    """Issue 34 #16: `lang1-fl privacy forecast private` generated 60,000 synthetic encounters
+    as a side effect. σ needs the exact count of training encounters, which a synthetic site has
+    only once generated, so the forecast says which table is missing and how to make it."""
+    consortium = write_small_consortium(tmp_path, encounters=100, privacy=PRIVACY)
+    data = tmp_path / "data"
+    assert lang1_fl(["privacy", "forecast", str(consortium), "--data-dir", str(data)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"lang1-fl: {data / 'academic' / 'encounters.parquet'}: site 'academic' has no table "
+        "yet, and the forecast reads tables, never writes one; generate the synthetic sites "
+        f"first (`lang1-fl sites generate {consortium} --data-dir {data}`), or start the run "
+        "(`lang1-fl run` generates them, then prints this forecast)")
+    assert not data.exists()

@@ -191,3 +191,42 @@ def test_a_consortium_with_dp_sites_is_refused_before_anything_runs(tmp_path, ca
     assert status == 2
     assert "train with DP" in capsys.readouterr().err
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+
+
+def _transfer_argv(tmp_path, *extra):
+    from tests.consortium_fixtures import write_table_consortium
+    from tests.tiny_models import keyword_table
+
+    consortium = write_table_consortium(
+        tmp_path, {"a": ("train", keyword_table(20)), "b": ("train", keyword_table(20)),
+                   "x": ("external", keyword_table(20))}, tasks=("mortality",))
+    return ["experiment", "transfer", str(consortium), "--data-dir", str(tmp_path / "data"),
+            "--runs-dir", str(tmp_path / "runs"), *extra]
+
+
+@pytest.mark.parametrize(("regimes", "pooled"), [("local,federated", False), ("all", True),
+                                                 ("pooled", True)])
+def test_the_pooled_copy_of_the_notes_is_written_only_when_pooled_is_requested(
+        tmp_path, monkeypatch, regimes, pooled):
+    """Issue 34 #8: every training site's notes were copied into the data folder whatever the
+    regimes."""
+    import server.launch.flower_run as flower_run
+    from server.cli import main as lang1_fl
+
+    started = []
+    monkeypatch.setattr(flower_run, "flwr_run", lambda **kwargs: started.append(kwargs) or 0)
+    lang1_fl(_transfer_argv(tmp_path, "--regimes", regimes))
+    assert started and started[0]["run_config"]["experiment-regimes"] == regimes
+    assert (tmp_path / "data" / "tables-pooled" / "encounters.parquet").exists() == pooled
+
+
+def test_a_taken_run_name_is_refused_before_the_pooled_copy_is_written(tmp_path, capsys,
+                                                                      monkeypatch):
+    import server.launch.flower_run as flower_run
+    from server.cli import main as lang1_fl
+
+    monkeypatch.setattr(flower_run, "flwr_run", lambda **kwargs: pytest.fail("Flower started"))
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    assert lang1_fl(_transfer_argv(tmp_path, "--run-name", "taken")) == 2
+    assert "a run of that name exists" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()

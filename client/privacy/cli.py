@@ -49,7 +49,8 @@ def add_privacy_parser(commands: argparse._SubParsersAction) -> None:
     verify.set_defaults(handler=cmd_privacy_verify)
     forecast = privacy.add_parser(
         "forecast", help="print each training site's noise multiplier and the epsilon the planned "
-        "run will spend (reads only the split column of each table)"
+        "run will spend (reads only the id and split columns of each table, writes nothing; "
+        "synthetic sites must be generated first: `lang1-fl sites generate`)"
     )
     forecast.add_argument("consortium", nargs="?", default="default")
     forecast.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -110,8 +111,16 @@ def cmd_privacy_forecast(args: argparse.Namespace) -> int:
     consortium = load_consortium(resolve_consortium(args.consortium),
                                  data_root=args.data_dir.resolve())
     rounds, local_steps = planned_steps(args.set, rounds=args.rounds)
-    for site in consortium.training_sites:  # synthetic sites are made as a run would make them
-        ensure_site_data(site, seed=consortium.seed)
+    for site in consortium.training_sites:
+        if site.synthetic is not None and not site.data.path.exists():
+            # σ needs the exact number of training encounters, which a synthetic site has only
+            # once generated (its split is drawn by patient); the forecast writes nothing
+            raise FileNotFoundError(
+                f"{site.data.path}: site {site.name!r} has no table yet, and the forecast reads "
+                "tables, never writes one; generate the synthetic sites first (`lang1-fl sites "
+                f"generate {args.consortium} --data-dir {args.data_dir}`), or start the run "
+                "(`lang1-fl run` generates them, then prints this forecast)")
+        ensure_site_data(site, seed=consortium.seed)  # the table is there: its size is checked
     print(render(forecast(consortium, rounds=rounds, local_steps=local_steps)))
     return 0
 

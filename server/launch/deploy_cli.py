@@ -92,12 +92,13 @@ def cmd_deploy_register(args: argparse.Namespace) -> int:
 
     from client.node_identity import fingerprint, load_node_public_key
     from server.launch.deployment import register_command, shell_line
+    from server.launch.flower_executables import flower_environ
 
     key = load_node_public_key(args.public_key)
     print(f"{args.public_key}: fingerprint {fingerprint(key)} (compare it with the hospital's)")
     command = register_command(args.public_key, connection=args.connection, name=args.name)
     print(f"running: {shell_line(command)}", flush=True)
-    status = subprocess.run(command, check=False).returncode
+    status = subprocess.run(command, env=flower_environ(), check=False).returncode
     if status != 0:
         print(f"lang1-fl deploy register: `flwr supernode register` failed (exit {status}); is "
               f"the SuperLink of connection `{args.connection}` running?", file=sys.stderr)
@@ -135,8 +136,11 @@ def _print_or_exec(command: list[str], line: str, *, start: bool) -> int:
 
     print(line, flush=True)
     if start:
-        os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"  # never rebuild torch
-        os.execvp(command[0], command)
+        from server.launch.flower_executables import flower_environ
+
+        env = flower_environ()  # the SuperNode's flwr-clientapp from this environment too
+        env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"  # never rebuild torch
+        os.execvpe(command[0], command, env)
     return 0
 
 

@@ -16,13 +16,13 @@ and the file, instead of inside Flower.
 from __future__ import annotations
 
 import shlex
-import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from client.node_identity import check_node_private_key
 from server.launch.certificates import load_certificate, load_private_key
+from server.launch.flower_executables import flower_executable
 
 DEFAULT_PORT = 8000
 """Flower 1.42's single SuperLink port (Fleet, Control and Runtime APIs)."""
@@ -57,7 +57,7 @@ def superlink_command(files: SuperLinkFiles, *, host: str = "0.0.0.0",
     load_private_key(files.server_key)
     _check_port(port, "--port")
     return [
-        _executable("flower-superlink"),
+        flower_executable("flower-superlink"),
         "--ssl-ca-certfile", _absolute(files.ca_cert),
         "--ssl-certfile", _absolute(files.server_cert),
         "--ssl-keyfile", _absolute(files.server_key),
@@ -83,7 +83,7 @@ def supernode_command(*, superlink: str, root_cert: Path, private_key: Path, sit
                               "--node-config; move the YAML")
     _check_port(runtime_port, "--port")
     return [
-        _executable("flower-supernode"),
+        flower_executable("flower-supernode"),
         "--superlink", superlink,
         "--root-certificates", _absolute(root_cert),
         "--auth-supernode-private-key", _absolute(private_key),
@@ -94,7 +94,7 @@ def supernode_command(*, superlink: str, root_cert: Path, private_key: Path, sit
 
 def register_command(public_key: Path, *, connection: str, name: str | None = None) -> list[str]:
     """`flwr supernode register`: adds a site's public key to the running SuperLink."""
-    command = [_executable("flwr"), "supernode", "register", str(public_key), connection]
+    command = [flower_executable("flwr"), "supernode", "register", str(public_key), connection]
     return command + (["--name", name] if name else [])
 
 
@@ -103,7 +103,7 @@ def run_command(connection: str, *, run_config: dict[str, object] | None = None,
     """`flwr run <app> <connection> --stream` with optional run-config overrides."""
     from server.launch.flower_run import APP_DIR, toml_value
 
-    command = [_executable("flwr"), "run", str(app_dir or APP_DIR), connection, "--stream"]
+    command = [flower_executable("flwr"), "run", str(app_dir or APP_DIR), connection, "--stream"]
     if run_config:
         overrides = " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items())
         command += ["--run-config", overrides]
@@ -144,10 +144,6 @@ def shell_line(command: list[str]) -> str:
     return " ".join(shlex.quote(part) for part in command)
 
 
-def _executable(name: str) -> str:
-    """The Flower command beside this interpreter, so an unactivated venv works; else by name."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else name
 
 
 def _absolute(path: Path) -> str:

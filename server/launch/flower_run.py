@@ -3,8 +3,9 @@
 `flwr run . --stream` starts a managed local SuperLink in the background (state under
 `$FLWR_HOME`) that outlives the run. `lang1-fl run` gives each invocation a known `FLWR_HOME` and
 ports of its own, so the SuperLink it started is its alone, can be found by its database path and
-is stopped by process id afterwards with everything below it, and disables Flower's per-run
-dependency installation so a run never re-downloads torch.
+is stopped by process id afterwards with everything below it — also when `lang1-fl` itself is
+stopped by SIGTERM or Ctrl-C —, finds Flower's commands in its own environment whatever PATH
+says, and disables Flower's per-run dependency installation so a run never re-downloads torch.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from client.run_config import default_run_config, read_run_config
+from server.launch.flower_executables import flower_environ, flower_executable
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +62,76 @@ def flwr_run(
     federation = (f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_site} "
                   f"client-resources-num-gpus={gpus_per_site}")
     command = [
-        _flwr_executable(), "run", str(APP_DIR), "--stream",
+        flower_executable("flwr"), "run", str(APP_DIR), "--stream",
         "--run-config", overrides,
         "--federation-config", federation,
     ]
     # `flwr run` reuses any local SuperLink answering on its fixed ports, which the run that
     # started it stops when it ends: with ports of its own, each run gets its own SuperLink.
-    env = dict(os.environ, FLWR_HOME=str(flwr_home), FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+    env = dict(flower_environ(), FLWR_HOME=str(flwr_home),
+               FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
                FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()),
                FLWR_LOCAL_CONTROL_API_PORT=str(free_port()))
     flwr_home.mkdir(parents=True, exist_ok=True)
     log.info("running: %s", " ".join(command))
+    # `flwr run` in a process group of its own, which goes with the SuperLink's tree whenever
+    # this command ends: finished, failed, or stopped by SIGTERM or Ctrl-C
+    process = subprocess.Popen(command, env=env, start_new_session=True)
     try:
-        return subprocess.run(command, env=env, check=False).returncode
+        with signals_raised():
+            return process.wait()
+    except RunInterrupted as stop:
+        log.warning("stopped by %s: stopping Flower's processes", stop.signal.name)
+        return 128 + stop.signal
     finally:
+        stop_process_group(process)
         stop_local_superlink(flwr_home)
+
+
+class RunInterrupted(Exception):
+    """SIGTERM or SIGINT reached `lang1-fl` while Flower ran."""
+
+    def __init__(self, received: signal.Signals) -> None:
+        super().__init__(f"stopped by {received.name}")
+        self.signal = received
+
+
+@contextmanager
+def signals_raised() -> Iterator[None]:
+    """SIGTERM and SIGINT raise `RunInterrupted` for the duration, so the clean-up in `finally`
+    runs (by default SIGTERM ends Python at once, leaving SuperLink, SuperExec and Ray behind);
+    the previous handlers come back afterwards. Only the main thread may set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise RunInterrupted(signal.Signals(signum))
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def stop_process_group(process: subprocess.Popen, *, grace_s: float = 15.0) -> None:
+    """SIGTERM to the process group `process` leads (whatever of it is left), then SIGKILL to it
+    after `grace_s` seconds if `process` itself has not exited."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        log.warning("`flwr run` (%d) ignored SIGTERM; killing its process group", process.pid)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        process.wait()
 
 
 def simulation_turns(num_sites: int, cpus_per_site: int, gpus_per_site: float = 0.0,
@@ -123,12 +182,6 @@ def _processes() -> list[tuple[int, str]]:
         if cmdline and process_alive(int(proc.name)):
             found.append((int(proc.name), cmdline))
     return found
-
-
-def _flwr_executable() -> str:
-    """The `flwr` of this interpreter's environment, so a venv's lang1-fl works unactivated."""
-    beside = Path(sys.executable).parent / "flwr"
-    return str(beside) if beside.exists() else "flwr"
 
 
 def local_superlink_pids(flwr_home: Path) -> list[int]:

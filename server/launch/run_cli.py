@@ -55,57 +55,91 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_outcome(Path(run_config["runs-dir"]) / str(run_config["run-name"]), status)
 
 
-def plan_run(args: argparse.Namespace) -> tuple[dict[str, object], int]:
-    """Everything `lang1-fl run` does before Flower starts: site data checked or generated, the
-    privacy forecast printed, the run name checked against runs and ledgers. Returns the run
-    config (the command line's overrides of pyproject.toml's) and the number of sites."""
+def plan_run(args: argparse.Namespace, *, fixed: dict[str, object] | None = None,
+             default_name: str = "") -> tuple[dict[str, object], int]:
+    """Everything `lang1-fl run` does before Flower starts, cheapest checks first, so that bad
+    input stops with one line and nothing written: every run-config value, the run's tasks
+    against the sites, the run name, the base model, then the site data (checked, or generated),
+    the privacy forecast and each site's memory plan. `fixed` are run-config keys the command
+    sets itself (an experiment's); `default_name` the run name when none is given (else a UTC
+    timestamp). Returns the run config (the overrides of pyproject.toml's) and the number of
+    sites."""
     from client.model import check_base, select_device
-    from client.privacy.cli import planned_steps
     from client.privacy.forecast import check_fits, forecast, render
     from client.run_config import default_run_config, run_config_overrides
     from client.site import site_memory_plan
     from client.state import check_state_folder
+    from server.run_tasks import resolve_run_tasks
     from server.settings import ServerSettings
     from sites.config import InvalidSiteConfig, load_consortium, resolve_consortium
+    from sites.tasks import TASK_NAMES
 
-    consortium_file = resolve_consortium(args.consortium)
-    data_dir, runs_dir = args.data_dir.resolve(), args.runs_dir.resolve()
-    consortium = load_consortium(consortium_file, data_root=data_dir)
-    prepare_site_data(consortium)
-    for site in consortium.sites:  # a state folder another site claimed stops the run here
-        check_state_folder(site.state_dir, site.name)
-    if any(site.is_private for site in consortium.training_sites):
-        # The privacy forecast, which also stops a δ that is not below 1/n, or a run that a
-        # site's data can no longer afford, before Flower starts
-        rounds, local_steps = planned_steps(args.set, rounds=args.rounds)
-        rows = forecast(consortium, rounds=rounds, local_steps=local_steps)
-        print(render(rows))
-        check_fits(rows)
-    run_name = args.run_name or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    if (runs_dir / run_name).exists():
-        raise FileExistsError(f"{runs_dir / run_name}: a run of that name exists; choose another --run-name")
+    # 1. The run config: pyproject.toml's, the command line's overrides, every value checked
     run_config: dict[str, object] = {
-        "consortium": str(consortium_file),
-        "data-dir": str(data_dir),
-        "runs-dir": str(runs_dir),
-        "run-name": run_name,
+        "consortium": str(resolve_consortium(args.consortium)),
+        "data-dir": str(args.data_dir.resolve()),
+        "runs-dir": str(args.runs_dir.resolve()),
+        "run-name": args.run_name or default_name or datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
     }
     if args.rounds is not None:
         run_config["num-server-rounds"] = args.rounds
     run_config.update(run_config_overrides(args.set))
-    # Every run-config value, and the base model with its scoring, checked here rather than in
-    # the first round
+    run_config.update(fixed or {})
     settings = ServerSettings.from_run_config({**default_run_config(), **run_config})
+
+    # 2. The consortium, and the run's tasks against every site (`all`: the tasks all sites have)
+    consortium = load_consortium(settings.client.consortium, data_root=settings.client.data_dir)
+    if settings.client.experiment == "transfer":
+        refuse_private_sites(consortium)
+    requested = str({**default_run_config(), **run_config}["tasks"])
+    tasks = resolve_run_tasks(requested, consortium)
+    if tasks != TASK_NAMES and requested.strip() == "all":
+        print(f"tasks: all = {', '.join(tasks)} (the tasks every site of the consortium has)")
+        run_config["tasks"] = ",".join(tasks)
+        settings = ServerSettings.from_run_config({**default_run_config(), **run_config})
+
+    # 3. The run name is free, and the base model with its scoring fits the tasks
+    if settings.run_dir.exists():
+        raise FileExistsError(f"{settings.run_dir}: a run of that name exists; choose another "
+                              "--run-name")
     check_base(settings.client.model)
-    for site in consortium.training_sites:  # each training step must fit its site's device
+
+    # 4. The sites' data: each table validated (synthetic ones generated), state folders free
+    prepare_site_data(consortium)
+    for site in consortium.sites:  # a state folder another site claimed stops the run here
+        check_state_folder(site.state_dir, site.name)
+
+    # 5. The privacy forecast, which also stops a δ that is not below 1/n, or a run that a
+    # site's data can no longer afford
+    if any(site.is_private for site in consortium.training_sites):
+        rows = forecast(consortium, rounds=settings.client.num_rounds,
+                        local_steps=settings.client.local_steps)
+        print(render(rows))
+        check_fits(rows)
+
+    # 6. Each training step must fit its site's device
+    for site in consortium.training_sites:
         try:
             device = select_device(site.device)
         except (RuntimeError, ValueError) as error:  # a device this machine does not have
-            raise InvalidSiteConfig(f"{consortium_file}: site {site.name!r}: {error}") from None
+            raise InvalidSiteConfig(f"{consortium.source}: site {site.name!r}: {error}") from None
         plan = site_memory_plan(site, settings.client.model, device)
         print(plan.render(site.name))
         plan.check(site.name)
     return run_config, len(consortium.sites)
+
+
+def refuse_private_sites(consortium) -> None:
+    """The transfer experiment trains each site in several regimes, each spending a whole budget,
+    and pools their data: it runs on consortia without DP sites only."""
+    from sites.config import InvalidSiteConfig
+
+    private = [s.name for s in consortium.training_sites if s.is_private]
+    if private:
+        raise InvalidSiteConfig(
+            f"{consortium.source}: sites {private} train with DP; the transfer experiment trains "
+            "each site in several regimes, each spending a whole budget, and pools their data. "
+            "Run it on a consortium without `privacy` blocks (e.g. `default`)")
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -152,6 +186,12 @@ def run_outcome(run_dir: Path, flwr_status: int) -> int:
     import json
 
     metrics = run_dir / "metrics.json"
+    if flwr_status > 128 and not metrics.exists():  # flwr_run: stopped by a signal
+        resume = (f"; continue it with `lang1-fl run --resume {run_dir}`" if run_dir.exists()
+                  else "")
+        print(f"lang1-fl run: stopped by signal {flwr_status - 128}; Flower's processes were "
+              f"stopped{resume}", file=sys.stderr)
+        return flwr_status
     outcome = json.loads(metrics.read_text())["run"]["outcome"] if metrics.exists() else None
     if flwr_status != 0 or outcome != "completed":
         reason = outcome or "the server stopped before writing metrics.json"

@@ -43,35 +43,23 @@ def add_experiment_parser(commands: argparse._SubParsersAction) -> None:
 
 def cmd_experiment_transfer(args: argparse.Namespace) -> int:
     """Every training regime side by side in one Flower simulation; point at its report."""
-    from client.run_config import run_config_overrides
     from server.launch.flower_run import flwr_run
-    from server.launch.run_cli import prepare_site_data
-    from sites.config import InvalidSiteConfig, load_consortium, resolve_consortium
+    from server.launch.run_cli import plan_run
+    from server.settings import parse_regimes
+    from sites.config import load_consortium, resolve_consortium
     from sites.pooling import write_pooled_table
 
-    consortium_file = resolve_consortium(args.consortium)
-    data_dir, runs_dir = args.data_dir.resolve(), args.runs_dir.resolve()
-    consortium = load_consortium(consortium_file, data_root=data_dir)
-    private = [s.name for s in consortium.training_sites if s.is_private]
-    if private:
-        raise InvalidSiteConfig(
-            f"{consortium_file}: sites {private} train with DP; the transfer experiment trains "
-            "each site in several regimes, each spending a whole budget, and pools their data. "
-            "Run it on a consortium without `privacy` blocks (e.g. `default`)")
-    prepare_site_data(consortium)
-    write_pooled_table(consortium, data_dir=data_dir)  # before the nodes start: none of them writes
-    run_name = args.run_name or "transfer-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    if (runs_dir / run_name).exists():
-        raise FileExistsError(f"{runs_dir / run_name}: a run of that name exists; choose another --run-name")
-    run_config: dict[str, object] = {
-        "consortium": str(consortium_file), "data-dir": str(data_dir), "runs-dir": str(runs_dir),
-        "run-name": run_name, "experiment": "transfer",
-        "experiment-regimes": args.regimes,
-    }
-    if args.rounds is not None:
-        run_config["num-server-rounds"] = args.rounds
-    run_config.update(run_config_overrides(args.set))
-    status = flwr_run(run_config=run_config, num_supernodes=len(consortium.sites) + 1,
+    # Every check of `lang1-fl run`, and none of DP sites, before anything is written
+    run_config, num_sites = plan_run(
+        args, fixed={"experiment": "transfer", "experiment-regimes": args.regimes},
+        default_name="transfer-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
+    runs_dir, run_name = _folder(run_config["runs-dir"]), str(run_config["run-name"])
+    if "pooled" in parse_regimes(args.regimes):  # before the nodes start: none of them writes
+        data_dir = _folder(run_config["data-dir"])
+        consortium = load_consortium(resolve_consortium(str(run_config["consortium"])),
+                                     data_root=data_dir)
+        write_pooled_table(consortium, data_dir=data_dir)
+    status = flwr_run(run_config=run_config, num_supernodes=num_sites + 1,
                       flwr_home=runs_dir / ".flwr", cpus_per_site=args.cpus_per_site,
                       gpus_per_site=args.gpus_per_site)
     if status != 0 or not (runs_dir / run_name / "transfer.json").exists():
@@ -80,3 +68,8 @@ def cmd_experiment_transfer(args: argparse.Namespace) -> int:
         return 1
     print(f"report: {runs_dir / run_name / 'report.md'} (and report.html)")
     return 0
+
+
+def _folder(value: object) -> Path:
+    """A folder of the run config as the apps read it (client/settings.py)."""
+    return Path(str(value)).expanduser().resolve()

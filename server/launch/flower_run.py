@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from client.run_config import default_run_config, read_run_config
+from server.launch.console_filter import run_filtered
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,13 @@ def flwr_run(
     flwr_home: Path,
     cpus_per_site: int,
     gpus_per_site: float = 0.0,
+    verbose: bool = False,
 ) -> int:
     """Run the app in Flower's simulation engine; returns `flwr run`'s exit status.
 
     `gpus_per_site` is Ray's share of a GPU per simulated site (0.25: four sites share one GPU);
-    with a share, sites whose `device` is `auto` find CUDA and train on it."""
+    with a share, sites whose `device` is `auto` find CUDA and train on it. Flower's output is
+    filtered for a person (server/launch/console_filter.py) unless `verbose`."""
     if not (APP_DIR / "pyproject.toml").exists():
         raise FileNotFoundError(
             f"{APP_DIR / 'pyproject.toml'} not found: `lang1-fl run` needs the source checkout "
@@ -70,7 +73,9 @@ def flwr_run(
     flwr_home.mkdir(parents=True, exist_ok=True)
     log.info("running: %s", " ".join(command))
     try:
-        return subprocess.run(command, env=env, check=False).returncode
+        if verbose:
+            return subprocess.run(command, env=env, check=False).returncode
+        return run_filtered(command, env=env)
     finally:
         stop_local_superlink(flwr_home)
 

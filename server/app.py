@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from functools import partial
 
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
@@ -26,6 +27,7 @@ from server.discovery import discover_sites
 from server.ledger_query import collect_ledgers
 from server.report.markdown import write_report
 from server.report.metrics_file import write_metrics
+from server.round_progress import RoundProgress
 from server.round_selection import select_round
 from server.settings import ServerSettings
 from server.transfer.experiment import run_transfer_experiment
@@ -42,7 +44,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run the federation (or an experiment) end to end and leave a run directory behind."""
-    started = time.time()
+    started, started_clock = time.time(), time.monotonic()
     show_progress()
     # 1. Settings and consortium, read and validated once
     settings = ServerSettings.from_run_config(context.run_config)
@@ -71,6 +73,11 @@ def main(grid: Grid, context: Context) -> None:
     )
     initial = strategy.initial_arrays(initial)
     scored = ConfigRecord({"splits": "validation,test", "run-name": settings.run_name})
+    progress = RoundProgress(  # one console line per round
+        num_rounds=settings.client.num_rounds, tasks=settings.client.model.tasks,
+        training_sites=tuple(s.name for s in consortium.training_sites),
+        external_sites=tuple(s.name for s in consortium.external_sites),
+        started=started_clock)
     if checkpoint is None:
         # 5. Round 0: the untrained model, evaluated at every site; checkpointed as round 0
         round_zero = strategy.configure_evaluate(0, initial, scored, grid)
@@ -78,6 +85,7 @@ def main(grid: Grid, context: Context) -> None:
                                                              timeout=settings.round_timeout))
         kept = RoundCheckpointer(run_dir=run_dir, strategy=strategy)
         kept(0, initial)
+        progress(0, strategy.run_log)
     else:
         # 5'. A resumed run: its records and every round's adapter, from the last checkpoint
         log.info("resuming %s after round %d", run_dir, checkpoint.round)
@@ -95,7 +103,7 @@ def main(grid: Grid, context: Context) -> None:
         timeout=settings.round_timeout,
         train_config=ConfigRecord({"run-name": settings.run_name}),  # names the sites' ledgers
         evaluate_config=scored,
-        evaluate_fn=kept,
+        evaluate_fn=partial(_after_round, kept=kept, progress=progress, strategy=strategy),
     )
 
     # 7. What each site's ledger holds now: the report shows the sites' own accounts
@@ -132,6 +140,15 @@ def main(grid: Grid, context: Context) -> None:
             f"{settings.strategy!r} requires (`min-train-sites`={settings.min_train_sites}; "
             f"`dp-fedavg` needs all); failures and declined rounds are listed in {report_path}"
         )
+
+
+def _after_round(server_round: int, arrays: ArrayRecord, *, kept: RoundCheckpointer,
+                 progress: RoundProgress, strategy) -> None:
+    """Flower's hook after each round, and once before the first for the arrays it starts from
+    (the last round done, already announced): checkpoint, then the round's console line."""
+    kept(server_round, arrays)
+    if server_round > 0:
+        progress(server_round + kept.offset, strategy.run_log)
 
 
 def _load_selected(strategy, model, arrays: ArrayRecord, settings: ServerSettings):

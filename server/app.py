@@ -10,6 +10,7 @@ directory: that round's adapter, `metrics.json` and `report.md`/`report.html`. W
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import replace
@@ -25,6 +26,7 @@ from client.run_config import InvalidRunConfig
 from server.checkpoint import Checkpoint, RoundCheckpointer, load_checkpoint, save_run_config
 from server.discovery import discover_sites
 from server.ledger_query import collect_ledgers
+from server.report.console_summary import closing_summary
 from server.report.markdown import write_report
 from server.report.metrics_file import write_metrics
 from server.round_progress import RoundProgress
@@ -133,7 +135,7 @@ def main(grid: Grid, context: Context) -> None:
         ledgers=ledgers,
     )
     report_path = write_report(run_dir, metrics_path)
-    log.info("report: %s", report_path)
+    log.info("%s", closing_summary(json.loads(metrics_path.read_text()), run_dir))
     if not trained:  # `flwr run` exits 0 either way: `lang1-fl run` reads the outcome instead
         raise RuntimeError(
             f"no round trained: every round had fewer trained sites than strategy "

@@ -161,5 +161,5 @@ def run_outcome(run_dir: Path, flwr_status: int) -> int:
         reason = outcome or "the server stopped before writing metrics.json"
         print(f"lang1-fl run: the run failed ({reason}); see the log above", file=sys.stderr)
         return 1
-    print(f"report: {run_dir / 'report.md'}")
+    print(f"report: {run_dir / 'report.html'}")
     return 0

@@ -76,7 +76,7 @@ def gap_closed(start: float | None, end: float | None, oracle: float | None) -> 
     return (end - start) / (oracle - start)
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
     """`84%`; a share that rounds to zero is `0%`, never `-0%`."""
     if value is None:
         return "–"
@@ -116,7 +116,7 @@ def _task_table(metrics: dict, task: str) -> list[str]:
             f"| {_fmt(end.get('prevalence'), 2)} "
             f"| {_fmt(start.get('auroc'))} | {_fmt(end.get('auroc'))} [{_fmt(low)}, {_fmt(high)}] "
             f"| {_fmt(end.get('oracle_auroc'))} "
-            f"| {_percent(gap_closed(start.get('auroc'), end.get('auroc'), end.get('oracle_auroc')))} |"
+            f"| {percent(gap_closed(start.get('auroc'), end.get('auroc'), end.get('oracle_auroc')))} |"
         )
     if flagged:
         lines += ["", f"⚠ fewer than {MIN_LABELS} positives or negatives in this split: its AUROC "
@@ -159,7 +159,7 @@ def _headline_table(metrics: dict) -> list[str]:
         "|---|---|---|---:|---:|",
     ]
     for task, row in headline(metrics).items():
-        gap = _percent(row["gap_closed"])
+        gap = percent(row["gap_closed"])
         lines.append(
             f"| {task} | {_fmt(row['external_round0'])} → {_fmt(row['external_final'])} "
             f"| {_fmt(row['in_distribution_round0'])} → {_fmt(row['in_distribution_final'])} "

@@ -29,6 +29,7 @@ from server.ledger_query import collect_ledgers
 from server.report.console_summary import closing_summary
 from server.report.markdown import write_report
 from server.report.metrics_file import write_metrics
+from server.report.model_card import write_run_model_card
 from server.round_progress import RoundProgress
 from server.round_selection import select_round
 from server.settings import ServerSettings
@@ -135,7 +136,9 @@ def main(grid: Grid, context: Context) -> None:
         ledgers=ledgers,
     )
     report_path = write_report(run_dir, metrics_path)
-    log.info("%s", closing_summary(json.loads(metrics_path.read_text()), run_dir))
+    metrics = json.loads(metrics_path.read_text())
+    write_run_model_card(run_dir / "adapter", metrics)  # the card, with the reported results
+    log.info("%s", closing_summary(metrics, run_dir))
     if not trained:  # `flwr run` exits 0 either way: `lang1-fl run` reads the outcome instead
         raise RuntimeError(
             f"no round trained: every round had fewer trained sites than strategy "

@@ -117,7 +117,6 @@ def main(grid: Grid, context: Context) -> None:
     selection = select_round(strategy.run_log.evaluation, sites=[s.name for s in
                              consortium.training_sites], tasks=settings.client.model.tasks,
                              num_rounds=settings.client.num_rounds)
-    log.info("selected round %d (%s)", selection.round, selection.criterion)
 
     # 9. The selected adapter (loadable by plain peft), metrics and report
     model, model_settings = _load_selected(strategy, model, kept[selection.round], settings)

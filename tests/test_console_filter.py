@@ -63,6 +63,10 @@ def test_every_error_and_its_traceback_is_shown_once():
       '  File "x.py", line 1, in <module>', "ValueError: bad"],
      ["Traceback (most recent call last):", '  File "x.py", line 1, in <module>',
       "ValueError: bad"]),
+    # Flower's note at every normal end of a simulation is not a warning for a person
+    (["\x1b[93mWARNING \x1b[0m:   Manually terminating ClientAppActor",
+      "INFO server.app: report: runs/r1/report.html"],
+     ["INFO server.app: report: runs/r1/report.html"]),
     # our warnings pass; a Python UserWarning (not a deprecation) passes
     (["WARNING server.round_selection: left out of round selection: a × mortality",
       "/x/y.py:3: UserWarning: odd"],

@@ -15,8 +15,8 @@ def test_the_closing_summary_names_the_round_the_numbers_and_report_html():
         {"site": "a", "task": "mortality", "positives": 3, "negatives": 117}]
     lines = closing_summary(metrics, Path("runs/r1")).splitlines()
     assert lines == [
-        "run r1 completed: round 1 of 2 reported (highest mean validation AUROC); AUROC round 0 "
-        "→ reported round:",
+        "run r1 completed: round 1 of 2 reported (chosen on validation AUROC, never test); AUROC "
+        "round 0 → reported round:",
         "  mortality: training sites 0.500 → 0.700 (oracle 0.800, 67% of the gap closed); "
         "external 0.500 → 0.610",
         "  los: training sites 0.500 → 0.700 (oracle 0.800, 67% of the gap closed); "

@@ -44,6 +44,8 @@ QUIET_WARNINGS = (
     # Flower's default simulation size changed in 1.32; `lang1-fl run` always sets the number
     # of simulated SuperNodes to the number of sites, so the note is wrong for our runs.
     re.compile(r"default simulated SuperNodes changed from 10 to 2"),
+    # Said at every normal end of a simulation, when Ray's actors are stopped.
+    re.compile(r"^Manually terminating ClientAppActor$"),
 )
 QUIET_LINES = (
     # Plumbing of `flwr run` a person has no use for (`--verbose` shows it).

@@ -3,10 +3,10 @@ report to open.
 
 Logged by the ServerApp once the report is written (so a deployment's `flwr run` shows it too):
 
-    run 20260101-120000 completed: round 3 of 5 reported (highest mean validation AUROC ...)
+    run 20260101-120000 completed: round 3 of 5 reported (chosen on validation AUROC, never test); ...
       mortality: training sites 0.512 → 0.801 (oracle 0.850, 85% of the gap closed);
       external 0.498 → 0.702      [one line per task; wrapped here]
-      left out of round selection: academic × mortality (1 positive, 146 negatives)
+      left out of round selection (too few positives or negatives ...): academic × mortality
     report: runs/20260101-120000/report.html
 """
 
@@ -33,7 +33,7 @@ def _task_line(task: str, row: dict) -> str:
 def closing_summary(metrics: dict, run_dir: Path) -> str:
     """The lines above, from a run's metrics.json; round 0 → the reported round per task."""
     run, chosen = metrics["run"], selection(metrics)
-    how = f" ({chosen['criterion']})" if chosen else " (the last)"
+    how = " (chosen on validation AUROC, never test)" if chosen else " (the last)"
     lines = [f"run {run['run_name']} {run['outcome']}: round {selected_round(metrics)} of "
              f"{run['num_rounds']} reported{how}; AUROC round 0 → reported round:"]
     lines += [_task_line(task, row) for task, row in headline(metrics).items()]

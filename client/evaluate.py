@@ -62,10 +62,21 @@ def predict(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[str], *,
     return {t: np.exp(lp) for t, lp in log_probs(model, data, tasks, batch_size=batch_size).items()}
 
 
+def positives(task: str, y: np.ndarray) -> float:
+    """Encounters of the positive class (binary tasks) or of the rarest class present
+    (multi-class tasks) in a split: the count an AUROC rests on. A count of the split, like `n`;
+    the coordinator leaves thin validation cells out of round selection with it."""
+    counts = np.bincount(y, minlength=TASKS[task].num_classes)
+    if TASKS[task].is_binary:
+        return float(counts[1])
+    present = counts[counts > 0]
+    return float(present.min()) if present.size else 0.0
+
+
 def _task_metrics(task: str, y: np.ndarray, probs: np.ndarray, oracle: np.ndarray | None,
                   seed: int, n_resamples: int) -> dict[str, float | list[float]]:
-    """One task's keys, in `METRIC_SUFFIXES` order: AUROC with CI, n, prevalence, oracle AUROC,
-    then calibration (`client.evaluate`: small reliability bins are withheld at the site)."""
+    """One task's keys, in `METRIC_SUFFIXES` order: AUROC with CI, n, positives, prevalence,
+    oracle AUROC, then calibration (small reliability bins are withheld at the site)."""
     n = int(y.size)
     if n == 0:
         prevalence = math.nan
@@ -80,6 +91,7 @@ def _task_metrics(task: str, y: np.ndarray, probs: np.ndarray, oracle: np.ndarra
         f"{task}.auroc_low": low,
         f"{task}.auroc_high": high,
         f"{task}.n": float(n),
+        f"{task}.positives": positives(task, y),
         f"{task}.prevalence": prevalence,
         f"{task}.oracle_auroc": auroc(y, oracle) if oracle is not None and n else math.nan,
         **calibration_metrics(task, y, probs),
@@ -88,8 +100,8 @@ def _task_metrics(task: str, y: np.ndarray, probs: np.ndarray, oracle: np.ndarra
 
 def evaluate_split(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[str], *,
                    batch_size: int, seed: int, n_resamples: int = 1000) -> dict[str, float]:
-    """Per-task AUROC with a 95 % stratified bootstrap interval, n, prevalence and the oracle's
-    AUROC (the ceiling on synthetic data), plus `loss`: the mean over tasks of the cross-entropy.
+    """Per-task AUROC with a 95 % stratified bootstrap interval, n, positives, prevalence and the
+    oracle's AUROC (the ceiling on synthetic data), plus `loss`: the mean over tasks of the cross-entropy.
     Keys are exactly `strategies.exchange.metric_keys(tasks)` whatever the data."""
     tasks = tuple(tasks)
     logp = log_probs(model, data, tasks, batch_size=batch_size)
@@ -107,8 +119,8 @@ def evaluate_split(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[st
 
 def validation_metrics(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[str], *,
                        batch_size: int) -> dict[str, float]:
-    """Per-task AUROC and n on the validation split, for round selection: no interval (nothing
-    is reported about it), NaN where undefined (no validation split, one class only)."""
+    """Per-task AUROC, n and positives on the validation split, for round selection: no interval
+    (nothing is reported about it), NaN where undefined (no validation split, one class only)."""
     tasks = tuple(tasks)
     probs = predict(model, data, tasks, batch_size=batch_size)
     metrics: dict[str, float] = {}
@@ -116,6 +128,7 @@ def validation_metrics(model: MultiTaskModel, data: EncodedSplit, tasks: Sequenc
         y = data.labels[task].cpu().numpy().astype(np.int64)
         metrics[f"{VALIDATION_PREFIX}{task}.auroc"] = auroc(y, probs[task]) if y.size else math.nan
         metrics[f"{VALIDATION_PREFIX}{task}.n"] = float(y.size)
+        metrics[f"{VALIDATION_PREFIX}{task}.positives"] = positives(task, y)
     return metrics
 
 

@@ -32,6 +32,7 @@ from torch import nn
 from client.base_model import resolve_base_path
 from client.data import MAX_LENGTH_LIMIT, EncodedSplit, ResolvedScoring
 from client.letter_scoring import LetterTokenError, letter_token_ids, save_letter_prompts
+from client.model_card import write_model_card
 from client.model_manifest import ModelManifest, write_manifest
 from client.run_config import InvalidRunConfig
 from sites.tasks import OPTION_LETTERS, TASKS, resolve_tasks
@@ -447,14 +448,16 @@ def save_adapter(model: TaskModel, out_dir: Path, *, settings: ModelSettings) ->
     when the model has heads, `heads.safetensors` (keys `<task>.weight|bias`, task classes in the
     metadata); a letter-scoring model writes its prompts and answer letters instead. `model.json`
     (client/model_manifest.py) records `settings` — the ones `model` was built with — so that the
-    folder alone rebuilds the model (`lang1-fl score`)."""
+    folder alone rebuilds the model (`lang1-fl score`), and `README.md` is its model card
+    (client/model_card.py)."""
     from safetensors.torch import save_file
 
     manifest = _manifest_of(model, settings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.backbone.save_pretrained(out_dir)
+    _save_peft_portably(model.backbone, out_dir, base=settings.base)
     write_manifest(manifest, out_dir)
+    write_model_card(manifest, out_dir)  # replaces peft's blank template
     if isinstance(model, LetterModel):
         save_letter_prompts(model.tasks, model.letter_ids, out_dir)
         return
@@ -462,6 +465,17 @@ def save_adapter(model: TaskModel, out_dir: Path, *, settings: ModelSettings) ->
     metadata = {t: ",".join(TASKS[t].class_names) for t in model.tasks}
     metadata["pooling"] = model.pooling
     save_file(heads, str(out_dir / HEADS_FILE), metadata=metadata)
+
+
+def _save_peft_portably(backbone, out_dir: Path, *, base: str) -> None:
+    """`save_pretrained`, with `adapter_config.json` naming the base as the run config did
+    (`all-MiniLM-L6-v2`), not by the absolute path it was loaded from on this machine."""
+    config = backbone.peft_config["default"]
+    loaded_from, config.base_model_name_or_path = config.base_model_name_or_path, base
+    try:
+        backbone.save_pretrained(out_dir)
+    finally:
+        config.base_model_name_or_path = loaded_from
 
 
 def _manifest_of(model: TaskModel, settings: ModelSettings) -> ModelManifest:

@@ -10,9 +10,11 @@ directory: that round's adapter, `metrics.json` and `report.md`/`report.html`. W
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import replace
+from functools import partial
 
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
@@ -24,8 +26,11 @@ from client.run_config import InvalidRunConfig
 from server.checkpoint import Checkpoint, RoundCheckpointer, load_checkpoint, save_run_config
 from server.discovery import discover_sites
 from server.ledger_query import collect_ledgers
+from server.report.console_summary import closing_summary
 from server.report.markdown import write_report
 from server.report.metrics_file import write_metrics
+from server.report.model_card import write_run_model_card
+from server.round_progress import RoundProgress
 from server.round_selection import select_round
 from server.run_tasks import check_run_tasks
 from server.settings import ServerSettings
@@ -43,7 +48,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run the federation (or an experiment) end to end and leave a run directory behind."""
-    started = time.time()
+    started, started_clock = time.time(), time.monotonic()
     show_progress()
     # 1. Settings and consortium, read and validated once
     settings = ServerSettings.from_run_config(context.run_config)
@@ -74,6 +79,11 @@ def main(grid: Grid, context: Context) -> None:
     )
     initial = strategy.initial_arrays(initial)
     scored = ConfigRecord({"splits": "validation,test", "run-name": settings.run_name})
+    progress = RoundProgress(  # one console line per round
+        num_rounds=settings.client.num_rounds, tasks=settings.client.model.tasks,
+        training_sites=tuple(s.name for s in consortium.training_sites),
+        external_sites=tuple(s.name for s in consortium.external_sites),
+        started=started_clock)
     if checkpoint is None:
         # 5. Round 0: the untrained model, evaluated at every site; checkpointed as round 0
         round_zero = strategy.configure_evaluate(0, initial, scored, grid)
@@ -81,6 +91,7 @@ def main(grid: Grid, context: Context) -> None:
                                                              timeout=settings.round_timeout))
         kept = RoundCheckpointer(run_dir=run_dir, strategy=strategy)
         kept(0, initial)
+        progress(0, strategy.run_log)
     else:
         # 5'. A resumed run: its records and every round's adapter, from the last checkpoint
         log.info("resuming %s after round %d", run_dir, checkpoint.round)
@@ -98,7 +109,7 @@ def main(grid: Grid, context: Context) -> None:
         timeout=settings.round_timeout,
         train_config=ConfigRecord({"run-name": settings.run_name}),  # names the sites' ledgers
         evaluate_config=scored,
-        evaluate_fn=kept,
+        evaluate_fn=partial(_after_round, kept=kept, progress=progress, strategy=strategy),
     )
 
     # 7. What each site's ledger holds now: the report shows the sites' own accounts
@@ -109,7 +120,6 @@ def main(grid: Grid, context: Context) -> None:
     selection = select_round(strategy.run_log.evaluation, sites=[s.name for s in
                              consortium.training_sites], tasks=settings.client.model.tasks,
                              num_rounds=settings.client.num_rounds)
-    log.info("selected round %d (%s)", selection.round, selection.criterion)
 
     # 9. The selected adapter (loadable by plain peft), metrics and report
     model, model_settings = _load_selected(strategy, model, kept[selection.round], settings)
@@ -128,13 +138,24 @@ def main(grid: Grid, context: Context) -> None:
         ledgers=ledgers,
     )
     report_path = write_report(run_dir, metrics_path)
-    log.info("report: %s", report_path)
+    metrics = json.loads(metrics_path.read_text())
+    write_run_model_card(run_dir / "adapter", metrics)  # the card, with the reported results
+    log.info("%s", closing_summary(metrics, run_dir))
     if not trained:  # `flwr run` exits 0 either way: `lang1-fl run` reads the outcome instead
         raise RuntimeError(
             f"no round trained: every round had fewer trained sites than strategy "
             f"{settings.strategy!r} requires (`min-train-sites`={settings.min_train_sites}; "
             f"`dp-fedavg` needs all); failures and declined rounds are listed in {report_path}"
         )
+
+
+def _after_round(server_round: int, arrays: ArrayRecord, *, kept: RoundCheckpointer,
+                 progress: RoundProgress, strategy) -> None:
+    """Flower's hook after each round, and once before the first for the arrays it starts from
+    (the last round done, already announced): checkpoint, then the round's console line."""
+    kept(server_round, arrays)
+    if server_round > 0:
+        progress(server_round + kept.offset, strategy.run_log)
 
 
 def _load_selected(strategy, model, arrays: ArrayRecord, settings: ServerSettings):

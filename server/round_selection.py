@@ -4,6 +4,12 @@ Every round the sites score the new global adapter on their validation split too
 each round's adapter, and the one it saves and reports is the round whose mean validation AUROC
 over the training sites and tasks is highest. Test numbers of every round are still shown, but they
 never choose anything, so the reported test AUROC is not optimistically biased by the selection.
+
+A validation AUROC resting on a handful of encounters is mostly noise: a hospital whose validation
+split holds one death scores mortality 0.986 on n = 147 by luck of where that one death ranks. A
+site × task cell whose validation split has fewer than `MIN_LABELS` positives or negatives (the
+counts travel with the metrics, `validation.<task>.n|positives`) is therefore left out of the mean,
+and the selection names the cells it left out so that the report can say so.
 """
 
 from __future__ import annotations
@@ -16,24 +22,68 @@ from flwr.app import ArrayRecord, MetricRecord
 
 from strategies.exchange import VALIDATION_PREFIX
 
+MIN_LABELS = 10
+"""Fewest positives, and fewest negatives, a site's validation split needs for its AUROC on a task
+to help choose the round (multi-class tasks: encounters of the rarest class present, and all
+others)."""
 CRITERION = ("highest mean validation AUROC over the training sites and tasks, among rounds "
-             "1..R (test data never selects)")
+             f"1..R, leaving out site × task cells with fewer than {MIN_LABELS} positives or "
+             "negatives in the validation split (test data never selects)")
+
+
+@dataclass(frozen=True)
+class ThinCell:
+    """A site × task whose validation split is too thin to help choose the round."""
+
+    site: str
+    task: str
+    positives: int
+    negatives: int
+
+    def describe(self) -> str:
+        return (f"{self.site} × {self.task} ({self.positives} positive"
+                f"{'s' if self.positives != 1 else ''}, {self.negatives} negative"
+                f"{'s' if self.negatives != 1 else ''})")
 
 
 @dataclass(frozen=True)
 class Selection:
-    """The chosen round and the score of every candidate (None where no site had validation)."""
+    """The chosen round, the score of every candidate (None where no site had validation) and the
+    cells left out of the scores."""
 
     round: int
     score_per_round: dict[int, float | None]
     criterion: str = CRITERION
+    left_out: tuple[ThinCell, ...] = ()
+
+
+def thin_cells(per_site: dict[str, dict[str, float]], sites: Iterable[str],
+               tasks: Sequence[str]) -> list[ThinCell]:
+    """The cells of one round's metrics whose validation split has fewer than `MIN_LABELS`
+    positives or negatives. Cells without a validation split (n = 0) or without counts (a run
+    recorded before they were sent) are not listed."""
+    cells = []
+    for site in sites:
+        metrics = per_site.get(site, {})
+        for task in tasks:
+            n = metrics.get(f"{VALIDATION_PREFIX}{task}.n", math.nan)
+            pos = metrics.get(f"{VALIDATION_PREFIX}{task}.positives", math.nan)
+            if math.isnan(n) or math.isnan(pos) or n == 0:
+                continue
+            cell = ThinCell(site, task, positives=int(pos), negatives=int(n - pos))
+            if min(cell.positives, cell.negatives) < MIN_LABELS:
+                cells.append(cell)
+    return cells
 
 
 def validation_score(per_site: dict[str, dict[str, float]], sites: Iterable[str],
                      tasks: Sequence[str]) -> float | None:
-    """Mean of `validation.<task>.auroc` over `sites` and `tasks`; None when all are undefined."""
+    """Mean of `validation.<task>.auroc` over `sites` and `tasks`, thin cells (`thin_cells`) left
+    out; None when no value is left."""
+    sites = tuple(sites)
+    thin = {(c.site, c.task) for c in thin_cells(per_site, sites, tasks)}
     values = [per_site.get(site, {}).get(f"{VALIDATION_PREFIX}{task}.auroc", math.nan)
-              for site in sites for task in tasks]
+              for site in sites for task in tasks if (site, task) not in thin]
     defined = [v for v in values if not math.isnan(v)]
     return sum(defined) / len(defined) if defined else None
 
@@ -41,13 +91,17 @@ def validation_score(per_site: dict[str, dict[str, float]], sites: Iterable[str]
 def select_round(evaluation: dict[int, dict[str, dict[str, float]]], *, sites: Iterable[str],
                  tasks: Sequence[str], num_rounds: int) -> Selection:
     """The best of rounds 1..`num_rounds` by `validation_score`; the last round when no round has
-    a defined score (no site has a validation split), and the earliest round on a tie."""
+    a defined score (no site has a validation split, or every cell is thin), and the earliest
+    round on a tie."""
     sites = tuple(sites)
     scores = {r: validation_score(evaluation.get(r, {}), sites, tasks)
               for r in range(1, num_rounds + 1)}
     scored = {r: s for r, s in scores.items() if s is not None}
     best = max(scored, key=lambda r: (scored[r], -r)) if scored else num_rounds
-    return Selection(round=best, score_per_round=scores)
+    left_out: dict[tuple[str, str], ThinCell] = {}
+    for r in sorted(evaluation):  # the split is fixed: the latest round a site replied counts
+        left_out |= {(c.site, c.task): c for c in thin_cells(evaluation[r], sites, tasks)}
+    return Selection(round=best, score_per_round=scores, left_out=tuple(left_out.values()))
 
 
 @dataclass(kw_only=True)

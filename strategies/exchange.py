@@ -88,12 +88,16 @@ def as_fold_arrays(factors: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict
 # with different keys, so a site sends NaN for an undefined value, never a missing key. Reliability
 # metrics are lists of exactly `NUM_BINS` floats: Flower zips list metrics across sites strictly.
 
-METRIC_SUFFIXES = ("auroc", "auroc_low", "auroc_high", "n", "prevalence", "oracle_auroc",
-                   "ece", "reliability_confidence", "reliability_frequency", "reliability_count")
-"""Per-task metric names; the `reliability_*` ones are lists of `NUM_BINS` floats."""
+METRIC_SUFFIXES = ("auroc", "auroc_low", "auroc_high", "n", "positives", "prevalence",
+                   "oracle_auroc", "ece", "reliability_confidence", "reliability_frequency",
+                   "reliability_count")
+"""Per-task metric names; the `reliability_*` ones are lists of `NUM_BINS` floats. `positives`
+counts the split's positive class (multi-class tasks: its rarest class present): a count of the
+split, like `n`, never a per-encounter value."""
 VALIDATION_PREFIX = "validation."
-"""Validation metrics are keyed `validation.<task>.auroc|n`: the server selects the best round on
-them (never on test), so they travel beside the test metrics under their own names."""
+"""Validation metrics are keyed `validation.<task>.auroc|n|positives`: the server selects the best
+round on them (never on test), so they travel beside the test metrics under their own names."""
+VALIDATION_SUFFIXES = ("auroc", "n", "positives")
 NUM_BINS = 10
 """Equal-width reliability bins on [0, 1]."""
 MIN_BIN_COUNT = 10
@@ -111,7 +115,7 @@ def metric_keys(tasks: Sequence[str]) -> list[str]:
 def validation_keys(tasks: Sequence[str]) -> list[str]:
     """Keys of a site's validation metrics (`client.evaluate.validation_metrics`) for `tasks`,
     in order."""
-    return [f"{VALIDATION_PREFIX}{t}.{s}" for t in tasks for s in ("auroc", "n")]
+    return [f"{VALIDATION_PREFIX}{t}.{s}" for t in tasks for s in VALIDATION_SUFFIXES]
 
 
 # --- 4. The reply manifest: what a reply carries, byte for byte ------------------------------------

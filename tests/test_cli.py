@@ -90,7 +90,7 @@ def test_run_validates_every_site_table_before_starting_flower(tmp_path, capsys)
 @pytest.mark.parametrize(
     ("flwr_status", "outcome", "expected", "message"),
     [
-        (0, "completed", 0, "report:"),
+        (0, "completed", 0, "report.html"),
         (0, "no round trained", 1, "the run failed (no round trained)"),
         (0, None, 1, "the server stopped before writing metrics.json"),
         (1, "completed", 1, "the run failed"),

@@ -27,8 +27,8 @@ from tests.flower_fakes import message_to
 from tests.run_config import default_run_config
 from tests.tiny_models import make_tiny_encoder
 
-ALLOWED_METRIC_SUFFIXES = (".auroc", ".auroc_low", ".auroc_high", ".n", ".prevalence", ".oracle_auroc",
-                           ".ece")
+ALLOWED_METRIC_SUFFIXES = (".auroc", ".auroc_low", ".auroc_high", ".n", ".positives", ".prevalence",
+                           ".oracle_auroc", ".ece")
 RELIABILITY_SUFFIXES = (".reliability_confidence", ".reliability_frequency", ".reliability_count")
 ALLOWED_METRICS = {"num-examples", "train-loss", "steps", "loss"}
 

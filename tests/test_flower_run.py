@@ -18,9 +18,9 @@ def _fake_flwr(monkeypatch, record) -> None:
 
     real_popen = subprocess.Popen
 
-    def popen(command, env, start_new_session):
+    def popen(command, env, start_new_session, **piped):
         record(command, env)
-        return real_popen([sys.executable, "-c", ""], start_new_session=True)
+        return real_popen([sys.executable, "-c", ""], start_new_session=True, **piped)
 
     monkeypatch.setattr(flower_run.subprocess, "Popen", popen)
 
@@ -37,7 +37,7 @@ def test_each_run_gets_ports_of_its_own(monkeypatch, tmp_path):
     _fake_flwr(monkeypatch, fake_run)
     for name in ("a", "b"):
         assert flwr_run(run_config={}, num_supernodes=2, flwr_home=tmp_path / name,
-                        cpus_per_site=1) == 0
+                        cpus_per_site=1, verbose=True) == 0
     (http_a, control_a, home_a), (http_b, control_b, home_b) = seen
     assert len({http_a, control_a, http_b, control_b}) == 4 and home_a != home_b
     assert "39091" not in (http_a, http_b)
@@ -83,10 +83,12 @@ def test_sites_that_wait_for_a_core_get_the_round_timeout_once_per_turn(monkeypa
     _fake_flwr(monkeypatch, fake_run)
     monkeypatch.setattr(flower_run.os, "sched_getaffinity", lambda pid: {0, 1})
     default = float(flower_run.default_run_config()["round-timeout"])
-    flwr_run(run_config={}, num_supernodes=5, flwr_home=tmp_path / "a", cpus_per_site=1)
+    flwr_run(run_config={}, num_supernodes=5, flwr_home=tmp_path / "a", cpus_per_site=1,
+             verbose=True)
     flwr_run(run_config={"round-timeout": 60.0}, num_supernodes=5, flwr_home=tmp_path / "b",
-             cpus_per_site=1)
-    flwr_run(run_config={}, num_supernodes=2, flwr_home=tmp_path / "c", cpus_per_site=1)
+             cpus_per_site=1, verbose=True)
+    flwr_run(run_config={}, num_supernodes=2, flwr_home=tmp_path / "c", cpus_per_site=1,
+             verbose=True)
     assert f"round-timeout={default * 3!r}" in seen[0]
     assert "round-timeout=60.0" in seen[1]  # what the run sets, it keeps
     assert "round-timeout" not in seen[2]  # one turn: the default as it is

@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from client.data import encode_site
-from client.evaluate import auroc, batched_auroc, bootstrap_ci, evaluate_split, predict
+from client.evaluate import auroc, batched_auroc, bootstrap_ci, evaluate_split, positives, predict
 from client.model import build_model, load_tokenizer
 from strategies.exchange import metric_keys
 from tests.model_settings import model_settings
@@ -122,10 +122,23 @@ def test_evaluate_split_keys_do_not_depend_on_the_data(tiny_setup) -> None:
     assert math.isnan(results["single"]["mortality.auroc"])
     assert results["single"]["mortality.prevalence"] == 0.0
     assert results["plain"]["mortality.n"] == 12.0 and results["empty"]["mortality.n"] == 0.0
+    assert results["single"]["mortality.positives"] == 0.0
+    assert results["empty"]["mortality.positives"] == 0.0
     assert results["plain"]["loss"] > 0 and math.isnan(results["empty"]["loss"])
     assert math.isnan(results["empty"]["mortality.ece"])
     assert results["empty"]["mortality.reliability_count"] == [0.0] * 10
     assert sum(results["plain"]["los.reliability_count"]) == 12.0
+
+
+@pytest.mark.parametrize(("task", "labels", "expected"), [
+    ("mortality", [0, 0, 1, 0, 1], 2.0),  # binary: the positive class
+    ("mortality", [0, 0, 0], 0.0),
+    ("mortality", [], 0.0),
+    ("los", [0, 0, 1, 1, 1, 3], 1.0),  # multi-class: the rarest class present
+    ("comorbidity", [2, 2, 2], 3.0),  # one class only: AUROC is undefined anyway
+])
+def test_positives_count_what_an_auroc_rests_on(task, labels, expected) -> None:
+    assert positives(task, np.array(labels, dtype=np.int64)) == expected
 
 
 def test_predict_keeps_row_order_whatever_the_batch_size(tiny_setup) -> None:

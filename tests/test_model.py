@@ -194,6 +194,32 @@ def test_saved_adapter_loads_with_plain_peft(tiny_base: Path, tmp_path: Path) ->
     torch.testing.assert_close(heads["los.weight"], model.heads["los"].weight)
 
 
+def test_the_export_names_its_base_portably_and_carries_a_model_card(
+        tiny_encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The named base `all-MiniLM-L6-v2` (played here by the tiny encoder) is written as its
+    name, not as the folder it was loaded from, and `lang1-fl score` still resolves it."""
+    import json
+
+    import client.model
+    from client.base_model import MINILM
+    from client.score import load_exported_model
+
+    monkeypatch.setattr(client.model, "resolve_base_path",
+                        lambda base: tiny_encoder if base == MINILM else Path(base))
+    named = settings(MINILM)
+    save_adapter(build_model(named, device=CPU), tmp_path / "final", settings=named)
+    adapter_config = json.loads((tmp_path / "final" / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == MINILM
+    card = (tmp_path / "final" / "README.md").read_text()
+    assert card.startswith(f"---\nlibrary_name: peft\nbase_model: {MINILM}\n")
+    assert "[More Information Needed]" not in card and str(tiny_encoder) not in card
+    assert "- Input: the first 32 tokens of the note." in card
+    assert ("| mortality | in-hospital death (discharge disposition 'expired') | admission "
+            "(`admission_note`) | no, yes | `mortality.p_no`, `mortality.p_yes` |") in card
+    _, manifest = load_exported_model(tmp_path / "final", device=CPU)
+    assert manifest.base == MINILM
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_model_starts_from_the_same_state_as_a_cpu_one(tiny_base: Path) -> None:
     on_cpu = trainable_state(build_model(settings(tiny_base), device=CPU))

@@ -40,6 +40,7 @@ def _flat(auroc: float, oracle: float, *, calibration: bool = False,
             f"{task}.auroc_low": auroc - 0.05,
             f"{task}.auroc_high": auroc + 0.05,
             f"{task}.n": 300.0,
+            f"{task}.positives": 6.0 if task == "mortality" else 135.0,
             f"{task}.prevalence": 0.02 if task == "mortality" else 0.45,
             f"{task}.oracle_auroc": oracle,
         }
@@ -48,8 +49,11 @@ def _flat(auroc: float, oracle: float, *, calibration: bool = False,
                      f"{task}.reliability_frequency": FREQUENCY,
                      f"{task}.reliability_count": COUNT}
         if validation is not None:
+            none = math.isnan(validation)
             flat |= {f"validation.{task}.auroc": validation,
-                     f"validation.{task}.n": 0.0 if math.isnan(validation) else 120.0}
+                     f"validation.{task}.n": 0.0 if none else 120.0,
+                     f"validation.{task}.positives":
+                         0.0 if none else 3.0 if task == "mortality" else 50.0}
     return flat
 
 
@@ -87,7 +91,7 @@ def test_flat_site_metrics_nest_by_task_with_nan_as_none():
     flat = _flat(0.7, math.nan)
     nested = nest_site_metrics(flat, TASKS)
     assert nested["tasks"]["mortality"] == {
-        "auroc": 0.7, "ci": [pytest.approx(0.65), pytest.approx(0.75)], "n": 300,
+        "auroc": 0.7, "ci": [pytest.approx(0.65), pytest.approx(0.75)], "n": 300, "positives": 6,
         "prevalence": 0.02, "oracle_auroc": None, "ece": None,
     }
     assert "validation" not in nested  # a run before round selection
@@ -102,9 +106,10 @@ def test_calibration_and_validation_nest_with_nan_as_null():
     assert los["reliability"]["frequency"][5] == 0.40 and los["reliability"]["frequency"][9] is None
     assert los["reliability"]["count"] == [150, 80, 40, 3, 7, 20, 0, 0, 0, 0]
     assert all(len(v) == 10 for v in los["reliability"].values())
-    assert nested["validation"] == {t: {"auroc": 0.66, "n": 120} for t in TASKS}
+    assert nested["validation"] == {"mortality": {"auroc": 0.66, "n": 120, "positives": 3},
+                                    "los": {"auroc": 0.66, "n": 120, "positives": 50}}
     external = nest_site_metrics(_flat(0.6, NAN, validation=NAN), TASKS)
-    assert external["validation"]["mortality"] == {"auroc": None, "n": 0}
+    assert external["validation"]["mortality"] == {"auroc": None, "n": 0, "positives": 0}
     json.dumps(nested, allow_nan=False)
 
 
@@ -127,8 +132,11 @@ def test_gap_closed(start, end, oracle, expected):
 
 def test_report_shows_every_site_ci_oracle_and_missing_sites(tmp_path):
     text = render_markdown(_metrics(), figure=None)
-    assert "| x | **external** | 300 | 0.02 | 0.520 | 0.610 [0.560, 0.660] | 0.800 | 32% |" in text
-    assert "| a | train | 300 | 0.02 | 0.500 | 0.700 [0.650, 0.750] | 0.800 | 67% |" in text
+    assert ("| x | **external** | 300 | 6 ⚠ | 0.02 | 0.520 | 0.610 [0.560, 0.660] | 0.800 | 32% |"
+            in text)
+    assert "| a | train | 300 | 6 ⚠ | 0.02 | 0.500 | 0.700 [0.650, 0.750] | 0.800 | 67% |" in text
+    assert "| a | train | 300 | 135 | 0.45 | 0.500 | 0.700 [0.650, 0.750] | 0.800 | 67% |" in text
+    assert "⚠ fewer than 10 positives or negatives in this split" in text
     assert "Round 1: b: no reply" in text
     assert "0.20 % of the base model" in text
 
@@ -167,11 +175,11 @@ def _selected_metrics(*, selected: int | None = 1) -> dict:
 def test_final_numbers_are_the_selected_rounds_not_the_last():
     metrics = _selected_metrics(selected=1)
     text = render_markdown(metrics)
-    assert "| a | train | 300 | 0.02 | 0.500 | 0.700 [0.650, 0.750] | 0.800 | 67% |" in text
+    assert "| a | train | 300 | 6 ⚠ | 0.02 | 0.500 | 0.700 [0.650, 0.750] | 0.800 | 67% |" in text
     assert "0.740" not in text.split("## AUROC per round")[0]  # round 2's test AUROC chose nothing
     assert "from **round 1**, selected by highest mean validation AUROC" in text
     assert "| validation score | **0.720** | 0.690 |" in text
-    assert "| a | train | 0.720 (n=120) | 0.720 (n=120) |" in text
+    assert "| a | train | 0.720 (n=120, 3 positives) | 0.720 (n=120, 50 positives) |" in text
     assert "| x | **external** | – | – |" in text  # no validation split
     assert headline(metrics)["mortality"]["external_final"] == 0.61
 
@@ -183,7 +191,7 @@ def test_without_selection_the_last_round_is_final(selection: str):
         metrics["selection"] = None  # a run whose server selected nothing
     text = render_markdown(metrics)
     assert "the final numbers below are the last round's (**round 2**)" in text
-    assert "| a | train | 300 | 0.02 | 0.500 | 0.740 [0.690, 0.790] | 0.800 | 80% |" in text
+    assert "| a | train | 300 | 6 ⚠ | 0.02 | 0.500 | 0.740 [0.690, 0.790] | 0.800 | 80% |" in text
     assert headline(metrics)["mortality"]["external_final"] == 0.55
 
 
@@ -256,3 +264,42 @@ def test_report_lists_the_updates_a_robust_rule_left_out():
     metrics = _metrics()
     metrics["rounds"][1]["left_out"] = ["b"]
     assert "Round 1: the robust rule left out the update of b." in render_markdown(metrics)
+
+
+def test_report_names_the_thin_cells_left_out_of_round_selection():
+    metrics = _selected_metrics()
+    metrics["selection"]["left_out"] = [
+        {"site": "a", "task": "mortality", "positives": 3, "negatives": 117},
+        {"site": "b", "task": "mortality", "positives": 1, "negatives": 119}]
+    text = render_markdown(metrics)
+    assert ("**Left out of the choice** (fewer than 10 positives or negatives in the validation "
+            "split, so their validation AUROC is mostly noise): a × mortality (3 positives, "
+            "117 negatives); b × mortality (1 positive, 119 negatives).") in text
+    assert "| a | train | 0.720 (n=120, 3 positives) ⚠ left out | 0.720 (n=120, 50 positives) |" \
+        in text
+    assert "No cell was left to choose with" not in text
+    metrics["selection"]["score_per_round"] = {"1": None, "2": None}
+    assert "No cell was left to choose with: the last round is reported." in \
+        render_markdown(metrics)
+
+
+def test_one_round_is_singular_and_no_gap_is_negative_zero():
+    metrics = _metrics()  # a run of 1 round
+    for site in ("a", "b"):  # final a hair below round 0: -0.2 % of the gap
+        for task in TASKS:
+            metrics["rounds"][1]["evaluation"][site]["tasks"][task]["auroc"] = \
+                metrics["rounds"][0]["evaluation"][site]["tasks"][task]["auroc"] - 0.0005
+    text = render_markdown(metrics)
+    assert "Strategy **fedavg**, 1 round, base model" in text and "1 rounds" not in text
+    assert "-0%" not in text and "| 0.800 | 0% |" in text
+
+
+def test_the_calibration_figure_says_small_bins_are_withheld(tmp_path, monkeypatch):
+    import server.report.figures as figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig))
+    assert figures.plot_reliability(_selected_metrics(), tmp_path / "c.png")
+    notes = [text.get_text() for text in drawn[0].texts]
+    assert notes == ["Bins with fewer than 10 encounters (and, when those are few, the "
+                     "next-smallest) stay at the site: they are not drawn."]

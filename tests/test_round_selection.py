@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
 
-from server.round_selection import RoundArrays, select_round, validation_score
+from server.round_selection import (
+    MIN_LABELS,
+    RoundArrays,
+    ThinCell,
+    select_round,
+    thin_cells,
+    validation_score,
+)
 
 TASKS = ("mortality", "los")
 
@@ -49,6 +56,41 @@ def test_ties_pick_the_earliest_round_and_no_validation_picks_the_last():
     none = {1: {"a": _site(math.nan, math.nan)}, 2: {}}
     selection = select_round(none, sites=["a"], tasks=TASKS, num_rounds=2)
     assert selection.round == 2 and selection.score_per_round == {1: None, 2: None}
+
+
+def _counted(site: dict[str, float], task: str, n: float, positives: float) -> dict[str, float]:
+    return site | {f"validation.{task}.n": n, f"validation.{task}.positives": positives}
+
+
+@pytest.mark.parametrize(("n", "positives", "thin"), [
+    (147, 1, True),  # one death: the issue's case
+    (147, MIN_LABELS - 1, True),
+    (147, MIN_LABELS, False),
+    (2 * MIN_LABELS, MIN_LABELS, False),
+    (2 * MIN_LABELS - 1, MIN_LABELS, True),  # too few negatives
+    (0, 0, False),  # no validation split: nothing to leave out
+    (math.nan, math.nan, False),  # a run recorded before counts were sent
+])
+def test_a_cell_is_thin_below_ten_positives_or_negatives(n, positives, thin):
+    per_site = {"a": _counted(_site(0.7, 0.7), "mortality", n, positives)}
+    expected = [ThinCell("a", "mortality", int(positives), int(n - positives))] if thin else []
+    assert thin_cells(per_site, ["a"], ["mortality"]) == expected
+
+
+def test_thin_validation_cells_do_not_choose_the_round():
+    """Site `a` holds one death in its validation split: its mortality AUROC (best in round 1)
+    must not choose; `b`, with enough of both classes, does (best in round 2)."""
+    def round_(a_mortality: float, b_mortality: float) -> dict:
+        return {"a": _counted(_site(a_mortality, math.nan), "mortality", 147, 1),
+                "b": _counted(_site(b_mortality, math.nan), "mortality", 200, 30)}
+
+    evaluation = {1: round_(0.986, 0.60), 2: round_(0.50, 0.70)}
+    selection = select_round(evaluation, sites=["a", "b"], tasks=TASKS, num_rounds=2)
+    assert selection.round == 2
+    assert selection.score_per_round == pytest.approx({1: 0.60, 2: 0.70})
+    assert selection.left_out == (ThinCell("a", "mortality", 1, 146),)
+    assert selection.left_out[0].describe() == "a × mortality (1 positive, 146 negatives)"
+    assert "fewer than 10 positives or negatives" in selection.criterion
 
 
 def test_round_arrays_keeps_a_copy_per_round():

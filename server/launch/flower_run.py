@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from client.run_config import default_run_config, read_run_config
+from server.launch.console_filter import relay_filtered
 from server.launch.flower_executables import flower_environ, flower_executable
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,13 @@ def flwr_run(
     flwr_home: Path,
     cpus_per_site: int,
     gpus_per_site: float = 0.0,
+    verbose: bool = False,
 ) -> int:
     """Run the app in Flower's simulation engine; returns `flwr run`'s exit status.
 
     `gpus_per_site` is Ray's share of a GPU per simulated site (0.25: four sites share one GPU);
-    with a share, sites whose `device` is `auto` find CUDA and train on it."""
+    with a share, sites whose `device` is `auto` find CUDA and train on it. Flower's output is
+    filtered for a person (server/launch/console_filter.py) unless `verbose`."""
     if not (APP_DIR / "pyproject.toml").exists():
         raise FileNotFoundError(
             f"{APP_DIR / 'pyproject.toml'} not found: `lang1-fl run` needs the source checkout "
@@ -76,10 +79,13 @@ def flwr_run(
     log.info("running: %s", " ".join(command))
     # `flwr run` in a process group of its own, which goes with the SuperLink's tree whenever
     # this command ends: finished, failed, or stopped by SIGTERM or Ctrl-C
-    process = subprocess.Popen(command, env=env, start_new_session=True)
+    # Unless `verbose`, its output goes through the filter for a person
+    piped = {} if verbose else dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    errors="replace", bufsize=1)
+    process = subprocess.Popen(command, env=env, start_new_session=True, **piped)
     try:
         with signals_raised():
-            return process.wait()
+            return process.wait() if verbose else relay_filtered(process)
     except RunInterrupted as stop:
         log.warning("stopped by %s: stopping Flower's processes", stop.signal.name)
         return 128 + stop.signal

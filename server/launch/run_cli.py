@@ -16,6 +16,8 @@ from sites.config import DEFAULT_DATA_DIR
 
 DEFAULT_RUNS_DIR = Path("runs")
 """Where the `lang1-fl` commands write runs unless told otherwise (the run config's `runs-dir`)."""
+VERBOSE_HELP = ("show all of Flower's output (each record twice, its final metrics dump); by "
+                "default the console shows our progress lines, warnings and errors")
 
 
 def add_run_parser(commands: argparse._SubParsersAction) -> None:
@@ -36,6 +38,7 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
                      help="CPU cores per simulated site (1: two sites train in parallel on 2 cores)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a run-config key of pyproject.toml, e.g. --set tasks=mortality")
+    run.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     run.set_defaults(handler=cmd_run)
 
 
@@ -50,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_config=run_config,
         num_supernodes=num_sites,
         flwr_home=Path(run_config["runs-dir"]) / ".flwr",
-        cpus_per_site=args.cpus_per_site, gpus_per_site=args.gpus_per_site,
+        cpus_per_site=args.cpus_per_site, gpus_per_site=args.gpus_per_site, verbose=args.verbose,
     )
     return run_outcome(Path(run_config["runs-dir"]) / str(run_config["run-name"]), status)
 
@@ -160,7 +163,8 @@ def _resume(args: argparse.Namespace) -> int:
                                  data_root=Path(read_run_config(run_config, "data-dir")))
     status = flwr_run(run_config=run_config, num_supernodes=len(consortium.sites),
                       flwr_home=Path(read_run_config(run_config, "runs-dir")) / ".flwr",
-                      cpus_per_site=args.cpus_per_site, gpus_per_site=args.gpus_per_site)
+                      cpus_per_site=args.cpus_per_site, gpus_per_site=args.gpus_per_site,
+                      verbose=args.verbose)
     return run_outcome(run_dir, status)
 
 
@@ -197,5 +201,5 @@ def run_outcome(run_dir: Path, flwr_status: int) -> int:
         reason = outcome or "the server stopped before writing metrics.json"
         print(f"lang1-fl run: the run failed ({reason}); see the log above", file=sys.stderr)
         return 1
-    print(f"report: {run_dir / 'report.md'}")
+    print(f"report: {run_dir / 'report.html'}")
     return 0

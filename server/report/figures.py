@@ -14,12 +14,16 @@ from typing import Any
 
 from server.report.data import final_entry, oracle, selected_round, sites_with_role, task_values
 from sites.tasks import TASKS
+from strategies.exchange import MIN_BIN_COUNT
 
 AUROC_FIGURE = "auroc_per_round.png"
 GAP_FIGURE = "external_gap.png"
 CALIBRATION_FIGURE = "calibration.png"
 PREVALENCE_FIGURE = "prevalence.png"
 EXTERNAL_COLOR = "tab:red"
+CALIBRATION_NOTE = (f"Bins with fewer than {MIN_BIN_COUNT} encounters (and, when those are few, "
+                    "the next-smallest) stay at the site: they are not drawn.")
+"""Printed under the reliability curves: a missing point is withheld, not absent."""
 
 
 def _pyplot() -> Any:
@@ -138,7 +142,8 @@ def _reliability_points(values: dict) -> tuple[list[float], list[float]]:
 
 def plot_reliability(metrics: dict, path: Path) -> bool:
     """One panel per task: observed frequency against mean confidence per bin, a line per site,
-    the diagonal as the perfectly calibrated reference. False when no site sent bins."""
+    the diagonal as the perfectly calibrated reference, and a note that small bins are withheld.
+    False when no site sent bins."""
     tasks, entry = metrics["run"]["tasks"], final_entry(metrics)
     curves = {(s["name"], t): _reliability_points(task_values(entry, s["name"], t))
               for s in metrics["sites"] for t in tasks}
@@ -157,6 +162,7 @@ def plot_reliability(metrics: dict, path: Path) -> bool:
         ax.set_xlabel("predicted (mean per bin)")
     axes[0].set_ylabel("observed (rate per bin)")
     axes[-1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.text(0.01, -0.02, CALIBRATION_NOTE, fontsize="small", ha="left", va="top")
     _save(fig, path)
     return True
 

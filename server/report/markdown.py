@@ -46,9 +46,11 @@ from server.report.sections import (
     calibration_lines,
     egress_lines,
     gap_lines,
+    is_thin,
     prevalence_lines,
     selection_lines,
 )
+from server.round_selection import MIN_LABELS
 from sites.tasks import TASKS
 
 
@@ -74,28 +76,51 @@ def gap_closed(start: float | None, end: float | None, oracle: float | None) -> 
     return (end - start) / (oracle - start)
 
 
-def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0%}"
+def percent(value: float | None) -> str:
+    """`84%`; a share that rounds to zero is `0%`, never `-0%`."""
+    if value is None:
+        return "–"
+    text = f"{value:.0%}"
+    return "0%" if text == "-0%" else text
+
+
+def counted(number: int, word: str) -> str:
+    """`1 round`, `3 rounds`."""
+    return f"{number} {word}{'' if number == 1 else 's'}"
+
+
+def _positives(values: dict) -> str:
+    """A split's positives, flagged when it or its negatives are too few for a steady AUROC."""
+    n, positives = values.get("n"), values.get("positives")
+    if positives is None:
+        return "–"
+    return f"{positives} ⚠" if is_thin(n, positives) else str(positives)
 
 
 def _task_table(metrics: dict, task: str) -> list[str]:
     first, last = first_entry(metrics), final_entry(metrics)
     lines = [
-        f"| site | role | n | prevalence | AUROC round {first['round']} "
+        f"| site | role | n | positives | prevalence | AUROC round {first['round']} "
         f"| AUROC final (round {last['round']}) [95 % CI] | oracle | gap closed |",
-        "|---|---|---:|---:|---:|---|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
+    flagged = False
     for site in metrics["sites"]:
         name = site["name"]
         start, end = task_values(first, name, task), task_values(last, name, task)
         low, high = end.get("ci", [None, None])
         role = "**external**" if site["role"] == "external" else site["role"]
+        flagged |= _positives(end).endswith("⚠")
         lines.append(
-            f"| {name} | {role} | {end.get('n', '–')} | {_fmt(end.get('prevalence'), 2)} "
+            f"| {name} | {role} | {end.get('n', '–')} | {_positives(end)} "
+            f"| {_fmt(end.get('prevalence'), 2)} "
             f"| {_fmt(start.get('auroc'))} | {_fmt(end.get('auroc'))} [{_fmt(low)}, {_fmt(high)}] "
             f"| {_fmt(end.get('oracle_auroc'))} "
-            f"| {_percent(gap_closed(start.get('auroc'), end.get('auroc'), end.get('oracle_auroc')))} |"
+            f"| {percent(gap_closed(start.get('auroc'), end.get('auroc'), end.get('oracle_auroc')))} |"
         )
+    if flagged:
+        lines += ["", f"⚠ fewer than {MIN_LABELS} positives or negatives in this split: its AUROC "
+                  "rests on a handful of encounters; read the interval, not the value."]
     return lines
 
 
@@ -134,7 +159,7 @@ def _headline_table(metrics: dict) -> list[str]:
         "|---|---|---|---:|---:|",
     ]
     for task, row in headline(metrics).items():
-        gap = _percent(row["gap_closed"])
+        gap = percent(row["gap_closed"])
         lines.append(
             f"| {task} | {_fmt(row['external_round0'])} → {_fmt(row['external_final'])} "
             f"| {_fmt(row['in_distribution_round0'])} → {_fmt(row['in_distribution_final'])} "
@@ -182,7 +207,8 @@ def _intro(metrics: dict) -> list[str]:
     lines = [
         f"# lang1-fl run — consortium `{run['consortium']}`",
         "",
-        f"Strategy **{run['strategy']}**{_options(run)}, {run['num_rounds']} rounds, base model "
+        f"Strategy **{run['strategy']}**{_options(run)}, {counted(run['num_rounds'], 'round')}, "
+        "base model "
         f"`{run['base_model']}` with LoRA r={run['lora']['r']}, tasks: {', '.join(run['tasks'])}; "
         f"seed {run['seed']}; wall time {run['duration_s']:.0f} s.",
         "",
@@ -195,7 +221,8 @@ def _intro(metrics: dict) -> list[str]:
         f"CI from {run['bootstrap_resamples']} stratified bootstrap resamples. Round 0 is the "
         f"untrained model; *final* is round {selected_round(metrics)} (see *Which round is "
         "reported*). The **external** site never trained: its numbers are out of "
-        "distribution. *Oracle* is the AUROC of the true label probabilities the synthetic "
+        "distribution. *Positives* counts the split's positive labels (multi-class tasks: its "
+        "rarest class present). *Oracle* is the AUROC of the true label probabilities the synthetic "
         "generator knows (the ceiling; none for real data); *gap closed* = (final − round 0) ÷ "
         "(oracle − round 0).",
         "",

@@ -10,25 +10,29 @@ from __future__ import annotations
 import json
 import math
 import platform
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from server.round_selection import Selection
+from server.round_selection import MIN_LABELS, Selection
 from server.settings import ServerSettings
 from sites.config import ConsortiumConfig
 from sites.files import write_atomic
 from strategies import RunLog
-from strategies.exchange import VALIDATION_PREFIX
+from strategies.exchange import VALIDATION_PREFIX, VALIDATION_SUFFIXES
 from strategies.options import options_used
 
-TASK_FIELDS = ("auroc", "auroc_low", "auroc_high", "n", "prevalence", "oracle_auroc", "ece")
+TASK_FIELDS = ("auroc", "auroc_low", "auroc_high", "n", "positives", "prevalence", "oracle_auroc",
+               "ece")
 """Scalar per-task fields sites send as `<task>.<field>`; `auroc_low`/`auroc_high` become `ci`."""
 RELIABILITY_FIELDS = ("confidence", "frequency", "count")
 """Per-task lists of 10 bins sites send as `<task>.reliability_<field>` (see client.evaluate)."""
-VALIDATION_FIELDS = ("auroc", "n")
+VALIDATION_FIELDS = VALIDATION_SUFFIXES
 """Sent as `validation.<task>.<field>` for round selection; absent from runs before selection."""
+COUNT_FIELDS = ("n", "positives")
+"""Counts of a split: written as integers (null where a run recorded before them lacks them)."""
 
 
 def _clean(value: float) -> float | None:
@@ -37,6 +41,10 @@ def _clean(value: float) -> float | None:
 
 def _count(value: float | None) -> int | None:
     return None if value is None else int(value)
+
+
+def _counts(values: dict) -> dict:
+    return values | {f: _count(values[f]) for f in COUNT_FIELDS if f in values}
 
 
 def _reliability(flat: dict, task: str) -> dict | None:
@@ -53,7 +61,7 @@ def _reliability(flat: dict, task: str) -> dict | None:
 def _task_values(flat: dict, task: str) -> dict:
     values = {f: _clean(flat.get(f"{task}.{f}", math.nan)) for f in TASK_FIELDS}
     values["ci"] = [values.pop("auroc_low"), values.pop("auroc_high")]
-    values["n"] = _count(values["n"])
+    values = _counts(values)
     reliability = _reliability(flat, task)
     if reliability is not None:
         values["reliability"] = reliability
@@ -61,13 +69,13 @@ def _task_values(flat: dict, task: str) -> dict:
 
 
 def _validation(flat: dict, tasks: tuple[str, ...]) -> dict:
-    """task -> {"auroc", "n"} for the tasks whose validation keys the site sent."""
+    """task -> {"auroc", "n", "positives"} for the tasks whose validation keys the site sent."""
     nested = {}
     for task in tasks:
         keys = {f: f"{VALIDATION_PREFIX}{task}.{f}" for f in VALIDATION_FIELDS}
         if any(key in flat for key in keys.values()):
             values = {f: _clean(flat.get(key, math.nan)) for f, key in keys.items()}
-            nested[task] = values | {"n": _count(values["n"])}
+            nested[task] = _counts(values)
     return nested
 
 
@@ -235,7 +243,8 @@ def build_metrics(
             "python": platform.python_version(),
             "torch": torch.__version__,
         },
-        "sites": [{"name": s.name, "role": s.role} for s in consortium.sites],
+        "sites": [{"name": s.name, "role": s.role, "synthetic": s.synthetic is not None}
+                  for s in consortium.sites],
         "rounds": [
             {
                 "round": r,
@@ -257,6 +266,8 @@ def build_metrics(
             "round": selection.round,
             "criterion": selection.criterion,
             "score_per_round": {str(r): v for r, v in selection.score_per_round.items()},
+            "min_labels": MIN_LABELS,
+            "left_out": [asdict(cell) for cell in selection.left_out],
         },
         "upload": _upload_summary(run_log, base_model_bytes(model)),
         "privacy": privacy_summary(consortium, run_log, ledgers),

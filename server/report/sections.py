@@ -22,6 +22,7 @@ from server.report.data import (
     task_values,
     validation_values,
 )
+from server.round_selection import MIN_LABELS
 from strategies.exchange import MIN_BIN_COUNT
 
 
@@ -46,16 +47,51 @@ def _score_table(chosen: dict) -> list[str]:
     ]
 
 
+def is_thin(n: int | None, positives: int | None) -> bool:
+    """Whether a split has fewer than `MIN_LABELS` positives or negatives (False when not
+    counted: a run recorded before counts were sent)."""
+    if n is None or positives is None or n == 0:
+        return False
+    return min(positives, n - positives) < MIN_LABELS
+
+
+def _validation_cell(values: dict, left_out: bool) -> str:
+    n, positives = values.get("n"), values.get("positives")
+    counts = [f"n={n}"] if n else []
+    if n and positives is not None:
+        counts.append(f"{positives} positive{'' if positives == 1 else 's'}")
+    cell = fmt(values.get("auroc")) + (f" ({', '.join(counts)})" if counts else "")
+    return cell + (" ⚠ left out" if left_out else "")
+
+
+def _left_out(chosen: dict | None) -> set[tuple[str, str]]:
+    return {(cell["site"], cell["task"]) for cell in (chosen or {}).get("left_out", [])}
+
+
 def _validation_table(metrics: dict) -> list[str]:
     entry, tasks = final_entry(metrics), metrics["run"]["tasks"]
+    left_out = _left_out(selection(metrics))
     lines = ["| site | role | " + " | ".join(tasks) + " |", "|---|---|" + "---:|" * len(tasks)]
     for site in metrics["sites"]:
-        cells = []
-        for task in tasks:
-            values = validation_values(entry, site["name"], task)
-            n = values.get("n")
-            cells.append(fmt(values.get("auroc")) + (f" (n={n})" if n else ""))
+        cells = [_validation_cell(validation_values(entry, site["name"], task),
+                                  (site["name"], task) in left_out) for task in tasks]
         lines.append(f"| {site['name']} | {_role(site)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _left_out_lines(chosen: dict) -> list[str]:
+    """Which site × task cells were too thin to help choose, and what that did to the choice."""
+    cells = chosen.get("left_out") or []
+    if not cells:
+        return []
+    minimum = chosen.get("min_labels", MIN_LABELS)
+    named = "; ".join(f"{c['site']} × {c['task']} ({c['positives']} positive"
+                      f"{'' if c['positives'] == 1 else 's'}, {c['negatives']} negative"
+                      f"{'' if c['negatives'] == 1 else 's'})" for c in cells)
+    lines = [f"**Left out of the choice** (fewer than {minimum} positives or negatives in the "
+             f"validation split, so their validation AUROC is mostly noise): {named}."]
+    if all(v is None for v in chosen.get("score_per_round", {}).values()):
+        lines.append("No cell was left to choose with: the last round is reported.")
     return lines + [""]
 
 
@@ -73,6 +109,7 @@ def selection_lines(metrics: dict) -> list[str]:
         "",
     ]
     lines += _score_table(chosen)
+    lines += _left_out_lines(chosen)
     if has_validation(metrics):
         lines += [f"Validation AUROC per site at round {number} (the external system has no "
                   "validation split):", ""] + _validation_table(metrics)

@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from server.launch.run_cli import DEFAULT_RUNS_DIR
+from server.launch.run_cli import DEFAULT_RUNS_DIR, VERBOSE_HELP
 from sites.config import DEFAULT_DATA_DIR
 
 
@@ -38,6 +38,7 @@ def add_experiment_parser(commands: argparse._SubParsersAction) -> None:
     transfer.add_argument("--gpus-per-site", type=float, default=0.0)
     transfer.add_argument("--set", action="append", metavar="KEY=VALUE",
                           help="run-config override, as for `lang1-fl run`")
+    transfer.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     transfer.set_defaults(handler=cmd_experiment_transfer)
 
 
@@ -61,7 +62,7 @@ def cmd_experiment_transfer(args: argparse.Namespace) -> int:
         write_pooled_table(consortium, data_dir=data_dir)
     status = flwr_run(run_config=run_config, num_supernodes=num_sites + 1,
                       flwr_home=runs_dir / ".flwr", cpus_per_site=args.cpus_per_site,
-                      gpus_per_site=args.gpus_per_site)
+                      gpus_per_site=args.gpus_per_site, verbose=args.verbose)
     if status != 0 or not (runs_dir / run_name / "transfer.json").exists():
         print("lang1-fl experiment transfer: the experiment failed; see the log above",
               file=sys.stderr)

@@ -1,0 +1,27 @@
+"""The closing lines of a run's console: reported round, headline numbers, the report to open."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from server.report.console_summary import closing_summary
+from tests.test_report import _selected_metrics
+
+
+def test_the_closing_summary_names_the_round_the_numbers_and_report_html():
+    metrics = _selected_metrics()
+    metrics["run"]["run_name"] = "r1"
+    metrics["selection"]["left_out"] = [
+        {"site": "a", "task": "mortality", "positives": 3, "negatives": 117}]
+    lines = closing_summary(metrics, Path("runs/r1")).splitlines()
+    assert lines == [
+        "run r1 completed: round 1 of 2 reported (chosen on validation AUROC, never test); AUROC "
+        "round 0 → reported round:",
+        "  mortality: training sites 0.500 → 0.700 (oracle 0.800, 67% of the gap closed); "
+        "external 0.500 → 0.610",
+        "  los: training sites 0.500 → 0.700 (oracle 0.800, 67% of the gap closed); "
+        "external 0.500 → 0.610",
+        "  left out of round selection (too few positives or negatives in the validation split): "
+        "a × mortality",
+        "report: runs/r1/report.html",
+    ]

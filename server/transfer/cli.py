@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from server.launch.run_cli import DEFAULT_RUNS_DIR
-from sites.config import DEFAULT_DATA_DIR
+from sites.data_root import DATA_DIR_HELP
 
 
 def add_experiment_parser(commands: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def add_experiment_parser(commands: argparse._SubParsersAction) -> None:
     transfer.add_argument("--regimes", default="all",
                           help="'all' or a comma list of federated, local, leave-one-out, "
                           "pooled, single-task (the untrained model is always scored)")
-    transfer.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    transfer.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     transfer.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
     transfer.add_argument("--run-name", default="", help="folder name (default: transfer-<UTC time>)")
     transfer.add_argument("--cpus-per-site", type=int, default=1)
@@ -47,10 +47,11 @@ def cmd_experiment_transfer(args: argparse.Namespace) -> int:
     from server.launch.flower_run import flwr_run
     from server.launch.run_cli import prepare_site_data
     from sites.config import InvalidSiteConfig, load_consortium, resolve_consortium
+    from sites.data_root import run_data_dir
     from sites.pooling import write_pooled_table
 
     consortium_file = resolve_consortium(args.consortium)
-    data_dir, runs_dir = args.data_dir.resolve(), args.runs_dir.resolve()
+    data_dir, runs_dir = run_data_dir(args.data_dir, consortium_file), args.runs_dir.resolve()
     consortium = load_consortium(consortium_file, data_root=data_dir)
     private = [s.name for s in consortium.training_sites if s.is_private]
     if private:
@@ -64,7 +65,8 @@ def cmd_experiment_transfer(args: argparse.Namespace) -> int:
     if (runs_dir / run_name).exists():
         raise FileExistsError(f"{runs_dir / run_name}: a run of that name exists; choose another --run-name")
     run_config: dict[str, object] = {
-        "consortium": str(consortium_file), "data-dir": str(data_dir), "runs-dir": str(runs_dir),
+        "consortium": str(consortium_file), "data-dir": "" if data_dir is None else str(data_dir),
+        "runs-dir": str(runs_dir),
         "run-name": run_name, "experiment": "transfer",
         "experiment-regimes": args.regimes,
     }

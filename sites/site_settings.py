@@ -193,11 +193,13 @@ class DataSource:
     """`parquet`, `jsonl` (one JSON object per line) or `csv` tables; `mimic-iv` or `meds`
     dataset folders."""
     columns: Mapping[str, str] = field(default_factory=dict, hash=False)
-    """Our column name -> the table's (`MAPPABLE_COLUMNS`); unmapped columns keep our names."""
+    """Our column name -> the table's (`MAPPABLE_COLUMNS`); unmapped columns keep our names. The
+    two note types may name one column (in YAML, `note: TEXT` maps both): every task reads it."""
     raw_labels: Mapping[str, str] = field(default_factory=dict, hash=False)
     """Task (`los` or `comorbidity`) -> the table's column of raw days / Charlson points."""
     split: SplitRule | None = None
-    """How encounters are split; None: the table's own `split` column, values as they are."""
+    """How encounters are split; None: the table's own `split` column, values as they are (an
+    external site without one: every row is its test split)."""
     options: Mapping[str, object] | None = field(default=None, hash=False)
     """Settings of the `mimic-iv` / `meds` importer, passed to it verbatim."""
     delimiter: str = ","

@@ -52,8 +52,9 @@ class ClientSettings:
 
     consortium: Path
     """Consortium YAML: in simulation, partition id N is the consortium's N-th site."""
-    data_dir: Path
-    """Folder that relative data paths in site YAMLs resolve against."""
+    data_dir: Path | None
+    """Folder that relative data paths in site YAMLs resolve against; None (`data-dir = ""`):
+    each YAML file's folder, ./lang1-fl-data for the shipped consortia (`sites.data_root`)."""
     model: ModelSettings
     optimizer: OptimizerSettings
     dp_optimizer: OptimizerSettings
@@ -123,7 +124,7 @@ class ClientSettings:
                                    "0 (one norm for all) or a share of C² below 1")
         return cls(
             consortium=resolve_consortium(read_run_config(config, "consortium")),
-            data_dir=Path(read_run_config(config, "data-dir")).expanduser().resolve(),
+            data_dir=_data_dir(read_run_config(config, "data-dir")),
             model=model,
             optimizer=optimizer,
             dp_optimizer=dp_optimizer,
@@ -135,6 +136,11 @@ class ClientSettings:
             seed=seed,
             experiment=parse_experiment(read_run_config(config, "experiment")),
         )
+
+
+def _data_dir(value: str) -> Path | None:
+    """The run config's `data-dir`: "" for `sites.data_root`'s default, else a folder."""
+    return Path(value).expanduser().resolve() if value.strip() else None
 
 
 # -----------------------------------------------------------------------------------------------

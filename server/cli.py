@@ -24,6 +24,7 @@ import logging
 import sys
 
 from client.cli import add_site_key_parser
+from client.note_tokens import note_token_summary
 from client.privacy.cli import add_privacy_parser, privacy_summary
 from client.score import add_score_parser
 from server.launch.deploy_cli import add_certificate_parsers, add_federation_parsers
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
     add_run_parser(commands)
-    add_sites_parser(commands, site_reports=(privacy_summary,))
+    add_sites_parser(commands, site_reports=(privacy_summary,),
+                     table_reports=(note_token_summary,))
     add_privacy_parser(commands)
     add_experiment_parser(commands)
     add_report_parser(commands)

@@ -28,7 +28,7 @@ PYPROJECT = ROOT / "pyproject.toml"
 PAGE = ROOT / "docs" / "configuration.md"
 RUN_CONFIG_TABLE = "[tool.flwr.app.config]"
 
-_NOT_YAML = {"source"}
+_NOT_YAML = {"source", "root"}
 """Dataclass fields the loader fills in, not keys a YAML file sets."""
 
 _SPLIT_BY = {site_settings.SplitByColumn: "column", site_settings.SplitByPatient: "patient",

@@ -3,9 +3,10 @@ functions (`generate`, `summarize`) that return what happened, so they are easy 
 call from notebooks.
 
 The `lang1-fl` entry point (server/cli.py) attaches these parsers. `sites check` also prints what
-other packages know about a site (its privacy budget and ledger: client/privacy/cli.py), passed in
-as `site_reports`, since sites/ imports none of them. pandas and the importers are imported when
-a command runs, so `lang1-fl --help` answers at once.
+other packages know about a site, passed in since sites/ imports none of them: `site_reports` (its
+privacy budget and ledger: client/privacy/cli.py) and `table_reports` (its note lengths in the
+run's tokens: client/note_tokens.py). pandas and the importers are imported when a command runs,
+so `lang1-fl --help` answers at once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import dataclasses
 import functools
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,73 +23,123 @@ from typing import TYPE_CHECKING
 
 from sites.config import (
     DEFAULT_CONSORTIUM,
-    DEFAULT_DATA_DIR,
+    InvalidSiteConfig,
     SiteConfig,
+    is_consortium,
     load_consortium,
     load_site,
     resolve_consortium,
 )
+from sites.data_root import DATA_DIR_HELP
 from sites.site_settings import TableFormat
-from sites.tasks import NOTE_COLUMNS, SPLIT_COLUMN, SPLITS, TASKS
+from sites.tasks import TASKS
+from sites.yaml_keys import read_yaml
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from sites.site_check import SiteCheck
 
 log = logging.getLogger(__name__)
 
 SiteReport = Callable[[SiteConfig], str]
 """One more paragraph of `sites check` about a site, from a package sites/ does not import."""
+TableReport = Callable[[SiteConfig, "pd.DataFrame", Sequence[str]], str]
+"""One more paragraph of `sites check` about a site's validated table, given the `--set` run-config
+overrides (e.g. the base model whose tokens it counts)."""
 
 
 def add_sites_parser(commands: argparse._SubParsersAction, *,
-                     site_reports: Sequence[SiteReport] = ()) -> None:
-    """`lang1-fl sites generate | check`; `check` prints `site_reports` after the summary."""
+                     site_reports: Sequence[SiteReport] = (),
+                     table_reports: Sequence[TableReport] = ()) -> None:
+    """`lang1-fl sites generate | check`; `check` prints the reports after the summary."""
     sites = commands.add_parser("sites", help="generate or check site data").add_subparsers(
         dest="sites_command", required=True
     )
     generate = sites.add_parser("generate", help="write a consortium's synthetic hospitals to disk")
     generate.add_argument("consortium", nargs="?", default="default")
-    generate.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    generate.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     generate.add_argument("--format", choices=("parquet", "jsonl", "csv"), default=None,
                           help="override the format named in the site YAMLs")
     generate.add_argument("--overwrite", action="store_true")
     generate.set_defaults(handler=cmd_generate)
-    check = sites.add_parser("check", help="validate a site's YAML and data locally; print a summary")
-    check.add_argument("site", type=Path)
-    check.add_argument("--data-dir", type=Path, default=None,
-                       help="folder relative data paths resolve against (default: the YAML's)")
-    check.set_defaults(handler=functools.partial(cmd_check, site_reports=tuple(site_reports)))
+    check = sites.add_parser("check", help="validate a site's (or every site of a consortium's) "
+                             "YAML and data locally; print a summary to send the coordinator")
+    check.add_argument("site", help="a site YAML, or a consortium YAML (or a shipped "
+                       "consortium's name) to check each of its sites")
+    check.add_argument("--site", dest="site_name", metavar="NAME",
+                       help="of a consortium, check this site only")
+    check.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
+    check.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="a run-config key for the token counts, as `lang1-fl run` takes it, "
+                       "e.g. --set base-model=smollm2-135m --set max-length=256")
+    check.set_defaults(handler=functools.partial(cmd_check, site_reports=tuple(site_reports),
+                                                 table_reports=tuple(table_reports)))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    generate(resolve_consortium(args.consortium), args.data_dir.resolve(),
+    generate(resolve_consortium(args.consortium), args.data_dir,
              overwrite=args.overwrite, fmt=args.format)
     return 0
 
 
-def cmd_check(args: argparse.Namespace, *, site_reports: Sequence[SiteReport] = ()) -> int:
-    site = load_site(args.site, data_root=args.data_dir)
-    print(summarize(site))
-    for report in site_reports:
-        print(report(site))
-    return 0
+def cmd_check(args: argparse.Namespace, *, site_reports: Sequence[SiteReport] = (),
+              table_reports: Sequence[TableReport] = ()) -> int:
+    """Check one site YAML, or every site (or `--site NAME`) of a consortium YAML: a site that
+    fails is reported on stderr in one line and the others are still checked; exit 2 if any
+    failed."""
+    from sites.encounter_table import InvalidSiteData
+    from sites.site_check import check_site_data
+
+    failed = 0
+    for site in sites_to_check(args.site, site_name=args.site_name, data_dir=args.data_dir):
+        try:
+            check = check_site_data(site)
+        except (InvalidSiteData, InvalidSiteConfig) as error:
+            print(f"lang1-fl: site {site.name}: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        print(summarize(check))
+        for table_report in table_reports:
+            print(table_report(site, check.table, args.set or ()))
+        for report in site_reports:
+            print(report(site))
+        print()
+    return 2 if failed else 0
+
+
+def sites_to_check(path: str, *, site_name: str | None, data_dir: Path | None
+                   ) -> tuple[SiteConfig, ...]:
+    """The sites a `sites check` argument names: a site YAML's site, or a consortium's sites
+    (a shipped consortium by name too), `site_name` only when given."""
+    file = resolve_consortium(path)
+    if is_consortium(read_yaml(file, expected="a site or consortium YAML file")):
+        consortium = load_consortium(file, data_root=data_dir)
+        return (consortium.site(site_name),) if site_name else consortium.sites
+    if site_name is not None:
+        raise InvalidSiteConfig(f"{file}: is a site YAML; --site picks a site of a consortium "
+                                "YAML (leave it out to check this site)")
+    return (load_site(file, data_root=data_dir),)
+
 
 _SUFFIX: dict[str, str] = {"parquet": ".parquet", "jsonl": ".jsonl", "csv": ".csv"}
 
 
 def generate(
     consortium_path: str | Path = DEFAULT_CONSORTIUM,
-    out_dir: str | Path = DEFAULT_DATA_DIR,
+    out_dir: str | Path | None = None,
     *,
     overwrite: bool = False,
     fmt: TableFormat | None = None,
 ) -> dict[str, Path]:
-    """Generate every synthetic site of a consortium under `out_dir` (the folder its relative data
-    paths resolve against). Existing tables are kept unless `overwrite`. `fmt` rewrites every
-    site's table format (and file suffix); None keeps each site's own. Returns the paths written."""
+    """Generate every synthetic site of a consortium under `out_dir` (the --data-dir its relative
+    data paths resolve against; None: `sites.data_root`'s default). Existing tables are kept
+    unless `overwrite`. `fmt` rewrites every site's table format (and file suffix); None keeps
+    each site's own. Returns the paths written."""
     from sites.synthetic import generate_consortium
 
-    consortium = load_consortium(consortium_path, data_root=Path(out_dir))
+    consortium = load_consortium(consortium_path,
+                                 data_root=None if out_dir is None else Path(out_dir))
     if fmt is not None:
         if fmt not in _SUFFIX:
             raise ValueError(f"`fmt` is {fmt!r}; expected one of {', '.join(_SUFFIX)}")
@@ -102,58 +154,27 @@ def generate(
     return written
 
 
-def summarize(site_or_table: SiteConfig | pd.DataFrame) -> str:
-    """A plain-text report of a site's table: encounters and patients per split, each task's
-    prevalence (binary) or class shares (multi-class) per split, and note lengths in words.
+def summarize(checked: SiteConfig | SiteCheck | pd.DataFrame) -> str:
+    """A plain-text report to send the coordinator (no note text, no single encounter's value):
+    encounters and patients per split, each task's prevalence with its positive count (binary)
+    or class shares (multi-class) per split, note lengths in words, and the check's warnings.
 
-    A `SiteConfig` is imported and validated first (so this is also the check), and the summary
-    says which importer, column mapping and split rule made the table and which tasks the site
-    does not have; a DataFrame is summarised as it is, for the tasks whose label column it has."""
-    import numpy as np
-
+    A site is checked first (`sites.site_check.check_site_data`, so this is also the check); the
+    summary of a site says which importer, column mapping and split rule made the table and which
+    tasks the site does not have; a DataFrame is summarised as it is, for the tasks whose label
+    column it has."""
     from sites.importers.describe import unavailable_tasks
-    from sites.importers.site_table import import_site_table
+    from sites.site_check import SiteCheck, check_site_data
+    from sites.site_summary import render_table_summary
 
-    if isinstance(site_or_table, SiteConfig):
-        imported = import_site_table(site_or_table)
-        table = imported.table
-        title = "\n".join([
-            f"site {site_or_table.name} ({site_or_table.role}): {site_or_table.data.path}",
-            imported.importer, *imported.notes, unavailable_tasks(site_or_table)])
-        tasks = site_or_table.tasks
-    else:
-        table, title = site_or_table, "encounter table"
-        tasks = tuple(t for t, spec in TASKS.items() if spec.label_column in table.columns)
-    lines = [f"{title}",
-             f"{len(table)} encounters, {table['patient_id'].nunique()} patients"]
-    splits = [s for s in SPLITS if (table[SPLIT_COLUMN] == s).any()]
-    header = f"{'task':12s} {'classes':>22s} " + " ".join(f"{s:>24s}" for s in splits)
-    lines += ["", header,
-              f"{'encounters':12s} {'':>22s} " + " ".join(
-                  f"{int((table[SPLIT_COLUMN] == s).sum()):>24d}" for s in splits)]
-    for task in tasks:
-        spec = TASKS[task]
-        names = spec.class_names[1] if spec.is_binary else "/".join(spec.class_names)
-        cells = [_shares(table.loc[table[SPLIT_COLUMN] == s, spec.label_column], spec)
-                 for s in splits]
-        lines.append(f"{task:12s} {names:>22s} " + " ".join(f"{c:>24s}" for c in cells))
-    lines.append("")
-    for note, column in NOTE_COLUMNS.items():
-        if column in table.columns:
-            words = table[column].astype(str).str.split().str.len().to_numpy()
-            lines.append(f"{note} note words: median {np.median(words):.0f}, "
-                         f"min {words.min()}, max {words.max()}")
-    return "\n".join(lines)
-
-
-def _shares(labels: pd.Series, spec) -> str:
-    """Positive share of a binary task; share of each class of a multi-class task."""
-    import numpy as np
-
-    if labels.empty:
-        return "-"
-    counts = np.bincount(labels.to_numpy(dtype=np.int64), minlength=spec.num_classes)
-    shares = counts / counts.sum()
-    if spec.is_binary:
-        return f"{shares[1]:.1%} ({counts[1]})"
-    return "/".join(f"{share * 100:.0f}" for share in shares) + "%"
+    if isinstance(checked, SiteConfig):
+        checked = check_site_data(checked)
+    if isinstance(checked, SiteCheck):
+        site = checked.site
+        title = "\n".join([f"site {site.name} ({site.role}): {site.data.path}",
+                           checked.imported.importer, *checked.imported.notes,
+                           unavailable_tasks(site)])
+        return render_table_summary(checked.table, site.tasks, title=title,
+                                    warnings=checked.warnings)
+    tasks = tuple(t for t, spec in TASKS.items() if spec.label_column in checked.columns)
+    return render_table_summary(checked, tasks, title="encounter table")

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from sites.data_root import DEFAULT_DATA_DIR, DataRoot
+from sites.data_root import data_root as root_for
 from sites.data_source_yaml import data_source
 from sites.site_settings import (
     DataSource,
@@ -34,15 +36,7 @@ from sites.site_settings import (
 )
 from sites.state_folder import default_state_dir
 from sites.tasks import TASK_NAMES, TASKS
-from sites.yaml_keys import (
-    check_keys,
-    display_path,
-    get_key,
-    join_key,
-    located,
-    read_yaml,
-    relative_base,
-)
+from sites.yaml_keys import check_keys, display_path, get_key, join_key, located, read_yaml
 
 __all__ = [
     "DEFAULT_CONSORTIUM", "DEFAULT_DATA_DIR", "ConsortiumConfig", "DataSource", "EvaluationSettings",
@@ -55,11 +49,7 @@ Role = Literal["train", "external"]
 DEFAULT_CONSORTIUM: Path = Path(__file__).resolve().parent / "consortia" / "default.yaml"
 """The consortium shipped with the package: four training hospitals and one external system."""
 
-DEFAULT_DATA_DIR: Path = Path("lang1-fl-data")
-"""Where the `lang1-fl` commands keep (and generate) the sites' data unless told otherwise: the
-folder the sites' relative data paths resolve against (the run config's `data-dir` default)."""
-
-_NAME = re.compile(r"[a-z0-9_-]+")
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
@@ -68,7 +58,9 @@ class SiteConfig:
     """One hospital: its data, tasks, role and local settings."""
 
     name: str
-    """Unique site name, `[a-z0-9_-]+`."""
+    """Unique site name, `[A-Za-z0-9_-]+`, kept as written: it keys the site's state folder and
+    ledger, so it is never rewritten (two sites whose names differ only in case are refused, as
+    their folders would be one on a case-insensitive file system)."""
     role: Role
     """`train`: takes part in training; `external`: evaluated only (a held-out health system)."""
     data: DataSource
@@ -96,7 +88,7 @@ class SiteConfig:
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and _NAME.fullmatch(self.name) is not None, "name",
-                 self.name, "a name of lowercase letters, digits, '_' or '-'")
+                 self.name, "a name of letters, digits, '_' or '-'")
         _require(self.role in get_args(Role), "role", self.role, "'train' or 'external'")
         _require(isinstance(self.device, str) and _DEVICE.fullmatch(self.device) is not None,
                  "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
@@ -111,6 +103,9 @@ class SiteConfig:
             _require(task not in self.tasks[:index], f"tasks[{index}]", task,
                      "each task listed once")
         self._check_data_fits_tasks()
+        _require(not (self.is_external and self.privacy is not None), "privacy",
+                 "a privacy block", "none for an external site (it is evaluated only, never "
+                 "trained on, so it spends no privacy budget): remove the `privacy` block")
         if self.state_dir is None:
             object.__setattr__(self, "state_dir", default_state_dir(self.name))
         _require(isinstance(self.state_dir, Path), "state_dir", self.state_dir, "a folder path")
@@ -125,6 +120,10 @@ class SiteConfig:
                 _require(task is None or task in self.tasks, f"data.{group}.{ours}", theirs,
                          f"labels only for tasks the site declares (add {task!r} to `tasks` or "
                          "remove this mapping)")
+        for task, classes in self.data.label_values.items():
+            _require(task in self.tasks, f"data.label_values.{task}", dict(classes),
+                     f"labels only for tasks the site declares (add {task!r} to `tasks` or "
+                     "remove this mapping)")
         if self.data.format == "mimic-iv" and "denial" in self.tasks:
             _require(False, f"tasks[{self.tasks.index('denial')}]", "denial",
                      "tasks MIMIC-IV has labels for: readmission, mortality, los, comorbidity "
@@ -159,11 +158,13 @@ class ConsortiumConfig:
             raise InvalidSiteConfig(f"{where}`sites` is empty; expected at least one site")
         seen: dict[str, int] = {}
         for index, site in enumerate(self.sites):
-            if site.name in seen:
+            if site.name.lower() in seen:
+                other = seen[site.name.lower()]
                 raise InvalidSiteConfig(
                     f"{where}`sites[{index}].name` is {site.name!r}, already used by "
-                    f"`sites[{seen[site.name]}]`; expected unique site names")
-            seen[site.name] = index
+                    f"`sites[{other}]` ({self.sites[other].name!r}); expected site names that "
+                    "differ in more than case (each names a state folder)")
+            seen[site.name.lower()] = index
         if not self.training_sites:
             raise InvalidSiteConfig(
                 f"{where}`sites[*].role`: no site has role 'train'; expected at least one")
@@ -177,10 +178,11 @@ class ConsortiumConfig:
                     "site's privacy ledger, stored replies and egress log are its own)")
         first = self.sites[0]
         for index, site in enumerate(self.sites):
-            if site.tasks != first.tasks:
+            if set(site.tasks) != set(first.tasks):  # in any order
                 raise InvalidSiteConfig(
                     f"{where}`sites[{index}].tasks` of site {site.name!r} is {list(site.tasks)}; "
-                    f"expected the same tasks as site {first.name!r}: {list(first.tasks)}")
+                    f"expected the same tasks as site {first.name!r} (in any order): "
+                    f"{list(first.tasks)}")
 
     @property
     def training_sites(self) -> tuple[SiteConfig, ...]:
@@ -192,8 +194,9 @@ class ConsortiumConfig:
 
     @property
     def tasks(self) -> tuple[str, ...]:
-        """The task list every site shares."""
-        return self.sites[0].tasks
+        """The tasks every site shares, in the order of `sites.tasks.TASKS` (sites may list them
+        in any order)."""
+        return tuple(task for task in TASK_NAMES if task in self.sites[0].tasks)
 
     def site(self, name: str) -> SiteConfig:
         for site in self.sites:
@@ -218,16 +221,27 @@ def resolve_consortium(value: str) -> Path:
 
 
 def load_site(path: str | Path, *, data_root: Path | None = None) -> SiteConfig:
-    """Read one site YAML. Relative data paths resolve against `data_root` when given, else against
-    the YAML file's folder."""
+    """Read one site YAML. Relative data paths resolve by `sites.data_root`'s rule: against
+    `data_root` (the --data-dir) when given, else the YAML file's folder."""
     file = Path(path).expanduser().resolve()
     raw = read_yaml(file, expected="a site YAML file")
-    return _site(raw, file=file, key="", data_base=relative_base(data_root, file))
+    if is_consortium(raw):
+        raise InvalidSiteConfig(
+            f"{display_path(file)}: is a consortium YAML (it lists `sites`); expected a site YAML "
+            "file (`lang1-fl sites check` checks every site of a consortium, or one with --site)")
+    return _site(raw, file=file, key="", data_base=root_for(data_root, file))
+
+
+def is_consortium(raw: object) -> bool:
+    """True for the parsed YAML of a consortium (a mapping that lists `sites`), not of a site."""
+    return isinstance(raw, dict) and "sites" in raw
 
 
 def load_consortium(path: str | Path, *, data_root: Path | None = None) -> ConsortiumConfig:
     """Read a consortium YAML and every site it lists (inline mappings or site YAML paths, the
-    latter relative to the consortium file)."""
+    latter relative to the consortium file). Relative data paths resolve by `sites.data_root`'s
+    rule: against `data_root` (the --data-dir) when given, else the folder of the YAML file that
+    names them (./lang1-fl-data for the shipped consortia)."""
     file = Path(path).expanduser().resolve()
     raw = read_yaml(file, expected="a consortium YAML file")
     check_keys(raw, ("name", "seed", "sites"), file=file, key="")
@@ -256,11 +270,11 @@ def _consortium_site(entry: object, index: int, *, file: Path,
                 f"{display_path(file)}: `{key}` is {entry!r}, which does not exist; expected a path "
                 f"to a site YAML file relative to {display_path(file.parent)}")
         raw = read_yaml(site_file, expected="a site YAML file")
-        return _site(raw, file=site_file, key="", data_base=relative_base(data_root, site_file))
-    return _site(entry, file=file, key=key, data_base=relative_base(data_root, file))
+        return _site(raw, file=site_file, key="", data_base=root_for(data_root, site_file))
+    return _site(entry, file=file, key=key, data_base=root_for(data_root, file))
 
 
-def _site(raw: object, *, file: Path, key: str, data_base: Path) -> SiteConfig:
+def _site(raw: object, *, file: Path, key: str, data_base: DataRoot) -> SiteConfig:
     site_keys = ("name", "role", "data", "tasks", "training", "evaluation", "device", "synthetic",
                  "privacy", "fault", "state_dir")
     check_keys(raw, site_keys, file=file, key=key)

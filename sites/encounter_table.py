@@ -68,6 +68,7 @@ def validate_site_table(df: pd.DataFrame, *, tasks: Sequence[str], file: Path | 
     for note in dict.fromkeys(NOTE_COLUMNS[TASKS[t].note] for t in tasks):
         _no_blanks(df[note], file, shown.get(note, note), "the note text", at)
         df[note] = df[note].astype(str)
+        _no_nul_bytes(df[note], file, shown.get(note, note), at)
     for task in tasks:
         spec = TASKS[task]
         column = spec.label_column
@@ -103,6 +104,7 @@ def validate_scoring_table(df: pd.DataFrame, *, tasks: Sequence[str], file: Path
     for note in dict.fromkeys(NOTE_COLUMNS[TASKS[t].note] for t in tasks):
         _no_blanks(df[note], file, shown.get(note, note), "the note text", at)
         df[note] = df[note].astype(str)
+        _no_nul_bytes(df[note], file, shown.get(note, note), at)
     return df
 
 
@@ -118,6 +120,16 @@ def _no_blanks(values: pd.Series, file: Path | str, column: str, expected: str,
         position = int(np.flatnonzero(blank)[0])
         raise InvalidSiteData(f"{file}: row {_row(position, rows)}, column `{column}` is empty; "
                               f"expected {expected}")
+
+
+def _no_nul_bytes(values: pd.Series, file: Path | str, column: str, rows: np.ndarray) -> None:
+    """A NUL byte in a note is a broken export (a binary field, a C string cut short): the
+    tokenizer would read it as text without a word of warning."""
+    nul = values.str.contains("\x00", regex=False).to_numpy(dtype=bool)
+    if nul.any():
+        position = int(np.flatnonzero(nul)[0])
+        raise InvalidSiteData(f"{file}: row {_row(position, rows)}, column `{column}` holds a NUL "
+                              "byte (\\x00); expected plain text (re-export the notes as text)")
 
 
 def _unique_encounters(ids: pd.Series, file: Path | str, column: str, rows: np.ndarray) -> None:
@@ -162,8 +174,9 @@ def _shown(value: object, number: float) -> str:
     return repr(value)
 
 
-_BINARY_WORDS: dict[str, int] = {"true": 1, "yes": 1, "false": 0, "no": 0}
-"""A binary label may also be true/false or yes/no (any case, booleans too), as exports write it."""
+_BINARY_WORDS: dict[str, int] = {"true": 1, "yes": 1, "y": 1, "false": 0, "no": 0, "n": 0}
+"""A binary label may also be true/false, yes/no or y/n (any case, booleans too), as exports write
+it; other words need `data.label_values`."""
 
 
 def _binary_words(values: pd.Series) -> pd.Series:
@@ -191,7 +204,9 @@ def _labels(values: pd.Series, file: Path | str, column: str,
         position = int(np.flatnonzero(bad)[0])
         classes = ", ".join(f"{i} ({name})" for i, name in enumerate(class_names))
         shown = _shown(values.iat[position], numbers[position])
-        also = " (true/false or yes/no also work)" if k == 2 else ""
+        also = (" (true/false, yes/no and y/n also work; map other words under "
+                "`data.label_values`)" if k == 2 else " (or map the table's words under "
+                "`data.label_values`)")
         raise InvalidSiteData(f"{file}: row {_row(position, rows)}, column `{column}` is {shown}; "
                               f"expected an integer class: {classes}{also}")
     return pd.Series(numbers.astype(np.int64), index=values.index, name=column)

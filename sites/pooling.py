@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from sites.config import ConsortiumConfig, DataSource, InvalidSiteConfig, SiteConfig
+from sites.data_root import data_root
 from sites.dataset import read_site_table, write_site_table
 from sites.site_settings import TrainingSettings
 from sites.tasks import SPLIT_COLUMN
@@ -23,8 +24,9 @@ POOLED_SITE = "pooled"
 POOLED_SPLITS = ("train", "validation")
 
 
-def pooled_site(consortium: ConsortiumConfig, *, data_dir: Path) -> SiteConfig:
-    """The pooled site's config, its table at `<data_dir>/<consortium>-pooled/`: the training
+def pooled_site(consortium: ConsortiumConfig, *, data_dir: Path | None) -> SiteConfig:
+    """The pooled site's config, its table at `<data root>/<consortium>-pooled/` (the data root
+    of `sites.data_root`'s rule for the consortium file and `data_dir`): the training
     sites' tasks and batch size, and as many local steps per round as all training sites
     together, so it sees as many examples as the federation."""
     if POOLED_SITE in {s.name for s in consortium.sites}:
@@ -32,7 +34,12 @@ def pooled_site(consortium: ConsortiumConfig, *, data_dir: Path) -> SiteConfig:
             f"{consortium.source}: a site is named {POOLED_SITE!r}, the name the transfer "
             "experiment gives its pooled site; rename that site")
     first = consortium.training_sites[0]
-    folder = Path(data_dir) / f"{consortium.name}-{POOLED_SITE}"
+    if consortium.source is None and data_dir is None:
+        raise InvalidSiteConfig(f"consortium {consortium.name!r} was built in code: pass "
+                                "`data_dir`, the folder for its pooled table")
+    root = (Path(data_dir) if consortium.source is None
+            else data_root(data_dir, consortium.source).folder)
+    folder = root / f"{consortium.name}-{POOLED_SITE}"
     return SiteConfig(
         name=POOLED_SITE,
         role="train",
@@ -48,7 +55,8 @@ def pooled_site(consortium: ConsortiumConfig, *, data_dir: Path) -> SiteConfig:
     )
 
 
-def with_pooled_site(consortium: ConsortiumConfig, *, data_dir: Path) -> ConsortiumConfig:
+def with_pooled_site(consortium: ConsortiumConfig, *, data_dir: Path | None
+                     ) -> ConsortiumConfig:
     """The consortium with its pooled site appended (simulation node N = the pooled site)."""
     return ConsortiumConfig(name=consortium.name, seed=consortium.seed,
                             sites=consortium.sites + (pooled_site(consortium, data_dir=data_dir),),
@@ -69,7 +77,7 @@ def pooled_table(consortium: ConsortiumConfig) -> pd.DataFrame:
     return pd.concat([part[shared] for part in parts], ignore_index=True)
 
 
-def write_pooled_table(consortium: ConsortiumConfig, *, data_dir: Path) -> SiteConfig:
+def write_pooled_table(consortium: ConsortiumConfig, *, data_dir: Path | None) -> SiteConfig:
     """Build the pooled table from the training sites' tables (atomically); return its site."""
     site = pooled_site(consortium, data_dir=data_dir)
     write_site_table(pooled_table(consortium), site.data)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+from sites.data_root import DataRoot
 from sites.tasks import ID_COLUMNS, NOTE_COLUMNS, SPLITS, TASKS
 
 TableFormat = Literal["parquet", "jsonl", "csv"]
@@ -32,6 +33,10 @@ RAW_LABEL_TASKS: tuple[str, ...] = ("los", "comorbidity")
 DATASET_NAMES: dict[str, str] = {"mimic-iv": "MIMIC-IV", "meds": "MEDS"}
 SPLIT_VALUE_KEYS: tuple[str, ...] = (*SPLITS, "exclude")
 """Keys of `data.split.values`: our splits, and `exclude` for encounters to leave out."""
+DELIMITERS: tuple[str, ...] = (",", ";", "\t", "|")
+"""Field separators a csv table may use (`data.delimiter`); a `.tsv` file defaults to a tab."""
+MAX_BATCH_SIZE = 1_000_000
+"""More encounters than any hospital's split: a batch size above it is a typo, not a setting."""
 
 
 class InvalidSiteConfig(ValueError):
@@ -188,13 +193,28 @@ class DataSource:
     """`parquet`, `jsonl` (one JSON object per line) or `csv` tables; `mimic-iv` or `meds`
     dataset folders."""
     columns: Mapping[str, str] = field(default_factory=dict, hash=False)
-    """Our column name -> the table's (`MAPPABLE_COLUMNS`); unmapped columns keep our names."""
+    """Our column name -> the table's (`MAPPABLE_COLUMNS`); unmapped columns keep our names. The
+    two note types may name one column (in YAML, `note: TEXT` maps both): every task reads it."""
     raw_labels: Mapping[str, str] = field(default_factory=dict, hash=False)
     """Task (`los` or `comorbidity`) -> the table's column of raw days / Charlson points."""
     split: SplitRule | None = None
-    """How encounters are split; None: the table's own `split` column, values as they are."""
+    """How encounters are split; None: the table's own `split` column, values as they are (an
+    external site without one: every row is its test split)."""
     options: Mapping[str, object] | None = field(default=None, hash=False)
     """Settings of the `mimic-iv` / `meds` importer, passed to it verbatim."""
+    delimiter: str = ","
+    """Field separator of a csv table: one of `DELIMITERS` (a `.tsv` file: a tab)."""
+    label_values: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict,
+                                                                      hash=False)
+    """Task -> our class name -> the table's values meaning it (compared as text, ignoring case
+    and surrounding spaces), for labels a table writes in its own words, e.g. {mortality: {yes:
+    [Expired], no: [Alive, Transferred]}}. A binary task needs none for 0/1, yes/no, y/n or
+    true/false."""
+    allow_outside_data_dir: bool = False
+    """Read a relative `path` that leads outside its data root (`../`, or a symlink elsewhere);
+    refused unless set (`sites.data_root`)."""
+    root: DataRoot | None = field(default=None, compare=False)
+    """The folder a relative `path` resolved against and why (None when built in code)."""
 
     def __post_init__(self) -> None:
         _require(self.format in get_args(DataFormat), "format", self.format,
@@ -209,6 +229,13 @@ class DataSource:
                      f"no `{key}` for a {self.format} dataset (its importer names the columns; "
                      "its settings go under `options`)")
         self._check_columns()
+        self._check_label_values()
+        _require(self.delimiter in DELIMITERS, "delimiter", self.delimiter,
+                 "one of ',', ';', '\\t' (tab) or '|'")
+        _require(self.delimiter == "," or self.format == "csv", "delimiter", self.delimiter,
+                 "no `delimiter` for a format other than csv")
+        _require(isinstance(self.allow_outside_data_dir, bool), "allow_outside_data_dir",
+                 self.allow_outside_data_dir, "true or false")
         _require(self.options is None or isinstance(self.options, Mapping), "options",
                  self.options, "a mapping of importer settings")
         _require(self.options is None or not is_table, "options", self.options,
@@ -224,6 +251,8 @@ class DataSource:
                      "2017-01-01}")
         object.__setattr__(self, "columns", _frozen(self.columns))
         object.__setattr__(self, "raw_labels", _frozen(self.raw_labels))
+        object.__setattr__(self, "label_values", {task: _frozen(classes) for task, classes
+                                                  in self.label_values.items()})
         if self.options is not None:
             object.__setattr__(self, "options", _frozen(self.options))
 
@@ -238,13 +267,46 @@ class DataSource:
                 _require(ours in allowed, f"{group}.{ours}", theirs, expected)
                 _require(_is_name(theirs), f"{group}.{ours}", theirs,
                          "the name of a column of the table")
-                _require(theirs not in used, f"{group}.{ours}", theirs,
-                         f"a column not already mapped (it is mapped by `{used.get(theirs)}`)")
-                used[theirs] = f"{group}.{ours}"
+                notes = {f"columns.{note}" for note in NOTE_COLUMNS.values()}
+                shared_note = f"{group}.{ours}" in notes and used.get(theirs) in notes
+                _require(theirs not in used or shared_note, f"{group}.{ours}", theirs,
+                         f"a column not already mapped (it is mapped by `{used.get(theirs)}`; "
+                         "only the two note types may share one column)")
+                used.setdefault(theirs, f"{group}.{ours}")
         for task in self.raw_labels:
             _require(task not in self.columns, f"raw_labels.{task}", self.raw_labels[task],
                      f"the label of {task!r} mapped once: under `columns` (class indices) or "
                      "`raw_labels` (raw values), not both")
+
+    def _check_label_values(self) -> None:
+        _require(isinstance(self.label_values, Mapping), "label_values", self.label_values,
+                 "a mapping of task -> class name -> the table's values")
+        _require(self.is_table or not self.label_values, "label_values", self.label_values,
+                 f"no `label_values` for a {self.format} dataset (its importer derives labels)")
+        for task, classes in self.label_values.items():
+            key = f"label_values.{task}"
+            _require(task in TASKS, key, classes, f"keys from {', '.join(TASKS)}{_hint(task, tuple(TASKS))}")
+            _require(task not in self.raw_labels, key, classes,
+                     f"the label of {task!r} given once: raw (`raw_labels`) or in words "
+                     "(`label_values`), not both")
+            names = TASKS[task].class_names
+            _require(isinstance(classes, Mapping) and len(classes) > 0, key, classes,
+                     "a mapping of class name -> the table's values, e.g. {yes: [Y], no: [N]}")
+            seen: dict[str, str] = {}
+            for name, theirs in classes.items():
+                _require(name in names, f"{key}.{name}", theirs,
+                         f"keys from {', '.join(names)} (the classes of {task!r})"
+                         f"{_hint(name, names)}")
+                _require(isinstance(theirs, tuple) and len(theirs) > 0
+                         and all(isinstance(v, str) and v.strip() for v in theirs),
+                         f"{key}.{name}", theirs, "a value or a list of values of the label "
+                         "column (text or integers)")
+                for value in theirs:
+                    folded = value.strip().lower()
+                    _require(folded not in seen, f"{key}.{name}", value,
+                             f"each value under one class only (it is also under "
+                             f"{seen.get(folded)!r}; values are compared ignoring case)")
+                    seen[folded] = name
 
     @property
     def is_table(self) -> bool:
@@ -272,14 +334,16 @@ class TrainingSettings:
     or RAM cannot hold one train it anyway."""
 
     def __post_init__(self) -> None:
-        for key in ("batch_size", "local_steps"):
-            value = getattr(self, key)
-            _require(_is_int(value) and value >= 1, key, value, "an integer >= 1")
+        _require(_is_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH_SIZE,
+                 "batch_size", self.batch_size, f"an integer from 1 to {MAX_BATCH_SIZE:,}")
+        _require(_is_int(self.local_steps) and self.local_steps >= 1, "local_steps",
+                 self.local_steps, "an integer >= 1")
         _require(_is_int(self.lora_rank) and self.lora_rank >= 0, "lora_rank", self.lora_rank,
                  "an integer >= 1, or 0 for the run's rank")
-        _require(_is_int(self.max_physical_batch_size) and self.max_physical_batch_size >= 0,
+        _require(_is_int(self.max_physical_batch_size)
+                 and 0 <= self.max_physical_batch_size <= MAX_BATCH_SIZE,
                  "max_physical_batch_size", self.max_physical_batch_size,
-                 "an integer >= 1, or 0 for the whole batch at once")
+                 f"an integer from 1 to {MAX_BATCH_SIZE:,}, or 0 for the whole batch at once")
 
 
 @dataclass(frozen=True)
@@ -292,8 +356,8 @@ class EvaluationSettings:
     """Evaluate at most this many encounters of a split; 0 = the whole split."""
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size",
-                 self.batch_size, "an integer >= 1")
+        _require(_is_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH_SIZE,
+                 "batch_size", self.batch_size, f"an integer from 1 to {MAX_BATCH_SIZE:,}")
         _require(_is_int(self.max_examples) and self.max_examples >= 0, "max_examples",
                  self.max_examples, "an integer >= 0 (0 = the whole split)")
 

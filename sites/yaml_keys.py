@@ -74,10 +74,6 @@ def join_key(key: str, name: str) -> str:
     return f"{key}.{name}" if key else name
 
 
-def relative_base(data_root: Path | None, file: Path) -> Path:
-    return Path(data_root).expanduser().resolve() if data_root is not None else file.parent
-
-
 def display_path(path: Path | None) -> str:
     """A path as the user most likely wrote it: relative to the working directory when inside it."""
     if path is None:

@@ -18,8 +18,11 @@ def test_run_refuses_a_site_without_data_or_generator(tmp_path, capsys):
     (tmp_path / "b" / "encounters.parquet").unlink()
     assert lang1_fl(["run", "--consortium", str(consortium), "--runs-dir", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.endswith("site 'b' of " + str(consortium) + " has no data there and no "
-                          "`synthetic` block to generate it from")
+    assert error.endswith(f"{tmp_path / 'b' / 'encounters.parquet'}: does not exist; expected the "
+                          "encounter table of site 'b'; relative `data.path` resolves against "
+                          f"{tmp_path} (the folder of consortium.yaml); pass --data-dir FOLDER to "
+                          "resolve it against another folder (`lang1-fl sites generate` writes "
+                          "synthetic ones)")
     assert "\n" not in error
 
 
@@ -199,8 +202,8 @@ def test_sites_check_prints_counts_prevalence_and_note_lengths_contacting_no_one
     assert counts.split()[1:] == ["30", "10"]  # train, test
     mortality = next(line for line in out.splitlines() if line.startswith("mortality"))
     assert "50.0% (15)" in mortality and "50.0% (5)" in mortality  # prevalence (positives)
-    assert "admission note words: median 14, min 8, max 21" in out
-    assert "discharge note words: median" in out
+    assert "admission note words: p10 9, p50 14, p90 20, p99 21" in out
+    assert "discharge note" not in out  # mortality reads the admission note only
 
 
 @pytest.mark.parametrize(("settings", "message"), [

@@ -62,7 +62,7 @@ def _write(path: Path, content: object) -> Path:
 
 BAD_SITES = [
     (_with({"role": "trainer"}), r"`role` is 'trainer'; expected 'train' or 'external'$"),
-    (_with({"name": "Academic Site"}), r"`name` is 'Academic Site'; expected a name of lowercase"),
+    (_with({"name": "Academic Site"}), r"`name` is 'Academic Site'; expected a name of letters, digits"),
     (_with({"name": 7}), r"`name` is 7; expected a name"),
     (_with(drop=("name",)), r"`name` is missing; expected the site's name"),
     (_with(drop=("data",)), r"`data` is missing; expected a mapping with `path` and `format`"),
@@ -78,11 +78,12 @@ BAD_SITES = [
      r"`trainig` is not a known key; expected one of name, .* \(did you mean `training`\?\)"),
     (_with({"training.batchsize": 4}), r"`training.batchsize` is not a known key.*`batch_size`"),
     (_with({"training.batch_size": "16"}),
-     r"`training.batch_size` is '16'; expected an integer >= 1"),
+     r"`training.batch_size` is '16'; expected an integer from 1 to 1,000,000"),
     (_with({"training.local_steps": 0}), r"`training.local_steps` is 0; expected an integer >= 1"),
     (_with({"training.batch_size": 2.5}), r"`training.batch_size` is 2.5; expected an integer"),
     (_with({"training.max_physical_batch_size": -8}),
-     r"`training.max_physical_batch_size` is -8; expected an integer >= 1, or 0 for the whole"),
+     r"`training.max_physical_batch_size` is -8; expected an integer from 1 to 1,000,000, or 0 "
+     r"for the whole"),
     (_with({"evaluation.batch_size": True}),
      r"`evaluation.batch_size` is True; expected an integer"),
     (_with({"evaluation.max_examples": -1}),
@@ -148,7 +149,7 @@ def test_good_site_loads_typed(tmp_path: Path) -> None:
     [
         ("a/t.csv", None, "conf/a/t.csv"),  # relative to the YAML file's folder
         ("a/t.csv", "root", "root/a/t.csv"),  # relative to data_root when given
-        ("../t.csv", None, "t.csv"),
+        ("sub/../t.csv", None, "conf/t.csv"),  # `..` that stays inside is fine
     ],
 )
 def test_relative_data_paths(tmp_path: Path, path: str, data_root: str | None,
@@ -169,7 +170,8 @@ def test_absolute_data_path_is_kept(tmp_path: Path) -> None:
 
 
 def test_dataclass_rules_hold_when_built_in_code() -> None:
-    with pytest.raises(InvalidSiteConfig, match=r"^`batch_size` is 0; expected an integer >= 1$"):
+    with pytest.raises(InvalidSiteConfig,
+                       match=r"^`batch_size` is 0; expected an integer from 1 to 1,000,000$"):
         TrainingSettings(batch_size=0)
 
 
@@ -186,7 +188,7 @@ def _site(name: str, role: str = "train", tasks: list[str] | None = None) -> dic
 
 BAD_CONSORTIA = [
     (_consortium(_site("a"), _site("a", "external")),
-     r"`sites\[1\].name` is 'a', already used by `sites\[0\]`; expected unique site names"),
+     r"`sites\[1\].name` is 'a', already used by `sites\[0\]` \('a'\); expected site names that differ"),
     (_consortium(_site("a", "external"), _site("b", "external")),
      r"`sites\[\*\].role`: no site has role 'train'; expected at least one"),
     (_consortium(_site("a"), _site("b", tasks=["mortality"])),
@@ -194,7 +196,7 @@ BAD_CONSORTIA = [
     (_consortium(_site("a"), _with({"name": "b", "role": "trainer"})),
      r"`sites\[1\].role` is 'trainer'; expected 'train' or 'external'"),
     (_consortium(_with({"name": "a", "training.batch_size": -2})),
-     r"`sites\[0\].training.batch_size` is -2; expected an integer >= 1"),
+     r"`sites\[0\].training.batch_size` is -2; expected an integer from 1"),
     (_consortium(_site("a"), "sites/missing.yaml"),
      r"`sites\[1\]` is 'sites/missing.yaml', which does not exist; expected a path to a site YAML"),
     (_consortium(_site("a"), 42), r"`sites\[1\]` is 42; expected a mapping with keys name"),

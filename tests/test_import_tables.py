@@ -212,7 +212,7 @@ def test_sites_check_names_importer_mapping_and_unavailable_tasks(
     assert "  raw labels: los <- los_days (days, binned), comorbidity <- charlson_score" in out
     assert "  split: from column `fold` (train = TRAIN, validation = VAL, test = TEST)" in out
     assert "tasks unavailable here: denial (not in `tasks`)" in out
-    assert "80 encounters" in out and "admission note words: median" in out
+    assert "80 encounters" in out and "admission note words: p10" in out
 
 
 def test_sites_check_of_our_own_table_says_no_mapping(tmp_path: Path,

@@ -20,7 +20,8 @@ import logging
 import sys
 from pathlib import Path
 
-from sites.config import DEFAULT_DATA_DIR, SiteConfig, resolve_consortium
+from sites.config import SiteConfig, resolve_consortium
+from sites.data_root import DATA_DIR_HELP
 
 
 def add_privacy_parser(commands: argparse._SubParsersAction) -> None:
@@ -53,7 +54,7 @@ def add_privacy_parser(commands: argparse._SubParsersAction) -> None:
         "synthetic sites must be generated first: `lang1-fl sites generate`)"
     )
     forecast.add_argument("consortium", nargs="?", default="default")
-    forecast.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    forecast.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     forecast.add_argument("--rounds", type=int, help="number of federated rounds (default: the app's)")
     forecast.add_argument("--set", action="append", metavar="KEY=VALUE",
                           help="run-config override, as for `lang1-fl run` (e.g. local-steps=20)")
@@ -72,9 +73,7 @@ def _add_audit_parser(privacy: argparse._SubParsersAction) -> None:
                        "or a consortium YAML)")
     audit.add_argument("--site", default=None, metavar="NAME",
                        help="audit this site of the consortium SITE_YAML")
-    audit.add_argument("--data-dir", type=Path, default=None,
-                       help="folder relative data paths resolve against (default: the site "
-                       f"YAML's folder; {DEFAULT_DATA_DIR} for a consortium)")
+    audit.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     audit.add_argument("--canaries", type=int, default=1000,  # client.privacy.audit's default
                        help="m, canaries planted, each trained on with probability 1/2")
     audit.add_argument("--guesses", type=int, default=None, metavar="N",
@@ -108,8 +107,7 @@ def cmd_privacy_forecast(args: argparse.Namespace) -> int:
     from client.site import ensure_site_data
     from sites.config import load_consortium
 
-    consortium = load_consortium(resolve_consortium(args.consortium),
-                                 data_root=args.data_dir.resolve())
+    consortium = load_consortium(resolve_consortium(args.consortium), data_root=args.data_dir)
     rounds, local_steps = planned_steps(args.set, rounds=args.rounds)
     for site in consortium.training_sites:
         if site.synthetic is not None and not site.data.path.exists():
@@ -162,10 +160,7 @@ def cmd_privacy_audit(args: argparse.Namespace) -> int:
     from client.run_config import planned_run_config
     from client.settings import ClientSettings
 
-    # A consortium's data is where `lang1-fl run` keeps it; a site YAML's beside it
-    data_dir = args.data_dir or (DEFAULT_DATA_DIR if args.site else None)
-    site = audited_site(args.site_yaml, site_name=args.site,
-                        data_dir=data_dir.resolve() if data_dir else None)
+    site = audited_site(args.site_yaml, site_name=args.site, data_dir=args.data_dir)
     settings = ClientSettings.from_run_config(planned_run_config(args.set, rounds=None))
     try:
         result = run_audit(site, settings, canaries=args.canaries, guesses=args.guesses,
@@ -183,7 +178,7 @@ def cmd_privacy_audit(args: argparse.Namespace) -> int:
 def audited_site(path: str, *, site_name: str | None, data_dir: Path | None) -> SiteConfig:
     """The site YAML at `path`; or, with `site_name`, that site of the consortium `path` (a
     shipped name such as `default`, or a YAML), its synthetic table generated if missing.
-    Relative data paths resolve against `data_dir`, else the YAML's folder."""
+    Relative data paths resolve by `sites.data_root`'s rule (`data_dir` when given)."""
     from client.site import ensure_site_data
     from sites.config import load_consortium, load_site
 

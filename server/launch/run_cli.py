@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sites.config import DEFAULT_DATA_DIR
+from sites.data_root import DATA_DIR_HELP
 
 DEFAULT_RUNS_DIR = Path("runs")
 """Where the `lang1-fl` commands write runs unless told otherwise (the run config's `runs-dir`)."""
@@ -25,7 +25,7 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="run a federation (Flower simulation) and write its report")
     run.add_argument("--consortium", default="default", help="consortium YAML (default: the shipped one)")
     run.add_argument("--rounds", type=int, help="number of federated rounds")
-    run.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="site data folder")
+    run.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     run.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where runs are written")
     run.add_argument("--run-name", default="", help="run folder name (default: UTC timestamp)")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -75,12 +75,15 @@ def plan_run(args: argparse.Namespace, *, fixed: dict[str, object] | None = None
     from server.run_tasks import resolve_run_tasks
     from server.settings import ServerSettings
     from sites.config import InvalidSiteConfig, load_consortium, resolve_consortium
+    from sites.data_root import run_data_dir
     from sites.tasks import TASK_NAMES
 
     # 1. The run config: pyproject.toml's, the command line's overrides, every value checked
+    consortium_file = resolve_consortium(args.consortium)
+    data_dir = run_data_dir(args.data_dir, consortium_file)  # sites/data_root.py's rule
     run_config: dict[str, object] = {
-        "consortium": str(resolve_consortium(args.consortium)),
-        "data-dir": str(args.data_dir.resolve()),
+        "consortium": str(consortium_file),
+        "data-dir": "" if data_dir is None else str(data_dir),
         "runs-dir": str(args.runs_dir.resolve()),
         "run-name": args.run_name or default_name or datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
     }
@@ -160,7 +163,7 @@ def _resume(args: argparse.Namespace) -> int:
     if (run_dir / "metrics.json").exists():
         raise FileExistsError(f"{run_dir / 'metrics.json'}: that run finished; nothing to resume")
     consortium = load_consortium(read_run_config(run_config, "consortium"),
-                                 data_root=Path(read_run_config(run_config, "data-dir")))
+                                 data_root=read_run_config(run_config, "data-dir") or None)
     status = flwr_run(run_config=run_config, num_supernodes=len(consortium.sites),
                       flwr_home=Path(read_run_config(run_config, "runs-dir")) / ".flwr",
                       cpus_per_site=args.cpus_per_site, gpus_per_site=args.gpus_per_site,
@@ -169,19 +172,16 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def prepare_site_data(consortium) -> None:
-    """Simulation: every site's data is on this machine. Validate each table (a malformed one
-    stops here, with file, row and column) and generate missing synthetic ones."""
+    """Simulation: every site's data is on this machine. Check each table (a malformed one, or
+    a training site with nothing to train on, stops here with file, row and column; a missing
+    one names where it was looked for and why) and generate missing synthetic ones."""
     from client.site import ensure_site_data
-    from sites.dataset import read_site_table
+    from sites.site_check import check_site_data
 
     for site in consortium.sites:
-        if site.data.path.exists():
-            read_site_table(site)
-        elif site.synthetic is None:
-            raise FileNotFoundError(
-                f"{site.data.path}: site {site.name!r} of {consortium.source} has no data there "
-                "and no `synthetic` block to generate it from"
-            )
+        if site.data.path.exists() or site.synthetic is None:
+            for warning in check_site_data(site).warnings:
+                print(f"warning: {warning}")
         ensure_site_data(site, seed=consortium.seed)
 
 

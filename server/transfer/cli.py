@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from server.launch.run_cli import DEFAULT_RUNS_DIR, VERBOSE_HELP
-from sites.config import DEFAULT_DATA_DIR
+from sites.data_root import DATA_DIR_HELP
 
 
 def add_experiment_parser(commands: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def add_experiment_parser(commands: argparse._SubParsersAction) -> None:
     transfer.add_argument("--regimes", default="all",
                           help="'all' or a comma list of federated, local, leave-one-out, "
                           "pooled, single-task (the untrained model is always scored)")
-    transfer.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    transfer.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     transfer.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
     transfer.add_argument("--run-name", default="", help="folder name (default: transfer-<UTC time>)")
     transfer.add_argument("--cpus-per-site", type=int, default=1)
@@ -56,7 +56,7 @@ def cmd_experiment_transfer(args: argparse.Namespace) -> int:
         default_name="transfer-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
     runs_dir, run_name = _folder(run_config["runs-dir"]), str(run_config["run-name"])
     if "pooled" in parse_regimes(args.regimes):  # before the nodes start: none of them writes
-        data_dir = _folder(run_config["data-dir"])
+        data_dir = _folder(run_config["data-dir"]) if run_config["data-dir"] else None
         consortium = load_consortium(resolve_consortium(str(run_config["consortium"])),
                                      data_root=data_dir)
         write_pooled_table(consortium, data_dir=data_dir)
@@ -67,7 +67,7 @@ def cmd_experiment_transfer(args: argparse.Namespace) -> int:
         print("lang1-fl experiment transfer: the experiment failed; see the log above",
               file=sys.stderr)
         return 1
-    print(f"report: {runs_dir / run_name / 'report.md'} (and report.html)")
+    print(f"report: {runs_dir / run_name / 'report.html'}")
     return 0
 
 

@@ -9,7 +9,7 @@ column.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +48,27 @@ def bin_raw_labels(values: pd.Series, *, task: str, file: Path | str, column: st
             f"(`data.raw_labels.{task}`, binned {bins})")
     return pd.Series([binner(float(n)) for n in numbers], index=values.index, dtype=np.int64,
                      name=TASKS[task].label_column)
+
+
+def map_label_values(values: pd.Series, classes: Mapping[str, tuple[str, ...]], *, task: str,
+                     file: Path | str, column: str) -> pd.Series:
+    """Class indices (int64) of labels the table writes in its own words (`data.label_values`),
+    compared as text ignoring case and surrounding spaces; a value not listed is an error naming
+    the 1-based data row, so a new code in the export is never read as a class silently."""
+    spec = TASKS[task]
+    lookup = {theirs.strip().lower(): spec.class_names.index(name)
+              for name, listed in classes.items() for theirs in listed}
+    text = values.astype(str).str.strip().str.lower()
+    mapped = text.map(lookup)
+    bad = mapped.isna().to_numpy()
+    if bad.any():
+        position = int(np.flatnonzero(bad)[0])
+        value = values.iat[position]
+        shown = "empty" if not str(value).strip() or pd.isna(value) else repr(value)
+        listed = ", ".join(f"{theirs} ({name})" for name, group in classes.items()
+                           for theirs in group)
+        raise InvalidSiteData(
+            f"{file}: row {position + 1}, column `{column}` is {shown}; expected one of "
+            f"{listed} (`data.label_values.{task}`; add the value there if it has a class)")
+    return pd.Series(mapped.to_numpy(dtype=np.int64), index=values.index,
+                     name=spec.label_column)

@@ -24,7 +24,7 @@ from sites.encounter_table import (
     validate_site_table,
 )
 from sites.importers.describe import describe_source
-from sites.importers.split_rules import apply_split_rule
+from sites.importers.split_rules import SplitOutcome, apply_split_rule
 from sites.importers.tables import read_columns, read_mapped_table
 from sites.site_settings import SplitByColumn, SplitByDate
 from sites.tasks import SPLIT_COLUMN, SPLITS
@@ -50,7 +50,7 @@ def import_site_table(site: SiteConfig) -> ImportedTable:
         from sites.importers.datasets import read_dataset  # its readers are large: lazily
 
         mapped = read_dataset(site)
-    outcome = apply_split_rule(mapped.table, source.split, file=source.path)
+    outcome = _split(mapped.table, site)
     kept = ~outcome.dropped
     if not kept.any():
         raise InvalidSiteData(
@@ -62,6 +62,17 @@ def import_site_table(site: SiteConfig) -> ImportedTable:
     table = validate_site_table(outcome.table.loc[kept], tasks=site.tasks, file=source.path,
                                 names=names, rows=np.flatnonzero(kept) + 1)
     return ImportedTable(table=table, importer=describe_source(site), notes=outcome.notes)
+
+
+def _split(table: pd.DataFrame, site: SiteConfig) -> SplitOutcome:
+    """The site's split rule applied. An external site is evaluated whole, never trained on
+    (client/site.py), so it needs no split: without a rule or a split column, all its rows are
+    `test`."""
+    if site.is_external and site.data.split is None and SPLIT_COLUMN not in table.columns:
+        return SplitOutcome(table.assign(**{SPLIT_COLUMN: SPLITS[2]}),
+                            np.zeros(len(table), dtype=bool),
+                            ("external site without a split: its whole table is the test split",))
+    return apply_split_rule(table, site.data.split, file=site.data.path)
 
 
 def import_scoring_table(site: SiteConfig, *, tasks: Sequence[str]) -> pd.DataFrame:
@@ -119,11 +130,11 @@ def _ids_and_splits(site: SiteConfig) -> pd.DataFrame:
     rule = source.split
     ids = {ours: source.columns.get(ours, ours) for ours in ("encounter_id", "patient_id")}
     wanted = list(ids.values())
-    if rule is None or isinstance(rule, SplitByColumn):
+    if isinstance(rule, SplitByColumn) or (rule is None and not site.is_external):
         wanted.append(SPLIT_COLUMN if rule is None else rule.column)
     elif isinstance(rule, SplitByDate):
         wanted.append(rule.column)
     columns = read_columns(source, list(dict.fromkeys(wanted)), site_name=site.name)
     columns = columns.rename(columns={theirs: ours for ours, theirs in ids.items()})
-    outcome = apply_split_rule(columns, rule, file=source.path)
+    outcome = _split(columns, site)
     return outcome.table.loc[~outcome.dropped, ["encounter_id", "patient_id", SPLIT_COLUMN]]

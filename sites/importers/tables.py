@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from sites.encounter_table import InvalidSiteData, required_columns
-from sites.importers.labels import bin_raw_labels
+from sites.importers.labels import bin_raw_labels, map_label_values
 from sites.site_settings import DataSource, SplitByColumn
 from sites.tasks import ID_COLUMNS, NOTE_COLUMNS, SPLIT_COLUMN, TASKS
 
@@ -50,7 +50,8 @@ def read_mapped_table(source: DataSource, *, tasks: Sequence[str], site_name: st
     for ours, (theirs, why) in needed.items():
         if theirs not in df.columns:
             raise InvalidSiteData(f"{file}: column `{theirs}` is missing{_via(source, ours)}; "
-                                  f"expected it for {why}{_close(theirs, df.columns)}")
+                                  f"expected it for {why}{_close(theirs, df.columns)}"
+                                  f"{_delimiter_hint(source, df.columns)}")
     if df.empty:
         raise InvalidSiteData(f"{file}: has no rows; expected one row per encounter")
     df = df.reset_index(drop=True)
@@ -64,13 +65,13 @@ def read_columns(source: DataSource, columns: Sequence[str], *, site_name: str) 
     """Only `columns` (the hospital's names) of the table, for work that must not read the notes
     (the privacy forecast counts training encounters before any data is touched)."""
     path = source.path
-    _exists(path, source.format, site_name)
+    _exists(source, site_name)
     try:
         if source.format == "parquet":
             return pd.read_parquet(path, columns=list(columns))
         if source.format == "csv":
             return pd.read_csv(path, usecols=list(columns), dtype=str, keep_default_na=False,
-                               na_values=[], encoding_errors="replace")
+                               na_values=[], encoding_errors="replace", sep=source.delimiter)
         return pd.read_json(path, lines=True, dtype=False, encoding_errors="replace")[list(columns)]
     except (KeyError, ValueError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -105,19 +106,23 @@ def _split_text_column(source: DataSource) -> list[str]:
     return [rule.column] if isinstance(rule, SplitByColumn) else []
 
 
-def _exists(path: Path, fmt: str, site_name: str) -> None:
+def _exists(source: DataSource, site_name: str) -> None:
+    path = source.path
     if not path.exists():
+        rule = f"; {source.root.explain()}" if source.root is not None else ""
         raise InvalidSiteData(
-            f"{path}: does not exist; expected the encounter table of site {site_name!r} "
+            f"{path}: does not exist; expected the encounter table of site {site_name!r}{rule} "
             "(`lang1-fl sites generate` writes synthetic ones)")
     if not path.is_file():
-        raise InvalidSiteData(f"{path}: is a folder; expected a {fmt} file (`data.path`)")
+        raise InvalidSiteData(f"{path}: is a folder; expected a {source.format} file "
+                              "(`data.path`)")
 
 
 def _read(source: DataSource, *, text_columns: list[str],
           site_name: str) -> tuple[pd.DataFrame, bool]:
     """The whole table, and whether bytes that are not UTF-8 were replaced (U+FFFD) to read it."""
-    _exists(source.path, source.format, site_name)
+    _exists(source, site_name)
+    _unique_header(source)
     try:
         return _read_as(source, text_columns, "strict"), False
     except UnicodeDecodeError:
@@ -136,7 +141,44 @@ def _read_as(source: DataSource, text_columns: list[str], errors: str) -> pd.Dat
     if source.format == "jsonl":
         return pd.read_json(source.path, lines=True, dtype=False, encoding_errors=errors)
     return pd.read_csv(source.path, dtype={c: str for c in text_columns}, keep_default_na=False,
-                       na_values=[], encoding_errors=errors)
+                       na_values=[], encoding_errors=errors, sep=source.delimiter)
+
+
+def _unique_header(source: DataSource) -> None:
+    """A column name twice in the header: pandas would keep one and rename or drop the other, so
+    the table read would silently not be the one exported."""
+    names = _header(source)
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if name in seen:
+            raise InvalidSiteData(
+                f"{source.path}: the header names column `{name}` twice (columns {seen[name]} and "
+                f"{position}); expected each column name once (rename or drop one in the export)")
+        seen[name] = position
+
+
+def _header(source: DataSource) -> list[str]:
+    """The column names as the file writes them: the first line of a csv or jsonl table, the
+    schema of a parquet file."""
+    import csv
+    import json
+
+    if source.format == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(source.path).names)
+        except Exception:  # not parquet: reading the table says why, naming the format
+            return []
+    with open(source.path, encoding="utf-8", errors="replace", newline="") as handle:
+        first = handle.readline()
+    if source.format == "csv":
+        return next(csv.reader([first], delimiter=source.delimiter), [])
+    try:
+        pairs = json.loads(first, object_pairs_hook=lambda items: items) if first.strip() else []
+    except ValueError:
+        return []  # reading the table says why
+    return [str(name) for name, _ in pairs] if isinstance(pairs, list) else []
 
 
 def _unreadable(source: DataSource, error: Exception) -> NoReturn:
@@ -177,17 +219,41 @@ def _check_text(values: pd.Series, *, file: Path, column: str, ours: str, replac
 
 def _renamed(df: pd.DataFrame, source: DataSource, tasks: Sequence[str]) -> MappedTable:
     """Mapped columns under our names (a column of the hospital's that has one of our names but is
-    not the mapped one is dropped, so it cannot be mistaken for ours); raw labels binned."""
-    renames = {theirs: ours for ours, theirs in source.columns.items()
-               if theirs != ours and theirs in df.columns}
-    shadowed = [ours for ours in renames.values() if ours in df.columns and ours not in renames]
+    not the mapped one is dropped, so it cannot be mistaken for ours; one note column mapped to
+    both note types is copied); raw labels binned, labels in the table's words mapped."""
+    present = {ours: theirs for ours, theirs in source.columns.items() if theirs in df.columns}
+    first: dict[str, str] = {}  # their column -> the first of our columns it is mapped to
+    for ours, theirs in present.items():
+        first.setdefault(theirs, ours)
+    renames = {theirs: ours for theirs, ours in first.items() if theirs != ours}
+    copies = {ours: first[theirs] for ours, theirs in present.items() if first[theirs] != ours}
+    shadowed = [ours for ours in (*renames.values(), *copies)
+                if ours in df.columns and ours not in renames]
     table = df.drop(columns=shadowed).rename(columns=renames)
-    names = {ours: theirs for theirs, ours in renames.items()}
+    for ours, copied in copies.items():
+        table[ours] = table[copied]
+    names = {ours: theirs for ours, theirs in present.items() if theirs != ours}
     for task, theirs in source.raw_labels.items():
         if task in tasks:
             table[TASKS[task].label_column] = bin_raw_labels(df[theirs], task=task,
                                                              file=source.path, column=theirs)
+    for task, classes in source.label_values.items():
+        if task in tasks:
+            column = TASKS[task].label_column
+            table[column] = map_label_values(table[column], classes, task=task, file=source.path,
+                                             column=names.get(column, column))
     return MappedTable(table=table, names=names)
+
+
+def _delimiter_hint(source: DataSource, columns: pd.Index) -> str:
+    """When a csv header reads as one column holding another separator, say which to set."""
+    if source.format != "csv" or len(columns) != 1:
+        return ""
+    for delimiter, shown in ((";", "';'"), ("\t", "'\\t'"), ("|", "'|'"), (",", "','")):
+        if delimiter != source.delimiter and delimiter in str(columns[0]):
+            return (f" (the header reads as one column: the file seems separated by {shown}; set "
+                    f"`data.delimiter: {shown}`)")
+    return ""
 
 
 def _via(source: DataSource, ours: str) -> str:

@@ -1,0 +1,100 @@
+"""The site check: a site's table imported and validated, then the rules that span its table and its
+settings, before anything trains.
+
+`lang1-fl sites check` prints it and `lang1-fl run` calls `check_site_data` for every site before
+Flower starts, so a training site with nothing to train on, or a label a split cannot score, stops
+the run with one line instead of failing inside every round. Errors raise `InvalidSiteData`;
+what is legal but probably wrong comes back as warnings, one line each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sites.config import SiteConfig
+from sites.encounter_table import InvalidSiteData
+from sites.importers.site_table import ImportedTable, import_site_table
+from sites.tasks import SPLIT_COLUMN, SPLITS, TASKS
+
+MIN_POSITIVES = 10
+"""Fewer positives than this in a task's split make its AUROC too noisy to compare sites by: the
+check warns (one death in a validation split is a coin toss, not a measurement)."""
+
+
+@dataclass(frozen=True)
+class SiteCheck:
+    """A site's validated table, how it was imported, and the warnings of its check."""
+
+    site: SiteConfig
+    imported: ImportedTable
+    warnings: tuple[str, ...]
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return self.imported.table
+
+
+def check_site_data(site: SiteConfig) -> SiteCheck:
+    """Import and validate `site`'s table (`sites.importers.site_table`), then check it against
+    the site's role, tasks and batch size; raises `InvalidSiteData` naming the file."""
+    imported = import_site_table(site)
+    table, file = imported.table, site.data.path
+    train = table[table[SPLIT_COLUMN] == SPLITS[0]]
+    if not site.is_external and train.empty:
+        raise InvalidSiteData(
+            f"{file}: site {site.name!r} has role 'train' but no encounter in the train split; "
+            "expected some (check `data.split`, or give the site role 'external' to evaluate it "
+            "only)")
+    if not site.is_external:
+        for task in site.tasks:
+            classes = class_counts(train[TASKS[task].label_column], task)
+            if np.count_nonzero(classes) < 2:
+                only = TASKS[task].class_names[int(np.argmax(classes))]
+                raise InvalidSiteData(
+                    f"{file}: site {site.name!r}, task {task!r}: every training encounter has "
+                    f"class {only!r}; expected at least two classes in the train split (a label "
+                    "that never varies is most often a mapping mistake: check `data.columns` and "
+                    "`data.label_values`)")
+    warnings = [*_thin_labels(site, table), *_batch_warnings(site, len(train))]
+    return SiteCheck(site=site, imported=imported, warnings=tuple(warnings))
+
+
+def class_counts(labels: pd.Series, task: str) -> np.ndarray:
+    """Encounters of each class of `task` (binary: [negatives, positives])."""
+    return np.bincount(labels.to_numpy(dtype=np.int64), minlength=TASKS[task].num_classes)
+
+
+def _thin_labels(site: SiteConfig, table: pd.DataFrame) -> list[str]:
+    """One warning per task x split whose AUROC is undefined (one class) or thin (fewer than
+    `MIN_POSITIVES` positives: of a binary task's `yes`, of any class of a multi-class task)."""
+    warnings = []
+    for split in SPLITS:
+        rows = table[table[SPLIT_COLUMN] == split]
+        if rows.empty:
+            continue
+        for task in site.tasks:
+            spec = TASKS[task]
+            counts = class_counts(rows[spec.label_column], task)
+            if np.count_nonzero(counts) < 2:
+                warnings.append(f"site {site.name}: {task} has one class only in the {split} "
+                                "split: its AUROC there is undefined (not scored)")
+                continue
+            positives = counts[1:] if spec.is_binary else counts
+            names = spec.class_names[1:] if spec.is_binary else spec.class_names
+            thin = [f"{name!r}: {int(n)}" for name, n in zip(names, positives)
+                    if n < MIN_POSITIVES]
+            if thin:
+                warnings.append(f"site {site.name}: {task} has fewer than {MIN_POSITIVES} "
+                                f"positives in the {split} split ({', '.join(thin)}): its AUROC "
+                                "there is noisy")
+    return warnings
+
+
+def _batch_warnings(site: SiteConfig, train_rows: int) -> list[str]:
+    if site.is_external or site.training.batch_size <= train_rows:
+        return []
+    return [f"site {site.name}: `training.batch_size` {site.training.batch_size} is larger than "
+            f"its {train_rows} training encounters: every step takes the whole train split"]

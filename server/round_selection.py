@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 
 from flwr.app import ArrayRecord, MetricRecord
 
+from sites.site_check import MIN_POSITIVES
 from strategies.exchange import VALIDATION_PREFIX
 
-MIN_LABELS = 10
+MIN_LABELS = MIN_POSITIVES
 """Fewest positives, and fewest negatives, a site's validation split needs for its AUROC on a task
 to help choose the round (multi-class tasks: encounters of the rarest class present, and all
 others)."""

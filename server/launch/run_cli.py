@@ -179,10 +179,9 @@ def prepare_site_data(consortium) -> None:
     from sites.site_check import check_site_data
 
     for site in consortium.sites:
-        if site.data.path.exists() or site.synthetic is None:
-            for warning in check_site_data(site).warnings:
-                print(f"warning: {warning}")
-        ensure_site_data(site, seed=consortium.seed)
+        ensure_site_data(site, seed=consortium.seed)  # a real site's table is left as it is
+        for warning in check_site_data(site).warnings:  # generated ones get the same check
+            print(f"warning: {warning}")
 
 
 def run_outcome(run_dir: Path, flwr_status: int) -> int:

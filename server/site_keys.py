@@ -21,7 +21,11 @@ Why the key read here is the key that node signs with (Flower 1.42, read in its 
   discovery query carries a random nonce: no other node can work out the id of N's query and
   answer in N's name.
 The argument trusts the SuperLink, which the coordinator runs. The private key never travels; the
-node signs with it from its own key file (`--auth-supernode-private-key`).
+node signs with it from its own key file (`--auth-supernode-private-key`). Its limit: Flower 1.42
+does not compare a pushed reply's sender with the node that signed the push, and the round
+messages after discovery carry no nonce (their ids hash the same content for every site and a
+creation time), so a registered node that guessed such an id could answer in another's name;
+this module binds the claim at discovery only.
 
 A simulated node has no SuperNode key (Flower gives it random bytes), so a consortium that names
 fingerprints cannot be simulated; one that names none is not checked, as before.

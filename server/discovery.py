@@ -2,18 +2,21 @@
 
 The answer is a name and a role, nothing about the site's data. The server checks it against the
 consortium so that a misconfigured node (a wrong partition count, an unknown site, two nodes
-claiming one hospital) stops the run at the start instead of corrupting it.
+claiming one hospital) stops the run at the start instead of corrupting it. When the consortium
+names key fingerprints, a node must also hold the key of the site it claims (server/site_keys.py).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from server.site_keys import key_mismatch, registered_keys
 from sites.config import ConsortiumConfig
 from strategies import SiteEntry, SiteRoster
 
@@ -65,11 +68,14 @@ def _identify(grid: Grid, nodes: list[int], consortium: ConsortiumConfig,
               claimed: dict[str, SiteEntry], *, timeout: float) -> None:
     """Ask `nodes` which site they are and add their answers to `claimed`; a node that answers
     nothing within `timeout` is asked again later."""
-    queries = [
-        Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node, message_type=MessageType.QUERY)
+    queries = [  # the nonce makes each query's id (its content's hash) unguessable: site_keys.py
+        Message(RecordDict({"config": ConfigRecord({"nonce": secrets.token_hex(16)})}),
+                dst_node_id=node, message_type=MessageType.QUERY)
         for node in nodes
     ]
-    for reply in grid.send_and_receive(queries, timeout=timeout):
+    replies = list(grid.send_and_receive(queries, timeout=timeout))
+    keys = registered_keys(grid, consortium) if replies else {}
+    for reply in replies:
         node = reply.metadata.src_node_id
         if reply.has_error():
             raise SiteDiscoveryError(f"node {node} failed to identify itself: "
@@ -85,6 +91,9 @@ def _identify(grid: Grid, nodes: list[int], consortium: ConsortiumConfig,
                 f"node {node} says site {name!r} has role {role!r}; the consortium says "
                 f"{consortium.site(name).role!r}"
             )
+        if problem := key_mismatch(node, consortium.site(name), keys.get(node),
+                                   consortium_file=consortium.source):
+            raise SiteDiscoveryError(problem)
         claimed[name] = SiteEntry(node_id=node, name=name, role=role)
 
 

@@ -51,6 +51,8 @@ DEFAULT_CONSORTIUM: Path = Path(__file__).resolve().parent / "consortia" / "defa
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+_KEY_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+"""`ssh-keygen -lf`'s SHA-256 fingerprint, as `lang1-fl deploy register` prints it."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,10 @@ class SiteConfig:
     """The site's own state folder: privacy ledger, stored replies, egress log, optimizer memory
     (`client.state`). None: `<state home>/sites/<name>` (`sites.state_folder`); never shared
     by two sites."""
+    key_fingerprint: str | None = None
+    """The fingerprint of the site's registered SuperNode public key (`SHA256:...`, as `lang1-fl
+    deploy register` prints it): discovery refuses a node claiming this site unless Flower
+    authenticated it with that key. None: not checked (simulation has no keys)."""
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and _NAME.fullmatch(self.name) is not None, "name",
@@ -109,6 +115,10 @@ class SiteConfig:
         if self.state_dir is None:
             object.__setattr__(self, "state_dir", default_state_dir(self.name))
         _require(isinstance(self.state_dir, Path), "state_dir", self.state_dir, "a folder path")
+        _require(self.key_fingerprint is None or (isinstance(self.key_fingerprint, str) and
+                 _KEY_FINGERPRINT.fullmatch(self.key_fingerprint) is not None),
+                 "key_fingerprint", self.key_fingerprint, "the site's SuperNode key fingerprint "
+                 "as `lang1-fl deploy register` prints it: 'SHA256:' and 43 base64 characters")
 
     def _check_data_fits_tasks(self) -> None:
         """A label mapped for an undeclared task is a forgotten task or a stale mapping; a task
@@ -176,6 +186,7 @@ class ConsortiumConfig:
                     f"{where}`sites[{index}].state_dir` of site {site.name!r} is {site.state_dir}, "
                     f"the state folder of site {other.name!r}; expected a folder of its own (each "
                     "site's privacy ledger, stored replies and egress log are its own)")
+        self._check_key_fingerprints(where)
         first = self.sites[0]
         for index, site in enumerate(self.sites):
             if set(site.tasks) != set(first.tasks):  # in any order
@@ -183,6 +194,25 @@ class ConsortiumConfig:
                     f"{where}`sites[{index}].tasks` of site {site.name!r} is {list(site.tasks)}; "
                     f"expected the same tasks as site {first.name!r} (in any order): "
                     f"{list(first.tasks)}")
+
+    def _check_key_fingerprints(self, where: str) -> None:
+        """Named for one site, a fingerprint must be named for all (a site left out could be
+        claimed by any registered node), and no two sites can hold one key."""
+        named: dict[str | None, SiteConfig] = {}
+        for site in self.sites:
+            if site.key_fingerprint:
+                named.setdefault(site.key_fingerprint, site)
+        for index, site in enumerate(self.sites):
+            if named and site.key_fingerprint is None:
+                raise InvalidSiteConfig(
+                    f"{where}`sites[{index}].key_fingerprint` of site {site.name!r} is missing; "
+                    "expected one for every site once any site names one (copy it from "
+                    "`lang1-fl deploy register`'s output for that site's public key)")
+            if named.get(site.key_fingerprint, site) is not site:
+                raise InvalidSiteConfig(
+                    f"{where}`sites[{index}].key_fingerprint` of site {site.name!r} is "
+                    f"{site.key_fingerprint!r}, the key of site "
+                    f"{named[site.key_fingerprint].name!r}; expected each site's own key")
 
     @property
     def training_sites(self) -> tuple[SiteConfig, ...]:
@@ -276,7 +306,7 @@ def _consortium_site(entry: object, index: int, *, file: Path,
 
 def _site(raw: object, *, file: Path, key: str, data_base: DataRoot) -> SiteConfig:
     site_keys = ("name", "role", "data", "tasks", "training", "evaluation", "device", "synthetic",
-                 "privacy", "fault", "state_dir")
+                 "privacy", "fault", "state_dir", "key_fingerprint")
     check_keys(raw, site_keys, file=file, key=key)
     assert isinstance(raw, dict)
     tasks = get_key(raw, "tasks", file=file, key=key, expected="a list of task names")
@@ -297,6 +327,7 @@ def _site(raw: object, *, file: Path, key: str, data_base: DataRoot) -> SiteConf
         "fault": _section(raw, "fault", FaultSettings, file=file, key=key),
         "source": file,
         "state_dir": _folder(raw, "state_dir", file=file, key=key),
+        "key_fingerprint": raw.get("key_fingerprint"),
     }
     with located(file, key):
         return SiteConfig(**fields)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from flwr.app import Message, MessageType, RecordDict
+from flwr.proto.node_pb2 import NodeInfo
 from flwr.supercore.task_identity import TaskIdentity
 
 
@@ -16,15 +17,24 @@ def set_task_identity() -> None:
 
 
 class FakeGrid:
-    """A Grid with a fixed set of connected nodes that answers with a reply function."""
+    """A Grid with a fixed set of connected nodes that answers with a reply function; `keys`
+    are the nodes' registered public keys (PEM), as the SuperLink's `NodeInfo` carries them."""
 
-    def __init__(self, node_ids: Iterable[int], respond=None) -> None:
+    def __init__(self, node_ids: Iterable[int], respond=None, *,
+                 keys: dict[int, bytes] | None = None) -> None:
         self.nodes = list(node_ids)
         self.respond = respond
+        self.keys = keys or {}
         self.sent: list[Message] = []
+        self.node_info_calls = 0
 
     def get_node_ids(self) -> list[int]:
         return list(self.nodes)
+
+    def get_nodes(self) -> list[NodeInfo]:
+        self.node_info_calls += 1
+        return [NodeInfo(node_id=node, public_key=self.keys.get(node, b""))
+                for node in self.get_node_ids()]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
         messages = list(messages)

@@ -8,7 +8,9 @@ through `lang1-fl deploy ...` as docs/coordinator.md and docs/hospital-it.md tel
 SuperLink and SuperNodes run the command lines that `lang1-fl deploy superlink` and `lang1-fl
 deploy supernode` print (the same builders). `flwr run` then runs two rounds. The same
 config in simulation must give the same numbers, a fourth SuperNode whose key was never registered
-must be refused, and nothing may be left running.
+must be refused, and nothing may be left running. The deployed consortium names every site's key
+fingerprint, so each SuperNode is also checked at discovery against the key the SuperLink
+authenticated it with (a node holding the wrong key: tests/test_site_keys_e2e.py).
 
 Slow: Flower 1.42's SuperNode starts a fresh ClientApp process for every message (6 per site
 here), each importing torch and loading the model again; about 4 minutes on 2 busy cores.
@@ -22,7 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.launch.loopback import deploy, simulate
+from client.node_identity import fingerprint, load_node_public_key
+from server.launch.loopback import deploy, make_site_keys, simulate
 from tests.consortium_fixtures import write_table_consortium
 from tests.tiny_models import keyword_table, make_tiny_encoder
 
@@ -76,12 +79,26 @@ def simulated(federation) -> dict:
     return metrics
 
 
+def _with_fingerprints(consortium: Path, root: Path) -> Path:
+    """A copy of the consortium naming each site's key fingerprint, the hospitals' key pairs made
+    first (as `lang1-fl deploy site-key`), as the coordinator writes it from `lang1-fl deploy
+    register`'s output; beside the original, so relative paths resolve alike."""
+    raw = yaml.safe_load(consortium.read_text())
+    public = make_site_keys(root, [site["name"] for site in raw["sites"]])
+    for site in raw["sites"]:
+        site["key_fingerprint"] = fingerprint(load_node_public_key(public[site["name"]]))
+    bound = consortium.with_name("consortium-keys.yaml")
+    bound.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return bound
+
+
 @pytest.fixture(scope="module")
 def deployed(federation, simulated):
     """Join, start everything (and an unregistered intruder), run two rounds, stop everything."""
-    root, _, site_yamls, run_config = federation
-    run = deploy({**run_config, "run-name": "deployed"}, site_yamls=site_yamls, root=root,
-                 intruder_site=site_yamls["external-system"])
+    root, consortium, site_yamls, run_config = federation
+    bound = _with_fingerprints(consortium, root)
+    run = deploy({**run_config, "consortium": str(bound), "run-name": "deployed"},
+                 site_yamls=site_yamls, root=root, intruder_site=site_yamls["external-system"])
     return run, _metrics(run_config, "deployed")
 
 

@@ -103,11 +103,26 @@ def simulate(run_config: dict[str, object], *, num_sites: int, root: Path,
     return SimulatedRun(status=status, log=log_path, wall_s=time.monotonic() - started)
 
 
+def make_site_keys(root: Path, names: list[str]) -> dict[str, Path]:
+    """Each hospital's key pair, made as docs/hospital-it.md says (`lang1-fl deploy site-key`)
+    unless it exists already: the public key file of each. A test makes them before `deploy`
+    to write their fingerprints into the consortium, as a coordinator does."""
+    public = {}
+    for name in names:
+        public[name] = root / "keys" / name / f"{name}.pub"
+        if not public[name].exists():
+            _lang1_fl("deploy", "site-key", name, "--out", str(public[name].parent))
+    return public
+
+
 def deploy(run_config: dict[str, object], *, site_yamls: dict[str, Path], root: Path,
-           intruder_site: Path | None = None, timeout_s: float = 300) -> DeployedRun:
+           intruder_site: Path | None = None, signing_keys: dict[str, str] | None = None,
+           timeout_s: float = 300) -> DeployedRun:
     """Join (CA, certificates, keys, connection), start the SuperLink and one SuperNode per site
     YAML, run `flwr run` once, list the SuperNodes, stop everything. With `intruder_site`, one more
-    SuperNode serving that YAML starts with a key that was never registered, before the run."""
+    SuperNode serving that YAML starts with a key that was never registered, before the run.
+    `signing_keys` maps a SuperNode to the site whose key it holds (default: its own); the
+    coordinator registers the keys the SuperNodes hold."""
     port = free_port()
     # One torch thread per site, as simulation's one CPU per Ray actor: the same numbers, bit for
     # bit, and a fair timing comparison.
@@ -115,12 +130,14 @@ def deploy(run_config: dict[str, object], *, site_yamls: dict[str, Path], root: 
                FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1")
     (root / "logs").mkdir(parents=True, exist_ok=True)
     processes = Processes(root / "logs")
-    names = [*site_yamls, *([INTRUDER] if intruder_site else [])]
+    holds = {name: (signing_keys or {}).get(name, name) for name in site_yamls}
+    names = [*holds.values(), *([INTRUDER] if intruder_site else [])]
     with _flwr_home(env["FLWR_HOME"]), _quiet(root / "logs" / "coordinator.log"):
         _join(root, names, env, port)
         try:
-            status, wall_s, intruder = _start_and_run(processes, root, site_yamls, intruder_site,
-                                                      run_config, env, port, timeout_s)
+            status, wall_s, intruder = _start_and_run(processes, root, site_yamls, holds,
+                                                      intruder_site, run_config, env, port,
+                                                      timeout_s)
             processes.descendants()  # remember SuperExec and app processes for the leftover check
             nodes = _supernodes(env)
         finally:
@@ -134,18 +151,17 @@ def _join(root: Path, names: list[str], env: dict[str, str], port: int) -> None:
     """Coordinator and hospitals run the commands of docs/coordinator.md and docs/hospital-it.md:
     CA, server certificate, site keys, connection (the SuperLink starts next, then registration
     follows)."""
-    certs, keys = root / "coordinator", root / "keys"
+    certs = root / "coordinator"
     _lang1_fl("deploy", "ca", "--out", str(certs))
     _lang1_fl("deploy", "server-cert", "--ca-dir", str(certs), "--host", "localhost")
-    for name in names:
-        _lang1_fl("deploy", "site-key", name, "--out", str(keys / name))
+    make_site_keys(root, names)
     _lang1_fl("deploy", "connect", "--name", CONNECTION, "--address", f"127.0.0.1:{port}",
               "--root-cert", str(certs / "ca.crt"), "--flwr-home", env["FLWR_HOME"])
 
 
 def _start_and_run(processes: Processes, root: Path, site_yamls: dict[str, Path],
-                   intruder_site: Path | None, run_config: dict[str, object],
-                   env: dict[str, str], port: int,
+                   holds: dict[str, str], intruder_site: Path | None,
+                   run_config: dict[str, object], env: dict[str, str], port: int,
                    timeout_s: float) -> tuple[int, float, int | None]:
     """SuperLink up, the sites' keys registered, SuperNodes up, one `flwr run`: (its exit status,
     its seconds, the intruder's exit status or None)."""
@@ -155,14 +171,15 @@ def _start_and_run(processes: Processes, root: Path, site_yamls: dict[str, Path]
                        server_key=certs / "server.key", database=root / "superlink.db"),
         host="127.0.0.1", port=port), env)
     _wait_for_port(port, link)
-    for name in site_yamls:  # the coordinator registers the hospitals' public keys only
-        _lang1_fl("deploy", "register", str(keys / name / f"{name}.pub"),
-                  "--connection", CONNECTION, "--name", name)
+    for key in dict.fromkeys(holds.values()):  # the coordinator registers hospitals' keys only
+        _lang1_fl("deploy", "register", str(keys / key / f"{key}.pub"),
+                  "--connection", CONNECTION, "--name", key)
     nodes = [*site_yamls.items(), *([(INTRUDER, intruder_site)] if intruder_site else [])]
     for name, site_yaml in nodes:
+        key = holds.get(name, name)
         processes.start(name, supernode_command(
             superlink=f"127.0.0.1:{port}", root_cert=certs / "ca.crt",
-            private_key=keys / name / name, site_config=site_yaml, runtime_port=free_port()), env)
+            private_key=keys / key / key, site_config=site_yaml, runtime_port=free_port()), env)
     intruder = processes.started[INTRUDER].wait(timeout=90) if intruder_site else None
     started = time.monotonic()
     with (processes.logs / "flwr-run.log").open("wb") as log:

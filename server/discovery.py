@@ -44,11 +44,20 @@ def discover_sites(grid: Grid, consortium: ConsortiumConfig, *, timeout: float,
     started = time.monotonic()
     next_report = started + report_every
     claimed: dict[str, SiteEntry] = {}
+    pending: dict[str, int] = {}  # query message id -> node, until the node answers
+    asked: set[int] = set()
     while len(claimed) < expected:
-        known = {entry.node_id for entry in claimed.values()}
-        if new := [node for node in grid.get_node_ids() if node not in known]:
-            left = max(1.0, timeout - (time.monotonic() - started))
-            _identify(grid, new, consortium, claimed, timeout=min(left, report_every))
+        # Each node is asked once, and its answer collected whenever it comes: a SuperNode whose
+        # ClientApp takes minutes to start (a loaded machine, a large base) is still identified
+        if new := [node for node in grid.get_node_ids() if node not in asked]:
+            asked.update(new)
+            pending.update((mid, node) for mid, node in zip(
+                grid.push_messages([_query(node) for node in new]), new, strict=True) if mid)
+        if pending:
+            replies = list(grid.pull_messages(list(pending)))
+            for reply in replies:
+                pending.pop(reply.metadata.reply_to_message_id, None)
+            _identify(grid, replies, consortium, claimed)
         if len(claimed) == expected:
             break
         now = time.monotonic()
@@ -64,16 +73,16 @@ def discover_sites(grid: Grid, consortium: ConsortiumConfig, *, timeout: float,
     return SiteRoster(tuple(claimed[s.name] for s in consortium.sites))
 
 
-def _identify(grid: Grid, nodes: list[int], consortium: ConsortiumConfig,
-              claimed: dict[str, SiteEntry], *, timeout: float) -> None:
-    """Ask `nodes` which site they are and add their answers to `claimed`; a node that answers
-    nothing within `timeout` is asked again later."""
-    queries = [  # the nonce makes each query's id (its content's hash) unguessable: site_keys.py
-        Message(RecordDict({"config": ConfigRecord({"nonce": secrets.token_hex(16)})}),
-                dst_node_id=node, message_type=MessageType.QUERY)
-        for node in nodes
-    ]
-    replies = list(grid.send_and_receive(queries, timeout=timeout))
+def _query(node: int) -> Message:
+    """Who are you? The nonce makes each query's id (its content's hash) unguessable:
+    server/site_keys.py."""
+    return Message(RecordDict({"config": ConfigRecord({"nonce": secrets.token_hex(16)})}),
+                   dst_node_id=node, message_type=MessageType.QUERY)
+
+
+def _identify(grid: Grid, replies: list[Message], consortium: ConsortiumConfig,
+              claimed: dict[str, SiteEntry]) -> None:
+    """Check the nodes' answers against the consortium and add them to `claimed`."""
     keys = registered_keys(grid, consortium) if replies else {}
     for reply in replies:
         node = reply.metadata.src_node_id

@@ -26,6 +26,7 @@ class FakeGrid:
         self.respond = respond
         self.keys = keys or {}
         self.sent: list[Message] = []
+        self.waiting: dict[str, Message] = {}
         self.node_info_calls = 0
 
     def get_node_ids(self) -> list[int]:
@@ -40,6 +41,27 @@ class FakeGrid:
         messages = list(messages)
         self.sent += messages
         return [self.respond(m) for m in messages]
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        """Keeps the messages until `pull_messages` asks for their replies; ids as Flower's."""
+        ids = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = message.object_id
+            self.sent.append(message)
+            self.waiting[message.metadata.message_id] = message
+            ids.append(message.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        """The replies `respond` gives now (None: not yet) to pushed messages, each once."""
+        replies = []
+        for message_id in message_ids:
+            if (message := self.waiting.get(message_id)) is None:
+                continue
+            if (reply := self.respond(message)) is not None:
+                del self.waiting[message_id]
+                replies.append(reply)
+        return replies
 
 
 def message_to(node_id: int, content: RecordDict, message_type: str = MessageType.TRAIN) -> Message:

@@ -124,3 +124,24 @@ def test_missing_sites_are_named_when_discovery_times_out(consortium):
     with pytest.raises(SiteDiscoveryError, match=r"2 of 3 sites connected within 1 s; connected: "
                        r"academic, community; missing: external-system"):
         discover_sites(FakeGrid(claims, _answering(claims)), consortium, timeout=1, poll_s=0.1)
+
+
+def test_a_node_that_answers_late_is_asked_once_and_still_identified(consortium):
+    """A SuperNode whose ClientApp takes longer to start than the report interval (a loaded
+    machine, a large base) is not given up on: its one query's answer is collected whenever it
+    comes, and it is never asked twice."""
+    claims = {1: ("academic", "train"), 2: ("community", "train"),
+              3: ("external-system", "external")}
+    answer = _answering(claims)
+    pulls = {node: 0 for node in claims}
+
+    def slow_third(message: Message) -> Message | None:
+        node = message.metadata.dst_node_id
+        pulls[node] += 1
+        return None if node == 3 and pulls[node] < 20 else answer(message)
+
+    grid = FakeGrid(claims, slow_third)
+    roster = discover_sites(grid, consortium, timeout=30, report_every=0.01, poll_s=0.01)
+    assert [e.node_id for e in roster.entries] == [1, 2, 3]
+    assert sorted(m.metadata.dst_node_id for m in grid.sent) == [1, 2, 3]
+    assert pulls[3] == 20

@@ -91,7 +91,8 @@ CONFIG_CASES = [
     Case("columns-not-a-mapping", r"`data.columns` is \['hadm'\]; expected a mapping of our names "
          r"to the table's column names", InvalidSiteConfig, data={"columns": ["hadm"]}),
     Case("columns-one-column-twice", r"`data.columns.patient_id` is 'hadm'; expected a column not "
-         r"already mapped \(it is mapped by `columns.encounter_id`\)", InvalidSiteConfig,
+         r"already mapped \(it is mapped by `columns.encounter_id`; only the two note types may "
+         r"share one column\)", InvalidSiteConfig,
          data={"columns.patient_id": "hadm"}),
     Case("raw-label-of-binary-task", r"`data.raw_labels.mortality` is 'died'; expected keys from "
          r"los, comorbidity", InvalidSiteConfig,
@@ -203,7 +204,8 @@ DATA_CASES = [
     Case("raw-charlson-fraction", r"row 3, column `charlson` is 2.5; expected a whole Charlson "
          r"score >= 0", table=cell("charlson", 2, 2.5)),
     Case("binary-label-word", r"row 1, column `readm30` is 'maybe'; expected an integer class: "
-         r"0 \(no\), 1 \(yes\) \(true/false or yes/no also work\)",
+         r"0 \(no\), 1 \(yes\) \(true/false, yes/no and y/n also work; map other words under "
+         r"`data.label_values`\)",
          table=cell("readm30", 0, "maybe")),
     Case("binary-label-out-of-range", r"row 4, column `died` is 2; expected an integer class: "
          r"0 \(no\), 1 \(yes\)", table=cell("died", 3, 2)),

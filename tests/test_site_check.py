@@ -304,8 +304,9 @@ def test_sites_check_shows_positives_warns_on_thin_labels_and_counts_tokens(tmp_
     out = capsys.readouterr().out
     mortality = next(line for line in out.splitlines() if line.startswith("mortality"))
     assert "48.9% (22)" in mortality and "53.3% (8)" in mortality
-    assert (f"mortality has fewer than {MIN_POSITIVES} positives in the test split ('yes': 8)"
-            in out)
+    thin = next(line for line in out.splitlines() if "positives, so a noisy AUROC" in line)
+    assert f"site north: fewer than {MIN_POSITIVES} positives, so a noisy AUROC there: " in thin
+    assert "mortality 'yes' test 8" in thin
     assert "`training.batch_size` 100 is larger than its 45 training encounters" in out
     assert "admission note words: p10 " in out
     tokens = next(line for line in out.splitlines() if "note tokens" in line)

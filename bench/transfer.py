@@ -15,8 +15,9 @@ site and the spread across sites.
     python bench/transfer.py --regimes federated,local,pooled   # just what the headline needs
     python bench/transfer.py --run-dir runs/transfer-20261125-210000
 
-The paper's model the paper's way, in a shape 2 CPU cores finish in about half an hour (a
-Llama-architecture decoder of Lang1-100M's size, answer-letter scoring, one task, 256 tokens,
+The paper's model the paper's way, in a shape for 2 CPU cores (about an hour on quiet cores,
+estimated, not yet run to the end; a Llama-architecture decoder of Lang1-100M's size,
+answer-letter scoring, one task, 256 tokens,
 the small consortium; the untrained model is the zero-shot baseline), with the MiniLM default
 beside it on the same consortium and settings:
 

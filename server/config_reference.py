@@ -2,10 +2,10 @@
 
 Every run-config key is documented once, by the comment above it in `pyproject.toml`
 (`[tool.flwr.app.config]`, which also holds its default), and every site-YAML key once, by the
-docstring under its dataclass field (`sites.config`, `sites.site_settings`). This module renders
-both into one page, so the page cannot drift from the code: `tests/test_config_reference.py`
-fails when the committed page differs from what this renders. Regenerate with
-`python -m server.config_reference`.
+docstring under its dataclass field (`sites.config`, `sites.site_settings`,
+`sites.split_settings`). This module renders both into one page, so the page cannot drift from the
+code: `tests/test_config_reference.py` fails when the committed page differs from what this
+renders. Regenerate with `python -m server.config_reference`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from client.run_config import RUN_CONFIG_KEYS
 from sites import config as site_config
-from sites import site_settings
+from sites.split_settings import SplitByColumn, SplitByDate, SplitByPatient
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = ROOT / "pyproject.toml"
@@ -31,8 +31,7 @@ RUN_CONFIG_TABLE = "[tool.flwr.app.config]"
 _NOT_YAML = {"source", "root"}
 """Dataclass fields the loader fills in, not keys a YAML file sets."""
 
-_SPLIT_BY = {site_settings.SplitByColumn: "column", site_settings.SplitByPatient: "patient",
-             site_settings.SplitByDate: "date"}
+_SPLIT_BY = {SplitByColumn: "column", SplitByPatient: "patient", SplitByDate: "date"}
 """`data.split.by`: which rule a split mapping is read into."""
 
 

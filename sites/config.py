@@ -23,16 +23,14 @@ from typing import Literal, get_args
 from sites.data_root import DEFAULT_DATA_DIR, DataRoot
 from sites.data_root import data_root as root_for
 from sites.data_source_yaml import data_source
+from sites.field_checks import InvalidSiteConfig, is_int, require
 from sites.site_settings import (
     DataSource,
     EvaluationSettings,
     FaultSettings,
-    InvalidSiteConfig,
     PrivacySettings,
     SyntheticSpec,
     TrainingSettings,
-    _is_int,
-    _require,
 )
 from sites.state_folder import default_state_dir
 from sites.tasks import TASK_NAMES, TASKS
@@ -93,32 +91,32 @@ class SiteConfig:
     authenticated it with that key. None: not checked (simulation has no keys)."""
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.name, str) and _NAME.fullmatch(self.name) is not None, "name",
-                 self.name, "a name of letters, digits, '_' or '-'")
-        _require(self.role in get_args(Role), "role", self.role, "'train' or 'external'")
-        _require(isinstance(self.device, str) and _DEVICE.fullmatch(self.device) is not None,
-                 "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        require(isinstance(self.name, str) and _NAME.fullmatch(self.name) is not None, "name",
+                self.name, "a name of letters, digits, '_' or '-'")
+        require(self.role in get_args(Role), "role", self.role, "'train' or 'external'")
+        require(isinstance(self.device, str) and _DEVICE.fullmatch(self.device) is not None,
+                "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
         shown = list(self.tasks) if isinstance(self.tasks, tuple) else self.tasks
-        _require(isinstance(self.tasks, tuple) and len(self.tasks) > 0, "tasks", shown,
-                 "a non-empty list of tasks from " + ", ".join(TASK_NAMES))
+        require(isinstance(self.tasks, tuple) and len(self.tasks) > 0, "tasks", shown,
+                "a non-empty list of tasks from " + ", ".join(TASK_NAMES))
         for index, task in enumerate(self.tasks):
             close = difflib.get_close_matches(str(task), TASK_NAMES, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            _require(task in TASKS, f"tasks[{index}]", task,
-                     "one of " + ", ".join(TASK_NAMES) + hint)
-            _require(task not in self.tasks[:index], f"tasks[{index}]", task,
-                     "each task listed once")
+            require(task in TASKS, f"tasks[{index}]", task,
+                    "one of " + ", ".join(TASK_NAMES) + hint)
+            require(task not in self.tasks[:index], f"tasks[{index}]", task,
+                    "each task listed once")
         self._check_data_fits_tasks()
-        _require(not (self.is_external and self.privacy is not None), "privacy",
-                 "a privacy block", "none for an external site (it is evaluated only, never "
-                 "trained on, so it spends no privacy budget): remove the `privacy` block")
+        require(not (self.is_external and self.privacy is not None), "privacy",
+                "a privacy block", "none for an external site (it is evaluated only, never "
+                "trained on, so it spends no privacy budget): remove the `privacy` block")
         if self.state_dir is None:
             object.__setattr__(self, "state_dir", default_state_dir(self.name))
-        _require(isinstance(self.state_dir, Path), "state_dir", self.state_dir, "a folder path")
-        _require(self.key_fingerprint is None or (isinstance(self.key_fingerprint, str) and
-                 _KEY_FINGERPRINT.fullmatch(self.key_fingerprint) is not None),
-                 "key_fingerprint", self.key_fingerprint, "the site's SuperNode key fingerprint "
-                 "as `lang1-fl deploy register` prints it: 'SHA256:' and 43 base64 characters")
+        require(isinstance(self.state_dir, Path), "state_dir", self.state_dir, "a folder path")
+        require(self.key_fingerprint is None or (isinstance(self.key_fingerprint, str) and
+                _KEY_FINGERPRINT.fullmatch(self.key_fingerprint) is not None),
+                "key_fingerprint", self.key_fingerprint, "the site's SuperNode key fingerprint "
+                "as `lang1-fl deploy register` prints it: 'SHA256:' and 43 base64 characters")
 
     def _check_data_fits_tasks(self) -> None:
         """A label mapped for an undeclared task is a forgotten task or a stale mapping; a task
@@ -127,17 +125,17 @@ class SiteConfig:
         for group in ("columns", "raw_labels"):
             for ours, theirs in getattr(self.data, group).items():
                 task = labels.get(ours, ours if group == "raw_labels" else None)
-                _require(task is None or task in self.tasks, f"data.{group}.{ours}", theirs,
-                         f"labels only for tasks the site declares (add {task!r} to `tasks` or "
-                         "remove this mapping)")
+                require(task is None or task in self.tasks, f"data.{group}.{ours}", theirs,
+                        f"labels only for tasks the site declares (add {task!r} to `tasks` or "
+                        "remove this mapping)")
         for task, classes in self.data.label_values.items():
-            _require(task in self.tasks, f"data.label_values.{task}", dict(classes),
-                     f"labels only for tasks the site declares (add {task!r} to `tasks` or "
-                     "remove this mapping)")
+            require(task in self.tasks, f"data.label_values.{task}", dict(classes),
+                    f"labels only for tasks the site declares (add {task!r} to `tasks` or "
+                    "remove this mapping)")
         if self.data.format == "mimic-iv" and "denial" in self.tasks:
-            _require(False, f"tasks[{self.tasks.index('denial')}]", "denial",
-                     "tasks MIMIC-IV has labels for: readmission, mortality, los, comorbidity "
-                     "(denial is unavailable for MIMIC-IV: it has no insurance claims)")
+            require(False, f"tasks[{self.tasks.index('denial')}]", "denial",
+                    "tasks MIMIC-IV has labels for: readmission, mortality, los, comorbidity "
+                    "(denial is unavailable for MIMIC-IV: it has no insurance claims)")
 
     @property
     def is_external(self) -> bool:
@@ -163,7 +161,7 @@ class ConsortiumConfig:
 
     def __post_init__(self) -> None:
         where = f"{display_path(self.source)}: " if self.source else ""
-        _require(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        require(is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
         if not self.sites:
             raise InvalidSiteConfig(f"{where}`sites` is empty; expected at least one site")
         seen: dict[str, int] = {}

@@ -10,15 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from sites.data_root import DataRoot, is_outside
-from sites.site_settings import (
+from sites.field_checks import InvalidSiteConfig
+from sites.site_settings import DataSource, TableFormat
+from sites.split_settings import (
     SPLIT_VALUE_KEYS,
-    DataSource,
-    InvalidSiteConfig,
     SplitByColumn,
     SplitByDate,
     SplitByPatient,
     SplitRule,
-    TableFormat,
 )
 from sites.tasks import NOTE_COLUMNS, SPLITS
 from sites.yaml_keys import check_keys, display_path, get_key, join_key, located

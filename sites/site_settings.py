@@ -1,28 +1,28 @@
 """The settings a site YAML holds besides the site's identity, each a frozen, self-checking dataclass.
 
 Each checks its own values in `__post_init__` (so settings built in code are checked too) and raises
-`_FieldError` naming the field; `sites.config`'s loader adds the file and the key path. The site
-and consortium themselves, and the loader, live in `sites.config`.
+`FieldError` naming the field; `sites.config`'s loader adds the file and the key path. The site
+and consortium themselves, and the loader, live in `sites.config`; the split rules in
+`sites.split_settings`, the shared field rules in `sites.field_checks`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
 from sites.data_root import DataRoot
-from sites.tasks import ID_COLUMNS, NOTE_COLUMNS, SPLITS, TASKS
+from sites.field_checks import did_you_mean, frozen_copy, is_int, is_name, is_number, require
+from sites.split_settings import SplitByColumn, SplitByDate, SplitByPatient, SplitRule
+from sites.tasks import ID_COLUMNS, NOTE_COLUMNS, TASKS
 
 TableFormat = Literal["parquet", "jsonl", "csv"]
 DatasetFormat = Literal["mimic-iv", "meds"]
 DataFormat = Literal["parquet", "jsonl", "csv", "mimic-iv", "meds"]
 AccountantName = Literal["rdp", "prv"]
 PrivacyUnit = Literal["encounter", "patient"]
-Straddling = Literal["first", "drop"]
 
 MAPPABLE_COLUMNS: tuple[str, ...] = (
     *ID_COLUMNS, *NOTE_COLUMNS.values(), *(spec.label_column for spec in TASKS.values()))
@@ -31,149 +31,12 @@ RAW_LABEL_TASKS: tuple[str, ...] = ("los", "comorbidity")
 """Tasks whose label may be given raw (days, Charlson points) under `data.raw_labels`; binned with
 `sites.tasks.los_class` / `cci_class`."""
 DATASET_NAMES: dict[str, str] = {"mimic-iv": "MIMIC-IV", "meds": "MEDS"}
-SPLIT_VALUE_KEYS: tuple[str, ...] = (*SPLITS, "exclude")
-"""Keys of `data.split.values`: our splits, and `exclude` for encounters to leave out."""
 DELIMITERS: tuple[str, ...] = (",", ";", "\t", "|")
 """Field separators a csv table may use (`data.delimiter`); a `.tsv` file defaults to a tab."""
 MAX_BATCH_SIZE = 1_000_000
 """More encounters than any hospital's split: a batch size above it is a typo, not a setting."""
 
 
-class InvalidSiteConfig(ValueError):
-    """A site or consortium YAML is missing, malformed, or breaks a rule; the message says where."""
-
-
-class _FieldError(InvalidSiteConfig):
-    """A field rule broken in `__post_init__`; the loader adds the file and the key path."""
-
-    def __init__(self, key: str, value: object, expected: str) -> None:
-        super().__init__(f"`{key}` is {value!r}; expected {expected}")
-        self.key, self.value, self.expected = key, value, expected
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _require(ok: bool, key: str, value: object, expected: str) -> None:
-    if not ok:
-        raise _FieldError(key, value, expected)
-
-
-def _hint(value: object, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(value), choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _frozen(mapping: Mapping) -> dict:
-    """A copy, so the caller's dict cannot change the settings later (a plain dict, unlike a
-    mappingproxy, pickles and deep-copies)."""
-    return dict(mapping)
-
-
-def _is_name(value: object) -> bool:
-    return isinstance(value, str) and value.strip() != ""
-
-
-@dataclass(frozen=True)
-class SplitByColumn:
-    """The table's own split column, its values mapped to train/validation/test."""
-
-    column: str = "split"
-    """The table's column holding each encounter's split."""
-    values: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
-    """Our split name -> the table's values meaning it (compared as text); values under `exclude`
-    mark encounters to leave out. Empty: the column already says `train`, `validation` or
-    `test`."""
-
-    def __post_init__(self) -> None:
-        _require(_is_name(self.column), "column", self.column, "the name of the split column")
-        _require(isinstance(self.values, Mapping), "values", self.values,
-                 "a mapping like {train: TRAIN, validation: VAL, test: TEST}")
-        seen: dict[str, str] = {}
-        for split, theirs in self.values.items():
-            _require(split in SPLIT_VALUE_KEYS, f"values.{split}", theirs,
-                     f"keys from {', '.join(SPLIT_VALUE_KEYS)}{_hint(split, SPLIT_VALUE_KEYS)}")
-            _require(isinstance(theirs, tuple) and len(theirs) > 0
-                     and all(isinstance(v, str) for v in theirs), f"values.{split}", theirs,
-                     "a value or a list of values of the split column (text or integers)")
-            for value in theirs:
-                _require(value not in seen, f"values.{split}", value,
-                         f"each value under one split only (it is also under {seen.get(value)!r})")
-                seen[value] = split
-        object.__setattr__(self, "values", _frozen(self.values))
-
-
-@dataclass(frozen=True)
-class SplitByPatient:
-    """A seeded split by patient (`sites.splits.split_by_patient`): no patient in two splits."""
-
-    seed: int
-    """Seeds the shuffle of patients: the same seed and patients give the same split."""
-    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    """Share of patients in train, validation and test; they sum to 1."""
-
-    def __post_init__(self) -> None:
-        from sites.splits import SplitFractions  # lazy: the splitter needs numpy
-
-        _require(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        ok = (isinstance(self.fractions, tuple) and len(self.fractions) == 3
-              and all(_is_number(f) for f in self.fractions))
-        if ok:
-            try:
-                SplitFractions(*self.fractions)
-            except ValueError:
-                ok = False
-        shown = (dict(zip(SPLITS, self.fractions)) if isinstance(self.fractions, tuple)
-                 else self.fractions)
-        _require(ok, "fractions", shown, "shares {train, validation, test} >= 0 that sum to 1")
-
-
-@dataclass(frozen=True)
-class SplitByDate:
-    """A temporal split (as Lang1 evaluates): train before `validation_from`, validation until
-    `test_from`, test from `test_from` on. A patient's encounters all go to one split: the split of
-    their first encounter (`straddling: first`), or their encounters that fall in a later split
-    are dropped (`straddling: drop`)."""
-
-    column: str
-    """The table's column with each encounter's date (ISO 8601, e.g. 2023-01-31)."""
-    test_from: dt.date
-    """First date of the test split."""
-    validation_from: dt.date | None = None
-    """First date of the validation split; None: no validation split (train until `test_from`)."""
-    straddling: Straddling = "first"
-    """A patient with encounters on both sides of a cut: `first` puts all of them in the split of
-    their first encounter (keeps every encounter; training may hold stays after the cut), `drop`
-    drops those after their first split (each split stays inside its dates)."""
-
-    def __post_init__(self) -> None:
-        _require(_is_name(self.column), "column", self.column, "the name of the date column")
-        for key in ("test_from", "validation_from"):
-            value = getattr(self, key)
-            if isinstance(value, str):
-                try:
-                    value = dt.date.fromisoformat(value.strip())
-                except ValueError:
-                    pass
-            if isinstance(value, dt.datetime):
-                value = value.date()
-            _require(isinstance(value, dt.date) or (value is None and key != "test_from"), key,
-                     value, "a date like 2024-01-01")
-            object.__setattr__(self, key, value)
-        if self.validation_from is not None:
-            _require(self.validation_from < self.test_from, "validation_from",
-                     self.validation_from, f"a date before `test_from` ({self.test_from})")
-        _require(self.straddling in get_args(Straddling), "straddling", self.straddling,
-                 "'first' (a patient goes where their first encounter falls) or 'drop' (their "
-                 "encounters in a later split are dropped)")
-
-
-SplitRule = SplitByColumn | SplitByPatient | SplitByDate
 
 
 @dataclass(frozen=True)
@@ -217,44 +80,44 @@ class DataSource:
     """The folder a relative `path` resolved against and why (None when built in code)."""
 
     def __post_init__(self) -> None:
-        _require(self.format in get_args(DataFormat), "format", self.format,
-                 "'parquet', 'jsonl' or 'csv' (a table), or 'mimic-iv' or 'meds' (a dataset "
-                 "folder)")
+        require(self.format in get_args(DataFormat), "format", self.format,
+                "'parquet', 'jsonl' or 'csv' (a table), or 'mimic-iv' or 'meds' (a dataset "
+                "folder)")
         is_table = self.format in get_args(TableFormat)
         for key in ("columns", "raw_labels"):
             value = getattr(self, key)
-            _require(isinstance(value, Mapping), key, value,
-                     "a mapping of our names to the table's column names")
-            _require(is_table or not value, key, dict(value),
-                     f"no `{key}` for a {self.format} dataset (its importer names the columns; "
-                     "its settings go under `options`)")
+            require(isinstance(value, Mapping), key, value,
+                    "a mapping of our names to the table's column names")
+            require(is_table or not value, key, dict(value),
+                    f"no `{key}` for a {self.format} dataset (its importer names the columns; "
+                    "its settings go under `options`)")
         self._check_columns()
         self._check_label_values()
-        _require(self.delimiter in DELIMITERS, "delimiter", self.delimiter,
-                 "one of ',', ';', '\\t' (tab) or '|'")
-        _require(self.delimiter == "," or self.format == "csv", "delimiter", self.delimiter,
-                 "no `delimiter` for a format other than csv")
-        _require(isinstance(self.allow_outside_data_dir, bool), "allow_outside_data_dir",
-                 self.allow_outside_data_dir, "true or false")
-        _require(self.options is None or isinstance(self.options, Mapping), "options",
-                 self.options, "a mapping of importer settings")
-        _require(self.options is None or not is_table, "options", self.options,
-                 f"no `options` for a {self.format} table (map its columns under `columns`)")
-        _require(self.split is None or isinstance(self.split, (SplitByColumn, SplitByPatient,
-                                                               SplitByDate)),
-                 "split", self.split, "a split rule")
+        require(self.delimiter in DELIMITERS, "delimiter", self.delimiter,
+                "one of ',', ';', '\\t' (tab) or '|'")
+        require(self.delimiter == "," or self.format == "csv", "delimiter", self.delimiter,
+                "no `delimiter` for a format other than csv")
+        require(isinstance(self.allow_outside_data_dir, bool), "allow_outside_data_dir",
+                self.allow_outside_data_dir, "true or false")
+        require(self.options is None or isinstance(self.options, Mapping), "options",
+                self.options, "a mapping of importer settings")
+        require(self.options is None or not is_table, "options", self.options,
+                f"no `options` for a {self.format} table (map its columns under `columns`)")
+        require(self.split is None or isinstance(self.split, (SplitByColumn, SplitByPatient,
+                                                              SplitByDate)),
+                "split", self.split, "a split rule")
         if self.format == "mimic-iv":
-            _require(self.split is not None and not isinstance(self.split, SplitByColumn),
-                     "split", None if self.split is None else "by column",
-                     "a split rule by patient or by date (MIMIC-IV has no split column), e.g. "
-                     "{by: patient, seed: 7} or {by: date, column: admittime, test_from: "
-                     "2017-01-01}")
-        object.__setattr__(self, "columns", _frozen(self.columns))
-        object.__setattr__(self, "raw_labels", _frozen(self.raw_labels))
-        object.__setattr__(self, "label_values", {task: _frozen(classes) for task, classes
+            require(self.split is not None and not isinstance(self.split, SplitByColumn),
+                    "split", None if self.split is None else "by column",
+                    "a split rule by patient or by date (MIMIC-IV has no split column), e.g. "
+                    "{by: patient, seed: 7} or {by: date, column: admittime, test_from: "
+                    "2017-01-01}")
+        object.__setattr__(self, "columns", frozen_copy(self.columns))
+        object.__setattr__(self, "raw_labels", frozen_copy(self.raw_labels))
+        object.__setattr__(self, "label_values", {task: frozen_copy(classes) for task, classes
                                                   in self.label_values.items()})
         if self.options is not None:
-            object.__setattr__(self, "options", _frozen(self.options))
+            object.__setattr__(self, "options", frozen_copy(self.options))
 
     def _check_columns(self) -> None:
         used: dict[str, str] = {}
@@ -263,49 +126,50 @@ class DataSource:
                 if group == "columns" and ours == "split":
                     expected = "the split column under `split.column`, e.g. {column: fold}"
                 else:
-                    expected = f"keys from {', '.join(allowed)}{_hint(ours, allowed)}"
-                _require(ours in allowed, f"{group}.{ours}", theirs, expected)
-                _require(_is_name(theirs), f"{group}.{ours}", theirs,
-                         "the name of a column of the table")
+                    expected = f"keys from {', '.join(allowed)}{did_you_mean(ours, allowed)}"
+                require(ours in allowed, f"{group}.{ours}", theirs, expected)
+                require(is_name(theirs), f"{group}.{ours}", theirs,
+                        "the name of a column of the table")
                 notes = {f"columns.{note}" for note in NOTE_COLUMNS.values()}
                 shared_note = f"{group}.{ours}" in notes and used.get(theirs) in notes
-                _require(theirs not in used or shared_note, f"{group}.{ours}", theirs,
-                         f"a column not already mapped (it is mapped by `{used.get(theirs)}`; "
-                         "only the two note types may share one column)")
+                require(theirs not in used or shared_note, f"{group}.{ours}", theirs,
+                        f"a column not already mapped (it is mapped by `{used.get(theirs)}`; "
+                        "only the two note types may share one column)")
                 used.setdefault(theirs, f"{group}.{ours}")
         for task in self.raw_labels:
-            _require(task not in self.columns, f"raw_labels.{task}", self.raw_labels[task],
-                     f"the label of {task!r} mapped once: under `columns` (class indices) or "
-                     "`raw_labels` (raw values), not both")
+            require(task not in self.columns, f"raw_labels.{task}", self.raw_labels[task],
+                    f"the label of {task!r} mapped once: under `columns` (class indices) or "
+                    "`raw_labels` (raw values), not both")
 
     def _check_label_values(self) -> None:
-        _require(isinstance(self.label_values, Mapping), "label_values", self.label_values,
-                 "a mapping of task -> class name -> the table's values")
-        _require(self.is_table or not self.label_values, "label_values", self.label_values,
-                 f"no `label_values` for a {self.format} dataset (its importer derives labels)")
+        require(isinstance(self.label_values, Mapping), "label_values", self.label_values,
+                "a mapping of task -> class name -> the table's values")
+        require(self.is_table or not self.label_values, "label_values", self.label_values,
+                f"no `label_values` for a {self.format} dataset (its importer derives labels)")
         for task, classes in self.label_values.items():
             key = f"label_values.{task}"
-            _require(task in TASKS, key, classes, f"keys from {', '.join(TASKS)}{_hint(task, tuple(TASKS))}")
-            _require(task not in self.raw_labels, key, classes,
-                     f"the label of {task!r} given once: raw (`raw_labels`) or in words "
-                     "(`label_values`), not both")
+            require(task in TASKS, key, classes,
+                    f"keys from {', '.join(TASKS)}{did_you_mean(task, tuple(TASKS))}")
+            require(task not in self.raw_labels, key, classes,
+                    f"the label of {task!r} given once: raw (`raw_labels`) or in words "
+                    "(`label_values`), not both")
             names = TASKS[task].class_names
-            _require(isinstance(classes, Mapping) and len(classes) > 0, key, classes,
-                     "a mapping of class name -> the table's values, e.g. {yes: [Y], no: [N]}")
+            require(isinstance(classes, Mapping) and len(classes) > 0, key, classes,
+                    "a mapping of class name -> the table's values, e.g. {yes: [Y], no: [N]}")
             seen: dict[str, str] = {}
             for name, theirs in classes.items():
-                _require(name in names, f"{key}.{name}", theirs,
-                         f"keys from {', '.join(names)} (the classes of {task!r})"
-                         f"{_hint(name, names)}")
-                _require(isinstance(theirs, tuple) and len(theirs) > 0
-                         and all(isinstance(v, str) and v.strip() for v in theirs),
-                         f"{key}.{name}", theirs, "a value or a list of values of the label "
-                         "column (text or integers)")
+                require(name in names, f"{key}.{name}", theirs,
+                        f"keys from {', '.join(names)} (the classes of {task!r})"
+                        f"{did_you_mean(name, names)}")
+                require(isinstance(theirs, tuple) and len(theirs) > 0
+                        and all(isinstance(v, str) and v.strip() for v in theirs),
+                        f"{key}.{name}", theirs, "a value or a list of values of the label "
+                        "column (text or integers)")
                 for value in theirs:
                     folded = value.strip().lower()
-                    _require(folded not in seen, f"{key}.{name}", value,
-                             f"each value under one class only (it is also under "
-                             f"{seen.get(folded)!r}; values are compared ignoring case)")
+                    require(folded not in seen, f"{key}.{name}", value,
+                            f"each value under one class only (it is also under "
+                            f"{seen.get(folded)!r}; values are compared ignoring case)")
                     seen[folded] = name
 
     @property
@@ -334,16 +198,16 @@ class TrainingSettings:
     or RAM cannot hold one train it anyway."""
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH_SIZE,
-                 "batch_size", self.batch_size, f"an integer from 1 to {MAX_BATCH_SIZE:,}")
-        _require(_is_int(self.local_steps) and self.local_steps >= 1, "local_steps",
-                 self.local_steps, "an integer >= 1")
-        _require(_is_int(self.lora_rank) and self.lora_rank >= 0, "lora_rank", self.lora_rank,
-                 "an integer >= 1, or 0 for the run's rank")
-        _require(_is_int(self.max_physical_batch_size)
-                 and 0 <= self.max_physical_batch_size <= MAX_BATCH_SIZE,
-                 "max_physical_batch_size", self.max_physical_batch_size,
-                 f"an integer from 1 to {MAX_BATCH_SIZE:,}, or 0 for the whole batch at once")
+        require(is_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH_SIZE,
+                "batch_size", self.batch_size, f"an integer from 1 to {MAX_BATCH_SIZE:,}")
+        require(is_int(self.local_steps) and self.local_steps >= 1, "local_steps",
+                self.local_steps, "an integer >= 1")
+        require(is_int(self.lora_rank) and self.lora_rank >= 0, "lora_rank", self.lora_rank,
+                "an integer >= 1, or 0 for the run's rank")
+        require(is_int(self.max_physical_batch_size)
+                and 0 <= self.max_physical_batch_size <= MAX_BATCH_SIZE,
+                "max_physical_batch_size", self.max_physical_batch_size,
+                f"an integer from 1 to {MAX_BATCH_SIZE:,}, or 0 for the whole batch at once")
 
 
 @dataclass(frozen=True)
@@ -356,10 +220,10 @@ class EvaluationSettings:
     """Evaluate at most this many encounters of a split; 0 = the whole split."""
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH_SIZE,
-                 "batch_size", self.batch_size, f"an integer from 1 to {MAX_BATCH_SIZE:,}")
-        _require(_is_int(self.max_examples) and self.max_examples >= 0, "max_examples",
-                 self.max_examples, "an integer >= 0 (0 = the whole split)")
+        require(is_int(self.batch_size) and 1 <= self.batch_size <= MAX_BATCH_SIZE,
+                "batch_size", self.batch_size, f"an integer from 1 to {MAX_BATCH_SIZE:,}")
+        require(is_int(self.max_examples) and self.max_examples >= 0, "max_examples",
+                self.max_examples, "an integer >= 0 (0 = the whole split)")
 
 
 @dataclass(frozen=True)
@@ -402,25 +266,25 @@ class PrivacySettings:
     a cryptographically secure generator."""
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.enabled, bool), "enabled", self.enabled, "true or false")
-        _require(_is_number(self.lifetime_epsilon) and 0 < self.lifetime_epsilon < float("inf"),
-                 "lifetime_epsilon", self.lifetime_epsilon, "a finite number > 0")
-        _require(self.run_epsilon_cap is None
-                 or (_is_number(self.run_epsilon_cap)
-                     and 0 < self.run_epsilon_cap <= self.lifetime_epsilon),
-                 "run_epsilon_cap", self.run_epsilon_cap,
-                 f"a number > 0 and at most `lifetime_epsilon` ({self.lifetime_epsilon!r}), or "
-                 "absent (one run may spend the whole budget)")
-        _require(_is_number(self.delta) and 0 < self.delta < 1, "delta", self.delta,
-                 "a number with 0 < delta < 1 (and below 1/n for n training units)")
-        _require(_is_number(self.max_grad_norm) and 0 < self.max_grad_norm < float("inf"),
-                 "max_grad_norm", self.max_grad_norm, "a finite number > 0 (the clipping norm)")
-        _require(self.unit in get_args(PrivacyUnit), "unit", self.unit,
-                 "'encounter' (one row) or 'patient' (all of a patient's encounters)")
-        _require(self.accountant in get_args(AccountantName), "accountant", self.accountant,
-                 "'rdp' or 'prv'")
-        _require(self.noise_seed is None or (_is_int(self.noise_seed) and self.noise_seed >= 0),
-                 "noise_seed", self.noise_seed, "an integer >= 0 (tests only), or absent")
+        require(isinstance(self.enabled, bool), "enabled", self.enabled, "true or false")
+        require(is_number(self.lifetime_epsilon) and 0 < self.lifetime_epsilon < float("inf"),
+                "lifetime_epsilon", self.lifetime_epsilon, "a finite number > 0")
+        require(self.run_epsilon_cap is None
+                or (is_number(self.run_epsilon_cap)
+                    and 0 < self.run_epsilon_cap <= self.lifetime_epsilon),
+                "run_epsilon_cap", self.run_epsilon_cap,
+                f"a number > 0 and at most `lifetime_epsilon` ({self.lifetime_epsilon!r}), or "
+                "absent (one run may spend the whole budget)")
+        require(is_number(self.delta) and 0 < self.delta < 1, "delta", self.delta,
+                "a number with 0 < delta < 1 (and below 1/n for n training units)")
+        require(is_number(self.max_grad_norm) and 0 < self.max_grad_norm < float("inf"),
+                "max_grad_norm", self.max_grad_norm, "a finite number > 0 (the clipping norm)")
+        require(self.unit in get_args(PrivacyUnit), "unit", self.unit,
+                "'encounter' (one row) or 'patient' (all of a patient's encounters)")
+        require(self.accountant in get_args(AccountantName), "accountant", self.accountant,
+                "'rdp' or 'prv'")
+        require(self.noise_seed is None or (is_int(self.noise_seed) and self.noise_seed >= 0),
+                "noise_seed", self.noise_seed, "an integer >= 0 (tests only), or absent")
 
     @property
     def run_allocation(self) -> float:
@@ -447,10 +311,10 @@ class FaultSettings:
     """Multiplier of the (flipped) update; > 0."""
 
     def __post_init__(self) -> None:
-        _require(self.update in get_args(FaultKind), "update", self.update,
-                 "'sign-flip' or 'scale'")
-        _require(_is_number(self.factor) and 0 < self.factor < float("inf"), "factor",
-                 self.factor, "a finite number > 0")
+        require(self.update in get_args(FaultKind), "update", self.update,
+                "'sign-flip' or 'scale'")
+        require(is_number(self.factor) and 0 < self.factor < float("inf"), "factor",
+                self.factor, "a finite number > 0")
 
 
 @dataclass(frozen=True)
@@ -465,7 +329,7 @@ class SyntheticSpec:
     def __post_init__(self) -> None:
         from sites.synthetic.profiles import PROFILES  # lazy: the generator needs numpy
 
-        _require(self.profile in PROFILES, "profile", self.profile,
-                 "one of " + ", ".join(PROFILES))
-        _require(_is_int(self.encounters) and self.encounters >= 1, "encounters",
-                 self.encounters, "an integer >= 1")
+        require(self.profile in PROFILES, "profile", self.profile,
+                "one of " + ", ".join(PROFILES))
+        require(is_int(self.encounters) and self.encounters >= 1, "encounters",
+                self.encounters, "an integer >= 1")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from sites.site_settings import InvalidSiteConfig, _FieldError
+from sites.field_checks import FieldError, InvalidSiteConfig
 
 
 def read_yaml(file: Path, *, expected: str) -> object:
@@ -63,7 +63,7 @@ class located:
         return None
 
     def __exit__(self, kind, error, traceback) -> bool:
-        if isinstance(error, _FieldError):
+        if isinstance(error, FieldError):
             raise InvalidSiteConfig(
                 f"{display_path(self.file)}: `{join_key(self.key, error.key)}` is {error.value!r}; "
                 f"expected {error.expected}") from None

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from sites.encounter_table import InvalidSiteData
+from sites.field_checks import InvalidSiteConfig
 from sites.importers.meds import MedsOptions, read_meds
-from sites.site_settings import InvalidSiteConfig
 from tests.meds_fixture import EXPECTED, OPTIONS, meds_events, meds_labels, write_meds
 
 

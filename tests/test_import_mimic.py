@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from sites.encounter_table import InvalidSiteData
+from sites.field_checks import InvalidSiteConfig
 from sites.importers.charlson_codes import CONDITIONS, expand, score_codes
 from sites.importers.mimic import COLUMNS, MimicOptions, read_mimic
 from sites.importers.note_sections import DROPPED, KEPT, admission_sections
-from sites.site_settings import InvalidSiteConfig
 from tests.mimic_fixture import EXPECTED, OUTCOME_WORDS, discharge_note, mimic_tables, write_mimic
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from sites.encounter_table import InvalidSiteData
-from sites.site_settings import InvalidSiteConfig, _FieldError
+from sites.field_checks import FieldError, InvalidSiteConfig
 
 OPTIONS_KEY = "data.options"
 """Where the options sit in a site YAML, for error messages."""
@@ -63,7 +63,7 @@ def build(factory: Callable[..., T], fields: Mapping[str, object], *, where: str
     """`factory(**fields)`, its `__post_init__` field errors reported under `data.options`."""
     try:
         return factory(**fields)
-    except _FieldError as error:
+    except FieldError as error:
         raise options_error(where, error.key, error.value, error.expected) from None
 
 

@@ -9,7 +9,8 @@ column before a run. Built from the configuration alone: describing reads no dat
 from __future__ import annotations
 
 from sites.config import SiteConfig
-from sites.site_settings import DATASET_NAMES, SplitByColumn, SplitByPatient, SplitRule
+from sites.site_settings import DATASET_NAMES
+from sites.split_settings import SplitByColumn, SplitByPatient, SplitRule
 from sites.tasks import SPLITS, TASK_NAMES
 
 

@@ -29,6 +29,7 @@ from typing import Literal, get_args
 
 import pandas as pd
 
+from sites.field_checks import FieldError
 from sites.importers.checks import build, check_mapping, data_error, is_text, typed
 from sites.importers.meds_files import (
     data_files,
@@ -38,7 +39,6 @@ from sites.importers.meds_files import (
     subject_splits,
 )
 from sites.importers.meds_labels import ValueKind, label_files, read_labels
-from sites.site_settings import _FieldError
 from sites.tasks import NOTE_COLUMNS, SPLIT_COLUMN, TASK_NAMES, TASKS, NoteType
 
 logger = logging.getLogger(__name__)
@@ -70,25 +70,25 @@ class MedsOptions:
 
     def __post_init__(self) -> None:
         if not self.labels:
-            raise _FieldError("labels", {}, f"a mapping of task -> label path, tasks from "
+            raise FieldError("labels", {}, f"a mapping of task -> label path, tasks from "
                               f"{', '.join(TASK_NAMES)}")
         note_codes = dict(self.notes)
         for task, _ in self.labels:
             if task not in TASKS:
-                raise _FieldError(f"labels.{task}", task, f"one of {', '.join(TASK_NAMES)}")
+                raise FieldError(f"labels.{task}", task, f"one of {', '.join(TASK_NAMES)}")
             note = TASKS[task].note
             if note not in note_codes:
-                raise _FieldError(f"notes.{note}", None, f"the event code of {note} notes "
+                raise FieldError(f"notes.{note}", None, f"the event code of {note} notes "
                                   f"(task {task!r} reads them), e.g. 'NOTE//{note.upper()}'")
         for key, allowed in (("los_labels", LosLabels), ("comorbidity_labels", ComorbidityLabels),
                              ("missing_notes", MissingNotes)):
             if getattr(self, key) not in get_args(allowed):
-                raise _FieldError(key, getattr(self, key),
+                raise FieldError(key, getattr(self, key),
                                   " or ".join(repr(a) for a in get_args(allowed)))
         age = self.max_note_age_days
         if age is not None and (isinstance(age, bool) or not isinstance(age, (int, float))
                                 or not age > 0):
-            raise _FieldError("max_note_age_days", age, "a number of days > 0, or null")
+            raise FieldError("max_note_age_days", age, "a number of days > 0, or null")
 
     @property
     def tasks(self) -> tuple[str, ...]:

@@ -42,10 +42,10 @@ import numpy as np
 import pandas as pd
 
 import sites.importers.mimic_tables as tables
+from sites.field_checks import FieldError
 from sites.importers.charlson_codes import charlson_index, normalize_code
 from sites.importers.checks import build, check_mapping, data_error, is_bool, is_text, typed
 from sites.importers.note_sections import admission_sections
-from sites.site_settings import _FieldError
 from sites.tasks import cci_class, los_class
 
 logger = logging.getLogger(__name__)
@@ -82,10 +82,10 @@ class MimicOptions:
 
     def __post_init__(self) -> None:
         if not self.elective_admission_types:
-            raise _FieldError("elective_admission_types", [], "a non-empty list of "
+            raise FieldError("elective_admission_types", [], "a non-empty list of "
                               "admission_type values")
         if self.index_deaths not in get_args(IndexDeaths):
-            raise _FieldError("index_deaths", self.index_deaths, "'negative', 'drop' or 'count'")
+            raise FieldError("index_deaths", self.index_deaths, "'negative', 'drop' or 'count'")
 
     @classmethod
     def from_mapping(cls, raw: object, *, where: str) -> MimicOptions:

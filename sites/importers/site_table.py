@@ -26,7 +26,7 @@ from sites.encounter_table import (
 from sites.importers.describe import describe_source
 from sites.importers.split_rules import SplitOutcome, apply_split_rule
 from sites.importers.tables import read_columns, read_mapped_table
-from sites.site_settings import SplitByColumn, SplitByDate
+from sites.split_settings import SplitByColumn, SplitByDate
 from sites.tasks import SPLIT_COLUMN, SPLITS
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sites.encounter_table import InvalidSiteData
-from sites.site_settings import SplitByColumn, SplitByDate, SplitByPatient, SplitRule
+from sites.split_settings import SplitByColumn, SplitByDate, SplitByPatient, SplitRule
 from sites.splits import SplitFractions, split_by_patient
 from sites.tasks import SPLIT_COLUMN, SPLITS
 

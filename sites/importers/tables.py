@@ -22,7 +22,8 @@ import pandas as pd
 
 from sites.encounter_table import InvalidSiteData, required_columns
 from sites.importers.labels import bin_raw_labels, map_label_values
-from sites.site_settings import DataSource, SplitByColumn
+from sites.site_settings import DataSource
+from sites.split_settings import SplitByColumn
 from sites.tasks import ID_COLUMNS, NOTE_COLUMNS, SPLIT_COLUMN, TASKS
 
 _UNICODE_REPLACEMENT = "\ufffd"

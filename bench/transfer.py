@@ -15,14 +15,19 @@ site and the spread across sites.
     python bench/transfer.py --regimes federated,local,pooled   # just what the headline needs
     python bench/transfer.py --run-dir runs/transfer-20261125-210000
 
-The paper's model the paper's way, in a shape for 2 CPU cores (about an hour on quiet cores,
-estimated, not yet run to the end; a Llama-architecture decoder of Lang1-100M's size,
-answer-letter scoring, one task, 256 tokens,
-the small consortium; the untrained model is the zero-shot baseline), with the MiniLM default
-beside it on the same consortium and settings:
+The paper's model the paper's way, in a shape for 2 CPU cores (a Llama-architecture decoder of
+Lang1-100M's size, answer-letter scoring, one task, the small consortium; the untrained model is the
+zero-shot baseline), with the MiniLM default beside it on the same consortium and settings:
 
     python bench/transfer.py --consortium small --rounds 2 --regimes federated,pooled \
-        --set tasks=mortality --set max-length=256 --bases smollm2-135m all-MiniLM-L6-v2
+        --set tasks=readmission --set max-length=256 --bases smollm2-135m all-MiniLM-L6-v2
+
+Why this shape: readmission, because at 300 encounters a site mortality (2-3 % prevalence) leaves
+the external system's test split without a single death, so its AUROC is undefined; 256 tokens,
+because the synthetic notes are shorter than that (dynamic padding makes 512 cost the same) while
+the memory plan, which counts attention scores a fused kernel does not keep, refuses 16 × 512 on
+a 24 GiB machine. Not yet run to the end: scoring alone took 2-4 s per encounter and site on 2
+cores shared with other work (the untrained regime 12 min), so expect one to two hours, alone.
 
 The full shape (all five tasks, 512 tokens, the default consortium) is the same command without
 the `--set`s and `--consortium`, on a GPU (`--gpus-per-site`, not run here).

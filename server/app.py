@@ -125,7 +125,7 @@ def main(grid: Grid, context: Context) -> None:
                              num_rounds=settings.client.num_rounds)
 
     # 9. The selected round's test AUROC intervals: asked once, of that round's adapter (the
-    #    rounds' evaluations skip the bootstrap, which costs more than the rest of a CPU evaluation)
+    #    rounds' evaluations skip the bootstrap: the report shows this round's intervals only)
     strategy.aggregate_intervals(selection.round, grid.send_and_receive(
         strategy.configure_evaluate(selection.round, kept[selection.round], ConfigRecord(
             {"splits": "test", INTERVALS_KEY: True, "run-name": settings.run_name}), grid),

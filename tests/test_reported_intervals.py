@@ -1,9 +1,9 @@
 """Evaluation cost in proportion: bootstrap intervals only where the report shows them.
 
-A site's stratified bootstrap (1,000 resamples per task) costs more than the rest of a CPU
-evaluation, and every round used to pay it at every site although the report shows the interval of
-one round only. Rounds now carry AUROC without its interval; the server asks every site once, after
-round selection, for the reported round's intervals, and adds them to what that round recorded.
+A site's stratified bootstrap (1,000 resamples per task) used to run every round at every site
+although the report shows the interval of one round only. Rounds now carry AUROC without its
+interval; the server asks every site once, after round selection, for the reported round's
+intervals, and adds them to what that round recorded.
 """
 
 from __future__ import annotations

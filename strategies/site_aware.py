@@ -127,14 +127,18 @@ class SiteAware:
             timing = self.run_log.timing.setdefault(server_round, {})
             timing[key] = time.monotonic() - sent
 
-    def _record_failures(self, server_round: int, replies: list[Message], expected: set[int]):
+    def _record_failures(self, server_round: int, replies: list[Message], expected: set[int],
+                         *, asked: str = ""):
+        """Errors and missing replies of the round; `asked` names what was asked when it is not
+        the round's own training or evaluation."""
         failed = []
         for message in replies:
             if message.has_error():
                 site = self.roster.by_node(message.metadata.src_node_id).name
-                failed.append(f"{site}: {message.error.reason}")
+                failed.append(f"{site}{asked}: {message.error.reason}")
         answered = {m.metadata.src_node_id for m in replies}
-        failed += [f"{self.roster.by_node(n).name}: no reply" for n in sorted(expected - answered)]
+        failed += [f"{self.roster.by_node(n).name}{asked}: no reply"
+                   for n in sorted(expected - answered)]
         if failed:
             self.run_log.failures.setdefault(server_round, []).extend(failed)
             for line in failed:
@@ -229,7 +233,8 @@ class SiteAware:
         round."""
         replies = list(replies)
         self._sent_at.pop(("evaluate", server_round), None)
-        self._record_failures(server_round, replies, set(self.roster.evaluation_node_ids))
+        self._record_failures(server_round, replies, set(self.roster.evaluation_node_ids),
+                              asked=" (test AUROC intervals)")
         egress = self.run_log.egress_intervals.setdefault(server_round, {})
         recorded = self.run_log.evaluation.get(server_round, {})
         for message in replies:

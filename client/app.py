@@ -3,10 +3,10 @@
 Three kinds of message reach a site. `query` asks who it is (site name and role, nothing about its
 data). `train` carries the global adapter and heads: the site loads them into its cached model,
 trains on its own notes and replies with the adapter and head tensors and aggregate metrics only.
-`evaluate` carries the same tensors and gets back per-task AUROC with its bootstrap interval, n and
-prevalence on the test split, and the validation AUROC the server selects rounds by — the same
-metric keys at every site, as Flower requires. No note text, token id, label or
-per-example value is ever put in a reply.
+`evaluate` carries the same tensors and gets back per-task AUROC (with its bootstrap interval when
+the server asks: the reported round only), n and prevalence on the test split, and the validation
+AUROC the server selects rounds by — the same metric keys at every site, as Flower requires. No
+note text, token id, label or per-example value is ever put in a reply.
 """
 
 from __future__ import annotations
@@ -258,8 +258,9 @@ def privacy_state(message: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     """Score the global adapter on the splits the server asks for: validation (to select a round)
-    and/or this site's held-out test split (to report). A split not asked for, or that the site
-    lacks (an external site has no validation split), gives NaN under the same keys."""
+    and/or this site's held-out test split (to report), with the test AUROC's bootstrap interval
+    when asked (`intervals`). A split or interval not asked for, or a split the site lacks (an
+    external site has no validation split), gives NaN under the same keys."""
     show_progress()
     settings = ClientSettings.from_run_config(context.run_config)
     site = resolve_site(context.node_config, settings)
@@ -277,9 +278,11 @@ def evaluate(message: Message, context: Context) -> Message:
     if "validation" not in splits:
         validation = validation.subset([])
     started = time.perf_counter()
+    # The bootstrap interval only where the server reports it (the reported round, once): the
+    # rounds themselves need the AUROC alone
     metrics = evaluate_split(runtime.model, test, model_settings.tasks,
                              batch_size=site.evaluation.batch_size, seed=settings.seed,
-                             n_resamples=settings.bootstrap_resamples)
+                             n_resamples=settings.bootstrap_resamples if config.intervals else 0)
     metrics.update(validation_metrics(runtime.model, validation, model_settings.tasks,
                                       batch_size=site.evaluation.batch_size))
     # Flower weights its (unused) cross-site average by this; never 0, or it divides by zero.

@@ -75,8 +75,9 @@ def positives(task: str, y: np.ndarray) -> float:
 
 def _task_metrics(task: str, y: np.ndarray, probs: np.ndarray, oracle: np.ndarray | None,
                   seed: int, n_resamples: int) -> dict[str, float | list[float]]:
-    """One task's keys, in `METRIC_SUFFIXES` order: AUROC with CI, n, positives, prevalence,
-    oracle AUROC, then calibration (small reliability bins are withheld at the site)."""
+    """One task's keys, in `METRIC_SUFFIXES` order: AUROC with CI (NaN when `n_resamples` is 0),
+    n, positives, prevalence, oracle AUROC, then calibration (small reliability bins are withheld
+    at the site)."""
     n = int(y.size)
     if n == 0:
         prevalence = math.nan
@@ -84,7 +85,7 @@ def _task_metrics(task: str, y: np.ndarray, probs: np.ndarray, oracle: np.ndarra
         prevalence = float(np.mean(y == 1))
     else:
         prevalence = float(np.bincount(y, minlength=TASKS[task].num_classes).max() / n)
-    low, high = (bootstrap_ci(y, probs, n_resamples=n_resamples, seed=seed) if n
+    low, high = (bootstrap_ci(y, probs, n_resamples=n_resamples, seed=seed) if n and n_resamples
                  else (math.nan, math.nan))
     return {
         f"{task}.auroc": auroc(y, probs) if n else math.nan,
@@ -102,7 +103,10 @@ def evaluate_split(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[st
                    batch_size: int, seed: int, n_resamples: int = 1000) -> dict[str, float]:
     """Per-task AUROC with a 95 % stratified bootstrap interval, n, positives, prevalence and the
     oracle's AUROC (the ceiling on synthetic data), plus `loss`: the mean over tasks of the cross-entropy.
-    Keys are exactly `strategies.exchange.metric_keys(tasks)` whatever the data."""
+    Keys are exactly `strategies.exchange.metric_keys(tasks)` whatever the data; `n_resamples` = 0
+    skips the bootstrap (its interval is NaN), for evaluations nothing reports."""
+    if n_resamples < 0:
+        raise ValueError(f"`n_resamples` is {n_resamples}; expected >= 0 (0: no interval)")
     tasks = tuple(tasks)
     logp = log_probs(model, data, tasks, batch_size=batch_size)
     metrics: dict[str, float] = {}

@@ -21,6 +21,7 @@ from client.run_config import InvalidRunConfig, check_run_name, read_run_config
 from client.train import OPTIMIZERS, OptimizerSettings
 from sites.config import resolve_consortium
 from sites.tasks import TASK_NAMES, resolve_tasks
+from strategies.exchange import INTERVALS_KEY
 
 
 def parse_tasks(value: str) -> tuple[str, ...]:
@@ -181,6 +182,9 @@ class MessageConfig:
     """`proximal-mu` (FedProx, set by Flower's strategy); 0 = no proximal term."""
     adapter_mode: AdapterMode
     """`adapter-mode` (set by the strategy): how the site holds, trains and sends the adapter."""
+    intervals: bool = False
+    """`intervals` (`strategies.exchange.INTERVALS_KEY`): compute the test AUROC's bootstrap
+    interval; NaN under its keys when false (the rounds' evaluations: nothing reports them)."""
 
     @classmethod
     def from_message(cls, message: Message, context: Context, *,
@@ -212,8 +216,17 @@ class MessageConfig:
             splits=frozenset(names),
             proximal_mu=float(config.get("proximal-mu", 0.0)),
             adapter_mode=message_adapter_mode(config),
+            intervals=_flag(config, INTERVALS_KEY, kind=kind),
         )
 
     def model_settings(self, settings: ModelSettings) -> ModelSettings:
         """The run's model settings, with this message's tasks when it names them."""
         return settings if self.tasks is None else replace(settings, tasks=self.tasks)
+
+
+def _flag(config: ConfigRecord, key: str, *, kind: str) -> bool:
+    """A boolean of a message config; false when absent."""
+    value = config.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidRunConfig(f"{kind}: `{key}` is {value!r}; expected true or false")
+    return value

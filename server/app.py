@@ -3,7 +3,8 @@
 It reads the run configuration once, learns which node is which hospital, starts every site from
 the same initial adapter, evaluates the untrained model everywhere (round 0), runs the federated
 rounds with the chosen strategy — training sites train, every site including the external health
-system is evaluated each round — selects the best round on validation AUROC, and writes the run
+system is evaluated each round — selects the best round on validation AUROC, asks every site once
+more for that round's test AUROC intervals (the only ones the report shows), and writes the run
 directory: that round's adapter, `metrics.json` and `report.md`/`report.html`. With
 `experiment = "transfer"` it runs the transfer experiment instead (server/transfer/experiment.py).
 """
@@ -26,6 +27,7 @@ from client.run_config import InvalidRunConfig
 from server.checkpoint import Checkpoint, RoundCheckpointer, load_checkpoint, save_run_config
 from server.discovery import discover_sites
 from server.ledger_query import collect_ledgers
+from server.process_memory import peak_rss_bytes
 from server.report.console_summary import closing_summary
 from server.report.markdown import write_report
 from server.report.metrics_file import write_metrics
@@ -39,6 +41,7 @@ from sites.config import load_consortium
 from sites.pooling import with_pooled_site
 from strategies import build_strategy
 from strategies.continued_rounds import ContinuedRounds
+from strategies.exchange import INTERVALS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +124,14 @@ def main(grid: Grid, context: Context) -> None:
                              consortium.training_sites], tasks=settings.client.model.tasks,
                              num_rounds=settings.client.num_rounds)
 
-    # 9. The selected adapter (loadable by plain peft), metrics and report
+    # 9. The selected round's test AUROC intervals: asked once, of that round's adapter (the
+    #    rounds' evaluations skip the bootstrap: the report shows this round's intervals only)
+    strategy.aggregate_intervals(selection.round, grid.send_and_receive(
+        strategy.configure_evaluate(selection.round, kept[selection.round], ConfigRecord(
+            {"splits": "test", INTERVALS_KEY: True, "run-name": settings.run_name}), grid),
+        timeout=settings.round_timeout))
+
+    # 10. The selected adapter (loadable by plain peft), metrics and report
     model, model_settings = _load_selected(strategy, model, kept[selection.round], settings)
     save_adapter(model, run_dir / "adapter", settings=model_settings)
     trained = len(strategy.run_log.skipped_rounds) < settings.client.num_rounds
@@ -152,7 +162,13 @@ def main(grid: Grid, context: Context) -> None:
 def _after_round(server_round: int, arrays: ArrayRecord, *, kept: RoundCheckpointer,
                  progress: RoundProgress, strategy) -> None:
     """Flower's hook after each round, and once before the first for the arrays it starts from
-    (the last round done, already announced): checkpoint, then the round's console line."""
+    (the last round done, already announced): the server's peak memory so far, checkpoint,
+    then the round's console line."""
+    if server_round > 0:
+        peak = peak_rss_bytes()
+        if peak is not None:
+            timing = strategy.run_log.timing.setdefault(server_round + kept.offset, {})
+            timing["server_peak_rss_bytes"] = float(peak)
     kept(server_round, arrays)
     if server_round > 0:
         progress(server_round + kept.offset, strategy.run_log)

@@ -182,6 +182,9 @@ class ClientLevelDPFedAvg(DifferentialPrivacyServerSideFixedClipping):
     def restore_state(self, state) -> None:
         self.strategy.restore_state(state)
 
+    def aggregate_intervals(self, server_round: int, replies: Iterable[Message]) -> None:
+        self.strategy.aggregate_intervals(server_round, replies)
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:

@@ -102,6 +102,16 @@ NUM_BINS = 10
 """Equal-width reliability bins on [0, 1]."""
 MIN_BIN_COUNT = 10
 """Fewest encounters whose pooled confidence and outcome a site may publish."""
+INTERVAL_SUFFIXES = ("auroc_low", "auroc_high")
+"""The 95 % bootstrap interval of a task's test AUROC: 1,000 resamples per task and site, a cost
+that grows with the test split (about 0.1–0.2 s per task for 300 encounters on one core) and that
+only the reported round needs, so a site computes it only when the message asks (`INTERVALS_KEY`),
+and sends NaN under these keys otherwise."""
+INTERVALS_KEY = "intervals"
+"""Evaluate-message config key (bool, default false): compute the test AUROC's bootstrap interval.
+The server asks for it where the report shows it — the reported round, asked once after the last
+round (server/reported_intervals.py), and each regime's test of the transfer experiment — never in
+the rounds themselves, which select and plot on the AUROC alone."""
 TRAIN_METRIC_KEYS = frozenset({"num-examples", "train-loss", "steps"})
 """The aggregate metrics a training reply may carry."""
 

@@ -63,5 +63,14 @@ class RunLog:
     training replies."""
     egress_evaluation: dict[int, dict[str, dict]] = field(default_factory=dict)
     """The same for evaluation replies (metrics only), every site's."""
+    egress_intervals: dict[int, dict[str, dict]] = field(default_factory=dict)
+    """The same for the replies that carried the reported round's test intervals, asked once after
+    the last round (`SiteAware.aggregate_intervals`); keyed by the reported round."""
+    timing: dict[int, dict[str, float]] = field(default_factory=dict)
+    """round -> where its wall time went, as the server saw it, in seconds: `train_s` (training
+    messages sent until every reply is in), `aggregate_s` (the rule, with the server's checks of
+    the replies), `evaluate_s` (evaluation messages sent until every reply is in), and
+    `server_peak_rss_bytes` (the peak resident memory of the process running the ServerApp so far);
+    what a round records is there, what it skipped is absent."""
     client_level: ClientLevelPrivacy | None = None
     """Client-level DP settings and ε per round, under `dp-fedavg` only."""

@@ -20,10 +20,16 @@ def run_log_to_dict(run_log: RunLog) -> dict[str, Any]:
     return dataclasses.asdict(run_log)
 
 
+OPTIONAL_FIELDS = frozenset({"egress_intervals", "timing"})
+"""Fields a checkpoint written before them lacks; such a run resumes without them."""
+
+
 def run_log_from_dict(data: dict[str, Any]) -> RunLog:
     """The `RunLog` that `run_log_to_dict` wrote; round-keyed dicts get int keys back."""
     fields = {}
     for field in dataclasses.fields(RunLog):
+        if field.name not in data and field.name in OPTIONAL_FIELDS:
+            continue
         if field.name not in data:
             raise KeyError(f"checkpointed run log lacks `{field.name}`; expected every field of "
                            "RunLog (was it written by another version of lang1-fl?)")

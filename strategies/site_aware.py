@@ -14,11 +14,16 @@ aggregation rule itself stays Flower's (or the specific strategy's).
   (`client.egress`).
 - `aggregate_evaluate` keeps each site's metrics under its name: Flower's aggregate is a weighted
   mean across sites, which hides exactly the per-site, out-of-distribution numbers we report.
+- `aggregate_intervals` adds the reported round's test AUROC intervals, asked once after the last
+  round, to what each site reported for that round.
+- Every round records where its time went (`RunLog.timing`): waiting for training replies,
+  aggregating, waiting for evaluation replies.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -26,7 +31,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
-from strategies.exchange import received_egress
+from strategies.exchange import INTERVAL_SUFFIXES, received_egress
 from strategies.roster import SiteRoster
 from strategies.run_log import RunLog
 
@@ -67,6 +72,7 @@ class SiteAware:
         self.roster = roster
         self.min_train_sites = min_train_sites
         self.run_log = RunLog()
+        self._sent_at: dict[tuple[str, int], float] = {}  # (phase, round) -> when its messages left
 
     def initial_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
         """The global state round 1 starts from, given the model's initial adapter and heads (a
@@ -100,22 +106,39 @@ class SiteAware:
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         messages = super().configure_train(server_round, arrays, config, grid)
-        return [m for m in messages if m.metadata.dst_node_id in self.roster.training_node_ids]
+        messages = [m for m in messages if m.metadata.dst_node_id in self.roster.training_node_ids]
+        self._sent_at["train", server_round] = time.monotonic()
+        return messages
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         messages = super().configure_evaluate(server_round, arrays, config, grid)
-        return [m for m in messages if m.metadata.dst_node_id in self.roster.evaluation_node_ids]
+        messages = [m for m in messages
+                    if m.metadata.dst_node_id in self.roster.evaluation_node_ids]
+        self._sent_at["evaluate", server_round] = time.monotonic()
+        return messages
 
-    def _record_failures(self, server_round: int, replies: list[Message], expected: set[int]):
+    def _time_since_sent(self, phase: str, server_round: int, key: str) -> None:
+        """Record in `RunLog.timing` the seconds since the round's `phase` messages left (nothing
+        when they left before a resumed server started)."""
+        sent = self._sent_at.pop((phase, server_round), None)
+        if sent is not None:
+            timing = self.run_log.timing.setdefault(server_round, {})
+            timing[key] = time.monotonic() - sent
+
+    def _record_failures(self, server_round: int, replies: list[Message], expected: set[int],
+                         *, asked: str = ""):
+        """Errors and missing replies of the round; `asked` names what was asked when it is not
+        the round's own training or evaluation."""
         failed = []
         for message in replies:
             if message.has_error():
                 site = self.roster.by_node(message.metadata.src_node_id).name
-                failed.append(f"{site}: {message.error.reason}")
+                failed.append(f"{site}{asked}: {message.error.reason}")
         answered = {m.metadata.src_node_id for m in replies}
-        failed += [f"{self.roster.by_node(n).name}: no reply" for n in sorted(expected - answered)]
+        failed += [f"{self.roster.by_node(n).name}{asked}: no reply"
+                   for n in sorted(expected - answered)]
         if failed:
             self.run_log.failures.setdefault(server_round, []).extend(failed)
             for line in failed:
@@ -142,6 +165,17 @@ class SiteAware:
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
+        self._time_since_sent("train", server_round, "train_s")
+        started = time.monotonic()
+        try:
+            return self._aggregate_train(server_round, replies)
+        finally:
+            timing = self.run_log.timing.setdefault(server_round, {})
+            timing["aggregate_s"] = time.monotonic() - started
+
+    def _aggregate_train(
+        self, server_round: int, replies: list[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         self._record_failures(server_round, replies, set(self.roster.training_node_ids))
         valid = [m for m in replies if not m.has_error()]
         self.record_egress(server_round, valid)
@@ -177,6 +211,7 @@ class SiteAware:
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
+        self._time_since_sent("evaluate", server_round, "evaluate_s")
         self._record_failures(server_round, replies, set(self.roster.evaluation_node_ids))
         self.record_egress(server_round, [m for m in replies if not m.has_error()],
                            evaluation=True)
@@ -187,3 +222,31 @@ class SiteAware:
                 per_site[site] = {k: [float(x) for x in v] if isinstance(v, list) else float(v)
                                   for k, v in message.content["metrics"].items()}
         return super().aggregate_evaluate(server_round, replies)
+
+    def aggregate_intervals(self, server_round: int, replies: Iterable[Message]) -> None:
+        """Add the test AUROC intervals of the replies to what each site reported for
+        `server_round` (the reported one), leaving every other value as the round recorded it.
+
+        A reply whose egress digest does not match what arrived adds nothing (and is recorded,
+        like every reply here, under `egress_intervals`); a site that did not answer, or that had
+        not answered that round, keeps NaN intervals, and a missing answer is a failure of the
+        round."""
+        replies = list(replies)
+        self._sent_at.pop(("evaluate", server_round), None)
+        self._record_failures(server_round, replies, set(self.roster.evaluation_node_ids),
+                              asked=" (test AUROC intervals)")
+        egress = self.run_log.egress_intervals.setdefault(server_round, {})
+        recorded = self.run_log.evaluation.get(server_round, {})
+        for message in replies:
+            if message.has_error():
+                continue
+            site = self.roster.by_node(message.metadata.src_node_id).name
+            egress[site] = received_egress(message.content)
+            if not egress[site]["match"]:
+                log.warning("round %d: the intervals %s sent do not match the egress digest it "
+                            "logged; they are left out: %s", server_round, site, egress[site])
+                continue
+            if site in recorded:
+                metrics = message.content["metrics"]
+                recorded[site].update({k: float(v) for k, v in metrics.items()
+                                       if k.rpartition(".")[2] in INTERVAL_SUFFIXES})

@@ -36,6 +36,7 @@ def _run_log() -> RunLog:
     log.declined[2] = {"b": "over budget"}
     log.failures[2] = ["b: no reply"]
     log.skipped_rounds.append(2)
+    log.timing[1] = {"train_s": 1.5, "aggregate_s": 0.01, "server_peak_rss_bytes": 2.0e8}
     log.client_level = ClientLevelPrivacy(noise_multiplier=1.0, clipping_norm=10.0, delta=1e-5,
                                           num_sites=2, released_rounds=[1],
                                           epsilon_per_round={1: 3.2})
@@ -49,6 +50,18 @@ def test_the_run_log_round_trips_through_json_with_int_rounds_and_nan():
     expected = _run_log()
     expected.evaluation[0]["a"]["mortality.auroc"] = 0.0
     assert restored == expected
+
+
+def test_a_checkpoint_from_before_the_timing_record_resumes_without_it():
+    """Older run logs lack `timing` and `egress_intervals`; a missing record of results is still
+    refused."""
+    older = run_log_to_dict(_run_log())
+    del older["timing"], older["egress_intervals"]
+    restored = run_log_from_dict(json.loads(json.dumps(older)))
+    assert restored.timing == {} and restored.egress_intervals == {}
+    del older["evaluation"]
+    with pytest.raises(KeyError, match="checkpointed run log lacks `evaluation`"):
+        run_log_from_dict(older)
 
 
 def _arrays(value: float) -> ArrayRecord:

@@ -32,6 +32,7 @@ from server.transfer.experiment import (
 from sites.config import load_consortium
 from sites.pooling import POOLED_SITE, with_pooled_site
 from strategies import SiteEntry, SiteRoster
+from strategies.exchange import INTERVALS_KEY
 from tests.consortium_fixtures import write_small_consortium
 from tests.flower_fakes import FakeGrid, set_task_identity
 from tests.run_config import default_run_config
@@ -70,6 +71,7 @@ class FakeSites:
     def __init__(self, roster: SiteRoster) -> None:
         self.roster = roster
         self.log: list[tuple[str, str, int | None, str | None, str]] = []
+        self.intervals: list[tuple[str | None, bool]] = []  # (splits, asked for intervals)
 
     def __call__(self, message: Message) -> Message:
         site = self.roster.by_node(message.metadata.dst_node_id).name
@@ -78,6 +80,8 @@ class FakeSites:
         tasks = str(config["tasks"]).split(",")
         kind = message.metadata.message_type
         self.log.append((site, kind, server_round, config.get("splits"), ",".join(tasks)))
+        if kind == MessageType.EVALUATE:
+            self.intervals.append((config.get("splits"), bool(config.get(INTERVALS_KEY, False))))
         if kind == MessageType.TRAIN:
             metrics = MetricRecord({"num-examples": 10, "train-loss": 0.5, "steps": 1})
             return Message(RecordDict({"arrays": message.content["arrays"], "metrics": metrics}),
@@ -94,7 +98,13 @@ class FakeSites:
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
+def experiment(answered):
+    sites, transfer, run_dir = answered
+    return sites.log, transfer, run_dir
+
+
+@pytest.fixture(scope="module")
+def answered(tmp_path_factory):
     set_task_identity()
     root = tmp_path_factory.mktemp("transfer")
     path = write_small_consortium(root, profiles=(("academic", "train"), ("community", "train"),
@@ -114,7 +124,7 @@ def experiment(tmp_path_factory):
     run_dir.mkdir(parents=True)
     run_transfer_experiment(FakeGrid(roster.node_ids, sites), settings=settings,
                             consortium=consortium, roster=roster, run_dir=run_dir)
-    return sites.log, json.loads((run_dir / "transfer.json").read_text()), run_dir
+    return sites, json.loads((run_dir / "transfer.json").read_text()), run_dir
 
 
 def test_the_external_system_never_receives_a_training_message(experiment):
@@ -154,6 +164,14 @@ def test_test_splits_are_scored_once_per_regime_after_selection(experiment):
             assert regime["validation_per_round"]["2"] == pytest.approx(0.9)
     rounds = [r for _, kind, r, splits, _ in log if splits == "validation"]
     assert rounds and all(r in (1, 2, 3) for r in rounds)
+
+
+def test_only_the_test_splits_ask_for_bootstrap_intervals(answered):
+    """The matrix shows each regime's test AUROC with its interval; the rounds' validation
+    scoring, which only selects, skips the bootstrap."""
+    sites, _, _ = answered
+    assert {(splits, asked) for splits, asked in sites.intervals} == {("test", True),
+                                                                      ("validation", False)}
 
 
 def test_transfer_json_and_report_describe_every_regime(experiment):

@@ -161,14 +161,17 @@ def egress_summary(consortium: ConsortiumConfig, run_log: RunLog, run_name: str)
     {"sites": {site: {"rounds", "tensors" (per round, at most), "bytes" (all rounds), "match"
     (every round), "mismatched_rounds", "evaluation_replies", "evaluation_match", "log"}},
     "rounds": {round: {site: {"sent_digest", "received_digest", "match", "tensors", "bytes"}}},
-    "evaluation_rounds": the same for evaluation replies}
+    "evaluation_rounds": the same for evaluation replies, "interval_rounds": for the replies with
+    the reported round's test intervals (counted among `evaluation_replies`)}
     """
     rounds = {r: per_site for r, per_site in sorted(run_log.egress.items())}
     evaluated = {r: per_site for r, per_site in sorted(run_log.egress_evaluation.items())}
+    intervals = {r: per_site for r, per_site in sorted(run_log.egress_intervals.items())}
     sites = {}
     for site in consortium.sites:
         seen = {r: per_site[site.name] for r, per_site in rounds.items() if site.name in per_site}
-        scored = [per_site[site.name] for per_site in evaluated.values() if site.name in per_site]
+        scored = [per_site[site.name] for records in (evaluated, intervals)
+                  for per_site in records.values() if site.name in per_site]
         sites[site.name] = {
             "evaluation_replies": len(scored),
             "evaluation_match": all(bool(v["match"]) for v in scored),
@@ -182,7 +185,8 @@ def egress_summary(consortium: ConsortiumConfig, run_log: RunLog, run_name: str)
                     f"{run_name}/egress-log.jsonl"),
         }
     return {"sites": sites, "rounds": {str(r): per_site for r, per_site in rounds.items()},
-            "evaluation_rounds": {str(r): per_site for r, per_site in evaluated.items()}}
+            "evaluation_rounds": {str(r): per_site for r, per_site in evaluated.items()},
+            "interval_rounds": {str(r): per_site for r, per_site in intervals.items()}}
 
 
 def _dataset(run_log: RunLog, site: str) -> str:
@@ -204,6 +208,11 @@ def _upload_summary(run_log: RunLog, base_bytes: int) -> dict:
         "base_model_bytes": base_bytes,
         "ratio_to_base_model": per_round / base_bytes if base_bytes else None,
     }
+
+
+def _timing(values: dict[str, float]) -> dict[str, float | int]:
+    """A round's `RunLog.timing`: seconds to 0.001 s, bytes as integers."""
+    return {k: int(v) if k.endswith("_bytes") else round(v, 3) for k, v in values.items()}
 
 
 def build_metrics(
@@ -259,6 +268,7 @@ def build_metrics(
                 "failures": run_log.failures.get(r, []),
                 "skipped": r in run_log.skipped_rounds,
                 "left_out": run_log.left_out.get(r, []),
+                "timing": _timing(run_log.timing.get(r, {})),
             }
             for r in rounds
         ],

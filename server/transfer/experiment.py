@@ -39,6 +39,7 @@ from sites.config import ConsortiumConfig
 from sites.files import write_atomic
 from sites.pooling import POOLED_SITE
 from strategies import SiteRoster, build_strategy
+from strategies.exchange import INTERVALS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,8 @@ def run_transfer_experiment(grid: Grid, *, settings: ServerSettings,
             arrays, summary = train_regime(grid, regime, settings=settings, roster=roster,
                                            consortium=consortium)
         scores = evaluate_at(grid, roster, evaluated, arrays,
-                             ConfigRecord({"splits": "test", "tasks": ",".join(regime.tasks)}),
+                             ConfigRecord({"splits": "test", "tasks": ",".join(regime.tasks),
+                                           INTERVALS_KEY: True}),
                              timeout=settings.round_timeout, label=f"{regime.name}/test")
         cells[regime.name] = _cells(scores, regime.tasks)
         entries.append({"name": regime.name, "kind": regime.kind,

@@ -276,6 +276,9 @@ def main() -> int:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--plain-sites", type=int, default=5,
                         help="sites of the simulated-vs-plain-loop comparison (0: skip it)")
+    parser.add_argument("--results", default="scale",
+                        help="name of the results file under bench/results/ (e.g. scale_machinery "
+                        "for a run of the plain-loop comparison alone, `--sites ''`)")
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for data, runs and logs (default: a fresh temporary one)")
     args = parser.parse_args()
@@ -308,4 +311,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(record_printed("scale", __doc__.splitlines()[0], main))
+    _results = argparse.ArgumentParser(add_help=False)
+    _results.add_argument("--results", default="scale")
+    sys.exit(record_printed(_results.parse_known_args()[0].results, __doc__.splitlines()[0], main))

@@ -34,7 +34,7 @@ from client.egress import (
     query_declaration,
     train_declaration,
 )
-from client.evaluate import evaluate_split, validation_metrics
+from client.evaluate import evaluate_split, log_probs, validation_metrics
 from client.privacy.budget import BudgetExhausted, SiteBudget
 from client.privacy.dp_sgd import train_steps_private
 from client.privacy.optimizer_memory import OptimizerMemory
@@ -45,6 +45,7 @@ from client.progress import show_progress
 from client.settings import ClientSettings, MessageConfig
 from client.site import resolve_site, site_runtime
 from client.state import RoundReplies, SiteState, StoredReply, arrays_digest, as_array_record
+from client.test_scores import TestScores
 from client.train import make_optimizer, train_steps
 from sites.config import SiteConfig
 from sites.dataset import dataset_fingerprint
@@ -278,10 +279,21 @@ def evaluate(message: Message, context: Context) -> Message:
     if "validation" not in splits:
         validation = validation.subset([])
     started = time.perf_counter()
+    state = SiteState.open(site, runtime.fingerprint)
+    run = config.run_name
     # The bootstrap interval only where the server reports it (the reported round, once): the
-    # rounds themselves need the AUROC alone
-    metrics = evaluate_split(runtime.model, test, model_settings.tasks,
-                             batch_size=site.evaluation.batch_size, seed=settings.seed,
+    # rounds need the AUROC alone. Each round's test scores are kept, keyed by the adapter the
+    # site was sent, so the reported round's intervals reuse them instead of scoring again.
+    scores = TestScores(state.run_dir(run) / "test-scores")
+    adapter = f"{mode}-{arrays_digest(message.content['arrays'])}"
+    tasks = model_settings.tasks
+    logp = scores.load(adapter, tasks, test.size) if config.intervals else None
+    if logp is None:
+        logp = log_probs(runtime.model, test, tasks, batch_size=site.evaluation.batch_size)
+        if test.size:
+            scores.save(adapter, logp)
+    metrics = evaluate_split(runtime.model, test, tasks, batch_size=site.evaluation.batch_size,
+                             seed=settings.seed, logp=logp,
                              n_resamples=settings.bootstrap_resamples if config.intervals else 0)
     metrics.update(validation_metrics(runtime.model, validation, model_settings.tasks,
                                       batch_size=site.evaluation.batch_size))
@@ -291,8 +303,6 @@ def evaluate(message: Message, context: Context) -> Message:
              test.size, validation.size, time.perf_counter() - started)
     # Declared metric keys only, recorded in the site's egress log before the reply leaves
     content = RecordDict({"metrics": MetricRecord(metrics)})
-    state = SiteState.open(site, runtime.fingerprint)
-    run = config.run_name
     egress = EgressLog(path=state.egress_log(run), site=site.name, run=run)
     return Message(attest(content, evaluate_declaration(model_settings.tasks), log=egress,
                           kind="evaluate", server_round=config.server_round), reply_to=message)

@@ -100,15 +100,18 @@ def _task_metrics(task: str, y: np.ndarray, probs: np.ndarray, oracle: np.ndarra
 
 
 def evaluate_split(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[str], *,
-                   batch_size: int, seed: int, n_resamples: int = 1000) -> dict[str, float]:
+                   batch_size: int, seed: int, n_resamples: int = 1000,
+                   logp: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Per-task AUROC with a 95 % stratified bootstrap interval, n, positives, prevalence and the
     oracle's AUROC (the ceiling on synthetic data), plus `loss`: the mean over tasks of the cross-entropy.
     Keys are exactly `strategies.exchange.metric_keys(tasks)` whatever the data; `n_resamples` = 0
-    skips the bootstrap (its interval is NaN), for evaluations nothing reports."""
+    skips the bootstrap (its interval is NaN), for evaluations nothing reports. `logp`: the
+    split's log probabilities (`log_probs`) when already computed; the model is not run then."""
     if n_resamples < 0:
         raise ValueError(f"`n_resamples` is {n_resamples}; expected >= 0 (0: no interval)")
     tasks = tuple(tasks)
-    logp = log_probs(model, data, tasks, batch_size=batch_size)
+    if logp is None:
+        logp = log_probs(model, data, tasks, batch_size=batch_size)
     metrics: dict[str, float] = {}
     losses = []
     for i, task in enumerate(tasks):

@@ -15,6 +15,7 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MessageType, RecordDict
 
+import client.app
 import client.evaluate
 from client.app import app as client_app
 from client.model import build_model, trainable_state
@@ -99,6 +100,37 @@ def test_asked_for_intervals_a_site_bootstraps_each_task_once_with_the_run_confi
     for task in TASKS:
         assert asked[f"{task}.auroc_low"] <= asked[f"{task}.auroc"] <= asked[f"{task}.auroc_high"]
         assert asked[f"{task}.auroc"] == plain[f"{task}.auroc"]
+
+
+@pytest.fixture
+def model_passes(monkeypatch):
+    """Every test-split scoring pass of the site's model (validation is scored elsewhere)."""
+    calls: list[int] = []
+    real = client.app.log_probs
+
+    def counted(model, data, *args, **kwargs):
+        calls.append(data.size)
+        return real(model, data, *args, **kwargs)
+
+    monkeypatch.setattr(client.app, "log_probs", counted)
+    return calls
+
+
+def test_the_reported_rounds_intervals_reuse_that_adapters_test_scores(federation, model_passes):
+    """The intervals cost a bootstrap, not a second pass of the model, when the site scored that
+    very adapter before; another adapter (tensors changed) is scored afresh."""
+    run_config, _, arrays = federation
+    plain = _evaluate(run_config, 0, arrays).content["metrics"]
+    asked = _evaluate(run_config, 0, arrays, splits="test",
+                      **{INTERVALS_KEY: True}).content["metrics"]
+    assert len(model_passes) == 1 and model_passes[0] > 0
+    for task in TASKS:
+        assert asked[f"{task}.auroc"] == plain[f"{task}.auroc"]
+        assert asked[f"{task}.auroc_low"] <= asked[f"{task}.auroc"] <= asked[f"{task}.auroc_high"]
+    changed = ArrayRecord({k: Array(v.numpy() * (1.5 if i == 0 else 1.0))
+                           for i, (k, v) in enumerate(arrays.items())})
+    _evaluate(run_config, 0, changed, splits="test", **{INTERVALS_KEY: True})
+    assert len(model_passes) == 2
 
 
 @pytest.mark.parametrize("value", ["yes", 1])

@@ -14,6 +14,11 @@ aggregation rule itself stays Flower's (or the specific strategy's).
   (`client.egress`).
 - `aggregate_evaluate` keeps each site's metrics under its name: Flower's aggregate is a weighted
   mean across sites, which hides exactly the per-site, out-of-distribution numbers we report.
+- Both record who took part in each round (`RunLog.participation`): a roster site that was sent
+  nothing because its node was not connected is `offline`, one that did not answer within the
+  round's timeout `timed out`. Flower is never asked to wait for a number of nodes, so a hung or
+  departed site costs one round's timeout, not the run; `admit` takes in a site that identified
+  itself after the start (server/late_sites.py), from the next round on.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from strategies.exchange import received_egress
-from strategies.roster import SiteRoster
+from strategies.roster import SiteEntry, SiteRoster
 from strategies.run_log import RunLog
 
 log = logging.getLogger(__name__)
@@ -60,13 +65,19 @@ class SiteAware:
                 f"`min-train-sites` is {min_train_sites}; expected 1..{training} (the number of "
                 "training sites)"
             )
-        kwargs.setdefault("min_available_nodes", len(roster.entries))
-        kwargs.setdefault("min_train_nodes", len(roster.entries))
-        kwargs.setdefault("min_evaluate_nodes", len(roster.entries))
+        # Flower's sampling waits, without end, until this many nodes are connected: a site
+        # whose node went away (a hung SuperNode stops its heartbeats) would stall the run. Every
+        # connected node is sampled anyway (fraction 1); the roster picks who gets a message.
+        kwargs.setdefault("min_available_nodes", 0)
+        kwargs.setdefault("min_train_nodes", 0)
+        kwargs.setdefault("min_evaluate_nodes", 0)
         super().__init__(**kwargs)
         self.roster = roster
         self.min_train_sites = min_train_sites
         self.run_log = RunLog()
+        self._sent: dict[tuple[str, int], frozenset[int]] = {}
+        """(step, round) -> the nodes sent that step's message: a roster node left out was not
+        connected."""
 
     def initial_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
         """The global state round 1 starts from, given the model's initial adapter and heads (a
@@ -96,26 +107,47 @@ class SiteAware:
         """Continue a checkpointed run: its records so far become this strategy's."""
         self.run_log = run_log
 
+    def admit(self, entry: SiteEntry) -> None:
+        """Take in a site that identified itself after the run started: it gets the next round's
+        messages (the current global state) like every other site of its role."""
+        self.roster = self.roster.with_entry(entry)
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         messages = super().configure_train(server_round, arrays, config, grid)
-        return [m for m in messages if m.metadata.dst_node_id in self.roster.training_node_ids]
+        return self._sending("train", server_round, [
+            m for m in messages if m.metadata.dst_node_id in self.roster.training_node_ids])
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         messages = super().configure_evaluate(server_round, arrays, config, grid)
-        return [m for m in messages if m.metadata.dst_node_id in self.roster.evaluation_node_ids]
+        return self._sending("evaluate", server_round, [
+            m for m in messages if m.metadata.dst_node_id in self.roster.evaluation_node_ids])
 
-    def _record_failures(self, server_round: int, replies: list[Message], expected: set[int]):
+    def _sending(self, step: str, server_round: int, messages: list[Message]) -> list[Message]:
+        self._sent[(step, server_round)] = frozenset(m.metadata.dst_node_id for m in messages)
+        return messages
+
+    def _record_failures(self, server_round: int, replies: list[Message], expected: set[int],
+                         step: str) -> None:
+        """Log and record who failed, timed out or was offline, with that status for the round
+        (`RunLog.participation`; the caller records the sites that answered)."""
+        sent = self._sent.get((step, server_round), frozenset(expected))
+        status = self.run_log.participation.setdefault(server_round, {})
         failed = []
         for message in replies:
             if message.has_error():
                 site = self.roster.by_node(message.metadata.src_node_id).name
+                status.setdefault(site, {})[step] = "failed"
                 failed.append(f"{site}: {message.error.reason}")
         answered = {m.metadata.src_node_id for m in replies}
-        failed += [f"{self.roster.by_node(n).name}: no reply" for n in sorted(expected - answered)]
+        for node in sorted(expected - answered):
+            site = self.roster.by_node(node).name
+            timed_out = node in sent
+            status.setdefault(site, {})[step] = "timed out" if timed_out else "offline"
+            failed.append(f"{site}: no reply" if timed_out else f"{site}: not connected")
         if failed:
             self.run_log.failures.setdefault(server_round, []).extend(failed)
             for line in failed:
@@ -142,13 +174,15 @@ class SiteAware:
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        self._record_failures(server_round, replies, set(self.roster.training_node_ids))
+        self._record_failures(server_round, replies, set(self.roster.training_node_ids), "train")
         valid = [m for m in replies if not m.has_error()]
         self.record_egress(server_round, valid)
         trained = [m for m in valid if "arrays" in m.content]
         per_site = self.run_log.training.setdefault(server_round, {})
+        status = self.run_log.participation.setdefault(server_round, {})
         for message in valid:
             site = self.roster.by_node(message.metadata.src_node_id).name
+            status.setdefault(site, {})["train"] = "trained" if "arrays" in message.content else "declined"
             if "privacy" in message.content:
                 privacy = dict(message.content["privacy"])
                 self.run_log.privacy.setdefault(server_round, {})[site] = privacy
@@ -177,13 +211,16 @@ class SiteAware:
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
-        self._record_failures(server_round, replies, set(self.roster.evaluation_node_ids))
+        self._record_failures(server_round, replies, set(self.roster.evaluation_node_ids),
+                              "evaluate")
         self.record_egress(server_round, [m for m in replies if not m.has_error()],
                            evaluation=True)
         per_site = self.run_log.evaluation.setdefault(server_round, {})
+        status = self.run_log.participation.setdefault(server_round, {})
         for message in replies:
             if not message.has_error():
                 site = self.roster.by_node(message.metadata.src_node_id).name
+                status.setdefault(site, {})["evaluate"] = "evaluated"
                 per_site[site] = {k: [float(x) for x in v] if isinstance(v, list) else float(v)
                                   for k, v in message.content["metrics"].items()}
         return super().aggregate_evaluate(server_round, replies)

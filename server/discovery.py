@@ -48,7 +48,7 @@ class SiteDiscovery:
         self.grid = grid
         self.consortium = consortium
         self.claimed: dict[str, SiteEntry] = {}
-        self._pending: dict[str, int] = {}  # query message id -> node, until the node answers
+        self._pending: dict[str, float] = {}  # query message id -> when it was asked
         self._asked: set[int] = set()
 
     def poll(self) -> list[str]:
@@ -57,8 +57,9 @@ class SiteDiscovery:
         refused (one line each)."""
         if new := [node for node in self.grid.get_node_ids() if node not in self._asked]:
             self._asked.update(new)
-            self._pending.update((mid, node) for mid, node in zip(
-                self.grid.push_messages([_query(node) for node in new]), new, strict=True) if mid)
+            asked_at = time.monotonic()
+            self._pending.update((mid, asked_at) for mid in self.grid.push_messages(
+                [_query(node) for node in new]) if mid)
         if not self._pending:
             return []
         replies = list(self.grid.pull_messages(list(self._pending)))
@@ -70,6 +71,11 @@ class SiteDiscovery:
             if problem := self._check(reply, keys):
                 refused.append(problem)
         return refused
+
+    def asked_within(self, seconds: float) -> bool:
+        """Whether a node asked less than `seconds` ago has not answered yet."""
+        now = time.monotonic()
+        return any(now - asked_at < seconds for asked_at in self._pending.values())
 
     def roster(self) -> SiteRoster:
         """The identified sites, in consortium order."""

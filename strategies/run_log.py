@@ -44,6 +44,8 @@ PARTICIPATION: dict[str, str] = {
     "evaluated": "sent its evaluation metrics",
     "failed": "answered with an error",
     "timed out": "was sent the round's message and did not answer within `round-timeout`",
+    "lost": "was sent the round's message and stopped reporting to the SuperLink before answering "
+            "(hung, or its connection dropped)",
     "offline": "had joined the run but was not connected when the round began; sent nothing",
 }
 """What a site did in one round, per step (`RunLog.participation`), and what each status means."""

@@ -16,9 +16,10 @@ aggregation rule itself stays Flower's (or the specific strategy's).
   mean across sites, which hides exactly the per-site, out-of-distribution numbers we report.
 - Both record who took part in each round (`RunLog.participation`): a roster site that was sent
   nothing because its node was not connected is `offline`, one that did not answer within the
-  round's timeout `timed out`. Flower is never asked to wait for a number of nodes, so a hung or
-  departed site costs one round's timeout, not the run; `admit` takes in a site that identified
-  itself after the start (server/late_sites.py), from the next round on.
+  round's timeout `timed out`, one whose heartbeats stopped before it answered `lost`. Flower is
+  never asked to wait for a number of nodes, so a hung or departed site costs one round's
+  timeout, not the run; `admit` takes in a site that identified itself after the start
+  (server/late_sites.py), from the next round on.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from strategies.exchange import received_egress
@@ -140,7 +142,8 @@ class SiteAware:
         for message in replies:
             if message.has_error():
                 site = self.roster.by_node(message.metadata.src_node_id).name
-                status.setdefault(site, {})[step] = "failed"
+                lost = message.error.code == ErrorCode.NODE_UNAVAILABLE  # the SuperLink's verdict
+                status.setdefault(site, {})[step] = "lost" if lost else "failed"
                 failed.append(f"{site}: {message.error.reason}")
         answered = {m.metadata.src_node_id for m in replies}
         for node in sorted(expected - answered):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import numpy as np
 import pytest
@@ -326,3 +327,62 @@ def test_the_report_table_names_a_timeout_and_an_offline_evaluation():
 
 def test_a_report_of_a_run_before_participation_has_no_table():
     assert participation_lines({"sites": [], "rounds": [{"round": 0}]}) == []
+
+
+def test_a_node_that_just_connected_is_waited_for_briefly_and_joins_the_next_round(consortium):
+    """Its ClientApp may take a while to start: the round waits up to `answer_wait` for its
+    answer instead of leaving it for the round after."""
+    sites = Sites(CLAIMS)
+    pulls = []
+
+    def slow_community(message):
+        if message.metadata.dst_node_id == 2:
+            pulls.append(message)
+            if len(pulls) < 5:
+                return None
+        return sites(message)
+
+    grid = LateGrid(sites, late={2})
+    grid.respond = slow_community
+    discovery = SiteDiscovery(grid, consortium)
+    roster = discover_sites(grid, consortium, timeout=0.02, training_quorum=1, poll_s=0.01,
+                            discovery=discovery)
+    strategy = build_strategy("fedavg", roster=roster, min_train_sites=1)
+    grid.late.clear()
+    joined = admit_late_sites(discovery, strategy, next_round=2, answer_wait=5, poll_s=0.01)
+    assert [e.name for e in joined] == ["community"] and len(pulls) == 5
+    assert strategy.roster.training_node_ids == {1, 2}
+
+
+def test_a_node_that_never_answers_is_waited_for_once_only(consortium):
+    sites = Sites(CLAIMS)
+    grid = LateGrid(sites)
+    grid.respond = lambda m: None if m.metadata.dst_node_id == 2 else sites(m)
+    discovery = SiteDiscovery(grid, consortium)
+    strategy = build_strategy("fedavg", roster=SiteRoster((SiteEntry(9, "x", "train"),)),
+                              min_train_sites=1)
+    started = time.monotonic()
+    admit_late_sites(discovery, strategy, next_round=2, answer_wait=0.3, poll_s=0.01)
+    assert 0.3 <= time.monotonic() - started < 2
+    started = time.monotonic()
+    admit_late_sites(discovery, strategy, next_round=3, answer_wait=0.3, poll_s=0.01)
+    assert time.monotonic() - started < 0.2  # not waited for again
+    assert "community" not in discovery.claimed
+
+
+def test_a_node_whose_heartbeats_stop_mid_round_is_lost(consortium):
+    """The SuperLink answers for a node that stopped reporting (Flower's NODE_UNAVAILABLE)."""
+    from flwr.app import Error
+    from flwr.common.constant import ErrorCode
+
+    sites = Sites(CLAIMS)
+
+    class HangingGrid(LateGrid):
+        def send_and_receive(self, messages, *, timeout=None):
+            replies = super().send_and_receive(messages, timeout=timeout)
+            return [Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="Node Unavailable"),
+                            reply_to=m) if m.metadata.dst_node_id == 2 else r
+                    for m, r in zip(messages, replies, strict=True)]
+
+    strategy, _ = _run(HangingGrid(sites), consortium, rounds=1)
+    assert strategy.run_log.participation[1]["community"] == {"train": "lost", "evaluate": "lost"}

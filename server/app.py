@@ -1,6 +1,7 @@
 """The Flower ServerApp: the consortium coordinator.
 
-It reads the run configuration once, learns which node is which hospital, starts every site from
+It reads the run configuration once, learns which node is which hospital (every site, or the
+start quorum once `start-wait` has passed; later sites join between rounds), starts every site from
 the same initial adapter, evaluates the untrained model everywhere (round 0), runs the federated
 rounds with the chosen strategy — training sites train, every site including the external health
 system is evaluated each round — selects the best round on validation AUROC, and writes the run
@@ -58,13 +59,14 @@ def main(grid: Grid, context: Context) -> None:
     check_run_tasks(settings.client.model.tasks, consortium, value=str(context.run_config["tasks"]))
     if settings.client.experiment == "transfer":  # simulation only: one more node, the pooled site
         consortium = with_pooled_site(consortium, data_dir=settings.client.data_dir)
+    quorum = _start_quorum(settings, consortium)  # a bad `min-train-sites` fails before any wait
     run_dir = settings.run_dir
     checkpoint = _open_run_dir(run_dir, settings, dict(context.run_config))
 
     # 2. Which node is which hospital: every site within `start-wait`, or the start quorum
     discovery = SiteDiscovery(grid, consortium)
     roster = discover_sites(grid, consortium, timeout=settings.start_wait, discovery=discovery,
-                            training_quorum=_start_quorum(settings, consortium))
+                            training_quorum=quorum)
     if settings.client.experiment == "transfer":
         run_transfer_experiment(grid, settings=settings, consortium=consortium, roster=roster,
                                 run_dir=run_dir)

@@ -57,6 +57,22 @@ def arrayrecord_bytes(record: ArrayRecord) -> int:
     return sum(len(record[name].data) for name in record.keys())
 
 
+class _ConnectedNow:
+    """The grid as Flower's sampling should see it: one snapshot of the connected nodes that
+    the step wants. Flower counts the connected nodes, then lists them again and waits while the
+    list is shorter than the count; a node leaving in between would stall the round."""
+
+    def __init__(self, grid: Grid, wanted: frozenset[int]) -> None:
+        self._grid = grid
+        self._nodes = [node for node in grid.get_node_ids() if node in wanted]
+
+    def get_node_ids(self) -> list[int]:
+        return list(self._nodes)
+
+    def __getattr__(self, name: str):
+        return getattr(self._grid, name)
+
+
 class SiteAware:
     """Mixin for a Flower `Strategy`; see the module docstring."""
 
@@ -68,8 +84,8 @@ class SiteAware:
                 "training sites)"
             )
         # Flower's sampling waits, without end, until this many nodes are connected: a site
-        # whose node went away (a hung SuperNode stops its heartbeats) would stall the run. Every
-        # connected node is sampled anyway (fraction 1); the roster picks who gets a message.
+        # whose node went away (a hung SuperNode stops its heartbeats) would stall the run. It
+        # samples every connected roster node instead (fraction 1, `_ConnectedNow`).
         kwargs.setdefault("min_available_nodes", 0)
         kwargs.setdefault("min_train_nodes", 0)
         kwargs.setdefault("min_evaluate_nodes", 0)
@@ -117,16 +133,20 @@ class SiteAware:
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        messages = super().configure_train(server_round, arrays, config, grid)
+        wanted = self.roster.training_node_ids
+        messages = super().configure_train(server_round, arrays, config,
+                                           _ConnectedNow(grid, wanted))
         return self._sending("train", server_round, [
-            m for m in messages if m.metadata.dst_node_id in self.roster.training_node_ids])
+            m for m in messages if m.metadata.dst_node_id in wanted])
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        messages = super().configure_evaluate(server_round, arrays, config, grid)
+        wanted = self.roster.evaluation_node_ids
+        messages = super().configure_evaluate(server_round, arrays, config,
+                                              _ConnectedNow(grid, wanted))
         return self._sending("evaluate", server_round, [
-            m for m in messages if m.metadata.dst_node_id in self.roster.evaluation_node_ids])
+            m for m in messages if m.metadata.dst_node_id in wanted])
 
     def _sending(self, step: str, server_round: int, messages: list[Message]) -> list[Message]:
         self._sent[(step, server_round)] = frozenset(m.metadata.dst_node_id for m in messages)

@@ -386,3 +386,27 @@ def test_a_node_whose_heartbeats_stop_mid_round_is_lost(consortium):
 
     strategy, _ = _run(HangingGrid(sites), consortium, rounds=1)
     assert strategy.run_log.participation[1]["community"] == {"train": "lost", "evaluate": "lost"}
+
+
+@pytest.mark.usefixtures("flower_never_waits")
+@pytest.mark.parametrize("between", ["a node leaves", "a node connects"])
+def test_nodes_coming_and_going_while_flower_samples_neither_stall_nor_drop_a_site(between):
+    """Flower counts the connected nodes, then lists them again: a node leaving in between made it
+    wait for ever; one arriving made it sample a random subset, leaving a site out."""
+    set_task_identity()
+    roster = SiteRoster((SiteEntry(1, "academic", "train"), SiteEntry(2, "community", "train")))
+    calls = []
+
+    class Flickering(FakeGrid):
+        def get_node_ids(self):
+            calls.append(1)
+            if between == "a node leaves":
+                return [1, 2] if len(calls) == 1 else [1]
+            return [1, 2] if len(calls) == 1 else [1, 2, 7]
+
+    strategy = build_strategy("fedavg", roster=roster, min_train_sites=1)
+    arrays = ArrayRecord({"adapter.w": Array(np.zeros(3, dtype=np.float32))})
+    for _ in range(20):  # a random subset would leave one out sooner or later
+        calls.clear()
+        messages = strategy.configure_train(1, arrays, ConfigRecord(), Flickering([1, 2]))
+        assert sorted(m.metadata.dst_node_id for m in messages) == [1, 2]

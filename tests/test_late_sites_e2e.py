@@ -6,7 +6,7 @@ SuperNode per site YAML, every site's key fingerprint in the consortium), three 
   `north` and the external system (the start quorum: one training site and every external one);
   `south` is started once round 1 has begun, identified between rounds 1 and 2 (its key checked),
   and trains from round 2 on the global adapter of round 1.
-- When round 3 begins, `north`'s SuperNode and everything below it are SIGSTOPped: a hung
+- When round 2 has ended, `north`'s SuperNode and everything below it are SIGSTOPped: a hung
   hospital. The round leaves it out after `round-timeout` (or sooner, when the SuperLink has
   noticed its missing heartbeats), `south` alone trains it, and `north` is SIGCONTinued once the
   round has recorded it missing. The run completes, the report shows who took part in which
@@ -19,6 +19,7 @@ Slow: a fresh ClientApp process per message, one round-timeout spent on the hung
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -40,14 +41,17 @@ def _with_validation(table):
                                                   "validation"))
 
 
-def _late_and_hung(live: LiveDeployment) -> None:
-    """South joins once round 1 has begun; north hangs through round 3's training."""
-    live.wait_for(r"\[ROUND 1/3\]")
-    live.start("south")
-    live.wait_for(r"\[ROUND 3/3\]")
-    live.pause("north")
-    live.wait_for(r"round 3: north: ")
-    live.resume("north")
+def _late_and_hung(run_dir: Path):
+    """South joins once round 1 has begun; north hangs from the end of round 2 (its checkpoint,
+    written at once, where the streamed log lags) until round 3 has recorded it missing."""
+    def during(live: LiveDeployment) -> None:
+        live.wait_for(r"\[ROUND 1/3\]")
+        live.start("south")
+        live.wait_for_file(run_dir / "checkpoints" / "round-2.safetensors")
+        live.pause("north")
+        live.wait_for(r"round 3: north: ")
+        live.resume("north")
+    return during
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +76,8 @@ def run(tmp_path_factory):
                   "max-length": 48, "learning-rate": 0.01, "head-learning-rate": 0.1,
                   "bootstrap-resamples": 20, "round-timeout": 90.0, "start-wait": 60.0}
     deployed = deploy(run_config, site_yamls=site_yamls, root=root,
-                      held_back=frozenset({"south"}), during=_late_and_hung, timeout_s=1200)
+                      held_back=frozenset({"south"}),
+                      during=_late_and_hung(root / "runs" / "late"), timeout_s=1200)
     metrics_path = root / "runs" / "late" / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
     return deployed, metrics, root / "runs" / "late"

@@ -239,6 +239,15 @@ class LiveDeployment:
         for pid in self.processes.descendants([self.processes.started[name].pid]):
             send_signal(pid, signal.SIGCONT)
 
+    def wait_for_file(self, path: Path, timeout_s: float = 600) -> None:
+        """Wait until `path` exists (a file the ServerApp writes, such as a round's checkpoint,
+        appears at once; the streamed log can lag behind the run by seconds)."""
+        deadline = time.monotonic() + timeout_s
+        while not path.exists():
+            if self.finished.is_set() or time.monotonic() > deadline:
+                raise LoopbackError(f"{path} did not appear")
+            time.sleep(0.2)
+
     def wait_for(self, pattern: str, timeout_s: float = 600) -> str:
         """The first line of the run's log matching regular expression `pattern`, waiting for it
         as the log grows; LoopbackError once `flwr run` ended or `timeout_s` passed without."""

@@ -36,6 +36,7 @@ def _run_log() -> RunLog:
     log.declined[2] = {"b": "over budget"}
     log.failures[2] = ["b: no reply"]
     log.skipped_rounds.append(2)
+    log.participation[2] = {"a": {"train": "trained"}, "b": {"train": "timed out"}}
     log.client_level = ClientLevelPrivacy(noise_multiplier=1.0, clipping_norm=10.0, delta=1e-5,
                                           num_sites=2, released_rounds=[1],
                                           epsilon_per_round={1: 3.2})
@@ -49,6 +50,15 @@ def test_the_run_log_round_trips_through_json_with_int_rounds_and_nan():
     expected = _run_log()
     expected.evaluation[0]["a"]["mortality.auroc"] = 0.0
     assert restored == expected
+
+
+def test_a_run_checkpointed_before_participation_was_recorded_resumes_without_it():
+    data = json.loads(json.dumps(run_log_to_dict(_run_log())))
+    del data["participation"]
+    assert run_log_from_dict(data).participation == {}
+    del data["failures"]  # a field that was always there is still required
+    with pytest.raises(KeyError, match="lacks `failures`"):
+        run_log_from_dict(data)
 
 
 def _arrays(value: float) -> ArrayRecord:

@@ -34,6 +34,7 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from strategies.exchange import received_egress
+from strategies.replies import replying_node
 from strategies.roster import SiteEntry, SiteRoster
 from strategies.run_log import RunLog
 
@@ -93,9 +94,9 @@ class SiteAware:
         self.roster = roster
         self.min_train_sites = min_train_sites
         self.run_log = RunLog()
-        self._sent: dict[tuple[str, int], frozenset[int]] = {}
-        """(step, round) -> the nodes sent that step's message: a roster node left out was not
-        connected."""
+        self._sent: dict[tuple[str, int], tuple[Message, ...]] = {}
+        """(step, round) -> the messages of that step: a roster node sent none was not
+        connected, and a reply the SuperLink made in a node's place names the message."""
 
     def initial_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
         """The global state round 1 starts from, given the model's initial adapter and heads (a
@@ -149,23 +150,30 @@ class SiteAware:
             m for m in messages if m.metadata.dst_node_id in wanted])
 
     def _sending(self, step: str, server_round: int, messages: list[Message]) -> list[Message]:
-        self._sent[(step, server_round)] = frozenset(m.metadata.dst_node_id for m in messages)
+        self._sent[(step, server_round)] = tuple(messages)  # Flower gives them ids as it pushes
         return messages
+
+    def site_of(self, reply: Message, server_round: int, step: str) -> str:
+        """The site a reply answers for, the SuperLink's own error replies included
+        (strategies/replies.py)."""
+        return self.roster.by_node(replying_node(
+            reply, self._sent.get((step, server_round), ()), nodes=self.roster.node_ids)).name
 
     def _record_failures(self, server_round: int, replies: list[Message], expected: set[int],
                          step: str) -> None:
         """Log and record who failed, timed out or was offline, with that status for the round
         (`RunLog.participation`; the caller records the sites that answered)."""
-        sent = self._sent.get((step, server_round), frozenset(expected))
+        messages = self._sent.get((step, server_round))
+        sent = expected if messages is None else {m.metadata.dst_node_id for m in messages}
         status = self.run_log.participation.setdefault(server_round, {})
         failed = []
         for message in replies:
             if message.has_error():
-                site = self.roster.by_node(message.metadata.src_node_id).name
+                site = self.site_of(message, server_round, step)
                 lost = message.error.code == ErrorCode.NODE_UNAVAILABLE  # the SuperLink's verdict
                 status.setdefault(site, {})[step] = "lost" if lost else "failed"
                 failed.append(f"{site}: {message.error.reason}")
-        answered = {m.metadata.src_node_id for m in replies}
+        answered = {replying_node(m, messages or (), nodes=self.roster.node_ids) for m in replies}
         for node in sorted(expected - answered):
             site = self.roster.by_node(node).name
             timed_out = node in sent

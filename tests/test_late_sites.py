@@ -19,16 +19,19 @@ from flwr.app import (
     Array,
     ArrayRecord,
     ConfigRecord,
+    Error,
     Message,
     MessageType,
     MetricRecord,
     RecordDict,
 )
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 
 from client.run_config import InvalidRunConfig
 from server.app import _start_quorum
 from server.discovery import SiteDiscovery, SiteDiscoveryError, discover_sites
 from server.late_sites import admit_late_sites
+from server.ledger_query import PRIVACY_QUERY, collect_ledgers
 from server.report.participation import participation, participation_lines
 from server.settings import ServerSettings
 from sites.config import load_consortium
@@ -60,6 +63,9 @@ class Sites:
         if message.metadata.message_type == MessageType.QUERY:
             name, role = self.claims[node]
             return Message(RecordDict({"site": ConfigRecord({"name": name, "role": role})}),
+                           reply_to=message)
+        if message.metadata.message_type == PRIVACY_QUERY:
+            return Message(RecordDict({"privacy": ConfigRecord({"dp": False})}),
                            reply_to=message)
         server_round = int(message.content["config"]["server-round"])
         if message.metadata.message_type == MessageType.TRAIN:
@@ -370,22 +376,55 @@ def test_a_node_that_never_answers_is_waited_for_once_only(consortium):
     assert "community" not in discovery.claimed
 
 
-def test_a_node_whose_heartbeats_stop_mid_round_is_lost(consortium):
-    """The SuperLink answers for a node that stopped reporting (Flower's NODE_UNAVAILABLE)."""
-    from flwr.app import Error
-    from flwr.common.constant import ErrorCode
+class SuperLinkGrid(LateGrid):
+    """Gives every message its id as Flower's push does, and answers for `hung` nodes as Flower's
+    SuperLink does for a node that stopped reporting: an error reply of its own
+    (`NODE_UNAVAILABLE`, sender SUPERLINK_NODE_ID) to the node's message."""
 
-    sites = Sites(CLAIMS)
+    def __init__(self, sites: Sites, hung: set[int]) -> None:
+        super().__init__(sites)
+        self.hung = hung
 
-    class HangingGrid(LateGrid):
-        def send_and_receive(self, messages, *, timeout=None):
-            replies = super().send_and_receive(messages, timeout=timeout)
-            return [Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="Node Unavailable"),
-                            reply_to=m) if m.metadata.dst_node_id == 2 else r
-                    for m, r in zip(messages, replies, strict=True)]
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = message.object_id
+        replies = []
+        for message in messages:
+            if message.metadata.dst_node_id not in self.hung:
+                replies += super().send_and_receive([message], timeout=timeout)
+                continue
+            reply = Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="Error: Node "
+                                  "Unavailable — The destination node failed to report a "
+                                  "heartbeat"), reply_to=message)
+            reply.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+            replies.append(reply)
+        return replies
 
-    strategy, _ = _run(HangingGrid(sites), consortium, rounds=1)
-    assert strategy.run_log.participation[1]["community"] == {"train": "lost", "evaluate": "lost"}
+
+FAR_NODES = {11: ("academic", "train"), 12: ("community", "train"),
+             13: ("external-system", "external")}
+"""Node ids away from SUPERLINK_NODE_ID (1), as real ones (random 64-bit) are."""
+
+
+def test_a_node_that_stops_reporting_mid_round_is_lost_and_the_run_goes_on(consortium):
+    """Seen on loopback: the SuperLink's reply for a SIGSTOPped SuperNode comes from node 1, and
+    looking that up in the roster stopped the ServerApp with a KeyError."""
+    strategy, _ = _run(SuperLinkGrid(Sites(FAR_NODES), hung={12}), consortium, rounds=2)
+    log = strategy.run_log
+    assert log.participation[1]["community"] == {"train": "lost", "evaluate": "lost"}
+    assert log.participation[2]["academic"] == {"train": "trained", "evaluate": "evaluated"}
+    assert log.failures[1][0].startswith("community: Error: Node Unavailable")
+
+
+def test_the_closing_ledger_query_names_a_site_the_superlink_answered_for(consortium, caplog):
+    roster = SiteRoster(tuple(SiteEntry(n, *claim) for n, claim in FAR_NODES.items()))
+    with caplog.at_level(logging.WARNING, logger="server.ledger_query"):
+        ledgers = collect_ledgers(SuperLinkGrid(Sites(FAR_NODES), hung={12}), roster,
+                                  run_name="r", timeout=1)
+    assert set(ledgers) == {"academic"}  # the external site keeps no ledger
+    assert any(m.startswith("community did not report its privacy ledger: Error: Node "
+                            "Unavailable") for m in caplog.messages)
 
 
 @pytest.mark.usefixtures("flower_never_waits")

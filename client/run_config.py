@@ -38,6 +38,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[type, Bound]] = {
     "server-tau": (float, "> 0"),
     "min-train-sites": (int, "> 0"),
     "round-timeout": (float, "> 0"),
+    "start-wait": (float, "> 0"),
     "client-dp-noise-multiplier": (float, "> 0"),
     "client-dp-clipping-norm": (float, "> 0"),
     "client-dp-delta": (float, "> 0"),

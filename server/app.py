@@ -1,6 +1,7 @@
 """The Flower ServerApp: the consortium coordinator.
 
-It reads the run configuration once, learns which node is which hospital, starts every site from
+It reads the run configuration once, learns which node is which hospital (every site, or the
+start quorum once `start-wait` has passed; later sites join between rounds), starts every site from
 the same initial adapter, evaluates the untrained model everywhere (round 0), runs the federated
 rounds with the chosen strategy — training sites train, every site including the external health
 system is evaluated each round — selects the best round on validation AUROC, asks every site once
@@ -25,7 +26,8 @@ from client.model import build_model, load_trainable_state, save_adapter, traina
 from client.progress import show_progress
 from client.run_config import InvalidRunConfig
 from server.checkpoint import Checkpoint, RoundCheckpointer, load_checkpoint, save_run_config
-from server.discovery import discover_sites
+from server.discovery import SiteDiscovery, discover_sites
+from server.late_sites import admit_late_sites
 from server.ledger_query import collect_ledgers
 from server.process_memory import peak_rss_bytes
 from server.report.console_summary import closing_summary
@@ -39,7 +41,7 @@ from server.settings import ServerSettings
 from server.transfer.experiment import run_transfer_experiment
 from sites.config import load_consortium
 from sites.pooling import with_pooled_site
-from strategies import build_strategy
+from strategies import build_strategy, training_sites_needed
 from strategies.continued_rounds import ContinuedRounds
 from strategies.exchange import INTERVALS_KEY
 
@@ -60,11 +62,14 @@ def main(grid: Grid, context: Context) -> None:
     check_run_tasks(settings.client.model.tasks, consortium, value=str(context.run_config["tasks"]))
     if settings.client.experiment == "transfer":  # simulation only: one more node, the pooled site
         consortium = with_pooled_site(consortium, data_dir=settings.client.data_dir)
+    quorum = _start_quorum(settings, consortium)  # a bad `min-train-sites` fails before any wait
     run_dir = settings.run_dir
     checkpoint = _open_run_dir(run_dir, settings, dict(context.run_config))
 
-    # 2. Which node is which hospital
-    roster = discover_sites(grid, consortium, timeout=settings.round_timeout)
+    # 2. Which node is which hospital: every site within `start-wait`, or the start quorum
+    discovery = SiteDiscovery(grid, consortium)
+    roster = discover_sites(grid, consortium, timeout=settings.start_wait, discovery=discovery,
+                            training_quorum=quorum)
     if settings.client.experiment == "transfer":
         run_transfer_experiment(grid, settings=settings, consortium=consortium, roster=roster,
                                 run_dir=run_dir)
@@ -112,11 +117,12 @@ def main(grid: Grid, context: Context) -> None:
         timeout=settings.round_timeout,
         train_config=ConfigRecord({"run-name": settings.run_name}),  # names the sites' ledgers
         evaluate_config=scored,
-        evaluate_fn=partial(_after_round, kept=kept, progress=progress, strategy=strategy),
+        evaluate_fn=partial(_after_round, kept=kept, progress=progress, strategy=strategy,
+                            discovery=discovery, num_rounds=settings.client.num_rounds),
     )
 
-    # 7. What each site's ledger holds now: the report shows the sites' own accounts
-    ledgers = collect_ledgers(grid, roster, run_name=settings.run_name,
+    # 7. What each site's ledger holds now (late joiners' too): the sites' own accounts
+    ledgers = collect_ledgers(grid, strategy.roster, run_name=settings.run_name,
                               timeout=settings.round_timeout)
 
     # 8. The best round on validation AUROC (never test): its adapter is the run's model
@@ -160,18 +166,38 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def _after_round(server_round: int, arrays: ArrayRecord, *, kept: RoundCheckpointer,
-                 progress: RoundProgress, strategy) -> None:
+                 progress: RoundProgress, strategy, discovery: SiteDiscovery,
+                 num_rounds: int) -> None:
     """Flower's hook after each round, and once before the first for the arrays it starts from
-    (the last round done, already announced): the server's peak memory so far, checkpoint,
-    then the round's console line."""
+    (the last round done, already announced): the server's peak memory so far, checkpoint, the
+    round's console line, then the sites that connected since take part from the next round."""
     if server_round > 0:
         peak = peak_rss_bytes()
         if peak is not None:
             timing = strategy.run_log.timing.setdefault(server_round + kept.offset, {})
             timing["server_peak_rss_bytes"] = float(peak)
     kept(server_round, arrays)
+    done = server_round + kept.offset
     if server_round > 0:
-        progress(server_round + kept.offset, strategy.run_log)
+        progress(done, strategy.run_log)
+    if done < num_rounds:
+        admit_late_sites(discovery, strategy, next_round=done + 1)
+
+
+def _start_quorum(settings: ServerSettings, consortium) -> int | None:
+    """Training sites the run needs to start once `start-wait` has passed (every external site
+    is awaited too); None for the transfer experiment, which needs every site."""
+    if settings.client.experiment:
+        return None
+    trainers = len(consortium.training_sites)
+    needed = training_sites_needed(settings.strategy, min_train_sites=settings.min_train_sites,
+                                   options=settings.options, num_training_sites=trainers)
+    if needed > trainers:
+        raise InvalidRunConfig(
+            f"run config: `min-train-sites` is {settings.min_train_sites} and strategy "
+            f"{settings.strategy!r} needs {needed} training sites, but {consortium.source} has "
+            f"{trainers}; lower `min-train-sites` (or `tolerated-bad-sites`)")
+    return needed
 
 
 def _load_selected(strategy, model, arrays: ArrayRecord, settings: ServerSettings):

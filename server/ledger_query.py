@@ -16,6 +16,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from strategies import SiteRoster
+from strategies.replies import replying_node
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ def collect_ledgers(grid: Grid, roster: SiteRoster, *, run_name: str,
                 for node in roster.training_node_ids]
     ledgers = {}
     for reply in grid.send_and_receive(messages, timeout=timeout):
-        site = roster.by_node(reply.metadata.src_node_id).name
+        # a site that stopped reporting is answered for by the SuperLink: find it by its message
+        site = roster.by_node(replying_node(reply, messages, nodes=roster.node_ids)).name
         if reply.has_error():
             log.warning("%s did not report its privacy ledger: %s", site, reply.error.reason)
             continue

@@ -32,9 +32,12 @@ class ServerSettings:
     timestamp when parsed)."""
     strategy: str
     min_train_sites: int
-    """A training round with fewer replies than this is skipped (global adapter kept)."""
+    """A training round with fewer replies than this is skipped (global adapter kept); also the
+    training sites the run needs connected to start once `start_wait` has passed."""
     round_timeout: float
     """Seconds to wait for the replies of one round."""
+    start_wait: float
+    """Seconds to wait for every site before the run starts (server/discovery.py)."""
     regimes: frozenset[str]
     """Transfer experiment only (`experiment-regimes`): the regime kinds to train, besides the
     untrained model."""
@@ -87,6 +90,7 @@ class ServerSettings:
             strategy=read_run_config(config, "strategy"),
             min_train_sites=read_run_config(config, "min-train-sites"),
             round_timeout=read_run_config(config, "round-timeout"),
+            start_wait=read_run_config(config, "start-wait"),
             regimes=parse_regimes(read_run_config(config, "experiment-regimes")),
             resume=read_run_config(config, "resume"),
             options=strategy_options(config),

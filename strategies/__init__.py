@@ -50,6 +50,19 @@ _READ_OPTIONS: tuple[type[Strategy], ...] = (AdapterFedProx, RobustMedian, Robus
 """The rules that read `StrategyOptions`."""
 
 
+def training_sites_needed(name: str, *, min_train_sites: int, options: StrategyOptions,
+                          num_training_sites: int) -> int:
+    """Training sites that must have joined before round 1 of strategy `name`: `min-train-sites`,
+    or more where the rule needs more — every one for `dp-fedavg` (its noise is sized for all,
+    so it takes no late joiners), 2f + 1..3 for the robust rules."""
+    cls = STRATEGIES.get(name)
+    if cls is ClientLevelDPFedAvg:
+        return num_training_sites
+    if cls in (RobustMedian, RobustTrimmedMean, RobustMultiKrum):
+        return max(min_train_sites, 2 * options.tolerated_bad_sites + cls.extra_replies)
+    return min_train_sites
+
+
 def build_strategy(
     name: str, *, roster: SiteRoster, min_train_sites: int, client_dp: ClientDP | None = None,
     options: StrategyOptions | None = None,
@@ -98,4 +111,5 @@ __all__ = [
     "SiteRoster",
     "StrategyOptions",
     "build_strategy",
+    "training_sites_needed",
 ]

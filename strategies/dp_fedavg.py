@@ -18,7 +18,8 @@ is what makes that calibration true for our federation:
   and the previous global adapter kept, rather than released under-noised. Flower's wrapper alone
   does not guarantee this: without its accountant it only warns on a short count, and a declined
   reply (no tensors) counts as an answer even in its strict mode; on an error it returns before
-  our run log could record the round. `min-train-sites` is therefore ignored here. (Flower's clip
+  our run log could record the round. `min-train-sites` is therefore ignored here, and the run
+  starts only once every training site has joined (no late joiners: N is fixed at the start). (Flower's clip
   divides by the update's norm: a site returning the global adapter bit-for-bit unchanged would
   raise; any training step moves it.)
 - **Accounting.** The privacy unit is one site's whole contribution (add/remove one site,
@@ -189,10 +190,19 @@ class ClientLevelDPFedAvg(DifferentialPrivacyServerSideFixedClipping):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         messages = list(super().configure_train(server_round, arrays, config, grid))
-        if len(messages) != self.num_sampled_clients:  # the noise is sized for all of them
+        if len(messages) > self.num_sampled_clients:  # the noise is sized for N sites
             raise RuntimeError(f"round {server_round}: {len(messages)} training messages for "
                                f"{self.num_sampled_clients} training sites")
+        if len(messages) < self.num_sampled_clients:  # a site is offline: `aggregate_train` skips
+            log.warning("round %d: %d of %d training sites connected; under dp-fedavg the round "
+                        "releases nothing", server_round, len(messages), self.num_sampled_clients)
         return messages
+
+    def admit(self, entry) -> None:
+        """Never reached: a `dp-fedavg` run starts with every training site (its noise and
+        accountant are sized for all of them; `strategies.training_sites_needed`)."""
+        raise RuntimeError(f"dp-fedavg cannot take site {entry.name!r} after the start: its noise "
+                           "is sized for the training sites it started with")
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -48,6 +48,11 @@ class SiteRoster:
         """The same nodes, with only `trainers` training and only `evaluated` evaluated."""
         return replace(self, trainers=trainers, evaluated=evaluated)
 
+    def with_entry(self, entry: SiteEntry) -> SiteRoster:
+        """The roster with a site that identified itself after the run started (a late joiner);
+        it trains by its role and is evaluated, unless an experiment narrowed the roster."""
+        return replace(self, entries=(*self.entries, entry))
+
     @property
     def node_ids(self) -> tuple[int, ...]:
         return tuple(entry.node_id for entry in self.entries)

@@ -38,6 +38,19 @@ class ClientLevelPrivacy:
         return self.epsilon_per_round[max(self.epsilon_per_round)]
 
 
+PARTICIPATION: dict[str, str] = {
+    "trained": "sent its update",
+    "declined": "answered without an update (its privacy budget would be exceeded)",
+    "evaluated": "sent its evaluation metrics",
+    "failed": "answered with an error",
+    "timed out": "was sent the round's message and did not answer within `round-timeout`",
+    "lost": "was sent the round's message and stopped reporting to the SuperLink before answering "
+            "(hung, or its connection dropped)",
+    "offline": "had joined the run but was not connected when the round began; sent nothing",
+}
+"""What a site did in one round, per step (`RunLog.participation`), and what each status means."""
+
+
 @dataclass
 class RunLog:
     """Everything the report needs, per round and site. Only aggregate values: sites send nothing
@@ -55,6 +68,9 @@ class RunLog:
     failures: dict[int, list[str]] = field(default_factory=dict)
     """round -> descriptions of sites that replied with an error or not at all."""
     skipped_rounds: list[int] = field(default_factory=list)
+    participation: dict[int, dict[str, dict[str, str]]] = field(default_factory=dict)
+    """round -> site -> {"train": status, "evaluate": status}: who took part in which round, as
+    `PARTICIPATION` names it. A site of the consortium absent from a round had not joined yet."""
     left_out: dict[int, list[str]] = field(default_factory=dict)
     """round -> training sites whose whole update the robust rule left out (`multi-krum`)."""
     egress: dict[int, dict[str, dict]] = field(default_factory=dict)

@@ -14,22 +14,21 @@ from typing import Any
 
 from strategies.run_log import ClientLevelPrivacy, RunLog
 
+ADDED_LATER: frozenset[str] = frozenset({"participation", "egress_intervals", "timing"})
+"""Fields a checkpoint written before them lacks; such a run resumes with the field empty."""
+
 
 def run_log_to_dict(run_log: RunLog) -> dict[str, Any]:
     """Every field of `run_log` as JSON-ready data."""
     return dataclasses.asdict(run_log)
 
 
-OPTIONAL_FIELDS = frozenset({"egress_intervals", "timing"})
-"""Fields a checkpoint written before them lacks; such a run resumes without them."""
-
-
 def run_log_from_dict(data: dict[str, Any]) -> RunLog:
     """The `RunLog` that `run_log_to_dict` wrote; round-keyed dicts get int keys back."""
     fields = {}
     for field in dataclasses.fields(RunLog):
-        if field.name not in data and field.name in OPTIONAL_FIELDS:
-            continue
+        if field.name in ADDED_LATER and field.name not in data:
+            continue  # a run checkpointed before the field existed: its default
         if field.name not in data:
             raise KeyError(f"checkpointed run log lacks `{field.name}`; expected every field of "
                            "RunLog (was it written by another version of lang1-fl?)")

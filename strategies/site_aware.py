@@ -18,6 +18,12 @@ aggregation rule itself stays Flower's (or the specific strategy's).
   round, to what each site reported for that round.
 - Every round records where its time went (`RunLog.timing`): waiting for training replies,
   aggregating, waiting for evaluation replies.
+- Both record who took part in each round (`RunLog.participation`): a roster site that was sent
+  nothing because its node was not connected is `offline`, one that did not answer within the
+  round's timeout `timed out`, one whose heartbeats stopped before it answered `lost`. Flower is
+  never asked to wait for a number of nodes, so a hung or departed site costs one round's
+  timeout, not the run; `admit` takes in a site that identified itself after the start
+  (server/late_sites.py), from the next round on.
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from strategies.exchange import INTERVAL_SUFFIXES, received_egress
-from strategies.roster import SiteRoster
+from strategies.replies import replying_node
+from strategies.roster import SiteEntry, SiteRoster
 from strategies.run_log import RunLog
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,22 @@ def arrayrecord_bytes(record: ArrayRecord) -> int:
     return sum(len(record[name].data) for name in record.keys())
 
 
+class _ConnectedNow:
+    """The grid as Flower's sampling should see it: one snapshot of the connected nodes that
+    the step wants. Flower counts the connected nodes, then lists them again and waits while the
+    list is shorter than the count; a node leaving in between would stall the round."""
+
+    def __init__(self, grid: Grid, wanted: frozenset[int]) -> None:
+        self._grid = grid
+        self._nodes = [node for node in grid.get_node_ids() if node in wanted]
+
+    def get_node_ids(self) -> list[int]:
+        return list(self._nodes)
+
+    def __getattr__(self, name: str):
+        return getattr(self._grid, name)
+
+
 class SiteAware:
     """Mixin for a Flower `Strategy`; see the module docstring."""
 
@@ -65,14 +89,20 @@ class SiteAware:
                 f"`min-train-sites` is {min_train_sites}; expected 1..{training} (the number of "
                 "training sites)"
             )
-        kwargs.setdefault("min_available_nodes", len(roster.entries))
-        kwargs.setdefault("min_train_nodes", len(roster.entries))
-        kwargs.setdefault("min_evaluate_nodes", len(roster.entries))
+        # Flower's sampling waits, without end, until this many nodes are connected: a site
+        # whose node went away (a hung SuperNode stops its heartbeats) would stall the run. It
+        # samples every connected roster node instead (fraction 1, `_ConnectedNow`).
+        kwargs.setdefault("min_available_nodes", 0)
+        kwargs.setdefault("min_train_nodes", 0)
+        kwargs.setdefault("min_evaluate_nodes", 0)
         super().__init__(**kwargs)
         self.roster = roster
         self.min_train_sites = min_train_sites
         self.run_log = RunLog()
         self._sent_at: dict[tuple[str, int], float] = {}  # (phase, round) -> when its messages left
+        self._sent: dict[tuple[str, int], tuple[Message, ...]] = {}
+        """(step, round) -> the messages of that step: a roster node sent none was not
+        connected, and a reply the SuperLink made in a node's place names the message."""
 
     def initial_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
         """The global state round 1 starts from, given the model's initial adapter and heads (a
@@ -102,22 +132,39 @@ class SiteAware:
         """Continue a checkpointed run: its records so far become this strategy's."""
         self.run_log = run_log
 
+    def admit(self, entry: SiteEntry) -> None:
+        """Take in a site that identified itself after the run started: it gets the next round's
+        messages (the current global state) like every other site of its role."""
+        self.roster = self.roster.with_entry(entry)
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        messages = super().configure_train(server_round, arrays, config, grid)
-        messages = [m for m in messages if m.metadata.dst_node_id in self.roster.training_node_ids]
-        self._sent_at["train", server_round] = time.monotonic()
-        return messages
+        wanted = self.roster.training_node_ids
+        messages = super().configure_train(server_round, arrays, config,
+                                           _ConnectedNow(grid, wanted))
+        return self._sending("train", server_round, [
+            m for m in messages if m.metadata.dst_node_id in wanted])
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        messages = super().configure_evaluate(server_round, arrays, config, grid)
-        messages = [m for m in messages
-                    if m.metadata.dst_node_id in self.roster.evaluation_node_ids]
-        self._sent_at["evaluate", server_round] = time.monotonic()
+        wanted = self.roster.evaluation_node_ids
+        messages = super().configure_evaluate(server_round, arrays, config,
+                                              _ConnectedNow(grid, wanted))
+        return self._sending("evaluate", server_round, [
+            m for m in messages if m.metadata.dst_node_id in wanted])
+
+    def _sending(self, step: str, server_round: int, messages: list[Message]) -> list[Message]:
+        self._sent[(step, server_round)] = tuple(messages)  # Flower gives them ids as it pushes
+        self._sent_at[(step, server_round)] = time.monotonic()
         return messages
+
+    def site_of(self, reply: Message, server_round: int, step: str) -> str:
+        """The site a reply answers for, the SuperLink's own error replies included
+        (strategies/replies.py)."""
+        return self.roster.by_node(replying_node(
+            reply, self._sent.get((step, server_round), ()), nodes=self.roster.node_ids)).name
 
     def _time_since_sent(self, phase: str, server_round: int, key: str) -> None:
         """Record in `RunLog.timing` the seconds since the round's `phase` messages left (nothing
@@ -128,17 +175,28 @@ class SiteAware:
             timing[key] = time.monotonic() - sent
 
     def _record_failures(self, server_round: int, replies: list[Message], expected: set[int],
-                         *, asked: str = ""):
-        """Errors and missing replies of the round; `asked` names what was asked when it is not
-        the round's own training or evaluation."""
+                         step: str, *, asked: str = "") -> None:
+        """Log and record who failed, timed out or was offline, with that status for the round
+        (`RunLog.participation`; the caller records the sites that answered). `asked` names what
+        was asked when it is not the round's own training or evaluation (its status is then the
+        round's, and left as it was)."""
+        messages = self._sent.get((step, server_round))
+        sent = expected if messages is None else {m.metadata.dst_node_id for m in messages}
+        status = {} if asked else self.run_log.participation.setdefault(server_round, {})
         failed = []
         for message in replies:
             if message.has_error():
-                site = self.roster.by_node(message.metadata.src_node_id).name
+                site = self.site_of(message, server_round, step)
+                lost = message.error.code == ErrorCode.NODE_UNAVAILABLE  # the SuperLink's verdict
+                status.setdefault(site, {})[step] = "lost" if lost else "failed"
                 failed.append(f"{site}{asked}: {message.error.reason}")
-        answered = {m.metadata.src_node_id for m in replies}
-        failed += [f"{self.roster.by_node(n).name}{asked}: no reply"
-                   for n in sorted(expected - answered)]
+        answered = {replying_node(m, messages or (), nodes=self.roster.node_ids) for m in replies}
+        for node in sorted(expected - answered):
+            site = self.roster.by_node(node).name
+            timed_out = node in sent
+            status.setdefault(site, {})[step] = "timed out" if timed_out else "offline"
+            failed.append(f"{site}{asked}: no reply" if timed_out
+                          else f"{site}{asked}: not connected")
         if failed:
             self.run_log.failures.setdefault(server_round, []).extend(failed)
             for line in failed:
@@ -176,13 +234,15 @@ class SiteAware:
     def _aggregate_train(
         self, server_round: int, replies: list[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        self._record_failures(server_round, replies, set(self.roster.training_node_ids))
+        self._record_failures(server_round, replies, set(self.roster.training_node_ids), "train")
         valid = [m for m in replies if not m.has_error()]
         self.record_egress(server_round, valid)
         trained = [m for m in valid if "arrays" in m.content]
         per_site = self.run_log.training.setdefault(server_round, {})
+        status = self.run_log.participation.setdefault(server_round, {})
         for message in valid:
             site = self.roster.by_node(message.metadata.src_node_id).name
+            status.setdefault(site, {})["train"] = "trained" if "arrays" in message.content else "declined"
             if "privacy" in message.content:
                 privacy = dict(message.content["privacy"])
                 self.run_log.privacy.setdefault(server_round, {})[site] = privacy
@@ -212,13 +272,16 @@ class SiteAware:
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
         self._time_since_sent("evaluate", server_round, "evaluate_s")
-        self._record_failures(server_round, replies, set(self.roster.evaluation_node_ids))
+        self._record_failures(server_round, replies, set(self.roster.evaluation_node_ids),
+                              "evaluate")
         self.record_egress(server_round, [m for m in replies if not m.has_error()],
                            evaluation=True)
         per_site = self.run_log.evaluation.setdefault(server_round, {})
+        status = self.run_log.participation.setdefault(server_round, {})
         for message in replies:
             if not message.has_error():
                 site = self.roster.by_node(message.metadata.src_node_id).name
+                status.setdefault(site, {})["evaluate"] = "evaluated"
                 per_site[site] = {k: [float(x) for x in v] if isinstance(v, list) else float(v)
                                   for k, v in message.content["metrics"].items()}
         return super().aggregate_evaluate(server_round, replies)
@@ -234,13 +297,13 @@ class SiteAware:
         replies = list(replies)
         self._sent_at.pop(("evaluate", server_round), None)
         self._record_failures(server_round, replies, set(self.roster.evaluation_node_ids),
-                              asked=" (test AUROC intervals)")
+                              "evaluate", asked=" (test AUROC intervals)")
         egress = self.run_log.egress_intervals.setdefault(server_round, {})
         recorded = self.run_log.evaluation.get(server_round, {})
         for message in replies:
             if message.has_error():
                 continue
-            site = self.roster.by_node(message.metadata.src_node_id).name
+            site = self.site_of(message, server_round, "evaluate")
             egress[site] = received_egress(message.content)
             if not egress[site]["match"]:
                 log.warning("round %d: the intervals %s sent do not match the egress digest it "

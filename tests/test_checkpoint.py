@@ -37,6 +37,7 @@ def _run_log() -> RunLog:
     log.failures[2] = ["b: no reply"]
     log.skipped_rounds.append(2)
     log.timing[1] = {"train_s": 1.5, "aggregate_s": 0.01, "server_peak_rss_bytes": 2.0e8}
+    log.participation[2] = {"a": {"train": "trained"}, "b": {"train": "timed out"}}
     log.client_level = ClientLevelPrivacy(noise_multiplier=1.0, clipping_norm=10.0, delta=1e-5,
                                           num_sites=2, released_rounds=[1],
                                           epsilon_per_round={1: 3.2})
@@ -62,6 +63,15 @@ def test_a_checkpoint_from_before_the_timing_record_resumes_without_it():
     del older["evaluation"]
     with pytest.raises(KeyError, match="checkpointed run log lacks `evaluation`"):
         run_log_from_dict(older)
+
+
+def test_a_run_checkpointed_before_participation_was_recorded_resumes_without_it():
+    data = json.loads(json.dumps(run_log_to_dict(_run_log())))
+    del data["participation"]
+    assert run_log_from_dict(data).participation == {}
+    del data["failures"]  # a field that was always there is still required
+    with pytest.raises(KeyError, match="lacks `failures`"):
+        run_log_from_dict(data)
 
 
 def _arrays(value: float) -> ArrayRecord:

@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,12 +119,16 @@ def make_site_keys(root: Path, names: list[str]) -> dict[str, Path]:
 
 def deploy(run_config: dict[str, object], *, site_yamls: dict[str, Path], root: Path,
            intruder_site: Path | None = None, signing_keys: dict[str, str] | None = None,
+           held_back: frozenset[str] = frozenset(),
+           during: Callable[[LiveDeployment], None] | None = None,
            timeout_s: float = 300) -> DeployedRun:
     """Join (CA, certificates, keys, connection), start the SuperLink and one SuperNode per site
     YAML, run `flwr run` once, list the SuperNodes, stop everything. With `intruder_site`, one more
     SuperNode serving that YAML starts with a key that was never registered, before the run.
     `signing_keys` maps a SuperNode to the site whose key it holds (default: its own); the
-    coordinator registers the keys the SuperNodes hold."""
+    coordinator registers the keys the SuperNodes hold. The SuperNodes of `held_back` sites are
+    not started before the run; `during`, run beside `flwr run`, may start them, or pause and
+    resume a site (`LiveDeployment`): sites that join late or hang."""
     port = free_port()
     # One torch thread per site, as simulation's one CPU per Ray actor: the same numbers, bit for
     # bit, and a fair timing comparison.
@@ -137,7 +143,7 @@ def deploy(run_config: dict[str, object], *, site_yamls: dict[str, Path], root: 
         try:
             status, wall_s, intruder = _start_and_run(processes, root, site_yamls, holds,
                                                       intruder_site, run_config, env, port,
-                                                      timeout_s)
+                                                      timeout_s, held_back, during)
             processes.descendants()  # remember SuperExec and app processes for the leftover check
             nodes = _supernodes(env)
         finally:
@@ -162,9 +168,12 @@ def _join(root: Path, names: list[str], env: dict[str, str], port: int) -> None:
 def _start_and_run(processes: Processes, root: Path, site_yamls: dict[str, Path],
                    holds: dict[str, str], intruder_site: Path | None,
                    run_config: dict[str, object], env: dict[str, str], port: int,
-                   timeout_s: float) -> tuple[int, float, int | None]:
-    """SuperLink up, the sites' keys registered, SuperNodes up, one `flwr run`: (its exit status,
-    its seconds, the intruder's exit status or None)."""
+                   timeout_s: float, held_back: frozenset[str] = frozenset(),
+                   during: Callable[[LiveDeployment], None] | None = None,
+                   ) -> tuple[int, float, int | None]:
+    """SuperLink up, the sites' keys registered, SuperNodes up (but `held_back`), one `flwr run`
+    with `during` beside it: (its exit status, its seconds, the intruder's exit status or
+    None)."""
     certs, keys = root / "coordinator", root / "keys"
     link = processes.start("superlink", superlink_command(
         SuperLinkFiles(ca_cert=certs / "ca.crt", server_cert=certs / "server.crt",
@@ -175,18 +184,84 @@ def _start_and_run(processes: Processes, root: Path, site_yamls: dict[str, Path]
         _lang1_fl("deploy", "register", str(keys / key / f"{key}.pub"),
                   "--connection", CONNECTION, "--name", key)
     nodes = [*site_yamls.items(), *([(INTRUDER, intruder_site)] if intruder_site else [])]
-    for name, site_yaml in nodes:
-        key = holds.get(name, name)
-        processes.start(name, supernode_command(
-            superlink=f"127.0.0.1:{port}", root_cert=certs / "ca.crt",
-            private_key=keys / key / key, site_config=site_yaml, runtime_port=free_port()), env)
+    commands = {name: supernode_command(
+        superlink=f"127.0.0.1:{port}", root_cert=certs / "ca.crt",
+        private_key=keys / holds.get(name, name) / holds.get(name, name), site_config=site_yaml,
+        runtime_port=free_port()) for name, site_yaml in nodes}
+    for name in commands:
+        if name not in held_back:
+            processes.start(name, commands[name], env)
     intruder = processes.started[INTRUDER].wait(timeout=90) if intruder_site else None
+    live = LiveDeployment(processes, commands, env)
+    beside = threading.Thread(target=live.run, args=(during,), daemon=True)
     started = time.monotonic()
     with (processes.logs / "flwr-run.log").open("wb") as log:
+        beside.start()
         status = subprocess.run(run_command(CONNECTION, run_config=run_config), env=env,
                                 stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
                                 check=False).returncode
-    return status, time.monotonic() - started, intruder
+    wall_s = time.monotonic() - started
+    live.finished.set()
+    beside.join(timeout=60)
+    if live.error is not None:
+        raise LoopbackError(f"what ran beside `flwr run` failed: {live.error!r}") from live.error
+    return status, wall_s, intruder
+
+
+class LiveDeployment:
+    """What a test may do to the deployment while `flwr run` runs: start a held-back site's
+    SuperNode, pause a site (SIGSTOP to its SuperNode and everything below it: a hung host) and
+    resume it, and read the run's log as it grows."""
+
+    def __init__(self, processes: Processes, commands: dict[str, list[str]],
+                 env: dict[str, str]) -> None:
+        self.processes, self.commands, self.env = processes, commands, env
+        self.finished = threading.Event()
+        """Set when `flwr run` has exited."""
+        self.error: BaseException | None = None
+
+    def run(self, during: Callable[[LiveDeployment], None] | None) -> None:
+        if during is None:
+            return
+        try:
+            during(self)
+        except BaseException as error:  # handed to the caller, which raises it
+            self.error = error
+
+    def start(self, name: str) -> None:
+        self.processes.start(name, self.commands[name], self.env)
+
+    def pause(self, name: str) -> None:
+        for pid in self.processes.descendants([self.processes.started[name].pid]):
+            send_signal(pid, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        for pid in self.processes.descendants([self.processes.started[name].pid]):
+            send_signal(pid, signal.SIGCONT)
+
+    def wait_for_file(self, path: Path, timeout_s: float = 600) -> None:
+        """Wait until `path` exists (a file the ServerApp writes, such as a round's checkpoint,
+        appears at once; the streamed log can lag behind the run by seconds)."""
+        deadline = time.monotonic() + timeout_s
+        while not path.exists():
+            if self.finished.is_set() or time.monotonic() > deadline:
+                raise LoopbackError(f"{path} did not appear")
+            time.sleep(0.2)
+
+    def wait_for(self, pattern: str, timeout_s: float = 600) -> str:
+        """The first line of the run's log matching regular expression `pattern`, waiting for it
+        as the log grows; LoopbackError once `flwr run` ended or `timeout_s` passed without."""
+        found = re.compile(pattern)
+        deadline = time.monotonic() + timeout_s
+        log = self.processes.logs / "flwr-run.log"
+        while time.monotonic() < deadline:
+            lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+            if match := next((line for line in lines if found.search(line)), None):
+                return match
+            if self.finished.is_set():
+                break
+            time.sleep(0.5)
+        raise LoopbackError(f"no line matching {pattern!r} in {log}")
 
 
 def _supernodes(env: dict[str, str]) -> list[dict]:
@@ -254,9 +329,9 @@ class Processes:
         self.started[name] = process
         return process
 
-    def descendants(self) -> set[int]:
-        """Started processes and everything below them (Flower starts SuperExec and app
-        processes in new sessions, so a process group would miss them)."""
+    def descendants(self, roots: list[int] | None = None) -> set[int]:
+        """Started processes (or `roots`) and everything below them (Flower starts SuperExec and
+        app processes in new sessions, so a process group would miss them)."""
         children: dict[int, list[int]] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
@@ -264,7 +339,7 @@ class Processes:
             except (OSError, IndexError):
                 continue
             children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        found, todo = set(), [p.pid for p in self.started.values()]
+        found, todo = set(), list(roots or [p.pid for p in self.started.values()])
         while todo:
             pid = todo.pop()
             found.add(pid)
@@ -276,6 +351,7 @@ class Processes:
         """SIGTERM to every process below the started ones, SIGKILL after `grace_s` seconds."""
         pids = self.descendants()
         for pid in pids:
+            send_signal(pid, signal.SIGCONT)  # a paused process would hold SIGTERM until resumed
             send_signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while any(process_alive(p) for p in pids) and time.monotonic() < deadline:

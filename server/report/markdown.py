@@ -40,6 +40,7 @@ from server.report.figures import (
     plot_rounds,
 )
 from server.report.html import write_html
+from server.report.participation import participation_lines
 from server.report.privacy import FIGURE as PRIVACY_FIGURE
 from server.report.privacy import plot_privacy, render_privacy_section
 from server.report.sections import (
@@ -265,6 +266,7 @@ def render_markdown(metrics: dict, figure: str | None = None, privacy_figure: st
     lines += ["## Training", ""] + _training_table(metrics) + [""]
     lines += _upload_lines(metrics)
     lines += render_privacy_section(metrics, figures.privacy)
+    lines += participation_lines(metrics)
     lines += ["## Missing sites, skipped rounds, updates left out", ""]
     lines += _problems(metrics) + [""]
     return "\n".join(lines)

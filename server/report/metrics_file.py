@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from server.report.participation import participation
 from server.round_selection import MIN_LABELS, Selection
 from server.settings import ServerSettings
 from sites.config import ConsortiumConfig
@@ -227,7 +228,7 @@ def build_metrics(
     ledgers: dict[str, dict] | None = None,
 ) -> dict:
     tasks = settings.client.model.tasks
-    rounds = sorted(set(run_log.evaluation) | set(run_log.training))
+    rounds = sorted(set(run_log.evaluation) | set(run_log.training) | set(run_log.participation))
     return {
         "run": {
             "outcome": outcome,
@@ -266,6 +267,7 @@ def build_metrics(
                 "privacy": run_log.privacy.get(r, {}),
                 "declined": run_log.declined.get(r, {}),
                 "failures": run_log.failures.get(r, []),
+                "participation": participation(consortium, run_log, r),
                 "skipped": r in run_log.skipped_rounds,
                 "left_out": run_log.left_out.get(r, []),
                 "timing": _timing(run_log.timing.get(r, {})),

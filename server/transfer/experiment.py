@@ -40,6 +40,7 @@ from sites.files import write_atomic
 from sites.pooling import POOLED_SITE
 from strategies import SiteRoster, build_strategy
 from strategies.exchange import INTERVALS_KEY
+from strategies.replies import replying_node
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def evaluate_at(grid: Grid, roster: SiteRoster, sites: tuple[str, ...], arrays: 
                         message_type=MessageType.EVALUATE, group_id=label) for node in nodes]
     results: dict[str, dict[str, float]] = {}
     for reply in grid.send_and_receive(messages, timeout=timeout):
-        site = nodes[reply.metadata.src_node_id]
+        site = nodes[replying_node(reply, messages, nodes=nodes)]
         if reply.has_error():
             raise TransferExperimentError(f"{label}: site {site!r} failed to evaluate: "
                                           f"{reply.error.reason}")

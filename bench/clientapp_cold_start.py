@@ -39,16 +39,19 @@ from bench.results_file import record_printed  # noqa: E402
 
 SITE = "academic"
 KINDS = ("identify", "train", "evaluate")
-TIMED = {"client.site.build_model": "build model (transformers, peft, weights)",
+TIMED = {"client.site.site_memory_plan": "memory plan",
+         "client.site.build_model": "build model (base weights, LoRA)",
          "client.site.read_site_table": "read + validate table",
+         "client.site.load_tokenizer": "load tokenizer",
          "client.site.cached_encode_site": "tokenize (or read token cache)"}
+MODEL_IMPORTS = "import transformers + peft"
 
 
 # ---------------------------------------------------------------------------------------------
 # The cold process: what flwr-clientapp does for one message, timed
 
 
-def child(kind: str, work: Path, steps: int) -> None:
+def child(kind: str, work: Path, steps: int, run_name: str) -> None:
     started = time.perf_counter()
     marks: dict[str, float] = {}
     import flwr.app  # noqa: F401
@@ -58,8 +61,14 @@ def child(kind: str, work: Path, steps: int) -> None:
     import client.app
 
     marks["import client.app"] = time.perf_counter() - started - sum(marks.values())
+    if kind != "identify":  # what building a model imports first (client/model.py, peft)
+        begun = time.perf_counter()
+        import peft  # noqa: F401
+        import transformers.modeling_utils  # noqa: F401
+
+        marks[MODEL_IMPORTS] = time.perf_counter() - begun
     spent = _time_calls(marks)
-    message, context = _message(kind, work, steps)
+    message, context = _message(kind, work, steps, run_name)
     called = time.perf_counter()
     reply = client.app.app(message, context)
     if reply.has_error():
@@ -90,7 +99,7 @@ def _time_calls(marks: dict[str, float]) -> dict[str, float]:
     return spent
 
 
-def _message(kind: str, work: Path, steps: int):
+def _message(kind: str, work: Path, steps: int, run_name: str):
     import numpy as np
     from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MessageType, RecordDict
 
@@ -101,7 +110,8 @@ def _message(kind: str, work: Path, steps: int):
     context = Context(run_id=1, node_id=7, node_config={"site-config": str(work / "site.yaml")},
                       state=RecordDict(),
                       run_config=default_run_config(local_steps=steps, bootstrap_resamples=100))
-    config = ConfigRecord({"server-round": 1, "run-name": "cold-start"})
+    # a run of its own per process: a round answered before would be replayed, not trained
+    config = ConfigRecord({"server-round": 1, "run-name": run_name})
     if kind == "identify":
         return message_to(7, RecordDict({"config": config}), MessageType.QUERY), context
     arrays = ArrayRecord({k: Array(v) for k, v in np.load(work / "initial.npz").items()})
@@ -138,10 +148,11 @@ def prepare(work: Path) -> None:
     np.savez(work / "initial.npz", **trainable_state(model))
 
 
-def run_child(kind: str, work: Path, steps: int) -> dict[str, float]:
+def run_child(kind: str, work: Path, steps: int, run_name: str) -> dict[str, float]:
     begun = time.perf_counter()
     done = subprocess.run([sys.executable, __file__, "--child", kind, "--work-dir", str(work),
-                           "--steps", str(steps)], cwd=ROOT, capture_output=True, text=True,
+                           "--steps", str(steps), "--run-name", run_name], cwd=ROOT,
+                          capture_output=True, text=True,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))  # as loopback.py's nodes
     total = time.perf_counter() - begun
     if done.returncode != 0:
@@ -157,9 +168,10 @@ def main() -> int:
                         help="local steps per train message; 0 = the site's own (35)")
     parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--run-name", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.work_dir, args.steps)
+        child(args.child, args.work_dir, args.steps, args.run_name)
         return 0
     with tempfile.TemporaryDirectory(prefix="cold-start-") as folder:
         work = Path(folder)
@@ -167,14 +179,14 @@ def main() -> int:
         begun = time.perf_counter()
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         interpreter = time.perf_counter() - begun
-        runs = {(kind, cache): run_child(kind, work, args.steps)
-                for kind in KINDS for cache in ("no token cache", "token cache")}
+        runs = {(kind, cache): run_child(kind, work, args.steps, f"{kind}-{n}")
+                for kind in KINDS for n, cache in enumerate(("no token cache", "token cache"))}
     print(f"site {SITE} (1,500 encounters, MiniLM, CPU), {args.steps or 'its own'} train "
           f"steps; seconds, one fresh process per message\n")
     columns = list(runs)
     print(f"{'':44s}" + "".join(f"{k[:8] + (' (2nd)' if c == 'token cache' else ''):>15s}"
                                   for k, c in columns))
-    rows = ["python start", "import flwr", "import client.app", *TIMED.values(),
+    rows = ["python start", "import flwr", "import client.app", MODEL_IMPORTS, *TIMED.values(),
             "the work and the rest", "process total"]
     for row in rows:
         values = [interpreter if row == "python start" else runs[c].get(row, 0.0)

@@ -64,9 +64,11 @@ def write_consortium(work: Path, *, encounters: int) -> Path:
     """The default consortium's three sites, `encounters` synthetic encounters each, on the CPU,
     each with a state folder in `work` (never the user's own)."""
     default = yaml.safe_load(DEFAULT_CONSORTIUM.read_text())
+    entries = [yaml.safe_load((DEFAULT_CONSORTIUM.parent / s).read_text()) if isinstance(s, str)
+               else s for s in default["sites"]]  # a site inline, or its YAML's path
     sites = [dict(s, device="cpu", synthetic={**s["synthetic"], "encounters": encounters},
                   state_dir=str(work / "hospitals" / s["name"] / "state"))
-             for s in default["sites"] if s["name"] in SITES]
+             for s in entries if s["name"] in SITES]
     path = work / "consortium.yaml"
     path.write_text(yaml.safe_dump({"name": "deployment-bench", "seed": default["seed"],
                                     "sites": sites}, sort_keys=False))

@@ -9,10 +9,12 @@ invocation on this machine: in simulation, then on the Deployment Engine over lo
 and three SuperNodes as real processes, TLS and SuperNode authentication on; server/launch/loopback.py,
 the same code tests/test_deployment_e2e.py runs). It prints, measured side by side:
 
-- wall time per federated round in each, deployment ÷ simulation. A round is timed between the
-  checkpoints the server writes after round 0 and after the last round (server/checkpoint.py writes
-  one once a round's training and evaluation are done), ÷ rounds, so start-up is left out; the
-  whole `flwr run` is printed too. Loopback has no network latency: the ratio is the engine's own
+- wall time of each federated round in each, deployment ÷ simulation, round by round and over
+  all rounds. A round is timed between the checkpoints the server writes before and after it
+  (server/checkpoint.py writes one once a round's training and evaluation are done), so start-up
+  is left out; the whole `flwr run` is printed too. The first round is the one a fresh site
+  pays most in (its token cache, client/token_cache.py, is written then); later rounds are what
+  a long run costs per round. Loopback has no network latency: the ratio is the engine's own
   overhead (processes, model loading, serialisation, TLS), the floor of what a real deployment adds.
 - bytes on the wire per round per training site ÷ the adapter + heads tensor bytes
   (`upload.bytes_per_site_per_round` of metrics.json). The site's actual train reply, kept in its
@@ -21,7 +23,7 @@ the same code tests/test_deployment_e2e.py runs). It prints, measured side by si
   one PushObject request per object (records, arrays, array chunks). HTTP headers, the request
   signatures of SuperNode authentication and TLS records add a little more; not measured.
 
-    python bench/deployment.py                      # MiniLM, 2 rounds, 300 encounters/site
+    python bench/deployment.py                      # MiniLM, 3 rounds, 300 encounters/site
     python bench/deployment.py --tiny --rounds 1    # tiny random encoder: checks the bench works
 
 What it prints is also kept, with the date, machine and command, in bench/results/deployment.md
@@ -62,9 +64,11 @@ def write_consortium(work: Path, *, encounters: int) -> Path:
     """The default consortium's three sites, `encounters` synthetic encounters each, on the CPU,
     each with a state folder in `work` (never the user's own)."""
     default = yaml.safe_load(DEFAULT_CONSORTIUM.read_text())
+    entries = [yaml.safe_load((DEFAULT_CONSORTIUM.parent / s).read_text()) if isinstance(s, str)
+               else s for s in default["sites"]]  # a site inline, or its YAML's path
     sites = [dict(s, device="cpu", synthetic={**s["synthetic"], "encounters": encounters},
                   state_dir=str(work / "hospitals" / s["name"] / "state"))
-             for s in default["sites"] if s["name"] in SITES]
+             for s in entries if s["name"] in SITES]
     path = work / "consortium.yaml"
     path.write_text(yaml.safe_dump({"name": "deployment-bench", "seed": default["seed"],
                                     "sites": sites}, sort_keys=False))
@@ -102,12 +106,11 @@ def run_config(args: argparse.Namespace, work: Path, consortium: Path) -> dict[s
 # 2. What was measured: seconds per round, bytes on the wire
 
 
-def seconds_per_round(run_dir: Path, rounds: int) -> float:
-    """(last round's checkpoint − round 0's) ÷ rounds: federated rounds only, no start-up."""
+def round_seconds(run_dir: Path, rounds: int) -> list[float]:
+    """Seconds of each federated round: between the checkpoints before and after it."""
     checkpoints = run_dir / "checkpoints"
-    first = (checkpoints / "round-0.safetensors").stat().st_mtime
-    last = (checkpoints / f"round-{rounds}.safetensors").stat().st_mtime
-    return (last - first) / rounds
+    written = [(checkpoints / f"round-{k}.safetensors").stat().st_mtime for k in range(rounds + 1)]
+    return [after - before for before, after in zip(written, written[1:])]
 
 
 def train_reply(site: SiteConfig, run_name: str, server_round: int) -> RecordDict:
@@ -193,10 +196,14 @@ def run_both(config: dict[str, object], site_yamls: dict[str, Path], work: Path,
 
 
 def print_timing(work: Path, rounds: int, wall: dict[str, float]) -> None:
-    per_round = {name: seconds_per_round(work / "runs" / name, rounds) for name in RUNS}
+    seconds = {name: round_seconds(work / "runs" / name, rounds) for name in RUNS}
     print("                     simulation  deployment  deployment ÷ simulation")
-    print(f"s per round          {per_round['simulated']:10.1f}  {per_round['deployed']:10.1f}  "
-          f"{per_round['deployed'] / per_round['simulated']:10.2f}")
+    for k in range(rounds):
+        simulated, deployed = seconds["simulated"][k], seconds["deployed"][k]
+        print(f"s in round {k + 1:<9d} {simulated:10.1f}  {deployed:10.1f}  "
+              f"{deployed / simulated:10.2f}")
+    simulated, deployed = (sum(seconds[name]) / rounds for name in RUNS)
+    print(f"s per round (mean)   {simulated:10.1f}  {deployed:10.1f}  {deployed / simulated:10.2f}")
     print(f"s per `flwr run`     {wall['simulated']:10.1f}  {wall['deployed']:10.1f}  "
           f"{wall['deployed'] / wall['simulated']:10.2f}")
     print("(a `flwr run` in simulation includes starting its SuperLink and Ray; the deployment's "
@@ -224,7 +231,9 @@ def main() -> int:
                         help="base model (default %(default)s)")
     parser.add_argument("--tiny", action="store_true",
                         help="the tiny random encoder of tests/tiny_models.py: a quick check")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="federated rounds (default %(default)s; at least 3 show the steady "
+                             "state after a site's first round)")
     parser.add_argument("--encounters", type=int, default=300, help="per site")
     parser.add_argument("--work-dir", type=Path,
                         help="default: runs/bench-deployment-<time>; must not exist")

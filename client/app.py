@@ -7,6 +7,10 @@ trains on its own notes and replies with the adapter and head tensors and aggreg
 the server asks: the reported round only), n and prevalence on the test split, and the validation
 AUROC the server selects rounds by — the same metric keys at every site, as Flower requires. No
 note text, token id, label or per-example value is ever put in a reply.
+
+On the Deployment Engine every message runs in a fresh process, so what only one kind of message
+needs is imported inside its handler: opacus for a DP site's training, scipy and scikit-learn for
+evaluation (seconds of every cold start; bench/results/clientapp_cold_start.md).
 """
 
 from __future__ import annotations
@@ -34,9 +38,7 @@ from client.egress import (
     query_declaration,
     train_declaration,
 )
-from client.evaluate import evaluate_split, log_probs, validation_metrics
 from client.privacy.budget import BudgetExhausted, SiteBudget
-from client.privacy.dp_sgd import train_steps_private
 from client.privacy.optimizer_memory import OptimizerMemory
 from client.privacy.plan import PrivacyPlan, plan_privacy
 from client.privacy.reply import declined_record, ledger_record, plain_record, privacy_record
@@ -167,6 +169,8 @@ def _train_private(runtime, settings: ClientSettings, site: SiteConfig, state: S
                    plan: PrivacyPlan, run: str, server_round: int, steps: int, seed: int,
                    mu: float, received: dict, mode: AdapterMode) -> RecordDict:
     """A DP round: charge the site's ledger (or decline), DP-SGD, reply."""
+    from client.privacy.dp_sgd import train_steps_private  # opacus: only a DP site needs it
+
     data = runtime.splits["train"]
     signer = site_signer(site, state)
     noise = site_noise_source(site, run=run, server_round=server_round)
@@ -262,6 +266,8 @@ def evaluate(message: Message, context: Context) -> Message:
     and/or this site's held-out test split (to report), with the test AUROC's bootstrap interval
     when asked (`intervals`). A split or interval not asked for, or a split the site lacks (an
     external site has no validation split), gives NaN under the same keys."""
+    from client.evaluate import evaluate_split, log_probs, validation_metrics  # scipy, sklearn
+
     show_progress()
     settings = ClientSettings.from_run_config(context.run_config)
     site = resolve_site(context.node_config, settings)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from client.data import EncodedSplit, encode_site
+from client.data import EncodedSplit
 from client.memory_plan import MemoryPlan, plan_memory
 from client.model import (
     ModelSettings,
@@ -25,6 +25,8 @@ from client.model import (
 )
 from client.precision import base_weights_dtype, uses_bf16
 from client.settings import ClientSettings
+from client.state import SiteState
+from client.token_cache import cached_encode_site
 from sites.config import InvalidSiteConfig, SiteConfig, load_consortium, load_site
 from sites.dataset import read_site_table, table_fingerprint, write_site_table
 from sites.encounter_table import InvalidSiteData
@@ -153,9 +155,12 @@ def site_runtime(site: SiteConfig, settings: ModelSettings) -> SiteRuntime:
             # An external system never trains, so its whole table is held out: evaluating all
             # of it (as the paper does with MIMIC) makes its AUROC far less noisy.
             table = table.assign(split="test")
-        tokenizer = load_tokenizer(settings)
-        splits = encode_site(table, tokenizer, settings.tasks, max_length=settings.max_length,
-                             scoring=base_scoring(settings))
+        # A fresh process (each message on the Deployment Engine) reads the notes' token ids
+        # from the site's state folder instead of tokenizing them again
+        splits = cached_encode_site(table, load_tokenizer(settings), settings.tasks,
+                                    max_length=settings.max_length,
+                                    scoring=base_scoring(settings),
+                                    cache_dir=SiteState.open(site, fingerprint).token_cache_dir)
         _SPLITS[data_key] = splits, fingerprint
         log.info("site %s: tokenized %d encounters", site.name, len(table))
     splits, fingerprint = _SPLITS[data_key]

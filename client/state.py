@@ -14,6 +14,8 @@ happens to sit (two hospitals' tables may share a folder):
     runs/<run>/round-replies/        replies released per round (client/state.py)
     runs/<run>/optimizer-state/      a DP site's kept optimizer moments (client/privacy/optimizer_memory.py)
     runs/<run>/egress-log.jsonl      every reply, checked and logged before it left (client/egress.py)
+    token-cache/                     the notes as token ids, so a fresh process skips the
+                                     tokenizer (client/token_cache.py): patient data, kept here
 ```
 
 `<run>` is the run name the server sends: a label that separates one run's replies from
@@ -87,6 +89,11 @@ class SiteState:
     def ledger(self) -> Path:
         """The lifetime privacy ledger of this site and dataset."""
         return self.dataset_dir / LEDGER_FILE
+
+    @property
+    def token_cache_dir(self) -> Path:
+        """The site's tokenized notes (client/token_cache.py), keyed by the table's content."""
+        return self.dataset_dir / "token-cache"
 
     def run_dir(self, run: str) -> Path:
         return self.dataset_dir / "runs" / run

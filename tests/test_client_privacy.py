@@ -235,7 +235,7 @@ def test_the_privacy_query_reports_the_ledger_even_for_a_round_charged_and_never
     """Finding 4: a site charges round 2 and crashes before its reply leaves. Its last training
     reply said round 1's ε; the closing `query.privacy` answers with what the ledger holds, which
     is what the report shows — and its head is the one `verify --head` accepts."""
-    import client.app
+    import client.privacy.dp_sgd  # client.app imports it when a DP round trains
 
     run_config, settings, arrays = federation
     first = _send(run_config, MessageType.TRAIN, arrays, 1)
@@ -243,7 +243,7 @@ def test_the_privacy_query_reports_the_ledger_even_for_a_round_charged_and_never
     def crash(*args, **kwargs):
         raise RuntimeError("the site's process died while training")
 
-    monkeypatch.setattr(client.app, "train_steps_private", crash)
+    monkeypatch.setattr(client.privacy.dp_sgd, "train_steps_private", crash)
     with pytest.raises(RuntimeError, match="died while training"):  # Flower: an error reply
         _send(run_config, MessageType.TRAIN, first.content["arrays"], 2)
     state = _state(settings)

@@ -228,8 +228,10 @@ def test_a_site_refuses_to_send_what_its_model_does_not_declare(federation, monk
 
 def test_a_site_refuses_an_undeclared_metric(federation, monkeypatch):
     run_config, _, arrays, sites = federation
-    original = client.app.validation_metrics
-    monkeypatch.setattr(client.app, "validation_metrics", lambda *a, **k: {
+    import client.evaluate  # client.app imports it when an evaluate message arrives
+
+    original = client.evaluate.validation_metrics
+    monkeypatch.setattr(client.evaluate, "validation_metrics", lambda *a, **k: {
         **original(*a, **k), "validation.mortality.scores": 0.25})
     with pytest.raises(EgressRefused, match="`validation.mortality.scores` is not declared"):
         _send(run_config, 0, MessageType.EVALUATE, arrays, "refused-metric")

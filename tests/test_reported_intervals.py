@@ -15,7 +15,6 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MessageType, RecordDict
 
-import client.app
 import client.evaluate
 from client.app import app as client_app
 from client.model import build_model, trainable_state
@@ -104,15 +103,17 @@ def test_asked_for_intervals_a_site_bootstraps_each_task_once_with_the_run_confi
 
 @pytest.fixture
 def model_passes(monkeypatch):
-    """Every test-split scoring pass of the site's model (validation is scored elsewhere)."""
+    """Every pass of the site's model over a non-empty split (the messages below ask for the test
+    split only)."""
     calls: list[int] = []
-    real = client.app.log_probs
+    real = client.evaluate.log_probs
 
     def counted(model, data, *args, **kwargs):
-        calls.append(data.size)
+        if data.size:
+            calls.append(data.size)
         return real(model, data, *args, **kwargs)
 
-    monkeypatch.setattr(client.app, "log_probs", counted)
+    monkeypatch.setattr(client.evaluate, "log_probs", counted)
     return calls
 
 
@@ -120,7 +121,7 @@ def test_the_reported_rounds_intervals_reuse_that_adapters_test_scores(federatio
     """The intervals cost a bootstrap, not a second pass of the model, when the site scored that
     very adapter before; another adapter (tensors changed) is scored afresh."""
     run_config, _, arrays = federation
-    plain = _evaluate(run_config, 0, arrays).content["metrics"]
+    plain = _evaluate(run_config, 0, arrays, splits="test").content["metrics"]
     asked = _evaluate(run_config, 0, arrays, splits="test",
                       **{INTERVALS_KEY: True}).content["metrics"]
     assert len(model_passes) == 1 and model_passes[0] > 0

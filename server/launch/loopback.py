@@ -81,8 +81,14 @@ class DeployedRun:
         return (self.logs / f"{name}.log").read_text(errors="replace")
 
 
+RUN_TIMEOUT_S = 900.0
+"""How long one `flwr run` on loopback may take before it counts as hung: a guard, not a speed
+target. A deployed message starts a fresh ClientApp process (~10 s of imports each), so a two-round
+run of three sites took 4-5 min on 2 cores that other tests shared."""
+
+
 def simulate(run_config: dict[str, object], *, num_sites: int, root: Path,
-             timeout_s: float = 300) -> SimulatedRun:
+             timeout_s: float = RUN_TIMEOUT_S) -> SimulatedRun:
     """`flwr run` in simulation, one node per site and one CPU each, with its own FLWR_HOME and
     free ports (so it never joins another local SuperLink); that SuperLink is stopped by process
     id afterwards. The log is `root/simulation.log`."""
@@ -121,7 +127,7 @@ def deploy(run_config: dict[str, object], *, site_yamls: dict[str, Path], root: 
            intruder_site: Path | None = None, signing_keys: dict[str, str] | None = None,
            held_back: frozenset[str] = frozenset(),
            during: Callable[[LiveDeployment], None] | None = None,
-           timeout_s: float = 300) -> DeployedRun:
+           timeout_s: float = RUN_TIMEOUT_S) -> DeployedRun:
     """Join (CA, certificates, keys, connection), start the SuperLink and one SuperNode per site
     YAML, run `flwr run` once, list the SuperNodes, stop everything. With `intruder_site`, one more
     SuperNode serving that YAML starts with a key that was never registered, before the run.

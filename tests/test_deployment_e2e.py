@@ -27,7 +27,7 @@ import yaml
 from client.node_identity import fingerprint, load_node_public_key
 from server.launch.loopback import deploy, make_site_keys, simulate
 from tests.consortium_fixtures import write_table_consortium
-from tests.tiny_models import keyword_table, make_tiny_encoder
+from tests.tiny_models import keyword_table, make_tiny_encoder, with_validation
 
 pytestmark = pytest.mark.slow
 
@@ -35,17 +35,11 @@ ROUNDS = 2
 SITES = {"north": "train", "south": "train", "external-system": "external"}
 
 
-def _with_validation(table):
-    train = table.index[table["split"] == "train"]
-    return table.assign(split=table["split"].where(~table.index.isin(train[-len(train) // 8:]),
-                                                  "validation"))
-
-
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
     """Tiny encoder, three table sites, one site YAML per hospital, and the run config."""
     root = tmp_path_factory.mktemp("deployment")
-    tables = {name: (role, _with_validation(keyword_table(120, seed=i)) if role == "train"
+    tables = {name: (role, with_validation(keyword_table(120, seed=i)) if role == "train"
                      else keyword_table(80, seed=i))
               for i, (name, role) in enumerate(SITES.items(), start=1)}
     consortium = write_table_consortium(root, tables, tasks=("mortality",), local_steps=6)

@@ -26,7 +26,13 @@ from client.model import HEADS_FILE
 from server.cli import main as lang1_fl
 from server.launch.flower_run import local_superlink_pids
 from tests.consortium_fixtures import write_small_consortium, write_table_consortium
-from tests.tiny_models import keyword_table, make_letter_llama, make_tiny_encoder, make_tiny_llama
+from tests.tiny_models import (
+    keyword_table,
+    make_letter_llama,
+    make_tiny_encoder,
+    make_tiny_llama,
+    with_validation,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -39,17 +45,10 @@ def _encoder_joint(root):
     return make_tiny_encoder(root / "base"), consortium, "all"
 
 
-def _with_validation(table):
-    """keyword_table splits train/test 3:1; the last eighth of its training rows validate."""
-    train = table.index[table["split"] == "train"]
-    return table.assign(split=table["split"].where(~table.index.isin(train[-len(train) // 8:]),
-                                                  "validation"))
-
-
 def _llama_mortality(root):
     tables = {
-        "north": ("train", _with_validation(keyword_table(240, seed=1))),
-        "south": ("train", _with_validation(keyword_table(240, seed=2))),
+        "north": ("train", with_validation(keyword_table(240, seed=1))),
+        "south": ("train", with_validation(keyword_table(240, seed=2))),
         "external-system": ("external", keyword_table(120, seed=3)),
     }
     consortium = write_table_consortium(root, tables, tasks=("mortality",), local_steps=25)

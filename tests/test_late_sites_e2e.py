@@ -27,18 +27,12 @@ import yaml
 from client.node_identity import fingerprint, load_node_public_key
 from server.launch.loopback import LiveDeployment, deploy, make_site_keys
 from tests.consortium_fixtures import write_table_consortium
-from tests.tiny_models import keyword_table, make_tiny_encoder
+from tests.tiny_models import keyword_table, make_tiny_encoder, with_validation
 
 pytestmark = pytest.mark.slow
 
 ROUNDS = 3
 SITES = {"north": "train", "south": "train", "external-system": "external"}
-
-
-def _with_validation(table):
-    train = table.index[table["split"] == "train"]
-    return table.assign(split=table["split"].where(~table.index.isin(train[-len(train) // 8:]),
-                                                  "validation"))
 
 
 def _late_and_hung(run_dir: Path):
@@ -57,7 +51,7 @@ def _late_and_hung(run_dir: Path):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("late-sites")
-    tables = {name: (role, _with_validation(keyword_table(100, seed=i)) if role == "train"
+    tables = {name: (role, with_validation(keyword_table(100, seed=i)) if role == "train"
                      else keyword_table(60, seed=i))
               for i, (name, role) in enumerate(SITES.items(), start=1)}
     consortium = write_table_consortium(root, tables, tasks=("mortality",), local_steps=4)

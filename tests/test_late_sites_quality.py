@@ -29,7 +29,7 @@ from server.app import main as server_main
 from tests.consortium_fixtures import write_table_consortium
 from tests.flower_fakes import FakeGrid, set_task_identity
 from tests.run_config import default_run_config
-from tests.tiny_models import keyword_table, make_tiny_encoder
+from tests.tiny_models import keyword_table, make_tiny_encoder, with_validation
 
 pytestmark = pytest.mark.slow
 
@@ -78,19 +78,13 @@ def _run(root: Path, base: Path, consortium: Path, name: str, late: int | None) 
     return json.loads((root / "runs" / name / "metrics.json").read_text())
 
 
-def _with_validation(table):
-    train = table.index[table["split"] == "train"]
-    return table.assign(split=table["split"].where(~table.index.isin(train[-len(train) // 8:]),
-                                                  "validation"))
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Keyword tables (tests/tiny_models.py: mortality = a keyword in the note), learnable by the
     tiny model in a few rounds, so that "within noise" is not the agreement of two runs that
     learned nothing."""
     root = tmp_path_factory.mktemp("late-quality")
-    tables = {name: (role, _with_validation(keyword_table(160, seed=i)) if role == "train"
+    tables = {name: (role, with_validation(keyword_table(160, seed=i)) if role == "train"
                      else keyword_table(120, seed=i))
               for i, (name, role) in enumerate(SITES.items(), start=1)}
     consortium = write_table_consortium(root, tables, tasks=("mortality",), local_steps=4)

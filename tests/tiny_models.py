@@ -170,3 +170,10 @@ def count_forwards(model, monkeypatch) -> list[int]:
     monkeypatch.setattr(model, "task_logits", counted)
     return sizes
 
+
+def with_validation(table):
+    """The last eighth of a keyword table's training rows as its validation split (round
+    selection needs one; keyword_table writes train and test only)."""
+    train = table.index[table["split"] == "train"]
+    return table.assign(split=table["split"].where(~table.index.isin(train[-len(train) // 8:]),
+                                                  "validation"))

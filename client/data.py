@@ -10,6 +10,10 @@ note: it reads one prompt per task, the note's first tokens followed by the task
 and answer cue. Those prompts are encoded here once too (`EncodedSplit.prompts`), the note cut so
 that note and question together fit `max_length`; the notes themselves are then not kept.
 
+On synthetic data each split also carries two ceilings per task: the generator's true
+probabilities (`oracle`) and the note-level ceiling (`note_ceiling`, client/note_ceiling.py), the
+Bayes posterior given the facts the note states within the tokens encoded here.
+
 Each row also keeps its patient (`EncodedSplit.patients`, dense ids per split from the table's
 `patient_id`), so that DP-SGD can take the patient as its privacy unit (client/privacy/units.py).
 """
@@ -24,7 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from client.letter_scoring import prompt_suffix
+from client.letter_scoring import note_budget, suffix_ids
+from client.note_ceiling import note_ceilings
 from sites.tasks import ID_COLUMNS, NOTE_COLUMNS, SPLIT_COLUMN, SPLITS, TASKS, NoteType
 
 if TYPE_CHECKING:
@@ -59,7 +64,8 @@ class EncodedNotes:
 
 @dataclass
 class EncodedSplit:
-    """One split of a site, ready for the model: notes per type, labels and oracle probabilities."""
+    """One split of a site, ready for the model: notes per type, labels and the two ceilings'
+    probabilities (oracle and note-level)."""
 
     notes: dict[NoteType, EncodedNotes]
     labels: dict[str, torch.Tensor]
@@ -75,6 +81,10 @@ class EncodedSplit:
     """Patient of each row, LongTensor [N] of dense ids 0..patient_count-1 (numbered in order of
     first appearance in the split); `encode_site` always fills it, None only in a hand-built
     split."""
+    note_ceiling: dict[str, np.ndarray] = field(default_factory=dict)
+    """P(label | the facts the note states within what the model reads) [N, K] per task
+    (client/note_ceiling.py), only for tasks with an oracle and a facts column (synthetic data):
+    set by `encode_site`, which sees every split of the site."""
 
     @property
     def patient_count(self) -> int:
@@ -95,6 +105,7 @@ class EncodedSplit:
             prompts={t: EncodedNotes(n.input_ids[index], n.attention_mask[index])
                      for t, n in self.prompts.items()},
             patients=None if self.patients is None else dense_ids(self.patients[index]),
+            note_ceiling={t: p[index.numpy()] for t, p in self.note_ceiling.items()},
         )
 
     def lengths(self, tasks: Sequence[str]) -> torch.Tensor:
@@ -128,12 +139,8 @@ def _tokenize(
 def _prompts(texts: list[str], tokenizer: PreTrainedTokenizerBase, task: str, max_length: int
              ) -> EncodedNotes:
     """`task`'s prompts: each note cut to leave room for the question, then the question."""
-    suffix = tokenizer(prompt_suffix(task), add_special_tokens=False)["input_ids"]
-    budget = max_length - len(suffix)
-    if budget < 1:
-        raise ValueError(f"`max_length` is {max_length} but task `{task}`'s question, options and "
-                         f"answer cue take {len(suffix)} tokens with this tokenizer; expected "
-                         f"`max_length` > {len(suffix)} with `scoring` 'letters'")
+    budget = note_budget(tokenizer, task, max_length)
+    suffix = suffix_ids(tokenizer, task)
     if not texts:
         empty = torch.zeros((0, 1), dtype=torch.long)
         return EncodedNotes(empty, empty.clone())
@@ -190,6 +197,8 @@ def encode_site(
     All of `train`, `validation` and `test` are returned, empty (size 0) where the site has no rows,
     so callers never meet a missing key (an external site may hold only a test split). `scoring`
     is the model's resolved scoring (`client.model.base_scoring`): `letters` encodes prompts.
+    The note-level ceiling is fitted here, where the training rows and the rows it scores are
+    all at hand.
     """
     if scoring not in ("head", "letters"):
         raise ValueError(f"`scoring` is {scoring!r}; expected 'head' or 'letters' (resolve 'auto' "
@@ -199,6 +208,12 @@ def encode_site(
     if missing:
         raise KeyError(f"encounter table lacks column `{missing[0]}`; expected the columns of "
                        "sites.dataset.read_site_table")
-    return {split: encode_split(df[df[SPLIT_COLUMN] == split], tokenizer, tasks,
-                                max_length=max_length, scoring=scoring)
-            for split in SPLITS}
+    splits = {split: encode_split(df[df[SPLIT_COLUMN] == split], tokenizer, tasks,
+                                  max_length=max_length, scoring=scoring)
+              for split in SPLITS}
+    oracle = {t: p for t in tasks if (p := _oracle(df, t)) is not None}
+    ceilings = note_ceilings(df, tokenizer, tasks, oracle, max_length=max_length, scoring=scoring)
+    for split in SPLITS:
+        rows = (df[SPLIT_COLUMN] == split).to_numpy()
+        splits[split].note_ceiling = {t: p[rows] for t, p in ceilings.items()}
+    return splits

@@ -1,7 +1,7 @@
 """Score a model on one split: class probabilities per task, then a flat dict of metrics.
 
 The metric keys depend only on the task list, never on the data: Flower stops a round when sites
-reply with different keys, so an undefined value (no oracle columns on real data, one class only
+reply with different keys, so an undefined value (no ceilings on real data, one class only
 in a small split) is NaN, not a missing key. The keys, the reliability bins and the smallest bin a
 site may publish are the wire's (strategies/exchange.py: `metric_keys`, `validation_keys`,
 `NUM_BINS`, `MIN_BIN_COUNT`).
@@ -74,10 +74,11 @@ def positives(task: str, y: np.ndarray) -> float:
 
 
 def _task_metrics(task: str, y: np.ndarray, probs: np.ndarray, oracle: np.ndarray | None,
-                  seed: int, n_resamples: int) -> dict[str, float | list[float]]:
+                  note_ceiling: np.ndarray | None, seed: int,
+                  n_resamples: int) -> dict[str, float | list[float]]:
     """One task's keys, in `METRIC_SUFFIXES` order: AUROC with CI (NaN when `n_resamples` is 0),
-    n, positives, prevalence, oracle AUROC, then calibration (small reliability bins are withheld
-    at the site)."""
+    n, positives, prevalence, oracle AUROC, note-level ceiling AUROC, then calibration (small
+    reliability bins are withheld at the site)."""
     n = int(y.size)
     if n == 0:
         prevalence = math.nan
@@ -95,6 +96,8 @@ def _task_metrics(task: str, y: np.ndarray, probs: np.ndarray, oracle: np.ndarra
         f"{task}.positives": positives(task, y),
         f"{task}.prevalence": prevalence,
         f"{task}.oracle_auroc": auroc(y, oracle) if oracle is not None and n else math.nan,
+        f"{task}.note_ceiling_auroc": (auroc(y, note_ceiling) if note_ceiling is not None and n
+                                       else math.nan),
         **calibration_metrics(task, y, probs),
     }
 
@@ -103,7 +106,8 @@ def evaluate_split(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[st
                    batch_size: int, seed: int, n_resamples: int = 1000,
                    logp: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Per-task AUROC with a 95 % stratified bootstrap interval, n, positives, prevalence and the
-    oracle's AUROC (the ceiling on synthetic data), plus `loss`: the mean over tasks of the cross-entropy.
+    two ceilings' AUROCs on synthetic data (the oracle's, and the note-level ceiling's: the best a
+    reader of the encoded note could do), plus `loss`: the mean over tasks of the cross-entropy.
     Keys are exactly `strategies.exchange.metric_keys(tasks)` whatever the data; `n_resamples` = 0
     skips the bootstrap (its interval is NaN), for evaluations nothing reports. `logp`: the
     split's log probabilities (`log_probs`) when already computed; the model is not run then."""
@@ -117,7 +121,8 @@ def evaluate_split(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[st
     for i, task in enumerate(tasks):
         y = data.labels[task].cpu().numpy().astype(np.int64)
         metrics.update(_task_metrics(task, y, np.exp(logp[task]), data.oracle.get(task),
-                                     seed=seed + i, n_resamples=n_resamples))
+                                     data.note_ceiling.get(task), seed=seed + i,
+                                     n_resamples=n_resamples))
         if y.size:
             losses.append(float(-logp[task][np.arange(y.size), y].mean()))
     metrics["loss"] = float(np.mean(losses)) if losses else math.nan

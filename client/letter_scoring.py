@@ -53,6 +53,24 @@ def prompt_suffix(task: str) -> str:
     return f"\n\n{TASKS[task].multiple_choice()}\n{ANSWER_CUE}"
 
 
+
+def suffix_ids(tokenizer: PreTrainedTokenizerBase, task: str) -> list[int]:
+    """`prompt_suffix(task)` in `tokenizer`'s ids, no special tokens: appended to every note."""
+    return tokenizer(prompt_suffix(task), add_special_tokens=False)["input_ids"]
+
+
+def note_budget(tokenizer: PreTrainedTokenizerBase, task: str, max_length: int) -> int:
+    """Tokens left for the note (special tokens included) in `task`'s prompt of `max_length`
+    tokens: the note is cut to it, so the question always fits. One function, so the encoder and
+    the note-level ceiling (client/note_ceiling.py) cut at the same token."""
+    suffix = len(suffix_ids(tokenizer, task))
+    budget = max_length - suffix
+    if budget < 1:
+        raise ValueError(f"`max_length` is {max_length} but task `{task}`'s question, options and "
+                         f"answer cue take {suffix} tokens with this tokenizer; expected "
+                         f"`max_length` > {suffix} with `scoring` 'letters'")
+    return budget
+
 def letter_token_ids(tokenizer: PreTrainedTokenizerBase, letters: str, *, base: str
                      ) -> tuple[int, ...]:
     """The token id of each answer letter as it follows the cue (`Answer: A` minus `Answer:`)."""

@@ -41,8 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-"""Bump when `encode_site` changes what it produces: every older entry is then ignored."""
+FORMAT_VERSION = 2
+"""Bump when `encode_site` changes what it produces: every older entry is then ignored
+(2: the note-level ceiling's probabilities)."""
 KEEP = 4
 """Entries kept per dataset folder (another max-length or task set in one run needs its own)."""
 SUFFIX = ".safetensors"
@@ -106,6 +107,8 @@ def _write(path: Path, key: str, splits: dict[str, EncodedSplit]) -> None:
             tensors[f"{name}/labels/{task}"] = labels
         for task, oracle in split.oracle.items():
             tensors[f"{name}/oracle/{task}"] = torch.from_numpy(oracle)
+        for task, ceiling in split.note_ceiling.items():
+            tensors[f"{name}/note_ceiling/{task}"] = torch.from_numpy(ceiling)
         if split.patients is not None:
             tensors[f"{name}/patients"] = split.patients
     sizes = {name: split.size for name, split in splits.items()}
@@ -144,12 +147,13 @@ def _split(tensors: dict[str, torch.Tensor], name: str, size: int) -> EncodedSpl
         return {o: EncodedNotes(found[f"{o}/input_ids"], found[f"{o}/attention_mask"])
                 for o in owners}
 
-    for values in (group("labels"), group("oracle")):
+    for values in (group("labels"), group("oracle"), group("note_ceiling")):
         if any(len(v) != size for v in values.values()):
             raise ValueError(f"split {name!r} holds tensors of another length than {size}")
     return EncodedSplit(notes=notes("notes"), labels=group("labels"),
                         oracle={t: v.numpy() for t, v in group("oracle").items()}, size=size,
-                        prompts=notes("prompts"), patients=tensors.get(f"{name}/patients"))
+                        prompts=notes("prompts"), patients=tensors.get(f"{name}/patients"),
+                        note_ceiling={t: v.numpy() for t, v in group("note_ceiling").items()})
 
 
 def _prune(cache_dir: Path) -> None:

@@ -89,11 +89,13 @@ def as_fold_arrays(factors: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict
 # metrics are lists of exactly `NUM_BINS` floats: Flower zips list metrics across sites strictly.
 
 METRIC_SUFFIXES = ("auroc", "auroc_low", "auroc_high", "n", "positives", "prevalence",
-                   "oracle_auroc", "ece", "reliability_confidence", "reliability_frequency",
-                   "reliability_count")
+                   "oracle_auroc", "note_ceiling_auroc", "ece", "reliability_confidence",
+                   "reliability_frequency", "reliability_count")
 """Per-task metric names; the `reliability_*` ones are lists of `NUM_BINS` floats. `positives`
 counts the split's positive class (multi-class tasks: its rarest class present): a count of the
-split, like `n`, never a per-encounter value."""
+split, like `n`, never a per-encounter value. The two ceilings (`oracle_auroc`, the generator's
+true probabilities; `note_ceiling_auroc`, the Bayes posterior given the facts the encoded note
+states) are AUROCs over the split, NaN on real data: their probabilities stay at the site."""
 VALIDATION_PREFIX = "validation."
 """Validation metrics are keyed `validation.<task>.auroc|n|positives`: the server selects the best
 round on them (never on test), so they travel beside the test metrics under their own names."""

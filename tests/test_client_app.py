@@ -28,7 +28,7 @@ from tests.run_config import default_run_config
 from tests.tiny_models import make_tiny_encoder
 
 ALLOWED_METRIC_SUFFIXES = (".auroc", ".auroc_low", ".auroc_high", ".n", ".positives", ".prevalence",
-                           ".oracle_auroc", ".ece")
+                           ".oracle_auroc", ".note_ceiling_auroc", ".ece")
 RELIABILITY_SUFFIXES = (".reliability_confidence", ".reliability_frequency", ".reliability_count")
 ALLOWED_METRICS = {"num-examples", "train-loss", "steps", "loss"}
 

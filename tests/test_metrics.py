@@ -15,7 +15,7 @@ from client.evaluate import auroc, batched_auroc, bootstrap_ci, evaluate_split, 
 from client.model import build_model, load_tokenizer
 from strategies.exchange import metric_keys
 from tests.model_settings import model_settings
-from tests.tiny_models import keyword_table
+from tests.tiny_models import keyword_table, with_stated_facts
 
 TASKS = ("readmission", "mortality", "los", "comorbidity", "denial")
 
@@ -104,10 +104,12 @@ def with_oracle(table):
 def test_evaluate_split_keys_do_not_depend_on_the_data(tiny_setup) -> None:
     model, tokenizer, table = tiny_setup
     single_class = table.assign(mortality=0)
-    results = {}
-    for name, df in (("plain", table), ("oracle", with_oracle(table)), ("single", single_class)):
+    results, encoded = {}, {}
+    for name, df in (("plain", table), ("oracle", with_oracle(table)), ("single", single_class),
+                     ("facts", with_stated_facts(with_oracle(table)))):
         test = encode_site(df, tokenizer, TASKS, max_length=32)["test"]
         results[name] = evaluate_split(model, test, TASKS, batch_size=5, seed=0)
+        encoded[name] = test
     empty = encode_site(table, tokenizer, TASKS, max_length=32)["validation"]
     results["empty"] = evaluate_split(model, empty, TASKS, batch_size=5, seed=0)
     for metrics in results.values():
@@ -119,6 +121,11 @@ def test_evaluate_split_keys_do_not_depend_on_the_data(tiny_setup) -> None:
                 assert isinstance(value, float)
     assert math.isnan(results["plain"]["mortality.oracle_auroc"])
     assert not math.isnan(results["oracle"]["los.oracle_auroc"])
+    assert math.isnan(results["oracle"]["los.note_ceiling_auroc"])  # no facts: no note ceiling
+    facts = encoded["facts"]
+    assert results["facts"]["los.note_ceiling_auroc"] == auroc(facts.labels["los"].numpy(),
+                                                               facts.note_ceiling["los"])
+    assert results["facts"]["los.oracle_auroc"] == results["oracle"]["los.oracle_auroc"]
     assert math.isnan(results["single"]["mortality.auroc"])
     assert results["single"]["mortality.prevalence"] == 0.0
     assert results["plain"]["mortality.n"] == 12.0 and results["empty"]["mortality.n"] == 0.0

@@ -23,14 +23,15 @@ from client.data import EncodedSplit, encode_site
 from client.model import load_tokenizer
 from client.token_cache import cached_encode_site
 from tests.model_settings import model_settings
-from tests.tiny_models import keyword_table, make_tiny_encoder
+from tests.tiny_models import keyword_table, make_tiny_encoder, with_stated_facts
 
 TASKS = ("mortality", "los")
 
 
 def table() -> pd.DataFrame:
-    """A keyword table with a validation split and the generator's oracle columns (float64)."""
-    df = keyword_table(40)
+    """A keyword table with a validation split, the generator's oracle columns (float64) and the
+    facts its notes state (so the note-level ceiling is cached too)."""
+    df = with_stated_facts(keyword_table(40))
     df.loc[df.index[:6], "split"] = "validation"
     rng = np.random.default_rng(0)
     df["p_mortality"] = rng.random(len(df))
@@ -67,6 +68,9 @@ def assert_same(a: dict[str, EncodedSplit], b: dict[str, EncodedSplit]) -> None:
         assert set(x.oracle) == set(y.oracle)
         assert all(np.array_equal(x.oracle[t], y.oracle[t]) and x.oracle[t].dtype == y.oracle[t].dtype
                    for t in x.oracle)
+        assert set(x.note_ceiling) == set(y.note_ceiling)
+        assert all(np.array_equal(x.note_ceiling[t], y.note_ceiling[t])
+                   and x.note_ceiling[t].dtype == y.note_ceiling[t].dtype for t in x.note_ceiling)
         assert torch.equal(x.patients, y.patients)
 
 
@@ -92,6 +96,7 @@ def test_cached_result_equals_encode_site_and_is_read_back(tokenizer, tmp_path, 
     assert_same(first, expected)
     assert_same(second, expected)
     assert second["validation"].size == 6 and second["train"].oracle["los"].shape[1] == 4
+    assert second["test"].note_ceiling["los"].shape == (second["test"].size, 4)
 
 
 def test_letter_prompts_round_trip(letter_llama, tmp_path, count_encodes):
@@ -115,6 +120,11 @@ def _edited_label(df):
     return df
 
 
+def _edited_facts(df):
+    df.loc[df.index[1], "admission_facts"] = "[]"  # row 1 says sepsis: a fact dropped
+    return df
+
+
 def _edited_split(df):
     df.loc[df.index[-1], "split"] = "validation"
     return df
@@ -124,6 +134,7 @@ def _edited_split(df):
     pytest.param({"df": _edited_note}, id="a note edited"),
     pytest.param({"df": _edited_label}, id="a label edited"),
     pytest.param({"df": _edited_split}, id="a row moved to another split"),
+    pytest.param({"df": _edited_facts}, id="a note's stated facts edited"),
     pytest.param({"max_length": 12}, id="max length"),
     pytest.param({"tasks": ("mortality",)}, id="tasks"),
     pytest.param({"tokenizer": "pad"}, id="tokenizer pad token"),

@@ -177,3 +177,26 @@ def with_validation(table):
     train = table.index[table["split"] == "train"]
     return table.assign(split=table["split"].where(~table.index.isin(train[-len(train) // 8:]),
                                                   "validation"))
+
+
+STATED_WORDS = ("sepsis", "fever", "diabetes", "stroke")
+"""Words `with_stated_facts` records as facts (`word=<word>`) wherever a note says them."""
+
+
+def with_stated_facts(table):
+    """The table with the generator's `admission_facts` / `discharge_facts` columns (issue 36):
+    every occurrence of a `STATED_WORDS` word in a note is a stated fact `word=<word>` at its
+    characters, so a fact near a long note's end lies past the tokens a model reads."""
+    import re
+
+    from sites.synthetic.stated_facts import FACTS_COLUMNS, StatedFact, encode_facts
+    from sites.tasks import NOTE_COLUMNS
+
+    pattern = re.compile(r"\b(" + "|".join(STATED_WORDS) + r")\b")
+    columns = {
+        facts: [encode_facts(StatedFact(f"word={m.group(1)}", m.start(), m.end())
+                             for m in pattern.finditer(note))
+                for note in table[NOTE_COLUMNS[kind]].astype(str)]
+        for kind, facts in FACTS_COLUMNS.items()
+    }
+    return table.assign(**columns)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from server.report.console_summary import closing_summary
-from tests.test_report import _selected_metrics
+from tests.test_report import _metrics, _selected_metrics
 
 
 def test_the_closing_summary_names_the_round_the_numbers_and_report_html():
@@ -17,11 +17,19 @@ def test_the_closing_summary_names_the_round_the_numbers_and_report_html():
     assert lines == [
         "run r1 completed: round 1 of 2 reported (chosen on validation AUROC, never test); AUROC "
         "round 0 → reported round:",
-        "  mortality: training sites 0.500 → 0.700 (oracle 0.800, 67% of the gap closed); "
-        "external 0.500 → 0.610",
-        "  los: training sites 0.500 → 0.700 (oracle 0.800, 67% of the gap closed); "
+        "  mortality: training sites 0.500 → 0.700 (oracle 0.800, 67% of the gap to the oracle "
+        "closed); external 0.500 → 0.610",
+        "  los: training sites 0.500 → 0.700 (oracle 0.800, 67% of the gap to the oracle closed); "
         "external 0.500 → 0.610",
         "  left out of round selection (too few positives or negatives in the validation split): "
         "a × mortality",
         "report: runs/r1/report.html",
     ]
+
+
+def test_the_closing_summary_measures_the_gap_against_the_note_ceiling():
+    metrics = _metrics(note_ceiling=0.75)
+    metrics["run"]["run_name"] = "r2"
+    lines = closing_summary(metrics, Path("runs/r2")).splitlines()
+    assert lines[1] == ("  mortality: training sites 0.550 → 0.700 (note ceiling 0.750, oracle "
+                        "0.800, 75% of the gap to the note ceiling closed); external 0.520 → 0.610")

@@ -30,9 +30,11 @@ COUNT = [150.0, 80.0, 40.0, 3.0, 7.0, 20.0, 0.0, 0.0, 0.0, 0.0]
 
 
 def _flat(auroc: float, oracle: float, *, calibration: bool = False,
-          validation: float | None = None) -> dict[str, float | list[float]]:
+          validation: float | None = None,
+          note_ceiling: float | None = None) -> dict[str, float | list[float]]:
     """A site's evaluation reply; `calibration` adds ECE and reliability bins, `validation` the
-    validation AUROC (NaN: the site has no validation split)."""
+    validation AUROC (NaN: the site has no validation split), `note_ceiling` the note-level
+    ceiling's AUROC (None: a site from before it, which sends no such key)."""
     flat: dict[str, float | list[float]] = {"loss": 0.7}
     for task in TASKS:
         flat |= {
@@ -44,6 +46,8 @@ def _flat(auroc: float, oracle: float, *, calibration: bool = False,
             f"{task}.prevalence": 0.02 if task == "mortality" else 0.45,
             f"{task}.oracle_auroc": oracle,
         }
+        if note_ceiling is not None:
+            flat[f"{task}.note_ceiling_auroc"] = note_ceiling
         if calibration:
             flat |= {f"{task}.ece": 0.04, f"{task}.reliability_confidence": CONFIDENCE,
                      f"{task}.reliability_frequency": FREQUENCY,
@@ -57,7 +61,9 @@ def _flat(auroc: float, oracle: float, *, calibration: bool = False,
     return flat
 
 
-def _metrics() -> dict:
+def _metrics(note_ceiling: float | None = None) -> dict:
+    """A 1-round run; `note_ceiling` (every site and task) as today's sites send it, else as a
+    run recorded before the note-level ceiling."""
     sites = {"a": "train", "b": "train", "x": "external"}
     start = {"a": 0.50, "b": 0.60, "x": 0.52}
     end = {"a": 0.70, "b": 0.70, "x": 0.61}
@@ -66,7 +72,8 @@ def _metrics() -> dict:
         rounds.append(
             {
                 "round": number,
-                "evaluation": {s: nest_site_metrics(_flat(v, 0.80), TASKS) for s, v in values.items()},
+                "evaluation": {s: nest_site_metrics(_flat(v, 0.80, note_ceiling=note_ceiling), TASKS)
+                               for s, v in values.items()},
                 "training": {}
                 if number == 0
                 else {s: {"train-loss": 1.0, "steps": 5, "num-examples": 100, "upload-bytes": 2000}
@@ -79,7 +86,7 @@ def _metrics() -> dict:
         "run": {"outcome": "completed", "consortium": "t", "strategy": "fedavg", "num_rounds": 1,
                 "tasks": list(TASKS),
                 "base_model": "tiny", "lora": {"r": 8}, "seed": 1, "duration_s": 3.0,
-                "bootstrap_resamples": 1000},
+                "bootstrap_resamples": 1000, "max_length": 128},
         "sites": [{"name": s, "role": r} for s, r in sites.items()],
         "rounds": rounds,
         "upload": {"bytes_per_site_per_round": 2000, "base_model_bytes": 1_000_000,
@@ -92,7 +99,7 @@ def test_flat_site_metrics_nest_by_task_with_nan_as_none():
     nested = nest_site_metrics(flat, TASKS)
     assert nested["tasks"]["mortality"] == {
         "auroc": 0.7, "ci": [pytest.approx(0.65), pytest.approx(0.75)], "n": 300, "positives": 6,
-        "prevalence": 0.02, "oracle_auroc": None, "ece": None,
+        "prevalence": 0.02, "oracle_auroc": None, "note_ceiling_auroc": None, "ece": None,
     }
     assert "validation" not in nested  # a run before round selection
     json.dumps(nested, allow_nan=False)  # NaN would make invalid JSON
@@ -119,6 +126,22 @@ def test_headline_separates_external_from_training_sites():
     assert row["in_distribution_round0"] == pytest.approx(0.55)
     assert row["in_distribution_final"] == pytest.approx(0.70)
     assert row["gap_closed"] == pytest.approx((0.70 - 0.55) / (0.80 - 0.55))
+    assert row["gap_closed_against"] == "oracle"  # a run before the note-level ceiling
+    assert row["in_distribution_note_ceiling"] is None
+
+
+def test_gap_closed_is_measured_against_the_note_ceiling():
+    row = headline(_metrics(note_ceiling=0.75))["mortality"]
+    assert row["in_distribution_note_ceiling"] == 0.75 and row["in_distribution_oracle"] == 0.80
+    assert row["gap_closed"] == pytest.approx((0.70 - 0.55) / (0.75 - 0.55))
+    assert row["gap_closed_against"] == "note ceiling"
+    text = render_markdown(_metrics(note_ceiling=0.75))
+    assert ("| AUROC final (round 1) [95 % CI] | note ceiling (first 128 tokens) | oracle (latent) "
+            "| gap closed |") in text
+    assert "| a | train | 300 | 6 ⚠ | 0.02 | 0.500 | 0.700 [0.650, 0.750] | 0.750 | 0.800 | 80% |" \
+        in text
+    assert "| mortality | 0.520 → 0.610 | 0.550 → 0.700 | 0.750 | 0.800 | 75% |" in text
+    assert "(vs oracle)" not in text.split("## Summary")[1]
 
 
 @pytest.mark.parametrize(
@@ -131,11 +154,14 @@ def test_gap_closed(start, end, oracle, expected):
 
 
 def test_report_shows_every_site_ci_oracle_and_missing_sites(tmp_path):
-    text = render_markdown(_metrics(), figure=None)
-    assert ("| x | **external** | 300 | 6 ⚠ | 0.02 | 0.520 | 0.610 [0.560, 0.660] | 0.800 | 32% |"
-            in text)
-    assert "| a | train | 300 | 6 ⚠ | 0.02 | 0.500 | 0.700 [0.650, 0.750] | 0.800 | 67% |" in text
-    assert "| a | train | 300 | 135 | 0.45 | 0.500 | 0.700 [0.650, 0.750] | 0.800 | 67% |" in text
+    text = render_markdown(_metrics(), figure=None)  # no note ceiling: gap closed vs the oracle
+    assert ("| x | **external** | 300 | 6 ⚠ | 0.02 | 0.520 | 0.610 [0.560, 0.660] | – | 0.800 "
+            "| 32% (vs oracle) |" in text)
+    assert ("| a | train | 300 | 6 ⚠ | 0.02 | 0.500 | 0.700 [0.650, 0.750] | – | 0.800 "
+            "| 67% (vs oracle) |") in text
+    assert ("| a | train | 300 | 135 | 0.45 | 0.500 | 0.700 [0.650, 0.750] | – | 0.800 "
+            "| 67% (vs oracle) |") in text
+    assert "| mortality | 0.520 → 0.610 | 0.550 → 0.700 | – | 0.800 | 60% (vs oracle) |" in text
     assert "⚠ fewer than 10 positives or negatives in this split" in text
     assert "Round 1: b: no reply" in text
     assert "0.20 % of the base model" in text
@@ -175,7 +201,8 @@ def _selected_metrics(*, selected: int | None = 1) -> dict:
 def test_final_numbers_are_the_selected_rounds_not_the_last():
     metrics = _selected_metrics(selected=1)
     text = render_markdown(metrics)
-    assert "| a | train | 300 | 6 ⚠ | 0.02 | 0.500 | 0.700 [0.650, 0.750] | 0.800 | 67% |" in text
+    assert ("| a | train | 300 | 6 ⚠ | 0.02 | 0.500 | 0.700 [0.650, 0.750] | – | 0.800 "
+            "| 67% (vs oracle) |") in text
     assert "0.740" not in text.split("## AUROC per round")[0]  # round 2's test AUROC chose nothing
     assert "from **round 1**, selected by highest mean validation AUROC" in text
     assert "| validation score | **0.720** | 0.690 |" in text
@@ -191,7 +218,8 @@ def test_without_selection_the_last_round_is_final(selection: str):
         metrics["selection"] = None  # a run whose server selected nothing
     text = render_markdown(metrics)
     assert "the final numbers below are the last round's (**round 2**)" in text
-    assert "| a | train | 300 | 6 ⚠ | 0.02 | 0.500 | 0.740 [0.690, 0.790] | 0.800 | 80% |" in text
+    assert ("| a | train | 300 | 6 ⚠ | 0.02 | 0.500 | 0.740 [0.690, 0.790] | – | 0.800 "
+            "| 80% (vs oracle) |") in text
     assert headline(metrics)["mortality"]["external_final"] == 0.55
 
 
@@ -291,7 +319,7 @@ def test_one_round_is_singular_and_no_gap_is_negative_zero():
                 metrics["rounds"][0]["evaluation"][site]["tasks"][task]["auroc"] - 0.0005
     text = render_markdown(metrics)
     assert "Strategy **fedavg**, 1 round, base model" in text and "1 rounds" not in text
-    assert "-0%" not in text and "| 0.800 | 0% |" in text
+    assert "-0%" not in text and "| 0.800 | 0% (vs oracle) |" in text
 
 
 def test_the_calibration_figure_says_small_bins_are_withheld(tmp_path, monkeypatch):
@@ -303,3 +331,19 @@ def test_the_calibration_figure_says_small_bins_are_withheld(tmp_path, monkeypat
     notes = [text.get_text() for text in drawn[0].texts]
     assert notes == ["Bins with fewer than 10 encounters (and, when those are few, the "
                      "next-smallest) stay at the site: they are not drawn."]
+
+
+@pytest.mark.parametrize(("note_ceiling", "lines"), [
+    (0.75, {"note ceiling (first 128 tokens)": 0.75, "oracle (latent)": 0.80}),
+    (None, {"oracle (latent)": 0.80}),  # a run before the note-level ceiling
+])
+def test_the_auroc_figure_draws_both_ceilings(tmp_path, monkeypatch, note_ceiling, lines):
+    import server.report.figures as figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig))
+    assert figures.plot_rounds(_metrics(note_ceiling=note_ceiling), tmp_path / "a.png")
+    for ax in drawn[0].axes:
+        found = {line.get_label(): line.get_ydata()[0] for line in ax.get_lines()
+                 if "ceiling" in line.get_label() or "oracle" in line.get_label()}
+        assert found == lines

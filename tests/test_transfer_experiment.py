@@ -92,6 +92,7 @@ class FakeSites:
             metrics.update({f"{task}.auroc": 0.7, f"{task}.auroc_low": 0.6,
                             f"{task}.auroc_high": 0.8, f"{task}.n": 50.0,
                             f"{task}.prevalence": 0.1, f"{task}.oracle_auroc": 0.8,
+                            f"{task}.note_ceiling_auroc": 0.75,
                             f"validation.{task}.auroc": validation if site != "external-system"
                             else math.nan, f"validation.{task}.n": 20.0})
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
@@ -181,6 +182,7 @@ def test_transfer_json_and_report_describe_every_regime(experiment):
     assert "single:los" in names and transfer["cells"]["single:los"]["academic"].keys() == {"los"}
     cell = transfer["cells"]["federated"]["external-system"]["mortality"]
     assert cell["auroc"] == pytest.approx(0.7) and cell["ci"] == pytest.approx([0.6, 0.8])
+    assert cell["oracle_auroc"] == 0.8 and cell["note_ceiling_auroc"] == 0.75
     assert {s["name"] for s in transfer["sites"]} == {"academic", "community", "safety-net",
                                                      "external-system"}
     for name in ("report.md", "report.html"):

@@ -25,6 +25,7 @@ from server.report.transfer_summary import (
     external_macro,
     in_distribution,
     macro_auroc,
+    note_ceiling_in_distribution,
     oracle_in_distribution,
     summarize_transfer,
 )
@@ -44,14 +45,17 @@ AUROC = {
                          {"a": (0.79,), "b": (0.77,), "x": (0.70,)}),
 }
 ORACLE = {"a": (0.85, 0.75), "b": (0.83, 0.73), "x": (0.80, 0.70)}
+NOTE_CEILING = {"a": (0.82, 0.72), "b": (0.80, 0.70), "x": (0.76, 0.66)}
 
 
-def _cell(auroc: float, oracle: float) -> dict:
-    return {"auroc": auroc, "ci": [auroc - 0.05, auroc + 0.05], "n": 300, "prevalence": 0.12,
+def _cell(auroc: float, oracle: float, note_ceiling: float | None) -> dict:
+    cell = {"auroc": auroc, "ci": [auroc - 0.05, auroc + 0.05], "n": 300, "prevalence": 0.12,
             "oracle_auroc": oracle}
+    return cell if note_ceiling is None else cell | {"note_ceiling_auroc": note_ceiling}
 
 
-def _transfer() -> dict:
+def _transfer(*, note_ceiling: bool = True) -> dict:
+    """The experiment; `note_ceiling=False`: as written before sites sent the note ceiling."""
     regimes, cells = [], {}
     for name, (kind, trained_on, tasks, values) in AUROC.items():
         selected = 0 if kind == "untrained" else 2
@@ -59,7 +63,8 @@ def _transfer() -> dict:
         regimes.append({"name": name, "kind": kind, "trained_on": trained_on, "tasks": tasks,
                         "selected_round": selected, "validation_per_round": validation})
         cells[name] = {
-            site: {task: _cell(values[site][i], ORACLE[site][TASKS.index(task)])
+            site: {task: _cell(values[site][i], ORACLE[site][TASKS.index(task)],
+                               NOTE_CEILING[site][TASKS.index(task)] if note_ceiling else None)
                    for i, task in enumerate(tasks)}
             for site in SITES
         }
@@ -67,6 +72,7 @@ def _transfer() -> dict:
         "experiment": "transfer", "consortium": "test", "base_model": "tiny", "tasks": TASKS,
         "lora": {"r": 8, "alpha": 16, "dropout": 0.05}, "strategy": "fedavg",
         "num_rounds": 3, "seed": 2026, "bootstrap_resamples": 1000, "duration_s": 12.5,
+        "max_length": 128,
         "selection": "best of rounds 1..R by mean validation AUROC over the regime's training sites "
                      "and tasks",
         "sites": [{"name": "a", "role": "train"}, {"name": "b", "role": "train"},
@@ -99,6 +105,8 @@ def test_macro_external_and_in_distribution_by_hand() -> None:
     assert in_distribution(transfer, "federated") == pytest.approx(0.73)  # (0.80+0.70+0.76+0.66) / 4
     assert in_distribution(transfer, "untrained") == pytest.approx(0.50)
     assert oracle_in_distribution(transfer) == pytest.approx(0.79)  # (0.85+0.75+0.83+0.73) / 4
+    assert note_ceiling_in_distribution(transfer) == pytest.approx(0.76)  # (0.82+0.72+0.80+0.70) / 4
+    assert note_ceiling_in_distribution(_transfer(note_ceiling=False)) is None
 
 
 def test_headline_by_hand() -> None:
@@ -109,9 +117,18 @@ def test_headline_by_hand() -> None:
     # local:a external 0.62, local:b 0.64 -> b is best; 0.68 - 0.64
     assert summary.best_local_site == "b"
     assert local.value == pytest.approx(0.04) and local.met is True and "`b`" in local.detail
-    # (0.73 - 0.50) / (0.79 - 0.50)
-    assert gap.value == pytest.approx(0.23 / 0.29) and gap.goal == 0.90 and gap.met is False
+    # against the note ceiling: (0.73 - 0.50) / (0.76 - 0.50)
+    assert gap.value == pytest.approx(0.23 / 0.26) and gap.goal == 0.90 and gap.met is False
+    assert gap.label.endswith("÷ (note ceiling − untrained)") and "note ceiling 0.760" in gap.detail
     assert all(number.reason is None for number in summary.headline)
+
+
+def test_without_a_note_ceiling_the_gap_falls_back_to_the_oracle_and_says_so() -> None:
+    gap = _headline(_transfer(note_ceiling=False))["gap_closed"]
+    # (0.73 - 0.50) / (0.79 - 0.50)
+    assert gap.value == pytest.approx(0.23 / 0.29)
+    assert gap.label.endswith("÷ (oracle − untrained); no note ceiling in this experiment")
+    assert "oracle 0.790" in gap.detail
 
 
 def test_a_value_at_its_goal_up_to_rounding_is_met() -> None:
@@ -172,15 +189,17 @@ def test_no_local_regime_gives_null_with_reason() -> None:
     assert summarize_transfer(transfer).best_local_site is None
 
 
-def test_no_oracle_gives_null_gap_with_reason() -> None:
+def test_no_ceiling_gives_null_gap_with_reason() -> None:
     transfer = _transfer()
     for sites in transfer["cells"].values():
         for tasks in sites.values():
             for evaluation in tasks.values():
-                evaluation["oracle_auroc"] = None
+                evaluation["oracle_auroc"] = evaluation["note_ceiling_auroc"] = None
     gap = _headline(transfer)["gap_closed"]
-    assert gap.value is None and gap.met is None and "oracle" in gap.reason
+    assert gap.value is None and gap.met is None
+    assert gap.reason == "no note ceiling or oracle AUROC (real data has neither)"
     assert summarize_transfer(transfer).oracle_in_distribution is None
+    assert summarize_transfer(transfer).note_ceiling_in_distribution is None
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -212,19 +231,21 @@ def test_report_writes_markdown_html_and_one_heatmap_per_task(tmp_path: Path) ->
     text = report.read_text()
     assert "| External macro AUROC, federated ÷ pooled | 0.986 | ≥ 0.99 | **not met** |" in text
     assert "| +0.040 | ≥ +0.03 | met | best local-only: `b` (0.640) |" in text
-    assert "| 79% | ≥ 90% | **not met** |" in text
+    assert "| 88% | ≥ 90% | **not met** |" in text
     assert "x (**external**)" in text
     assert "Base model `tiny` with LoRA r=8, strategy **fedavg**, 3 rounds, seed 2026" in text
     assert "| federated | 0.800 [0.750, 0.850] | 0.760 [0.710, 0.810] | 0.720 [0.670, 0.770] " \
            "| 0.760 (b) | 0.040 |" in text
-    assert "| *oracle (ceiling)* | 0.850 | 0.830 | 0.800 | | |" in text
+    assert ("| *note ceiling (first 128 tokens)* | 0.820 | 0.800 | 0.760 | | |\n"
+            "| *oracle (latent)* | 0.850 | 0.830 | 0.800 | | |") in text
     assert "| n | 300 | 300 | 300 |" in text
     assert "## One task alone vs all tasks jointly" in text
     assert "| mortality | a | single:mortality | 0.790 | 0.800 | +0.010 |" in text
 
 
 def test_report_without_pooled_oracle_or_single_task_still_renders(tmp_path: Path) -> None:
-    transfer = _without_regime(_without_regime(_transfer(), "pooled"), "single:mortality")
+    transfer = _without_regime(_without_regime(_transfer(note_ceiling=False), "pooled"),
+                               "single:mortality")
     for sites in transfer["cells"].values():
         for tasks in sites.values():
             for evaluation in tasks.values():
@@ -233,7 +254,8 @@ def test_report_without_pooled_oracle_or_single_task_still_renders(tmp_path: Pat
     text = _write(tmp_path, transfer).read_text()
     _check_images(tmp_path / "report.md")
     assert "no `pooled` regime in the experiment" in text
-    assert "no oracle AUROC" in text and "oracle (ceiling)" not in text
+    assert "no note ceiling or oracle AUROC" in text and "| *oracle (latent)*" not in text
+    assert "No ceiling for this task" in text
     assert "One task alone" not in text
 
 
@@ -271,7 +293,7 @@ def test_not_a_transfer_experiment_is_named(tmp_path: Path, content: str, messag
 def test_several_external_sites_average_their_macros(tmp_path: Path) -> None:
     transfer = _transfer()
     transfer["sites"].append({"name": "y", "role": "external"})
-    transfer["cells"]["federated"]["y"] = {task: _cell(0.60, 0.70) for task in TASKS}
+    transfer["cells"]["federated"]["y"] = {task: _cell(0.60, 0.70, 0.65) for task in TASKS}
     assert external_macro(transfer, "federated") == pytest.approx((0.68 + 0.60) / 2)
     assert external_macro(transfer, "pooled") == pytest.approx(0.69)  # no cells at y: ignored
     text = _write(tmp_path, transfer).read_text()

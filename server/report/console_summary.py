@@ -4,8 +4,8 @@ report to open.
 Logged by the ServerApp once the report is written (so a deployment's `flwr run` shows it too):
 
     run 20260101-120000 completed: round 3 of 5 reported (chosen on validation AUROC, never test); ...
-      mortality: training sites 0.512 → 0.801 (oracle 0.850, 85% of the gap closed);
-      external 0.498 → 0.702      [one line per task; wrapped here]
+      mortality: training sites 0.512 → 0.801 (note ceiling 0.812, oracle 0.850, 97% of the
+      gap to the note ceiling closed); external 0.498 → 0.702      [one line per task; wrapped]
       left out of round selection (too few positives or negatives ...): academic × mortality
     report: runs/20260101-120000/report.html
 """
@@ -22,9 +22,12 @@ from server.report.sections import fmt
 def _task_line(task: str, row: dict) -> str:
     line = (f"  {task}: training sites {fmt(row['in_distribution_round0'])} → "
             f"{fmt(row['in_distribution_final'])}")
-    if row["in_distribution_oracle"] is not None:
-        line += (f" (oracle {fmt(row['in_distribution_oracle'])}, "
-                 f"{percent(row['gap_closed'])} of the gap closed)")
+    ceilings = [f"{name} {fmt(row[key])}" for name, key in (
+        ("note ceiling", "in_distribution_note_ceiling"), ("oracle", "in_distribution_oracle"))
+        if row[key] is not None]
+    if ceilings:
+        line += (f" ({', '.join(ceilings)}, {percent(row['gap_closed'])} of the gap to the "
+                 f"{row['gap_closed_against']} closed)")
     if row["external_final"] is not None:
         line += f"; external {fmt(row['external_round0'])} → {fmt(row['external_final'])}"
     return line

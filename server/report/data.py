@@ -3,8 +3,8 @@
 One place decides which round the report calls final, so the tables and every figure agree: the
 round the server selected on validation AUROC (`metrics["selection"]`, written since round
 selection exists), or the last round for a run recorded before that. Test numbers never choose it.
-Every accessor tolerates fields that older runs did not write (calibration, validation, selection)
-by returning None or an empty value, so old runs still render.
+Every accessor tolerates fields that older runs did not write (calibration, validation, selection,
+the note-level ceiling) by returning None or an empty value, so old runs still render.
 """
 
 from __future__ import annotations
@@ -67,6 +67,20 @@ def oracle(metrics: dict, task: str) -> float | None:
     entry = final_entry(metrics)
     return mean([task_values(entry, s, task).get("oracle_auroc")
                  for s in sites_with_role(metrics, "train")])
+
+
+def note_ceiling(metrics: dict, task: str) -> float | None:
+    """The note-level ceiling for `task` (`server.report.ceilings`): mean over the training sites
+    that sent one, at the final round; None for runs recorded before sites sent it, and real data."""
+    entry = final_entry(metrics)
+    return mean([task_values(entry, s, task).get("note_ceiling_auroc")
+                 for s in sites_with_role(metrics, "train")])
+
+
+def max_length(metrics: dict) -> int | None:
+    """Tokens of each note the run's models read (`max-length`), where the run recorded it."""
+    value = metrics.get("run", {}).get("max_length")
+    return None if value is None else int(value)
 
 
 def has_calibration(metrics: dict) -> bool:

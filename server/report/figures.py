@@ -12,7 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from server.report.data import final_entry, oracle, selected_round, sites_with_role, task_values
+from server.report.ceilings import ORACLE_LABEL, note_ceiling_label
+from server.report.data import (
+    final_entry,
+    max_length,
+    note_ceiling,
+    oracle,
+    selected_round,
+    sites_with_role,
+    task_values,
+)
 from sites.tasks import TASKS
 from strategies.exchange import MIN_BIN_COUNT
 
@@ -55,8 +64,9 @@ def _round_curve(metrics: dict, site: str, task: str) -> tuple[list[int], list[f
 
 
 def plot_rounds(metrics: dict, path: Path) -> bool:
-    """One panel per task: AUROC by round for every site (the external one dashed), the oracle as a
-    dotted ceiling, and the selected round marked."""
+    """One panel per task: AUROC by round for every site (the external one dashed), the two
+    ceilings as black lines (note-level dashed, latent oracle dotted), and the selected round
+    marked."""
     from matplotlib.ticker import MaxNLocator
 
     tasks = metrics["run"]["tasks"]
@@ -67,10 +77,12 @@ def plot_rounds(metrics: dict, path: Path) -> bool:
             rounds, values = _round_curve(metrics, site["name"], task)
             style = "--" if site["role"] == "external" else "-"
             ax.plot(rounds, values, style, marker="o", label=site["name"])
-        ceiling = oracle(metrics, task)
-        if ceiling is not None:
-            ax.axhline(ceiling, color="black", linestyle=":", linewidth=1.2,
-                       label="oracle (ceiling)")
+        notes, latent = note_ceiling(metrics, task), oracle(metrics, task)
+        if notes is not None:
+            ax.axhline(notes, color="black", linestyle="--", linewidth=1.2,
+                       label=note_ceiling_label(max_length(metrics)))
+        if latent is not None:
+            ax.axhline(latent, color="black", linestyle=":", linewidth=1.2, label=ORACLE_LABEL)
         ax.axvline(chosen, color="grey", linestyle="-.", linewidth=1,
                    label=f"reported round {chosen}")
         ax.axhline(0.5, color="grey", linewidth=0.5)

@@ -3,9 +3,10 @@
 Written for a consortium coordinator who never opens JSON: which round is reported and why (the
 round selected on validation AUROC, never test), one table per task with every site — the external
 health system marked — its AUROC before training (round 0) and at the reported round with the 95 %
-bootstrap interval, the oracle AUROC (the ceiling the synthetic generator knows) and the share of
-the round-0-to-oracle gap that federated training closed; then figures with a sentence each: AUROC
-by round, external vs in-distribution, calibration, label prevalence.
+bootstrap interval, the two ceilings synthetic data has (the note-level ceiling and the latent
+oracle, `server.report.ceilings`) and the share of the gap from round 0 to the note-level ceiling
+that federated training closed; then figures with a sentence each: AUROC by round, external vs
+in-distribution, calibration, label prevalence.
 
 A privacy section follows for a privacy reviewer (`server.report.privacy`): per-site budget and
 spend, how to verify each site's ledger, and what the DP guarantee does and does not cover.
@@ -20,10 +21,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.report.ceilings import (
+    ORACLE_LABEL,
+    GapBasis,
+    basis_note,
+    gap_ceiling,
+    note_ceiling_label,
+)
 from server.report.data import (
     final_entry,
     first_entry,
+    max_length,
     mean,
+    note_ceiling,
     selected_round,
     sites_with_role,
     task_values,
@@ -70,11 +80,17 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def gap_closed(start: float | None, end: float | None, oracle: float | None) -> float | None:
-    """Share of the distance from round 0 to the oracle that training covered."""
-    if None in (start, end, oracle) or oracle - start <= 1e-9:
+def gap_closed(start: float | None, end: float | None, ceiling: float | None) -> float | None:
+    """Share of the distance from round 0 to the ceiling (`server.report.ceilings`) that
+    training covered."""
+    if None in (start, end, ceiling) or ceiling - start <= 1e-9:
         return None
-    return (end - start) / (oracle - start)
+    return (end - start) / (ceiling - start)
+
+
+def _gap_text(value: float | None, basis: GapBasis | None) -> str:
+    """`67%`, or `67% (vs oracle)` where no note-level ceiling was there to measure against."""
+    return percent(value) + (basis_note(basis) if value is not None else "")
 
 
 def percent(value: float | None) -> str:
@@ -102,8 +118,9 @@ def _task_table(metrics: dict, task: str) -> list[str]:
     first, last = first_entry(metrics), final_entry(metrics)
     lines = [
         f"| site | role | n | positives | prevalence | AUROC round {first['round']} "
-        f"| AUROC final (round {last['round']}) [95 % CI] | oracle | gap closed |",
-        "|---|---|---:|---:|---:|---:|---|---:|---:|",
+        f"| AUROC final (round {last['round']}) [95 % CI] "
+        f"| {note_ceiling_label(max_length(metrics))} | {ORACLE_LABEL} | gap closed |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     flagged = False
     for site in metrics["sites"]:
@@ -112,12 +129,14 @@ def _task_table(metrics: dict, task: str) -> list[str]:
         low, high = end.get("ci", [None, None])
         role = "**external**" if site["role"] == "external" else site["role"]
         flagged |= _positives(end).endswith("⚠")
+        ceiling, basis = gap_ceiling(end.get("note_ceiling_auroc"), end.get("oracle_auroc"))
+        gap = _gap_text(gap_closed(start.get("auroc"), end.get("auroc"), ceiling), basis)
         lines.append(
             f"| {name} | {role} | {end.get('n', '–')} | {_positives(end)} "
             f"| {_fmt(end.get('prevalence'), 2)} "
             f"| {_fmt(start.get('auroc'))} | {_fmt(end.get('auroc'))} [{_fmt(low)}, {_fmt(high)}] "
-            f"| {_fmt(end.get('oracle_auroc'))} "
-            f"| {percent(gap_closed(start.get('auroc'), end.get('auroc'), end.get('oracle_auroc')))} |"
+            f"| {_fmt(end.get('note_ceiling_auroc'))} | {_fmt(end.get('oracle_auroc'))} "
+            f"| {gap} |"
         )
     if flagged:
         lines += ["", f"⚠ fewer than {MIN_LABELS} positives or negatives in this split: its AUROC "
@@ -126,7 +145,9 @@ def _task_table(metrics: dict, task: str) -> list[str]:
 
 
 def headline(metrics: dict) -> dict[str, dict[str, float | None]]:
-    """Per task: the external site before/after, and the training sites' mean before/after/oracle.
+    """Per task: the external site before/after, and the training sites' mean before/after, both
+    ceilings and the gap closed (against the note-level ceiling, else the oracle:
+    `gap_closed_against` says which).
 
     "After" is the reported round (`report_data.selected_round`: validation-selected, else the
     last). These are the run's questions in one line each: did federation help the system that
@@ -141,14 +162,17 @@ def headline(metrics: dict) -> dict[str, dict[str, float | None]]:
     summary = {}
     for task in metrics["run"]["tasks"]:
         start, end = aurocs(first, inside, task), aurocs(last, inside, task)
-        ceiling = oracle_auroc(metrics, task)
+        notes, oracle = note_ceiling(metrics, task), oracle_auroc(metrics, task)
+        ceiling, basis = gap_ceiling(notes, oracle)
         summary[task] = {
             "external_round0": aurocs(first, external, task),
             "external_final": aurocs(last, external, task),
             "in_distribution_round0": start,
             "in_distribution_final": end,
-            "in_distribution_oracle": ceiling,
+            "in_distribution_note_ceiling": notes,
+            "in_distribution_oracle": oracle,
             "gap_closed": gap_closed(start, end, ceiling),
+            "gap_closed_against": basis,
         }
     return summary
 
@@ -156,15 +180,16 @@ def headline(metrics: dict) -> dict[str, dict[str, float | None]]:
 def _headline_table(metrics: dict) -> list[str]:
     lines = [
         "| task | external: round 0 → final | training sites (mean): round 0 → final "
-        "| oracle | gap closed |",
-        "|---|---|---|---:|---:|",
+        f"| {note_ceiling_label(max_length(metrics))} | {ORACLE_LABEL} | gap closed |",
+        "|---|---|---|---:|---:|---:|",
     ]
     for task, row in headline(metrics).items():
-        gap = percent(row["gap_closed"])
+        gap = _gap_text(row["gap_closed"], row["gap_closed_against"])
         lines.append(
             f"| {task} | {_fmt(row['external_round0'])} → {_fmt(row['external_final'])} "
             f"| {_fmt(row['in_distribution_round0'])} → {_fmt(row['in_distribution_final'])} "
-            f"| {_fmt(row['in_distribution_oracle'])} | {gap} |"
+            f"| {_fmt(row['in_distribution_note_ceiling'])} | {_fmt(row['in_distribution_oracle'])} "
+            f"| {gap} |"
         )
     return lines
 
@@ -223,9 +248,13 @@ def _intro(metrics: dict) -> list[str]:
         f"untrained model; *final* is round {selected_round(metrics)} (see *Which round is "
         "reported*). The **external** site never trained: its numbers are out of "
         "distribution. *Positives* counts the split's positive labels (multi-class tasks: its "
-        "rarest class present). *Oracle* is the AUROC of the true label probabilities the synthetic "
-        "generator knows (the ceiling; none for real data); *gap closed* = (final − round 0) ÷ "
-        "(oracle − round 0).",
+        "rarest class present). Synthetic data has two ceilings (none for real data): the *"
+        f"{note_ceiling_label(max_length(metrics))}* is the best AUROC possible from the facts each "
+        "note states within the tokens the model reads (with answer-letter scoring, those the "
+        "question leaves of them), the *oracle (latent)* the AUROC of the "
+        "true label probabilities the generator knows, which also depend on what no note says. "
+        "*Gap closed* = (final − round 0) ÷ (note ceiling − round 0); where a run has no note "
+        "ceiling it is measured against the oracle instead and marked *(vs oracle)*.",
         "",
     ]
 
@@ -258,7 +287,8 @@ def render_markdown(metrics: dict, figure: str | None = None, privacy_figure: st
     if figures.auroc:
         lines += ["## AUROC per round", "",
                   "Test AUROC after each round, one panel per task; the external site dashed, the "
-                  "oracle ceiling dotted, the reported round marked by a vertical line.", "",
+                  "note-level ceiling (black, dashed) and the latent oracle (black, dotted) as "
+                  "horizontal lines, the reported round marked by a vertical line.", "",
                   f"![AUROC per round]({figures.auroc})", ""]
     lines += gap_lines(metrics, figures.external_gap)
     lines += calibration_lines(metrics, figures.calibration)

@@ -2,7 +2,7 @@
 
 Sites send flat metric keys (`readmission.auroc`, `readmission.auroc_low`, ...) because Flower needs
 identical flat keys at every site; here they become round -> site -> task -> {auroc, ci, n, ...}.
-NaN (undefined, e.g. no oracle for real data) is written as null.
+NaN (undefined, e.g. no oracle or note-level ceiling for real data) is written as null.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from strategies.exchange import VALIDATION_PREFIX, VALIDATION_SUFFIXES
 from strategies.options import options_used
 
 TASK_FIELDS = ("auroc", "auroc_low", "auroc_high", "n", "positives", "prevalence", "oracle_auroc",
-               "ece")
-"""Scalar per-task fields sites send as `<task>.<field>`; `auroc_low`/`auroc_high` become `ci`."""
+               "note_ceiling_auroc", "ece")
+"""Scalar per-task fields sites send as `<task>.<field>`; `auroc_low`/`auroc_high` become `ci`.
+A field a site did not send (an older client) is null, like an undefined one."""
 RELIABILITY_FIELDS = ("confidence", "frequency", "count")
 """Per-task lists of 10 bins sites send as `<task>.reliability_<field>` (see client.evaluate)."""
 VALIDATION_FIELDS = VALIDATION_SUFFIXES

@@ -3,13 +3,15 @@
 `lang1-fl experiment transfer CONSORTIUM` trains several regimes with the same base, LoRA config,
 steps and seeds and evaluates each at every site. Its file holds, per regime (in the order they
 were run), which sites and tasks it trained on, the round chosen on validation AUROC, and
-`cells[regime][site][task] = {auroc, ci, n, prevalence, oracle_auroc}` (any float may be null).
+`cells[regime][site][task] = {auroc, ci, n, prevalence, oracle_auroc, note_ceiling_auroc}` (any
+float may be null; experiments before the note-level ceiling lack that key).
 
 This report is written for a consortium coordinator who never opens JSON: the three headline
 numbers against their goals (`server.report.transfer_summary` computes them, so the bench script and the
 report cannot disagree), then per task the transfer matrix — rows are regimes, columns are sites,
 the external health system marked — with its 95 % intervals, the worst training site and the
-spread between sites, the oracle ceiling, and a heatmap of the same matrix. The HTML is the same
+spread between sites, the two ceilings (`server.report.ceilings`), and a heatmap of the same
+matrix. The HTML is the same
 Markdown with the figures embedded (`server.report.html`), one file to mail.
 """
 
@@ -20,6 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from server.report.ceilings import ORACLE_LABEL, note_ceiling_label
 from server.report.html import write_html
 from server.report.transfer_summary import (
     HeadlineNumber,
@@ -27,6 +30,7 @@ from server.report.transfer_summary import (
     Transfer,
     TransferSummary,
     cell,
+    note_ceiling_auroc,
     oracle_auroc,
     sites_with_role,
     summarize_transfer,
@@ -35,7 +39,7 @@ from sites.tasks import TASKS
 
 TRANSFER_FILE = "transfer.json"
 REPORT_FILE = "report.md"
-ORACLE_ROW = "oracle (ceiling)"
+ORACLE_ROW = ORACLE_LABEL
 _KIND_MEANING = {
     "untrained": "the initial model (round 0), before any training",
     "federated": "federated training over all training sites, all tasks jointly",
@@ -138,8 +142,12 @@ def _how_to_read(transfer: Transfer) -> list[str]:
         "validation data only. The test splits were touched once per regime, for the chosen model, "
         "so no test number guided a choice. AUROC is one-vs-rest macro for multi-class tasks; "
         f"intervals are 95 % CIs from {transfer.get('bootstrap_resamples', '?')} stratified bootstrap "
-        "resamples. *Oracle* is the AUROC of the true label probabilities the synthetic generator "
-        "knows — the ceiling (none on real data). A *macro* AUROC is the mean over a regime's tasks.",
+        "resamples. Two ceilings close each matrix (none on real data): the *"
+        f"{_note_ceiling_row(transfer)}* is the best AUROC possible from the facts each note "
+        "states within the tokens the model reads; the *oracle (latent)* is the AUROC of the true "
+        "label probabilities the synthetic generator knows, which also depend on what no note "
+        "says. *Gap closed* is measured against the note ceiling (the oracle only where there is "
+        "none, and its label says so). A *macro* AUROC is the mean over a regime's tasks.",
         "",
     ]
 
@@ -224,6 +232,18 @@ def _spread_cells(spread: SiteSpread | None) -> str:
     return f"{_fmt(spread.worst_auroc)} ({spread.worst_site}) | {_fmt(spread.spread)}"
 
 
+def _note_ceiling_row(transfer: Transfer) -> str:
+    return note_ceiling_label(transfer.get("max_length"))
+
+
+def _ceiling_rows(transfer: Transfer, task: str) -> list[tuple[str, list[float | None]]]:
+    """(label, value per evaluation site) of each ceiling some site has for `task`."""
+    sites = evaluation_sites(transfer)
+    rows = [(_note_ceiling_row(transfer), [note_ceiling_auroc(transfer, s, task) for s in sites]),
+            (ORACLE_ROW, [oracle_auroc(transfer, s, task) for s in sites])]
+    return [(label, values) for label, values in rows if any(v is not None for v in values)]
+
+
 def _matrix_table(transfer: Transfer, summary: TransferSummary, task: str) -> list[str]:
     """Rows = regimes in file order, columns = sites; AUROC [95 % CI], worst training site, spread."""
     sites = evaluation_sites(transfer)
@@ -236,11 +256,12 @@ def _matrix_table(transfer: Transfer, summary: TransferSummary, task: str) -> li
     for regime in _regimes_with(transfer, task):
         row = " | ".join(_with_ci(cell(transfer, regime, s, task)) for s in sites)
         lines.append(f"| {regime} | {row} | {_spread_cells(spreads.get(regime))} |")
-    oracle = [oracle_auroc(transfer, s, task) for s in sites]
-    if any(v is not None for v in oracle):
-        lines.append(f"| *{ORACLE_ROW}* | " + " | ".join(_fmt(v) for v in oracle) + " | | |")
-    else:
-        lines += ["", "No oracle AUROC for this task (real data has none)."]
+    ceilings = _ceiling_rows(transfer, task)
+    for label, values in ceilings:
+        lines.append(f"| *{label}* | " + " | ".join(_fmt(v) for v in values) + " | | |")
+    if not ceilings:
+        lines += ["", "No ceiling for this task (real data has neither the note ceiling nor the "
+                  "oracle)."]
     return lines + [""]
 
 
@@ -298,11 +319,10 @@ def _heatmap_grid(
         rows.append(regime)
         values.append([c.get("auroc") for c in cells])
         texts.append([_with_ci(c).replace(" [", "\n[") for c in cells])
-    oracle = [oracle_auroc(transfer, s, task) for s in sites]
-    if any(v is not None for v in oracle):
-        rows.append(ORACLE_ROW)
-        values.append(oracle)
-        texts.append([_fmt(v) for v in oracle])
+    for label, ceiling in _ceiling_rows(transfer, task):
+        rows.append(label)
+        values.append(ceiling)
+        texts.append([_fmt(v) for v in ceiling])
     return rows, values, texts
 
 
@@ -334,8 +354,9 @@ def plot_task_heatmap(transfer: Transfer, task: str, path: Path) -> bool:
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     if external and len(external) < len(sites):
         ax.axvline(len(sites) - len(external) - 0.5, color="white", linewidth=3)
-    if rows[-1] == ORACLE_ROW:
-        ax.axhline(len(rows) - 1.5, color="white", linewidth=3)
+    ceilings = len(_ceiling_rows(transfer, task))
+    if ceilings:  # a white line between the regimes and the ceilings below them
+        ax.axhline(len(rows) - ceilings - 0.5, color="white", linewidth=3)
     ax.set_title(f"{task}: test AUROC [95 % CI]", fontsize=10)
     fig.colorbar(image, ax=ax, label="AUROC (test)", fraction=0.04)
     fig.tight_layout()

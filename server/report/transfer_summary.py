@@ -5,10 +5,11 @@ leave-one-site-out, pooled, optionally single-task) with the same base, LoRA con
 seeds, and evaluates each at every site. The question a consortium asks of that matrix is short:
 does federation come close to pooling the data (which a real consortium cannot do), does it beat
 each hospital training alone on the health system that never trained, and how much of the distance
-to the ceiling does it cover where it did train? This module answers it in plain functions over
+to the ceiling does it cover where it did train? That ceiling is the note-level one, the oracle
+only where an experiment has none (`server.report.ceilings`). This module answers it in plain functions over
 the dict, so the report (`server.report.transfer`) and the bench script print the same numbers.
 
-Every float in the file may be null (an undefined AUROC, no oracle on real data) and any regime
+Every float in the file may be null (an undefined AUROC, no ceilings on real data) and any regime
 but the federated one may be missing: a number that cannot be computed is `None` with a reason,
 never an exception.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from server.report.ceilings import gap_ceiling
 from server.report.markdown import gap_closed as _gap_closed
 
 FEDERATED_OVER_POOLED_GOAL = 0.99
@@ -25,7 +27,7 @@ FEDERATED_OVER_POOLED_GOAL = 0.99
 FEDERATED_MINUS_BEST_LOCAL_GOAL = 0.03
 """Federated − best local-only external macro AUROC: joining should gain at least 0.03 AUROC."""
 GAP_CLOSED_GOAL = 0.90
-"""In-distribution share of the untrained-to-oracle distance federation should cover."""
+"""In-distribution share of the untrained-to-ceiling distance federation should cover."""
 _TOLERANCE = 1e-9
 """A value equal to its goal up to float rounding counts as met (0.99 computed is not 0.99 typed)."""
 
@@ -46,7 +48,7 @@ class HeadlineNumber:
     """The number should be at least this (all three goals are lower bounds)."""
     met: bool | None
     reason: str | None = None
-    """Why `value` is `None` (missing regime, no oracle, undefined AUROC); `None` otherwise."""
+    """Why `value` is `None` (missing regime, no ceiling, undefined AUROC); `None` otherwise."""
     detail: str | None = None
     """Context for the value, e.g. which local-only site was best."""
 
@@ -93,6 +95,8 @@ class TransferSummary:
     """Per regime: mean AUROC over training sites and the regime's tasks."""
     oracle_in_distribution: float | None
     """Mean oracle AUROC over training sites and the federated regime's tasks; `None` on real data."""
+    note_ceiling_in_distribution: float | None
+    """The same mean of the note-level ceiling; `None` on real data and experiments before it."""
     best_local_site: str | None
     headline: tuple[HeadlineNumber, HeadlineNumber, HeadlineNumber]
     """federated ÷ pooled (external), federated − best local (external), gap closed (in-distribution)."""
@@ -144,14 +148,24 @@ def in_distribution(transfer: Transfer, regime: str) -> float | None:
     return _mean([cell(transfer, regime, s, t).get("auroc") for s in sites for t in tasks])
 
 
-def oracle_auroc(transfer: Transfer, site: str, task: str) -> float | None:
-    """The oracle AUROC of `task` at `site`: a property of the test split, not of a regime, so the
-    first regime that reports one gives it (`None` on real data)."""
+def _split_property(transfer: Transfer, site: str, task: str, field: str) -> float | None:
+    """A value of `site`'s test split, not of a regime (a ceiling): the first regime's that
+    reports one (`None` if none does)."""
     for regime in transfer.get("regimes", []):
-        value = cell(transfer, regime.get("name", ""), site, task).get("oracle_auroc")
+        value = cell(transfer, regime.get("name", ""), site, task).get(field)
         if value is not None:
             return value
     return None
+
+
+def oracle_auroc(transfer: Transfer, site: str, task: str) -> float | None:
+    """The oracle AUROC of `task` at `site` (`None` on real data)."""
+    return _split_property(transfer, site, task, "oracle_auroc")
+
+
+def note_ceiling_auroc(transfer: Transfer, site: str, task: str) -> float | None:
+    """The note-level ceiling of `task` at `site` (`None` on real data and older experiments)."""
+    return _split_property(transfer, site, task, "note_ceiling_auroc")
 
 
 def oracle_in_distribution(transfer: Transfer, tasks: tuple[str, ...] | None = None) -> float | None:
@@ -159,6 +173,14 @@ def oracle_in_distribution(transfer: Transfer, tasks: tuple[str, ...] | None = N
     tasks = regime_tasks(transfer, "federated") if tasks is None else tasks
     sites = sites_with_role(transfer, "train")
     return _mean([oracle_auroc(transfer, s, t) for s in sites for t in tasks])
+
+
+def note_ceiling_in_distribution(transfer: Transfer,
+                                 tasks: tuple[str, ...] | None = None) -> float | None:
+    """Mean note-level ceiling over training sites and `tasks` (default: the federated regime's)."""
+    tasks = regime_tasks(transfer, "federated") if tasks is None else tasks
+    sites = sites_with_role(transfer, "train")
+    return _mean([note_ceiling_auroc(transfer, s, t) for s in sites for t in tasks])
 
 
 def _number(
@@ -227,22 +249,29 @@ def federated_minus_best_local(transfer: Transfer) -> HeadlineNumber:
 
 
 def gap_closed(transfer: Transfer) -> HeadlineNumber:
-    """In-distribution (federated − untrained) ÷ (oracle − untrained) over training sites and tasks."""
+    """In-distribution (federated − untrained) ÷ (ceiling − untrained) over training sites and
+    tasks; the ceiling is the note-level one, else the oracle (the label says which)."""
     key: HeadlineKey = "gap_closed"
-    label = "In-distribution gap closed, (federated − untrained) ÷ (oracle − untrained)"
+    ceiling, basis = gap_ceiling(note_ceiling_in_distribution(transfer),
+                                 oracle_in_distribution(transfer))
+    label = (f"In-distribution gap closed, (federated − untrained) ÷ ({basis or 'ceiling'} − "
+             "untrained)")
+    if basis == "oracle":
+        label += "; no note ceiling in this experiment"
     goal = GAP_CLOSED_GOAL
     if reason := _missing(transfer, "federated", "untrained"):
         return _number(key, label, goal, None, reason)
-    oracle = oracle_in_distribution(transfer)
-    if oracle is None:
-        return _number(key, label, goal, None, "no oracle AUROC (real data has none)")
+    if ceiling is None:
+        return _number(key, label, goal, None,
+                       "no note ceiling or oracle AUROC (real data has neither)")
     start, end = in_distribution(transfer, "untrained"), in_distribution(transfer, "federated")
     if start is None or end is None:
         which = "untrained" if start is None else "federated"
         return _number(key, label, goal, None, f"no defined in-distribution AUROC for `{which}`")
-    value = _gap_closed(start, end, oracle)
-    reason = None if value is not None else f"untrained ({start:.3f}) is already at the oracle ({oracle:.3f})"
-    detail = f"untrained {start:.3f} → federated {end:.3f}, oracle {oracle:.3f}"
+    value = _gap_closed(start, end, ceiling)
+    reason = (None if value is not None
+              else f"untrained ({start:.3f}) is already at the {basis} ({ceiling:.3f})")
+    detail = f"untrained {start:.3f} → federated {end:.3f}, {basis} {ceiling:.3f}"
     return _number(key, label, goal, value, reason, detail)
 
 
@@ -289,6 +318,7 @@ def summarize_transfer(transfer: Transfer) -> TransferSummary:
         external_macro={name: external_macro(transfer, name) for name in names},
         in_distribution={name: in_distribution(transfer, name) for name in names},
         oracle_in_distribution=oracle_in_distribution(transfer),
+        note_ceiling_in_distribution=note_ceiling_in_distribution(transfer),
         best_local_site=best[1] if best else None,
         headline=(
             federated_over_pooled(transfer),

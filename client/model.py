@@ -51,6 +51,13 @@ Pooling = Literal["mean", "last"]
 Scoring = Literal["auto", "head", "letters"]
 SCORINGS: tuple[str, ...] = ("auto", "head", "letters")
 
+MAX_LENGTH_BY_SCORING: dict[ResolvedScoring, int] = {"head": 128, "letters": 512}
+"""The run config's `max-length = 0`, by the scoring the base resolves to (`default_max_length`).
+An encoder with heads reads the first 128 tokens: what the shipped default run has always read,
+and a cost that fits a run on two CPU cores. A decoder reads 512, the paper's protocol: its prompt
+is the note and the task's question after it, so the note keeps what the question takes, and the
+paper's Lang1 numbers were measured on the first 512 tokens."""
+
 
 @dataclass(frozen=True)
 class LoraSettings:
@@ -84,7 +91,8 @@ class ModelSettings:
     base: str
     """`all-MiniLM-L6-v2` (bundled) or the path of a local Hugging Face model folder."""
     max_length: int
-    """Tokens kept from the start of each note (truncation), 1..512."""
+    """Tokens kept from the start of each note (truncation), 1..512: the run config's
+    `max-length`, its 0 resolved by `default_max_length`."""
     lora: LoraSettings
     tasks: tuple[str, ...]
     """One head per task, in this order."""
@@ -162,12 +170,29 @@ def resolve_scoring(settings: ModelSettings, model_type: str) -> ResolvedScoring
     return settings.scoring
 
 
-def base_scoring(settings: ModelSettings) -> ResolvedScoring:
-    """The scoring `settings` resolve to for their base (reads only the base's config.json)."""
+def base_model_type(base: str) -> str:
+    """The `model_type` of `base`'s config.json (nothing else of the base is read)."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(resolve_base_path(settings.base), local_files_only=True)
-    return resolve_scoring(settings, config.model_type)
+    return AutoConfig.from_pretrained(resolve_base_path(base), local_files_only=True).model_type
+
+
+def base_scoring(settings: ModelSettings) -> ResolvedScoring:
+    """The scoring `settings` resolve to for their base (reads only the base's config.json)."""
+    return resolve_scoring(settings, base_model_type(settings.base))
+
+
+def default_max_length(base: str, scoring: Scoring) -> int:
+    """`max-length = 0` (pyproject's default): `MAX_LENGTH_BY_SCORING` of the scoring `base`
+    resolves to, as `resolve_scoring` resolves `auto` (the base's config.json is read only then).
+
+    `client.settings.ClientSettings.from_run_config` calls it, and both the server and every
+    site read the run config through that one function: from one run config and one base they
+    get one number. A `letters` scoring on an encoder is refused later, by `check_base` and
+    `build_model`, with the reason."""
+    if scoring == "auto":
+        scoring = "head" if pooling_for(base_model_type(base)) == "mean" else "letters"
+    return MAX_LENGTH_BY_SCORING[scoring]
 
 
 def check_base(settings: ModelSettings) -> ResolvedScoring:

@@ -46,7 +46,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[type, Bound]] = {
     "tasks": (str, "any"),
     "base-model": (str, "any"),
     "scoring": (str, "any"),
-    "max-length": (int, "> 0"),
+    "max-length": (int, ">= 0"),  # 0: by scoring (client.model.default_max_length)
     "lora-r": (int, "> 0"),
     "lora-alpha": (float, "> 0"),  # peft scales the update by alpha / r; any number > 0 will do
     "lora-dropout": (float, ">= 0"),

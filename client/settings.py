@@ -16,7 +16,7 @@ from typing import Literal
 from flwr.app import ConfigRecord, Context, Message
 
 from client.adapter_mode import AdapterMode, message_adapter_mode
-from client.model import SCORINGS, LoraSettings, ModelSettings
+from client.model import SCORINGS, LoraSettings, ModelSettings, default_max_length
 from client.run_config import InvalidRunConfig, check_run_name, read_run_config
 from client.train import OPTIMIZERS, OptimizerSettings
 from sites.config import resolve_consortium
@@ -88,15 +88,17 @@ class ClientSettings:
         if max_length > 512:
             raise InvalidRunConfig(
                 f"run config: `max-length` is {max_length}; expected at most 512 (tasks read the "
-                "first 512 tokens of a note)"
+                "first 512 tokens of a note), or 0 for the base's default"
             )
         scoring = read_run_config(config, "scoring")
         if scoring not in SCORINGS:
             raise InvalidRunConfig(f"run config: `scoring` is {scoring!r}; expected one of "
                                    + ", ".join(SCORINGS))
+        base = read_run_config(config, "base-model")
         model = ModelSettings(
-            base=read_run_config(config, "base-model"),
-            max_length=max_length,
+            base=base,
+            # 0: resolved here, where the server and every site read the run config alike
+            max_length=max_length or default_max_length(base, scoring),
             lora=lora,
             tasks=parse_tasks(read_run_config(config, "tasks")),
             seed=seed,

@@ -236,6 +236,26 @@ def test_run_refuses_a_decoder_whose_letters_are_not_single_tokens(tmp_path, cap
     assert not (tmp_path / "r").exists()
 
 
+def test_a_decoder_reads_512_tokens_unless_told(tmp_path, capsys, monkeypatch, letter_llama):
+    """`max-length = 0` reaches Flower as it is; the plan (like the server and the sites) reads
+    it as 512 for a decoder scored by its letters."""
+    import server.launch.flower_run as flower_run
+
+    started: list[dict] = []
+    monkeypatch.setattr(flower_run, "flwr_run",
+                        lambda **kwargs: started.append(kwargs["run_config"]) or 0)
+    consortium = write_table_consortium(tmp_path, {"a": ("train", keyword_table(20))},
+                                        tasks=("mortality",))
+    argv = ["run", "--consortium", str(consortium), "--runs-dir", str(tmp_path / "r"),
+            "--set", f"base-model={letter_llama}"]
+    lang1_fl([*argv, "--run-name", "by-scoring"])
+    lang1_fl([*argv, "--run-name", "told", "--set", "max-length=64"])
+    out = capsys.readouterr().out
+    assert "(16 × 1 prompts × 512 tokens, sdpa attention)" in out
+    assert "(16 × 1 prompts × 64 tokens, sdpa attention)" in out
+    assert "max-length" not in started[0] and started[1]["max-length"] == 64
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_run_refuses_a_site_device_this_machine_lacks_before_flower(tmp_path, capsys):
     consortium = write_table_consortium(tmp_path, {"a": ("train", keyword_table(20))},

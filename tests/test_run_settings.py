@@ -35,6 +35,7 @@ def test_single_task_list_is_parsed():
         ({"tasks": "mortality,sepsis"}, r"unknown task 'sepsis'"),
         ({"tasks": ""}, r"task list is empty"),
         ({"max_length": 1024}, r"`max-length` is 1024; expected at most 512"),
+        ({"max_length": -1}, r"`max-length` is -1; expected a number >= 0"),
         ({"lora_r": 0}, r"`lora-r` is 0; expected a number > 0"),
         ({"learning_rate": "fast"}, r"`learning-rate` is 'fast'; expected a float"),
         ({"local_steps": -1}, r"`local-steps` is -1; expected a number >= 0"),
@@ -60,6 +61,26 @@ def test_single_task_list_is_parsed():
 def test_bad_run_config_values_are_named(overrides, message):
     with pytest.raises(InvalidRunConfig, match=message):
         ServerSettings.from_run_config(default_run_config(**overrides))
+
+
+@pytest.mark.parametrize(("base", "overrides", "expected"), [
+    (None, {}, 128),  # the shipped default: MiniLM with heads, as it always read
+    ("tiny_encoder", {}, 128),
+    ("letter_llama", {}, 512),  # `auto` scores a decoder by its letters: the paper's 512
+    ("letter_llama", {"scoring": "letters"}, 512),
+    ("letter_llama", {"scoring": "head"}, 128),  # a decoder with heads reads as an encoder does
+    ("letter_llama", {"max_length": 256}, 256),  # a number is taken as it is, for every base
+    ("tiny_encoder", {"max_length": 512}, 512),
+])
+def test_max_length_0_follows_the_scoring_and_server_and_sites_agree(request, base, overrides,
+                                                                     expected):
+    """The ServerApp and every ClientApp read the same run config through the same parser."""
+    if base is not None:
+        overrides = {**overrides, "base_model": str(request.getfixturevalue(base))}
+    config = default_run_config(**overrides)
+    server = ServerSettings.from_run_config(config).client.model.max_length
+    site = ClientSettings.from_run_config(config).model.max_length
+    assert server == site == expected
 
 
 def test_missing_key_is_named():

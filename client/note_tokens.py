@@ -19,18 +19,21 @@ if TYPE_CHECKING:
 
 
 def note_token_summary(site: SiteConfig, table: pd.DataFrame,
-                       overrides: Sequence[str] | None = None) -> str:
+                       overrides: Sequence[str] | None = None, profile: str | None = None) -> str:
     """Token-length percentiles of each note column the site's tasks read, and the share of notes
     longer than `max-length` tokens, with the run config's base model and max-length (pyproject's
-    defaults, changed by `overrides`: `--set KEY=VALUE` items as `lang1-fl run` takes them)."""
+    defaults, changed by the run profile `profile` and by `overrides`: `--profile NAME` and
+    `--set KEY=VALUE` items as `lang1-fl run` takes them)."""
     import numpy as np
 
     from client.model import load_tokenizer
-    from client.run_config import default_run_config, run_config_overrides
+    from client.run_config import planned_run_config
+    from client.run_profiles import profile_overrides
     from client.settings import ClientSettings
     from sites.site_summary import note_columns, percentiles
 
-    config = {**default_run_config(), **run_config_overrides(list(overrides or []))}
+    config = planned_run_config(list(overrides or []), rounds=None,
+                                profile=profile_overrides(profile))
     model = ClientSettings.from_run_config(config).model
     tokenizer = load_tokenizer(model)
     lines = []

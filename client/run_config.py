@@ -64,6 +64,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[type, Bound]] = {
     "experiment": (str, "any"),
     "experiment-regimes": (str, "any"),
     "resume": (bool, "any"),
+    "profile": (str, "any"),
 }
 """Each run-config key of pyproject.toml: its type (an int is accepted where a float is expected,
 as TOML writes `16` for 16.0) and its bound."""
@@ -104,7 +105,8 @@ def check_run_name(name: str, *, where: str) -> str:
 
 
 # -----------------------------------------------------------------------------------------------
-# The run config as the `lang1-fl` command builds it: pyproject.toml's defaults, `--set` overrides.
+# The run config as the `lang1-fl` command builds it: pyproject.toml's defaults, a run profile's
+# values (client/run_profiles.py), `--set` overrides.
 # -----------------------------------------------------------------------------------------------
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
@@ -131,6 +133,9 @@ def run_config_overrides(items: list[str] | None) -> dict[str, object]:
         if not equals or not key:
             raise InvalidRunConfig(f"--set {item!r}: expected KEY=VALUE, e.g. --set tasks=mortality")
         check_known_key(key, where=f"--set {item}")
+        if key == "profile":  # a label of what --profile applied; set alone, it would lie
+            raise InvalidRunConfig(f"--set {item}: `profile` names the run profile whose values "
+                                   "the run took; expected --profile NAME, which applies them")
         overrides[key] = _parse_value(value.strip())
     return overrides
 
@@ -157,9 +162,11 @@ def _parse_value(text: str) -> object:
     return text.strip('"')
 
 
-def planned_run_config(items: list[str] | None, *, rounds: int | None) -> dict[str, object]:
-    """The run config a command plans with: the app's, with `--set` and `--rounds` applied."""
-    config = {**default_run_config(), **run_config_overrides(items)}
+def planned_run_config(items: list[str] | None, *, rounds: int | None,
+                       profile: Mapping[str, object] | None = None) -> dict[str, object]:
+    """The run config a command plans with: the app's, with a run profile's values
+    (`client.run_profiles.profile_overrides`), then `--set` and `--rounds`, applied."""
+    config = {**default_run_config(), **(profile or {}), **run_config_overrides(items)}
     if rounds is not None:
         config["num-server-rounds"] = rounds
     return config

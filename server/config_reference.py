@@ -1,7 +1,8 @@
 """The configuration reference (`docs/configuration.md`), generated from the settings themselves.
 
 Every run-config key is documented once, by the comment above it in `pyproject.toml`
-(`[tool.flwr.app.config]`, which also holds its default), and every site-YAML key once, by the
+(`[tool.flwr.app.config]`, which also holds its default), every run profile by the comment above
+its table (`[tool.lang1-fl.profiles.<name>]`), and every site-YAML key once, by the
 docstring under its dataclass field (`sites.config`, `sites.site_settings`,
 `sites.split_settings`). This module renders both into one page, so the page cannot drift from the
 code: `tests/test_config_reference.py` fails when the committed page differs from what this
@@ -70,6 +71,30 @@ def run_config_keys(pyproject: Path = PYPROJECT) -> list[tuple[str, object, str]
                                  "above it; expected one saying what it does")
             rows.append((key, defaults[key], meaning))
             comment = []
+    return rows
+
+
+PROFILE_HEADER = "[tool.lang1-fl.profiles."
+"""How each run profile's table starts (client/run_profiles.py)."""
+
+
+def run_profile_docs(pyproject: Path = PYPROJECT) -> list[tuple[str, dict[str, object], str]]:
+    """(name, values, meaning) for every run profile, in file order; the meaning is the comment
+    block directly above its table header, which every profile has."""
+    text = pyproject.read_text(encoding="utf-8")
+    tables = tomllib.loads(text).get("tool", {}).get("lang1-fl", {}).get("profiles", {})
+    rows: list[tuple[str, dict[str, object], str]] = []
+    comment: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith(PROFILE_HEADER) and stripped.endswith("]"):
+            name = stripped[len(PROFILE_HEADER):-1].strip('"')
+            if not comment:
+                raise ValueError(f"{pyproject}:{number}: run profile `{name}` has no comment "
+                                 "above it; expected one saying what it is for")
+            rows.append((name, dict(tables[name]), " ".join(comment)))
+        comment = (comment + [stripped.lstrip("#").strip()] if stripped.startswith("#")
+                   else [])
     return rows
 
 
@@ -204,6 +229,21 @@ def render() -> str:
     for key, default, meaning in run_config_keys():
         lines.append(f"| `{key}` | {_run_config_type(key)} | `{_toml_value(default)}` | "
                      f"{_cell(meaning)} |")
+    lines += [
+        "",
+        "## Run profiles (`pyproject.toml`, `[tool.lang1-fl.profiles.<name>]`)",
+        "",
+        "Named sets of the run-config values above. `--profile NAME` (`lang1-fl run`,",
+        "`experiment transfer`, `privacy forecast`, `privacy audit`, `sites check`) applies one",
+        "over the defaults; `--set` and the command's own flags win over it. The run config",
+        "records its name under `profile`.",
+        "",
+        "| profile | sets | meaning |",
+        "|---|---|---|",
+    ]
+    for name, values, meaning in run_profile_docs():
+        sets = ", ".join(f"`{key} = {_toml_value(value)}`" for key, value in values.items())
+        lines.append(f"| `{name}` | {sets} | {_cell(meaning)} |")
     lines += [
         "",
         "## Site YAML",

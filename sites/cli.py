@@ -44,9 +44,9 @@ log = logging.getLogger(__name__)
 
 SiteReport = Callable[[SiteConfig], str]
 """One more paragraph of `sites check` about a site, from a package sites/ does not import."""
-TableReport = Callable[[SiteConfig, "pd.DataFrame", Sequence[str]], str]
+TableReport = Callable[[SiteConfig, "pd.DataFrame", Sequence[str], "str | None"], str]
 """One more paragraph of `sites check` about a site's validated table, given the `--set` run-config
-overrides (e.g. the base model whose tokens it counts)."""
+overrides and the `--profile` name (e.g. the base model whose tokens it counts)."""
 
 
 def add_sites_parser(commands: argparse._SubParsersAction, *,
@@ -70,6 +70,9 @@ def add_sites_parser(commands: argparse._SubParsersAction, *,
     check.add_argument("--site", dest="site_name", metavar="NAME",
                        help="of a consortium, check this site only")
     check.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
+    check.add_argument("--profile", metavar="NAME",
+                       help="a run profile for the token counts, as `lang1-fl run` takes it, "
+                       "e.g. --profile paper-512")
     check.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="a run-config key for the token counts, as `lang1-fl run` takes it, "
                        "e.g. --set base-model=smollm2-135m --set max-length=256")
@@ -101,7 +104,7 @@ def cmd_check(args: argparse.Namespace, *, site_reports: Sequence[SiteReport] = 
             continue
         print(summarize(check))
         for table_report in table_reports:
-            print(table_report(site, check.table, args.set or ()))
+            print(table_report(site, check.table, args.set or (), args.profile))
         for report in site_reports:
             print(report(site))
         print()

@@ -29,6 +29,23 @@ def test_every_run_config_key_is_documented_with_its_default():
         assert len(meaning) > 10, key
 
 
+def test_every_run_profile_is_in_the_reference_with_what_it_sets():
+    from client.run_profiles import run_profiles
+
+    rows = config_reference.run_profile_docs()
+    assert {name: values for name, values, _ in rows} == run_profiles()
+    assert [name for name, _, _ in rows] == ["paper-512", "decoder"]
+    assert all(len(meaning) > 10 for _, _, meaning in rows)
+
+
+def test_a_profile_without_a_comment_is_refused(tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text("# Explained.\n[tool.lang1-fl.profiles.told]\nmax-length = 64\n\n"
+                         "[tool.lang1-fl.profiles.bare]\nmax-length = 32\n")
+    with pytest.raises(ValueError, match=r"pyproject.toml:5: run profile `bare` has no comment"):
+        config_reference.run_profile_docs(pyproject)
+
+
 def test_every_site_yaml_key_is_in_the_reference():
     keys = {row[0] for row in config_reference.site_yaml_keys()}
     top = {f.name for f in dataclasses.fields(SiteConfig)} - {"source"}

@@ -20,6 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
+from client.run_profiles import PROFILE_HELP
 from sites.config import SiteConfig, resolve_consortium
 from sites.data_root import DATA_DIR_HELP
 
@@ -56,6 +57,7 @@ def add_privacy_parser(commands: argparse._SubParsersAction) -> None:
     forecast.add_argument("consortium", nargs="?", default="default")
     forecast.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     forecast.add_argument("--rounds", type=int, help="number of federated rounds (default: the app's)")
+    forecast.add_argument("--profile", metavar="NAME", help=PROFILE_HELP)
     forecast.add_argument("--set", action="append", metavar="KEY=VALUE",
                           help="run-config override, as for `lang1-fl run` (e.g. local-steps=20)")
     forecast.set_defaults(handler=cmd_privacy_forecast)
@@ -85,6 +87,7 @@ def _add_audit_parser(privacy: argparse._SubParsersAction) -> None:
                        help="train the same site without DP (the non-private arm)")
     audit.add_argument("--seed", type=int, default=None,
                        help="the audit's seed for canaries and coins (default: fresh, printed)")
+    audit.add_argument("--profile", metavar="NAME", help=PROFILE_HELP)
     audit.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="run-config override, as for `lang1-fl run` (e.g. local-steps=20)")
     audit.set_defaults(handler=cmd_privacy_audit)
@@ -92,12 +95,14 @@ def _add_audit_parser(privacy: argparse._SubParsersAction) -> None:
 
 # -- forecast -------------------------------------------------------------------------------------
 
-def planned_steps(items: list[str] | None, *, rounds: int | None) -> tuple[int, int]:
+def planned_steps(items: list[str] | None, *, rounds: int | None, profile: str | None = None
+                  ) -> tuple[int, int]:
     """Rounds and run-wide local steps (0 = each site's own) a run will use: the app's run
-    config with the command line's `--set` overrides and `--rounds`."""
+    config with the run profile's values, the command line's `--set` overrides and `--rounds`."""
     from client.run_config import planned_run_config, read_run_config
+    from client.run_profiles import profile_overrides
 
-    config = planned_run_config(items, rounds=rounds)
+    config = planned_run_config(items, rounds=rounds, profile=profile_overrides(profile))
     return read_run_config(config, "num-server-rounds"), read_run_config(config, "local-steps")
 
 
@@ -108,7 +113,7 @@ def cmd_privacy_forecast(args: argparse.Namespace) -> int:
     from sites.config import load_consortium
 
     consortium = load_consortium(resolve_consortium(args.consortium), data_root=args.data_dir)
-    rounds, local_steps = planned_steps(args.set, rounds=args.rounds)
+    rounds, local_steps = planned_steps(args.set, rounds=args.rounds, profile=args.profile)
     for site in consortium.training_sites:
         if site.synthetic is not None and not site.data.path.exists():
             # σ needs the exact number of training encounters, which a synthetic site has only
@@ -158,10 +163,12 @@ def cmd_privacy_audit(args: argparse.Namespace) -> int:
     measured ε_lower exceeds the accounted ε."""
     from client.privacy.audit import run_audit
     from client.run_config import planned_run_config
+    from client.run_profiles import profile_overrides
     from client.settings import ClientSettings
 
     site = audited_site(args.site_yaml, site_name=args.site, data_dir=args.data_dir)
-    settings = ClientSettings.from_run_config(planned_run_config(args.set, rounds=None))
+    settings = ClientSettings.from_run_config(planned_run_config(
+        args.set, rounds=None, profile=profile_overrides(args.profile)))
     try:
         result = run_audit(site, settings, canaries=args.canaries, guesses=args.guesses,
                            rounds=args.rounds, private=not args.no_dp, seed=args.seed)

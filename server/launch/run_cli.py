@@ -12,6 +12,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from client.run_profiles import PROFILE_HELP
 from sites.data_root import DATA_DIR_HELP
 
 DEFAULT_RUNS_DIR = Path("runs")
@@ -36,6 +37,7 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
                      "sites with device 'auto' then train on it")
     run.add_argument("--cpus-per-site", type=int, default=1,
                      help="CPU cores per simulated site (1: two sites train in parallel on 2 cores)")
+    run.add_argument("--profile", metavar="NAME", help=PROFILE_HELP)
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a run-config key of pyproject.toml, e.g. --set tasks=mortality")
     run.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
@@ -65,11 +67,12 @@ def plan_run(args: argparse.Namespace, *, fixed: dict[str, object] | None = None
     against the sites, the run name, the base model, then the site data (checked, or generated),
     the privacy forecast and each site's memory plan. `fixed` are run-config keys the command
     sets itself (an experiment's); `default_name` the run name when none is given (else a UTC
-    timestamp). Returns the run config (the overrides of pyproject.toml's) and the number of
-    sites."""
+    timestamp). Returns the run config (the overrides of pyproject.toml's: the run profile's
+    values, then the command line's) and the number of sites."""
     from client.model import check_base, select_device
     from client.privacy.forecast import check_fits, forecast, render
     from client.run_config import default_run_config, run_config_overrides
+    from client.run_profiles import profile_overrides
     from client.site import site_memory_plan
     from client.state import check_state_folder
     from server.run_tasks import resolve_run_tasks
@@ -78,10 +81,12 @@ def plan_run(args: argparse.Namespace, *, fixed: dict[str, object] | None = None
     from sites.data_root import run_data_dir
     from sites.tasks import TASK_NAMES
 
-    # 1. The run config: pyproject.toml's, the command line's overrides, every value checked
+    # 1. The run config: pyproject.toml's, the run profile's, the command line's overrides,
+    # every value checked
     consortium_file = resolve_consortium(args.consortium)
     data_dir = run_data_dir(args.data_dir, consortium_file)  # sites/data_root.py's rule
     run_config: dict[str, object] = {
+        **profile_overrides(args.profile),  # none of the keys below: the command line's own
         "consortium": str(consortium_file),
         "data-dir": "" if data_dir is None else str(data_dir),
         "runs-dir": str(args.runs_dir.resolve()),
@@ -155,9 +160,9 @@ def _resume(args: argparse.Namespace) -> int:
     from server.launch.flower_run import flwr_run
     from sites.config import load_consortium
 
-    if args.set or args.rounds is not None or args.run_name:
+    if args.set or args.profile or args.rounds is not None or args.run_name:
         raise InvalidRunConfig("`--resume` continues a run with the settings it started with; "
-                              "drop --set, --rounds and --run-name")
+                              "drop --set, --profile, --rounds and --run-name")
     run_dir = args.resume.resolve()
     run_config = {**load_run_config(run_dir), "resume": True}
     if (run_dir / "metrics.json").exists():

@@ -12,6 +12,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from client.run_profiles import PROFILE_HELP
 from server.launch.run_cli import DEFAULT_RUNS_DIR, VERBOSE_HELP
 from sites.data_root import DATA_DIR_HELP
 
@@ -36,6 +37,7 @@ def add_experiment_parser(commands: argparse._SubParsersAction) -> None:
     transfer.add_argument("--run-name", default="", help="folder name (default: transfer-<UTC time>)")
     transfer.add_argument("--cpus-per-site", type=int, default=1)
     transfer.add_argument("--gpus-per-site", type=float, default=0.0)
+    transfer.add_argument("--profile", metavar="NAME", help=PROFILE_HELP)
     transfer.add_argument("--set", action="append", metavar="KEY=VALUE",
                           help="run-config override, as for `lang1-fl run`")
     transfer.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)

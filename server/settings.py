@@ -31,6 +31,8 @@ class ServerSettings:
     """Run directory name under `runs_dir` (the run config's empty default becomes a UTC
     timestamp when parsed)."""
     strategy: str
+    profile: str
+    """The run profile `--profile` applied (`[tool.lang1-fl.profiles.<name>]`), "" for none."""
     min_train_sites: int
     """A training round with fewer replies than this is skipped (global adapter kept); also the
     training sites the run needs connected to start once `start_wait` has passed."""
@@ -88,6 +90,7 @@ class ServerSettings:
             run_name=read_run_config(config, "run-name")
             or datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
             strategy=read_run_config(config, "strategy"),
+            profile=read_run_config(config, "profile"),
             min_train_sites=read_run_config(config, "min-train-sites"),
             round_timeout=read_run_config(config, "round-timeout"),
             start_wait=read_run_config(config, "start-wait"),

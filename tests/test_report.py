@@ -288,6 +288,13 @@ def test_report_names_the_strategy_settings_it_ran_with():
     assert "Strategy **trimmed-mean** (tolerated-bad-sites 1)," in render_markdown(metrics)
 
 
+def test_report_names_the_run_profile_only_when_one_ran():
+    metrics = _metrics()
+    assert "run profile" not in render_markdown(metrics)  # older runs: no `profile` key
+    metrics["run"] = {**metrics["run"], "profile": "paper-512"}
+    assert "run profile `paper-512`; seed" in render_markdown(metrics)
+
+
 def test_report_lists_the_updates_a_robust_rule_left_out():
     metrics = _metrics()
     metrics["rounds"][1]["left_out"] = ["b"]

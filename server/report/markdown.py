@@ -228,6 +228,11 @@ def _options(run: dict) -> str:
     return " (" + ", ".join(f"{k} {v:g}" for k, v in options.items()) + ")" if options else ""
 
 
+def _profile(run: dict) -> str:
+    """"run profile `paper-512`; " when `--profile` applied one (older runs have no key)."""
+    return f"run profile `{run['profile']}`; " if run.get("profile") else ""
+
+
 def _intro(metrics: dict) -> list[str]:
     run = metrics["run"]
     lines = [
@@ -236,7 +241,7 @@ def _intro(metrics: dict) -> list[str]:
         f"Strategy **{run['strategy']}**{_options(run)}, {counted(run['num_rounds'], 'round')}, "
         "base model "
         f"`{run['base_model']}` with LoRA r={run['lora']['r']}, tasks: {', '.join(run['tasks'])}; "
-        f"seed {run['seed']}; wall time {run['duration_s']:.0f} s.",
+        f"{_profile(run)}seed {run['seed']}; wall time {run['duration_s']:.0f} s.",
         "",
     ]
     if run["outcome"] != "completed":

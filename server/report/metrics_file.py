@@ -240,6 +240,7 @@ def build_metrics(
             "strategy_options": options_used(settings.options, settings.strategy),
             "num_rounds": settings.client.num_rounds,
             "tasks": list(tasks),
+            "profile": settings.profile or None,
             "base_model": settings.client.model.base,
             "max_length": settings.client.model.max_length,
             "lora": {

@@ -138,8 +138,8 @@ FUNCTION: tuple[Phrasing, ...] = (
 )
 SOCIAL: dict[str, Phrasing] = {
     "supported": _p("lives with family, good support|lives with spouse",
-                    "lives w/ family|lives w/ wife",
-                    "lives with wife, well supported|lives with daughter"),
+                    "lives w/ family|lives w/ spouse",
+                    "lives with family, well supported|lives with partner"),
     "alone": _p("lives alone", "lives alone", "lives alone, no package of care"),
     "alcohol": _p("active alcohol use|drinks daily", "EtOH abuse|heavy EtOH",
                   "drinks 40 units a week|alcohol excess"),

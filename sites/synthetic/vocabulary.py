@@ -23,9 +23,12 @@ class Phrasing:
     external: tuple[str, ...]
 
 
-def _p(plain: str, short: str, external: str) -> Phrasing:
+def phrasing(plain: str, short: str, external: str) -> Phrasing:
     """Phrasings from '|'-separated alternatives."""
     return Phrasing(tuple(plain.split("|")), tuple(short.split("|")), tuple(external.split("|")))
+
+
+_p = phrasing  # short name for the tables below
 
 
 CONDITIONS: dict[str, Phrasing] = {
@@ -38,7 +41,7 @@ CONDITIONS: dict[str, Phrasing] = {
     "cvd": _p("prior stroke|history of transient ischemic attack",
               "h/o CVA|prior TIA", "previous cerebrovascular event|old lacunar infarct"),
     "dementia": _p("dementia|Alzheimer dementia", "dementia|ALZ dementia",
-                   "cognitive impairment, known to memory clinic|vascular dementia, AMTS 5/10"),
+                   "cognitive impairment, known to memory clinic|Alzheimer's disease, AMTS 5/10"),
     "copd": _p("chronic obstructive pulmonary disease|emphysema",
                "COPD|COPD on home O2", "COAD|chronic obstructive airways disease"),
     "rheumatic": _p("rheumatoid arthritis|systemic lupus", "RA on methotrexate|SLE",
@@ -50,15 +53,16 @@ CONDITIONS: dict[str, Phrasing] = {
     "diabetes": _p("type 2 diabetes|diabetes mellitus", "DM2|T2DM|NIDDM",
                    "diet-controlled diabetes|diabetic on tablets"),
     "diabetes_complicated": _p("diabetes with nephropathy|insulin-dependent diabetes with "
-                               "neuropathy", "IDDM w/ neuropathy|DM2 c/b retinopathy",
+                               "neuropathy", "DM2 c/b nephropathy|IDDM w/ neuropathy",
                                "diabetic with end-organ damage|insulin-requiring diabetic, "
                                "microvascular disease"),
-    "hemiplegia": _p("hemiplegia|residual left hemiparesis", "R hemiparesis|hemiplegia",
+    "hemiplegia": _p("hemiplegia|residual left hemiparesis", "hemiplegia|L hemiparesis",
                      "dense hemiparesis|residual weakness post stroke"),
     "renal": _p("chronic kidney disease stage 4|end-stage renal disease on dialysis",
                 "CKD IV|ESRD on HD", "CRF|chronic renal failure on haemodialysis"),
-    "cancer": _p("lung cancer|breast cancer|colon cancer|lymphoma", "NSCLC|breast CA|colon CA",
-                 "carcinoma of the bronchus|Ca colon|Ca breast"),
+    "cancer": _p("lung cancer|breast cancer|colon cancer|lymphoma",
+                 "NSCLC|breast CA|colon CA|DLBCL",
+                 "carcinoma of the bronchus|Ca breast|Ca colon|non-Hodgkin lymphoma"),
     "liver_severe": _p("cirrhosis with ascites|decompensated cirrhosis", "EtOH cirrhosis|ESLD",
                        "decompensated CLD|portal hypertension with varices"),
     "metastatic": _p("metastatic cancer|stage IV lung cancer", "metastatic NSCLC|stage IV CA",
@@ -86,14 +90,14 @@ DIAGNOSES: dict[str, Phrasing] = {
     "sepsis": _p("sepsis|sepsis from a urinary source", "sepsis|urosepsis",
                  "sepsis of unknown source|red flag sepsis"),
     "gi_bleed": _p("upper GI bleeding|melena", "UGIB|GIB", "haematemesis|melaena"),
-    "stroke": _p("acute ischemic stroke|new left-sided weakness", "acute CVA|L MCA stroke",
+    "stroke": _p("acute ischemic stroke|new right-sided weakness", "acute CVA|L MCA stroke",
                  "ischaemic stroke|FAST positive"),
     "chest_pain": _p("chest pain, rule out acute coronary syndrome|chest pain",
                      "CP r/o ACS|atypical CP", "cardiac-sounding chest pain|?ACS"),
     "syncope": _p("syncope|a syncopal episode", "syncope|syncopal episode",
                   "collapse ?cause|transient LOC"),
     "cellulitis": _p("cellulitis of the leg|lower extremity cellulitis",
-                     "LLE cellulitis|RLE cellulitis",
+                     "LLE cellulitis|LE cellulitis",
                      "erysipelas|leg cellulitis, failed oral abx"),
     "elective_surgery": _p("elective total knee arthroplasty|elective hip replacement",
                            "elective TKA|elective THA", "elective TKR|planned THR"),
@@ -134,8 +138,8 @@ FUNCTION: tuple[Phrasing, ...] = (
 )
 SOCIAL: dict[str, Phrasing] = {
     "supported": _p("lives with family, good support|lives with spouse",
-                    "lives w/ family|lives w/ wife",
-                    "lives with wife, well supported|lives with daughter"),
+                    "lives w/ family|lives w/ spouse",
+                    "lives with family, well supported|lives with partner"),
     "alone": _p("lives alone", "lives alone", "lives alone, no package of care"),
     "alcohol": _p("active alcohol use|drinks daily", "EtOH abuse|heavy EtOH",
                   "drinks 40 units a week|alcohol excess"),

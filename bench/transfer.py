@@ -24,10 +24,12 @@ zero-shot baseline), with the MiniLM default beside it on the same consortium an
 
 Why this shape: readmission, because at 300 encounters a site mortality (2-3 % prevalence) leaves
 the external system's test split without a single death, so its AUROC is undefined; 256 tokens,
-because the synthetic notes are shorter than that (dynamic padding makes 512 cost the same) while
-the memory plan, which counts attention scores a fused kernel does not keep, refuses 16 × 512 on
-a 24 GiB machine. Not yet run to the end: scoring alone took 2-4 s per encounter and site on 2
-cores shared with other work (the untrained regime 12 min), so expect one to two hours, alone.
+to keep a SmolLM2 step near 20 s on one core (the notes of the small consortium's tables, written
+before issue 36's longer notes, are shorter than that). Measured alone on 2 cores (2026-12-03,
+bench/results/transfer.md): 34 minutes for SmolLM2, 3 for MiniLM. It does not learn enough to
+tell the regimes apart: 8 local steps a round over 2 rounds, and test splits of 3-9 positives a
+site; federated stayed at zero-shot (external 0.523 -> 0.506) while pooled, 32 steps a round,
+moved (0.551). A CPU shape that learns needs several times the steps: hours on 2 cores.
 
 The full shape (all five tasks, 512 tokens, the default consortium) is the same command without
 the `--set`s and `--consortium`, on a GPU (`--gpus-per-site`, not run here).

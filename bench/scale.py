@@ -313,4 +313,5 @@ def main() -> int:
 if __name__ == "__main__":
     _results = argparse.ArgumentParser(add_help=False)
     _results.add_argument("--results", default="scale")
-    sys.exit(record_printed(_results.parse_known_args()[0].results, __doc__.splitlines()[0], main))
+    sys.exit(record_printed(_results.parse_known_args()[0].results, __doc__.splitlines()[0], main,
+                            script="scale.py"))

@@ -20,13 +20,14 @@ Lang1-100M's size, answer-letter scoring, one task, the small consortium; the un
 zero-shot baseline), with the MiniLM default beside it on the same consortium and settings:
 
     python bench/transfer.py --consortium small --rounds 2 --regimes federated,pooled \
-        --set tasks=readmission --set max-length=256 --bases smollm2-135m all-MiniLM-L6-v2
+        --set tasks=readmission --set max-length=256 --bases smollm2-135m all-MiniLM-L6-v2 \
+        --results transfer_decoder_cpu
 
 Why this shape: readmission, because at 300 encounters a site mortality (2-3 % prevalence) leaves
 the external system's test split without a single death, so its AUROC is undefined; 256 tokens,
 to keep a SmolLM2 step near 20 s on one core (the notes of the small consortium's tables, written
 before issue 36's longer notes, are shorter than that). Measured alone on 2 cores (2026-12-03,
-bench/results/transfer.md): 34 minutes for SmolLM2, 3 for MiniLM. It does not learn enough to
+bench/results/transfer_decoder_cpu.md): 34 minutes for SmolLM2, 3 for MiniLM. It does not learn enough to
 tell the regimes apart: 8 local steps a round over 2 rounds, and test splits of 3-9 positives a
 site; federated stayed at zero-shot (external 0.523 -> 0.506) while pooled, 32 steps a round,
 moved (0.551). A CPU shape that learns needs several times the steps: hours on 2 cores.
@@ -71,6 +72,9 @@ def main() -> int:
     parser.add_argument("--bases", nargs="+", help="one experiment per base, printed one after "
                         "the other (default: the run config's base)")
     parser.add_argument("--gpus-per-site", type=float, default=0.0)
+    parser.add_argument("--results", default="transfer",
+                        help="name of the results file under bench/results/ (e.g. transfer_decoder_cpu "
+                        "for the 2-core decoder shape)")
     args = parser.parse_args()
     if args.run_dir is not None:
         report(args.run_dir)
@@ -115,4 +119,7 @@ def report(run_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(record_printed("transfer", __doc__.splitlines()[0], main))
+    _results = argparse.ArgumentParser(add_help=False)
+    _results.add_argument("--results", default="transfer")
+    sys.exit(record_printed(_results.parse_known_args()[0].results, __doc__.splitlines()[0], main,
+                            script="transfer.py"))

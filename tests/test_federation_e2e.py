@@ -148,8 +148,12 @@ def test_federated_model_beats_chance_on_held_out_data(finished_run):
         training = [s["name"] for s in metrics["sites"] if s["role"] == "train"]
         aurocs = [final[s]["tasks"]["comorbidity"]["auroc"] for s in training]
         untrained = [start[s]["tasks"]["comorbidity"]["auroc"] for s in training]
-        assert np.mean(aurocs) > 0.57, aurocs
+        # what the first 128 tokens of each note state allows: the bar a reader of them can reach
+        ceiling = [final[s]["tasks"]["comorbidity"]["note_ceiling_auroc"] for s in training]
         assert np.mean(aurocs) > np.mean(untrained) + 0.03, (untrained, aurocs)
+        assert 0.6 < np.mean(ceiling) < 1.0, ceiling
+        closed = (np.mean(aurocs) - np.mean(untrained)) / (np.mean(ceiling) - np.mean(untrained))
+        assert closed > 0.15, (untrained, aurocs, ceiling)  # a tiny random base, 2 rounds
 
 
 def test_saved_adapter_loads_with_plain_peft(finished_run):

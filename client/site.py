@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -119,9 +120,16 @@ class SiteRuntime:
 
 
 _MODELS: dict[tuple[ModelSettings, str], TaskModel] = {}
-_SPLITS: dict[tuple[str, str, ModelSettings], tuple[dict[str, EncodedSplit], str]] = {}
+_SPLITS: dict[tuple[str, str, tuple, ModelSettings], tuple[dict[str, EncodedSplit], str]] = {}
 """Keyed by the whole `ModelSettings`: base, `max_length`, tasks and `scoring` all change what is
 encoded (a letter-scoring model reads per-task prompts, not bare notes)."""
+
+
+def _data_stamp(path: Path) -> tuple:
+    """Size and modification time of the site's table (every file of a table folder)."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists())
 
 
 def site_memory_plan(site: SiteConfig, settings: ModelSettings, device: torch.device
@@ -147,7 +155,8 @@ def site_runtime(site: SiteConfig, settings: ModelSettings) -> SiteRuntime:
             plan.check(site.name)
         log.info("loading base model %s on %s (%s)", settings.base, device, dtype)
         _MODELS[model_key] = build_model(settings, device=device, base_dtype=dtype)
-    data_key = (site.name, str(site.data.path), settings)
+    # A site worker outlives runs: a table rewritten in place between them is read afresh
+    data_key = (site.name, str(site.data.path), _data_stamp(site.data.path), settings)
     if data_key not in _SPLITS:
         table = read_site_table(site)
         fingerprint = table_fingerprint(table)

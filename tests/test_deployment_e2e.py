@@ -134,6 +134,18 @@ def test_deployment_matches_simulation_bitwise(deployed, simulated):
     assert metrics["selection"] == simulated["selection"]
 
 
+def test_each_site_loads_its_model_once_in_its_worker(deployed):
+    """A hospital's `lang1-fl deploy supernode --exec` keeps the model in its site worker: one
+    load for the whole run, where a fresh ClientApp process per message would load it for each
+    of the run's train and evaluate messages."""
+    run, _ = deployed
+    for site in SITES:
+        log = run.log(site)
+        assert "site worker ready at" in log
+        assert log.count("loading base model") == 1, log[-3000:]
+        assert log.count("scored") >= ROUNDS + 1  # every evaluate message answered in there
+
+
 def test_an_unregistered_supernode_is_refused(deployed):
     run, _ = deployed
     assert run.intruder_status != 0

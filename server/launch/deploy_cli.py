@@ -121,13 +121,30 @@ def cmd_deploy_superlink(args: argparse.Namespace) -> int:
 
 @_deploy_command
 def cmd_deploy_supernode(args: argparse.Namespace) -> int:
-    """Hospital: the `flower-supernode` command for its site YAML (or run it)."""
+    """Hospital: the `flower-supernode` command for its site YAML (or run it, beside the site
+    worker that keeps the model loaded between messages: client/site_worker.py)."""
     from server.launch.deployment import shell_line, supernode_command
 
-    command = supernode_command(superlink=args.superlink, root_cert=args.root_cert,
-                                private_key=args.key, site_config=args.site,
-                                runtime_port=args.port)
-    return _print_or_exec(command, shell_line(command), start=args.exec)
+    def command(site_worker: str | None = None) -> list[str]:
+        return supernode_command(superlink=args.superlink, root_cert=args.root_cert,
+                                 private_key=args.key, site_config=args.site,
+                                 runtime_port=args.port, site_worker=site_worker)
+
+    if not args.exec or args.no_worker:
+        return _print_or_exec(command(), shell_line(command()), start=args.exec)
+    from client.site_worker import run_with_worker
+    from server.launch.flower_executables import flower_environ
+
+    command()  # every file and value checked before the worker imports anything
+    env = flower_environ()
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"  # never rebuild torch
+
+    def announced(site_worker: str) -> list[str]:
+        line = command(site_worker)
+        print(shell_line(line), flush=True)
+        return line
+
+    return run_with_worker(announced, env)
 
 
 def _print_or_exec(command: list[str], line: str, *, start: bool) -> int:
@@ -196,5 +213,9 @@ def add_federation_parsers(deploy: argparse._SubParsersAction) -> None:
     node.add_argument("--key", type=Path, required=True, help="this site's private key")
     node.add_argument("--site", type=Path, required=True, help="this site's YAML")
     node.add_argument("--port", type=int, default=9094, help="local port for its ClientApps")
-    node.add_argument("--exec", action="store_true", help="start it instead of printing it")
+    node.add_argument("--exec", action="store_true",
+                      help="start it (with the site worker) instead of printing it")
+    node.add_argument("--no-worker", action="store_true",
+                      help="with --exec: no site worker; every message loads the model in a "
+                      "fresh process (Flower's own way, seconds per message)")
     node.set_defaults(handler=cmd_deploy_supernode)

@@ -69,9 +69,11 @@ def superlink_command(files: SuperLinkFiles, *, host: str = "0.0.0.0",
 
 
 def supernode_command(*, superlink: str, root_cert: Path, private_key: Path, site_config: Path,
-                      runtime_port: int = DEFAULT_SUPERNODE_PORT) -> list[str]:
+                      runtime_port: int = DEFAULT_SUPERNODE_PORT,
+                      site_worker: str | None = None) -> list[str]:
     """`flower-supernode` for one hospital: trusts the consortium CA, signs with the site's key,
-    serves the site named by its YAML (validated here, data not read)."""
+    serves the site named by its YAML (validated here, data not read). With `site_worker` (a
+    socket of client/site_worker.py) its ClientApps hand their messages to that worker."""
     from sites.config import load_site
 
     _check_address(superlink)
@@ -82,12 +84,17 @@ def supernode_command(*, superlink: str, root_cert: Path, private_key: Path, sit
         raise DeploymentError(f"--site {site_config}: a path with '\"' cannot go into "
                               "--node-config; move the YAML")
     _check_port(runtime_port, "--port")
+    node_config = f'site-config="{_absolute(site_config)}"'
+    if site_worker is not None:
+        from client.worker_link import WORKER_KEY
+
+        node_config += f' {WORKER_KEY}="{site_worker}"'
     return [
         flower_executable("flower-supernode"),
         "--superlink", superlink,
         "--root-certificates", _absolute(root_cert),
         "--auth-supernode-private-key", _absolute(private_key),
-        "--node-config", f'site-config="{_absolute(site_config)}"',
+        "--node-config", node_config,
         "--port", str(runtime_port),
     ]
 

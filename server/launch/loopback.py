@@ -127,14 +127,16 @@ def deploy(run_config: dict[str, object], *, site_yamls: dict[str, Path], root: 
            intruder_site: Path | None = None, signing_keys: dict[str, str] | None = None,
            held_back: frozenset[str] = frozenset(),
            during: Callable[[LiveDeployment], None] | None = None,
-           timeout_s: float = RUN_TIMEOUT_S) -> DeployedRun:
+           timeout_s: float = RUN_TIMEOUT_S, site_worker: bool = True) -> DeployedRun:
     """Join (CA, certificates, keys, connection), start the SuperLink and one SuperNode per site
     YAML, run `flwr run` once, list the SuperNodes, stop everything. With `intruder_site`, one more
     SuperNode serving that YAML starts with a key that was never registered, before the run.
     `signing_keys` maps a SuperNode to the site whose key it holds (default: its own); the
     coordinator registers the keys the SuperNodes hold. The SuperNodes of `held_back` sites are
     not started before the run; `during`, run beside `flwr run`, may start them, or pause and
-    resume a site (`LiveDeployment`): sites that join late or hang."""
+    resume a site (`LiveDeployment`): sites that join late or hang. Each SuperNode runs as a
+    hospital starts it, `lang1-fl deploy supernode --exec`: beside its site worker, or, with
+    `site_worker=False`, with a fresh ClientApp process loading the model for every message."""
     port = free_port()
     # One torch thread per site, as simulation's one CPU per Ray actor: the same numbers, bit for
     # bit, and a fair timing comparison.
@@ -149,7 +151,8 @@ def deploy(run_config: dict[str, object], *, site_yamls: dict[str, Path], root: 
         try:
             status, wall_s, intruder = _start_and_run(processes, root, site_yamls, holds,
                                                       intruder_site, run_config, env, port,
-                                                      timeout_s, held_back, during)
+                                                      timeout_s, held_back, during,
+                                                      site_worker)
             processes.descendants()  # remember SuperExec and app processes for the leftover check
             nodes = _supernodes(env)
         finally:
@@ -176,7 +179,7 @@ def _start_and_run(processes: Processes, root: Path, site_yamls: dict[str, Path]
                    run_config: dict[str, object], env: dict[str, str], port: int,
                    timeout_s: float, held_back: frozenset[str] = frozenset(),
                    during: Callable[[LiveDeployment], None] | None = None,
-                   ) -> tuple[int, float, int | None]:
+                   site_worker: bool = True) -> tuple[int, float, int | None]:
     """SuperLink up, the sites' keys registered, SuperNodes up (but `held_back`), one `flwr run`
     with `during` beside it: (its exit status, its seconds, the intruder's exit status or
     None)."""
@@ -190,10 +193,10 @@ def _start_and_run(processes: Processes, root: Path, site_yamls: dict[str, Path]
         _lang1_fl("deploy", "register", str(keys / key / f"{key}.pub"),
                   "--connection", CONNECTION, "--name", key)
     nodes = [*site_yamls.items(), *([(INTRUDER, intruder_site)] if intruder_site else [])]
-    commands = {name: supernode_command(
-        superlink=f"127.0.0.1:{port}", root_cert=certs / "ca.crt",
-        private_key=keys / holds.get(name, name) / holds.get(name, name), site_config=site_yaml,
-        runtime_port=free_port()) for name, site_yaml in nodes}
+    commands = {name: _supernode(superlink=f"127.0.0.1:{port}", root_cert=certs / "ca.crt",
+                                 private_key=keys / holds.get(name, name) / holds.get(name, name),
+                                 site_config=site_yaml, site_worker=site_worker)
+                for name, site_yaml in nodes}
     for name in commands:
         if name not in held_back:
             processes.start(name, commands[name], env)
@@ -212,6 +215,18 @@ def _start_and_run(processes: Processes, root: Path, site_yamls: dict[str, Path]
     if live.error is not None:
         raise LoopbackError(f"what ran beside `flwr run` failed: {live.error!r}") from live.error
     return status, wall_s, intruder
+
+
+def _supernode(*, superlink: str, root_cert: Path, private_key: Path, site_config: Path,
+               site_worker: bool) -> list[str]:
+    """`lang1-fl deploy supernode --exec` for one site, its files checked here first."""
+    runtime_port = free_port()
+    supernode_command(superlink=superlink, root_cert=root_cert, private_key=private_key,
+                      site_config=site_config, runtime_port=runtime_port)
+    return [str(Path(sys.executable).parent / "lang1-fl"), "deploy", "supernode",
+            "--superlink", superlink, "--root-cert", str(root_cert), "--key", str(private_key),
+            "--site", str(site_config), "--port", str(runtime_port), "--exec",
+            *([] if site_worker else ["--no-worker"])]
 
 
 class LiveDeployment:

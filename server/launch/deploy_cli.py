@@ -138,6 +138,9 @@ def cmd_deploy_supernode(args: argparse.Namespace) -> int:
     command()  # every file and value checked before the worker imports anything
     env = flower_environ()
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"  # never rebuild torch
+    # Flower's SuperExec looks for a message to start a ClientApp for once a second by default;
+    # with the model already loaded in the worker that wait is a visible share of a message
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")
 
     def announced(site_worker: str) -> list[str]:
         line = command(site_worker)

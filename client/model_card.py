@@ -2,7 +2,7 @@
 
 peft's `save_pretrained` writes a blank template ("[More Information Needed]" under every heading)
 that names the base by the absolute path it was loaded from inside one machine's virtualenv.
-`client.model.save_adapter` replaces it with this card, rendered from the folder's manifest
+`client.adapter_export.save_adapter` replaces it with this card, rendered from the folder's manifest
 (client/model_manifest.py): the base as the run config named it, the note length, each task's
 note, classes and output columns, and how to use the folder. The coordinator then adds what only
 the run knows (`server.report.model_card`): the reported round, its AUROCs, and whether the data

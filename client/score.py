@@ -118,15 +118,16 @@ def model_folder(path: Path) -> Path:
 
 def load_exported_model(folder: Path, *, device: torch.device, base: str | None = None
                         ) -> tuple[TaskModel, ModelManifest]:
-    """The model exported to `folder` (`client.model.save_adapter`), in eval mode on `device`,
+    """The model exported to `folder` (`client.adapter_export.save_adapter`), in eval mode on `device`,
     and its manifest; `base` replaces the manifest's base (the same model, found elsewhere)."""
     from dataclasses import replace
 
     from peft.utils import SAFETENSORS_WEIGHTS_NAME, load_peft_weights
     from safetensors.torch import load_file
 
+    from client.adapter_export import HEADS_FILE, settings_of
     from client.letter_scoring import PROMPTS_FILE
-    from client.model import HEADS_FILE, LetterModel, build_model, load_trainable_state, settings_of
+    from client.model import LetterModel, build_model, load_trainable_state
     from strategies.exchange import ADAPTER_PREFIX, HEAD_PREFIX
 
     manifest = read_manifest(folder)
@@ -196,9 +197,10 @@ def score_table(model: TaskModel, manifest: ModelManifest, table: pd.DataFrame, 
     of `table` (validated by `read_table_to_score`), in its order."""
     from dataclasses import replace
 
+    from client.adapter_export import settings_of
     from client.data import encode_split
     from client.evaluate import predict
-    from client.model import load_tokenizer, settings_of
+    from client.model import load_tokenizer
     from client.model_manifest import probability_column
     from sites.tasks import ID_COLUMNS, TASKS
 

@@ -22,7 +22,8 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from client.model import build_model, load_trainable_state, save_adapter, trainable_state
+from client.adapter_export import save_adapter
+from client.model import build_model, load_trainable_state, trainable_state
 from client.progress import show_progress
 from client.run_config import InvalidRunConfig
 from server.checkpoint import Checkpoint, RoundCheckpointer, load_checkpoint, save_run_config

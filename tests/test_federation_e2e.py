@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
+from client.adapter_export import HEADS_FILE
 from client.letter_scoring import PROMPTS_FILE
-from client.model import HEADS_FILE
 from server.cli import main as lang1_fl
 from server.launch.flower_run import local_superlink_pids
 from tests.consortium_fixtures import write_small_consortium, write_table_consortium

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from client.adapter_export import HEADS_FILE, save_adapter
 from client.data import encode_site
 from client.evaluate import evaluate_split, log_probs, predict
 from client.letter_scoring import PROMPTS_FILE, LetterTokenError, letter_token_ids, prompt_suffix
 from client.model import (
-    HEADS_FILE,
     LetterModel,
     ModelSettings,
     MultiTaskModel,
@@ -26,7 +26,6 @@ from client.model import (
     build_model,
     load_tokenizer,
     load_trainable_state,
-    save_adapter,
     trainable_state,
 )
 from client.privacy.dp_sgd import train_steps_private

@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from client.adapter_export import HEADS_FILE, save_adapter
 from client.model import (
-    HEADS_FILE,
     ModelSettings,
     build_model,
     load_tokenizer,
     load_trainable_state,
     pool,
     pooling_for,
-    save_adapter,
     select_device,
     trainable_state,
 )

@@ -19,16 +19,10 @@ import torch
 import yaml
 from sklearn.metrics import roc_auc_score
 
+from client.adapter_export import save_adapter, settings_of
 from client.data import encode_site
 from client.evaluate import evaluate_split
-from client.model import (
-    build_model,
-    load_tokenizer,
-    load_trainable_state,
-    save_adapter,
-    settings_of,
-    trainable_state,
-)
+from client.model import build_model, load_tokenizer, load_trainable_state, trainable_state
 from client.model_manifest import MANIFEST_FILE, ModelManifest, probability_column, read_manifest
 from server.cli import main as lang1_fl
 from sites.tasks import SPLIT_COLUMN, TASKS

@@ -14,8 +14,9 @@ import yaml
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
 from peft import PeftModel
 
+from client.adapter_export import save_adapter
 from client.app import app as client_app
-from client.model import build_model, load_trainable_state, save_adapter, trainable_state
+from client.model import build_model, load_trainable_state, trainable_state
 from client.settings import ClientSettings
 from server.settings import ServerSettings
 from sites.config import load_consortium

@@ -1,6 +1,6 @@
 """The exported adapter's model card, completed with what only the run knows.
 
-`client.model.save_adapter` writes the card from the folder's manifest (base, note length, tasks);
+`client.adapter_export.save_adapter` writes the card from the folder's manifest (base, note length, tasks);
 once the report is written, the coordinator rewrites it with the reported round and its AUROCs
 (the report's headline: training sites' mean and the external system, round 0 → reported round)
 and, where the sites' data was synthetic, that the model is not for clinical use.

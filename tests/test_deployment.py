@@ -246,6 +246,23 @@ def test_cli_walks_the_coordinator_and_the_hospital_through_joining(tmp_path, ca
                      "--key", str(tmp_path / "key" / "north"),
                      "--site", str(_site_yaml(tmp_path))]) == 0
     assert "site-config=" in capsys.readouterr().out
+    assert lang1_fl(["deploy", "supernode", "--superlink", "link.example.org:8000",
+                     "--root-cert", str(tmp_path / "ca" / "ca.crt"),
+                     "--key", str(tmp_path / "key" / "north"),
+                     "--site", str(_site_yaml(tmp_path)), "--no-worker"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "lang1-fl deploy: --no-worker only changes how --exec runs the SuperNode; add --exec")
+
+
+def test_supernode_command_names_the_site_worker_in_its_node_config(pki, tmp_path):
+    _, ca, _, node = pki
+    site = _site_yaml(tmp_path)
+    command = supernode_command(superlink="l:8000", root_cert=ca.cert,
+                                private_key=node.private_key, site_config=site,
+                                site_worker="/tmp/lang1-fl-worker-x/socket")
+    flags = dict(zip(command[1:], command[2:]))
+    assert flags["--node-config"] == (
+        f'site-config="{site}" site-worker="/tmp/lang1-fl-worker-x/socket"')
 
 
 def test_cli_errors_are_one_line_naming_the_file(tmp_path, capsys):

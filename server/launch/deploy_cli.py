@@ -123,31 +123,41 @@ def cmd_deploy_superlink(args: argparse.Namespace) -> int:
 def cmd_deploy_supernode(args: argparse.Namespace) -> int:
     """Hospital: the `flower-supernode` command for its site YAML (or run it, beside the site
     worker that keeps the model loaded between messages: client/site_worker.py)."""
-    from server.launch.deployment import shell_line, supernode_command
+    from server.launch.deployment import DeploymentError, shell_line, supernode_command
 
     def command(site_worker: str | None = None) -> list[str]:
         return supernode_command(superlink=args.superlink, root_cert=args.root_cert,
                                  private_key=args.key, site_config=args.site,
                                  runtime_port=args.port, site_worker=site_worker)
 
+    if args.no_worker and not args.exec:
+        raise DeploymentError("--no-worker only changes how --exec runs the SuperNode; add --exec")
     if not args.exec or args.no_worker:
-        return _print_or_exec(command(), shell_line(command()), start=args.exec)
+        line = command()
+        return _print_or_exec(line, shell_line(line), start=args.exec)
     from client.site_worker import run_with_worker
-    from server.launch.flower_executables import flower_environ
 
     command()  # every file and value checked before the worker imports anything
-    env = flower_environ()
-    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"  # never rebuild torch
-    # Flower's SuperExec looks for a message to start a ClientApp for once a second by default;
-    # with the model already loaded in the worker that wait is a visible share of a message
-    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")
 
     def announced(site_worker: str) -> list[str]:
         line = command(site_worker)
         print(shell_line(line), flush=True)
         return line
 
-    return run_with_worker(announced, env)
+    return run_with_worker(announced, _flower_process_environ())
+
+
+def _flower_process_environ() -> dict[str, str]:
+    """The environment of a SuperLink or SuperNode we start: Flower's commands from this venv,
+    no per-run dependency installation (a run never rebuilds torch), and the SuperExec looking
+    for messages every 0.2 s instead of Flower's 1 s (unless set): with the model kept loaded,
+    that wait is a visible share of a message."""
+    from server.launch.flower_executables import flower_environ
+
+    env = flower_environ()
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")
+    return env
 
 
 def _print_or_exec(command: list[str], line: str, *, start: bool) -> int:
@@ -156,11 +166,7 @@ def _print_or_exec(command: list[str], line: str, *, start: bool) -> int:
 
     print(line, flush=True)
     if start:
-        from server.launch.flower_executables import flower_environ
-
-        env = flower_environ()  # the SuperNode's flwr-clientapp from this environment too
-        env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"  # never rebuild torch
-        os.execvpe(command[0], command, env)
+        os.execvpe(command[0], command, _flower_process_environ())
     return 0
 
 

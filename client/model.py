@@ -40,8 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout")
-"""Config fields (BERT family, Llama family) zeroed at load time; see `build_model`."""
+BASE_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout", "hidden_dropout_prob",
+                       "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
+"""Config fields (BERT, Llama, GPT-2 families) zeroed at load time; see `load_base_config`."""
 
 Pooling = Literal["mean", "last"]
 Scoring = Literal["auto", "head", "letters"]
@@ -323,15 +324,18 @@ class LetterModel(TaskModel):
 
 
 def load_base_config(settings: ModelSettings) -> PretrainedConfig:
-    """The base's config, with dropout on attention probabilities off.
+    """The base's config, with the frozen base's own dropout off (attention and hidden states).
 
-    Without it PyTorch's fused CPU attention falls back to the unfused path and a MiniLM train step
-    at 256 tokens takes 2.3x as long; LoRA dropout and the base's hidden dropout still regularise.
+    The base is frozen and a site takes a few dozen steps a round: its dropout regularises
+    nothing it trains and only adds noise to them (LoRA's own dropout, `lora-dropout`, stays).
+    It also costs time: attention dropout makes PyTorch's fused CPU attention fall back to the
+    unfused path (a MiniLM step at 256 tokens took 2.3x as long), and drawing the hidden-state
+    masks was a fifth of a MiniLM step on the CPU (profiled at 128 tokens).
     """
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(resolve_base_path(settings.base), local_files_only=True)
-    for name in ATTENTION_DROPOUT_FIELDS:
+    for name in BASE_DROPOUT_FIELDS:
         if hasattr(config, name):
             setattr(config, name, 0.0)
     return config

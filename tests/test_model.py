@@ -98,6 +98,20 @@ def test_same_seed_same_initial_state_and_other_seed_differs(tiny_base: Path) ->
     assert not np.array_equal(first["head.los.weight"], other["head.los.weight"])
 
 
+def test_the_frozen_bases_dropout_is_off_and_loras_is_kept(tiny_base: Path) -> None:
+    """A few dozen steps a round on a frozen base: its dropout only adds noise (and a fifth of a
+    CPU step); LoRA's own dropout is what regularises the adapter."""
+    model = build_model(settings(tiny_base, lora=lora_settings(dropout=0.05)), device=CPU)
+    dropouts = {name: m.p for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout)}
+    lora = {name: p for name, p in dropouts.items() if "lora_dropout" in name}
+    base = {name: p for name, p in dropouts.items() if "lora_dropout" not in name}
+    assert lora and set(lora.values()) == {0.05}
+    assert all(p == 0.0 for p in base.values()), base
+    config = model.backbone.get_base_model().config
+    assert all(getattr(config, f, 0.0) == 0.0 for f in
+               ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout"))
+
+
 @pytest.fixture(scope="module")
 def letter_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Llama whose tokenizer writes the answer letters as single tokens."""

@@ -44,8 +44,6 @@ from bench.results_file import record_printed  # noqa: E402
 from client.note_ceiling import facts_read, note_ceilings, read_windows  # noqa: E402
 from sites.tasks import NOTE_COLUMNS, TASKS  # noqa: E402
 
-EXTERNAL = "external"
-
 
 def first_tokens(df: pd.DataFrame, tokenizer, max_length: int) -> pd.DataFrame:
     """`df` with each note cut to the characters its first `max_length` tokens cover."""

@@ -26,8 +26,9 @@ FEDERATED_OVER_POOLED_GOAL = 0.99
 """Federated external macro AUROC ÷ pooled: federation should lose at most 1 % to pooling."""
 FEDERATED_MINUS_BEST_LOCAL_GOAL = 0.03
 """Federated − best local-only external macro AUROC: joining should gain at least 0.03 AUROC."""
-GAP_CLOSED_GOAL = 0.90
-"""In-distribution share of the untrained-to-ceiling distance federation should cover."""
+GAP_CLOSED_GOAL = 0.80
+"""In-distribution share of the untrained-to-note-ceiling distance federation should cover
+(issue 36's goal, measured against the note-level ceiling since the oracle is out of reach)."""
 _TOLERANCE = 1e-9
 """A value equal to its goal up to float rounding counts as met (0.99 computed is not 0.99 typed)."""
 

@@ -106,9 +106,9 @@ def _write(path: Path, key: str, splits: dict[str, EncodedSplit]) -> None:
         for task, labels in split.labels.items():
             tensors[f"{name}/labels/{task}"] = labels
         for task, oracle in split.oracle.items():
-            tensors[f"{name}/oracle/{task}"] = torch.from_numpy(oracle)
+            tensors[f"{name}/oracle/{task}"] = torch.tensor(oracle)  # copies: read-only arrays
         for task, ceiling in split.note_ceiling.items():
-            tensors[f"{name}/note_ceiling/{task}"] = torch.from_numpy(ceiling)
+            tensors[f"{name}/note_ceiling/{task}"] = torch.tensor(ceiling)
         if split.patients is not None:
             tensors[f"{name}/patients"] = split.patients
     sizes = {name: split.size for name, split in splits.items()}

@@ -2,7 +2,8 @@
 
 Shared by the ledger tests in this folder. `write_ledger` builds a format-2 ledger with `append_entry`,
 ε computed by opacus (`client.privacy.accounting.cumulative_epsilon`) over the whole ledger and
-over each run; `resealed_line` and `rewritten_ledger` edit an entry and seal (and sign) it, and the chain, again.
+over each run; `resealed_line` and `rewritten_ledger` edit an entry and seal (and sign) it, and the
+chain, again.
 """
 
 from __future__ import annotations

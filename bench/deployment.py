@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -216,10 +217,14 @@ def print_timing(work: Path, rounds: int, wall: dict[str, float]) -> None:
 
 def print_waves(work: Path) -> None:
     """Where the difference goes: the server's wait for each wave of replies (train, evaluate),
-    deployed minus simulated, mean over rounds 1..R (metrics.json `rounds[].timing`). The sites'
-    work is the same both ways (same log lines, same seconds): what remains is Flower's dispatch
-    of a message to a SuperNode (its idle poll of the SuperLink, the SuperExec starting a
-    `flwr-clientapp` process, the reply's push) that simulation does in-process."""
+    deployed minus simulated, mean over rounds 1..R (metrics.json `rounds[].timing`), then the
+    seconds the sites' own work took each way (the same messages, the same work). Two things make
+    a deployed wave longer. Flower's dispatch of a message to a SuperNode, which simulation does
+    in-process: the SuperNode asks the SuperLink for work every 3 s when idle (hard-coded in
+    flwr 1.42's `flwr/supernode/start_client_internal.py`), the SuperExec starts a
+    `flwr-clientapp` process, the reply is pushed. And co-location: here every hospital's
+    SuperNode shares this machine's cores, all three working at once, while simulation runs as
+    many sites at a time as there are cores; in a real consortium each hospital has its own."""
     waits = {}
     for name in RUNS:
         metrics = json.loads((work / "runs" / name / "metrics.json").read_text())
@@ -230,6 +235,22 @@ def print_waves(work: Path) -> None:
         simulated, deployed = waits["simulated"][key], waits["deployed"][key]
         print(f"s waiting for the {wave:8s} replies {simulated:6.1f}  {deployed:10.1f}  "
               f"(+{deployed - simulated:.1f} s a wave)")
+    work_s = {"simulated": site_work_seconds([work / "simulation.log"]),
+              "deployed": site_work_seconds(sorted((work / "logs").glob("*.log")))}
+    simulated, deployed = work_s["simulated"], work_s["deployed"]
+    print(f"s of the sites' own work, all messages {simulated:6.1f}  {deployed:10.1f}  "
+          f"{deployed / simulated:10.2f}  (as the sites logged it; summed over sites)")
+
+
+WORK_LINE = re.compile(r"INFO client\.app: site \S+(?:, round \d+: .*|: scored .*) \((\d+\.\d+) s\)$")
+"""A site's log line for one message's work: a training round or a scoring."""
+
+
+def site_work_seconds(logs: list[Path]) -> float:
+    """The seconds the sites' ClientApp logged for its work, over every message in `logs`."""
+    return sum(float(match.group(1)) for log in logs
+               for line in log.read_text(errors="replace").splitlines()
+               if (match := WORK_LINE.search(line)))
 
 
 def print_wire(metrics: dict, site_yamls: dict[str, Path], rounds: int) -> None:

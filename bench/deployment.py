@@ -235,9 +235,12 @@ def print_waves(work: Path) -> None:
         simulated, deployed = waits["simulated"][key], waits["deployed"][key]
         print(f"s waiting for the {wave:8s} replies {simulated:6.1f}  {deployed:10.1f}  "
               f"(+{deployed - simulated:.1f} s a wave)")
-    work_s = {"simulated": site_work_seconds([work / "simulation.log"]),
-              "deployed": site_work_seconds(sorted((work / "logs").glob("*.log")))}
-    simulated, deployed = work_s["simulated"], work_s["deployed"]
+    simulated = site_work_seconds([work / "simulation.log"])
+    deployed = site_work_seconds(sorted((work / "logs").glob("*.log")))
+    if not simulated or not deployed:
+        print(f"s of the sites' own work: no line of client.app's form {WORK_LINE.pattern!r} in "
+              f"{work / 'simulation.log'} or {work / 'logs'}")
+        return
     print(f"s of the sites' own work, all messages {simulated:6.1f}  {deployed:10.1f}  "
           f"{deployed / simulated:10.2f}  (as the sites logged it; summed over sites)")
 

@@ -1,8 +1,10 @@
 """What does the deployment path cost next to simulation: wall time per round, bytes on the wire?
 
 A real consortium runs on Flower's Deployment Engine: every hospital a SuperNode that starts a fresh
-ClientApp process for each message (importing torch and loading the model again), every request
-signed and sent over TLS, every message serialised. Simulation has none of that. This bench runs
+ClientApp process for each message (which hands it to the site worker that keeps the model loaded),
+every object of a message a request signed and sent over TLS (an adapter travels packed, as one
+array: strategies/wire_pack.py), the SuperNode and the coordinator polling for messages and
+replies. Simulation has none of that. This bench runs
 the same small federation — two training hospitals and the external system, with the default
 consortium's profiles and site settings, `--encounters` synthetic encounters each — twice in one
 invocation on this machine: in simulation, then on the Deployment Engine over loopback (a SuperLink
@@ -48,6 +50,7 @@ from bench.results_file import record_printed  # noqa: E402
 from server.cli import main as lang1_fl  # noqa: E402
 from server.launch.loopback import deploy, simulate  # noqa: E402
 from sites.config import DEFAULT_CONSORTIUM, SiteConfig, load_site  # noqa: E402
+from strategies.wire_pack import pack  # noqa: E402
 
 SITES = ("academic", "community", "external_system")
 """Two training hospitals and the external system, from the default consortium."""
@@ -140,7 +143,8 @@ def train_reply(site: SiteConfig, run_name: str, server_round: int) -> RecordDic
 
 
 def wire_bytes(content: RecordDict, server_round: int) -> tuple[int, int]:
-    """(bytes, requests): the protobuf bodies a Flower 1.42 SuperNode sends for this reply, one
+    """(bytes, requests): the protobuf bodies a Flower 1.42 SuperNode sends for this reply (as it
+    travels: packed, strategies/wire_pack.py), one
     PushMessages (the message without content, its object tree) and one PushObject per object
     (message, records, arrays, array chunks), and how many requests that is. Ids get the
     sizes Flower gives them: 64-hex message and object ids, 63-bit run and node ids, a UUID
@@ -220,9 +224,10 @@ def print_waves(work: Path) -> None:
     deployed minus simulated, mean over rounds 1..R (metrics.json `rounds[].timing`), then the
     seconds the sites' own work took each way (the same messages, the same work). Two things make
     a deployed wave longer. Flower's dispatch of a message to a SuperNode, which simulation does
-    in-process: the SuperNode asks the SuperLink for work every 3 s when idle (hard-coded in
-    flwr 1.42's `flwr/supernode/start_client_internal.py`), the SuperExec starts a
-    `flwr-clientapp` process, the reply is pushed. And co-location: here every hospital's
+    in-process: the SuperNode asks the SuperLink for work (every 0.5 s when idle: client/
+    supernode.py), the SuperExec starts a `flwr-clientapp` process, each object of the message
+    and its reply is a request at every hop, the coordinator asks for replies (every 0.5 s:
+    server/grid_waits.py). And co-location: here every hospital's
     SuperNode shares this machine's cores, all three working at once, while simulation runs as
     many sites at a time as there are cores; in a real consortium each hospital has its own."""
     waits = {}
@@ -263,7 +268,8 @@ def print_wire(metrics: dict, site_yamls: dict[str, Path], rounds: int) -> None:
     for site_yaml in site_yamls.values():
         site = load_site(site_yaml)
         for server_round in range(1, rounds + 1) if site.role == "train" else ():
-            sent, requests = wire_bytes(train_reply(site, "deployed", server_round), server_round)
+            sent, requests = wire_bytes(pack(train_reply(site, "deployed", server_round)),
+                                        server_round)  # deployed replies travel packed
             print(f"  {site.name:10s} round {server_round}: {sent:,} bytes of protobuf in "
                   f"{requests} requests; ÷ tensor bytes {sent / tensors:.4f}")
     print("HTTP headers, SuperNode-auth signatures and TLS framing add a little more (not "

@@ -28,8 +28,10 @@ from client.progress import show_progress
 from client.run_config import InvalidRunConfig
 from server.checkpoint import Checkpoint, RoundCheckpointer, load_checkpoint, save_run_config
 from server.discovery import SiteDiscovery, discover_sites
+from server.grid_waits import shorten_grid_waits
 from server.late_sites import admit_late_sites
 from server.ledger_query import collect_ledgers
+from server.packed_grid import deployment_grid
 from server.process_memory import peak_rss_bytes
 from server.report.console_summary import closing_summary
 from server.report.markdown import write_report
@@ -56,6 +58,8 @@ def main(grid: Grid, context: Context) -> None:
     """Run the federation (or an experiment) end to end and leave a run directory behind."""
     started, started_clock = time.time(), time.monotonic()
     show_progress()
+    shorten_grid_waits(grid)  # deployed: replies asked for every 0.5 s, not Flower's 3 s
+    grid = deployment_grid(grid)  # deployed: each adapter travels as one array, not 34
     # 1. Settings and consortium, read and validated once
     settings = ServerSettings.from_run_config(context.run_config)
     consortium = load_consortium(settings.client.consortium, data_root=settings.client.data_dir)

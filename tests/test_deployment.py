@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import stat
+import sys
 import tomllib
 from pathlib import Path
 
@@ -190,8 +191,8 @@ def test_supernode_command_trusts_the_ca_signs_and_names_its_site(pki, tmp_path)
     site = _site_yaml(tmp_path)
     command = supernode_command(superlink="link.example.org:8000", root_cert=ca.cert,
                                 private_key=node.private_key, site_config=site, runtime_port=9100)
-    flags = dict(zip(command[1:], command[2:]))
-    assert Path(command[0]).name == "flower-supernode"
+    flags = dict(zip(command[3:], command[4:]))
+    assert command[:3] == [sys.executable, "-m", "client.supernode"]  # flower-supernode's flags
     assert flags["--superlink"] == "link.example.org:8000"
     assert flags["--root-certificates"] == str(ca.cert)
     assert flags["--auth-supernode-private-key"] == str(node.private_key)
@@ -260,7 +261,7 @@ def test_supernode_command_names_the_site_worker_in_its_node_config(pki, tmp_pat
     command = supernode_command(superlink="l:8000", root_cert=ca.cert,
                                 private_key=node.private_key, site_config=site,
                                 site_worker="/tmp/lang1-fl-worker-x/socket")
-    flags = dict(zip(command[1:], command[2:]))
+    flags = dict(zip(command[3:], command[4:]))
     assert flags["--node-config"] == (
         f'site-config="{site}" site-worker="/tmp/lang1-fl-worker-x/socket"')
 

@@ -26,6 +26,7 @@ from client.site import site_runtime
 from client.site_worker import SiteWorker, run_with_worker
 from client.worker_link import AUTHKEY_FILE, WORKER_KEY, SiteWorkerError
 from sites.config import load_consortium
+from strategies.wire_pack import is_packed, pack, unpack
 from tests.consortium_fixtures import write_small_consortium
 from tests.flower_fakes import message_to
 from tests.run_config import default_run_config
@@ -90,6 +91,27 @@ def test_a_train_message_through_the_worker_carries_the_trained_adapter(federati
     moved = [k for k in arrays.keys()
              if (reply.content["arrays"][k].numpy() != arrays[k].numpy()).any()]
     assert moved, "training through the worker changed no tensor"
+
+
+@pytest.mark.parametrize("through_worker", [True, False])
+def test_a_packed_message_is_answered_packed_with_the_plain_messages_reply(federation, worker,
+                                                                           through_worker):
+    """As the Deployment Engine's coordinator sends it (strategies/wire_pack.py)."""
+    run_config, _, arrays = federation
+    reply = node_app(_packed(_message(arrays, MessageType.EVALUATE, 0)),
+                     _context(run_config, 0, worker if through_worker else None))
+    here = site_app(_message(arrays, MessageType.EVALUATE, 0), _context(run_config, 0, None))
+    assert not is_packed(reply.content)  # an evaluation reply holds no arrays to pack
+    np.testing.assert_equal(dict(unpack(reply.content)["metrics"]), dict(here.content["metrics"]))
+    trained = node_app(_packed(_message(arrays, MessageType.TRAIN, 1)),
+                       _context(run_config, 1, worker if through_worker else None))
+    assert is_packed(trained.content)
+    assert set(unpack(trained.content)["arrays"].keys()) == set(arrays.keys())
+
+
+def _packed(message):
+    message.content = pack(message.content)
+    return message
 
 
 def test_the_sites_error_comes_back_named(federation, worker):

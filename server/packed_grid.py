@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flwr.app import Message
+from flwr.app import Error, Message
 from flwr.serverapp import Grid
 
-from strategies.wire_pack import pack, unpack
+from strategies.wire_pack import PackedContentError, pack, unpack
+
+UNPACKABLE_REPLY = 4601
+"""The error code a reply gets whose packed records do not add up (Flower's own codes are < 100)."""
 
 
 class PackedGrid(Grid):
@@ -62,10 +65,17 @@ def _packed(messages: Iterable[Message]) -> list[Message]:
 
 
 def _unpacked(replies: Iterable[Message]) -> list[Message]:
+    """Each reply unpacked; one whose packing does not add up becomes that site's failed reply
+    (its reason named in the run's failures), never the whole run's crash."""
     out = list(replies)
     for reply in out:
-        if reply.has_content():
+        if not reply.has_content():
+            continue
+        try:
             reply.content = unpack(reply.content)
+        except PackedContentError as bad:
+            reply.__dict__["_content"] = None  # Flower lets a message carry content or an error
+            reply.error = Error(code=UNPACKABLE_REPLY, reason=f"reply could not be unpacked: {bad}")
     return out
 
 

@@ -109,3 +109,19 @@ def test_only_the_deployment_engines_grid_is_packed():
     fake = FakeGrid([1])
     assert deployment_grid(fake) is fake
     assert isinstance(deployment_grid(HttpGrid.__new__(HttpGrid)), PackedGrid)
+
+
+def test_a_reply_whose_packing_does_not_add_up_is_that_sites_failure_not_a_crash():
+    def site(message: Message) -> Message:
+        node = message.metadata.dst_node_id
+        content = pack(RecordDict({"arrays": ArrayRecord({"x": Array(np.ones(3))})}))
+        if node == 2:  # a site (or anything between) spoiling its packed reply
+            content["arrays" + LAYOUT_SUFFIX] = ConfigRecord({"tensors": "[]"})
+        return Message(content, reply_to=message)
+
+    grid = PackedGrid(FakeGrid([1, 2], site))
+    good, bad = grid.send_and_receive(
+        [message_to(n, _content(), MessageType.TRAIN) for n in (1, 2)], timeout=5)
+    assert list(good.content["arrays"].keys()) == ["x"] and not good.has_error()
+    assert bad.has_error() and not bad.has_content()
+    assert "could not be unpacked" in bad.error.reason and "the array holds" in bad.error.reason

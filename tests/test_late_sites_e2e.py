@@ -4,7 +4,7 @@ One deployment (server.launch.loopback: SuperLink with TLS and SuperNode authent
 SuperNode per site YAML, every site's key fingerprint in the consortium), three rounds:
 - `south`'s SuperNode is not started before the run. After `start-wait` the run starts with
   `north` and the external system (the start quorum: one training site and every external one);
-  `south` is started once round 1 has begun, identified between rounds 1 and 2 (its key checked),
+  `south` is started as round 1 begins, identified between rounds 1 and 2 (its key checked),
   and trains from round 2 on the global adapter of round 1.
 - When round 2 has ended, `north`'s SuperNode and everything below it are SIGSTOPped: a hung
   hospital. The round leaves it out after `round-timeout` (or sooner, when the SuperLink has
@@ -36,11 +36,18 @@ SITES = {"north": "train", "south": "train", "external-system": "external"}
 
 
 def _late_and_hung(run_dir: Path):
-    """South joins once round 1 has begun; north hangs from the end of round 2 (its checkpoint,
-    written at once, where the streamed log lags) until round 3 has recorded it missing."""
+    """South joins during round 1; north hangs from the end of round 2 until round 3 has recorded
+    it missing. Checkpoints mark the rounds (written at once, where the streamed log lags). A
+    deployed round of this tiny model takes seconds, less than south's start, so north is paused
+    from round 0's checkpoint until south's SuperNode has connected: round 1 stays open (north's
+    reply held, well within round-timeout and the heartbeat's patience) and south, connected
+    during it, is identified before round 2 however fast the rounds run."""
     def during(live: LiveDeployment) -> None:
-        live.wait_for(r"\[ROUND 1/3\]")
+        live.wait_for_file(run_dir / "checkpoints" / "round-0.safetensors")
+        live.pause("north")
         live.start("south")
+        live.wait_for(r"SuperNode ID", log_of="south")
+        live.resume("north")
         live.wait_for_file(run_dir / "checkpoints" / "round-2.safetensors")
         live.pause("north")
         live.wait_for(r"round 3: north: ")

@@ -269,12 +269,13 @@ class LiveDeployment:
                 raise LoopbackError(f"{path} did not appear")
             time.sleep(0.2)
 
-    def wait_for(self, pattern: str, timeout_s: float = 600) -> str:
-        """The first line of the run's log matching regular expression `pattern`, waiting for it
-        as the log grows; LoopbackError once `flwr run` ended or `timeout_s` passed without."""
+    def wait_for(self, pattern: str, timeout_s: float = 600, *, log_of: str = "flwr-run") -> str:
+        """The first line of the run's log (or of site `log_of`'s) matching regular expression
+        `pattern`, waiting for it as the log grows; LoopbackError once `flwr run` ended or
+        `timeout_s` passed without."""
         found = re.compile(pattern)
         deadline = time.monotonic() + timeout_s
-        log = self.processes.logs / "flwr-run.log"
+        log = self.processes.logs / f"{log_of}.log"
         while time.monotonic() < deadline:
             lines = log.read_text(errors="replace").splitlines() if log.exists() else []
             if match := next((line for line in lines if found.search(line)), None):

@@ -4,12 +4,12 @@ A real consortium runs on Flower's Deployment Engine: every hospital a SuperNode
 ClientApp process for each message (which hands it to the site worker that keeps the model loaded),
 every object of a message a request signed and sent over TLS (an adapter travels packed, as one
 array: strategies/wire_pack.py), the SuperNode and the coordinator polling for messages and
-replies. Simulation has none of that. This bench runs
-the same small federation — two training hospitals and the external system, with the default
-consortium's profiles and site settings, `--encounters` synthetic encounters each — twice in one
-invocation on this machine: in simulation, then on the Deployment Engine over loopback (a SuperLink
-and three SuperNodes as real processes, TLS and SuperNode authentication on; server/launch/loopback.py,
-the same code tests/test_deployment_e2e.py runs). It prints, measured side by side:
+replies. Simulation has none of that. This bench runs the same small federation — two
+training hospitals and the external system, with the default consortium's profiles and site
+settings, `--encounters` synthetic encounters each — twice in one invocation on this machine: in
+simulation, then on the Deployment Engine over loopback (a SuperLink and three SuperNodes as real
+processes, TLS and SuperNode authentication on; server/launch/loopback.py, the same code
+tests/test_deployment_e2e.py runs). It prints, measured side by side:
 
 - wall time of each federated round in each, deployment ÷ simulation, round by round and over
   all rounds. A round is timed between the checkpoints the server writes before and after it
@@ -143,12 +143,11 @@ def train_reply(site: SiteConfig, run_name: str, server_round: int) -> RecordDic
 
 
 def wire_bytes(content: RecordDict, server_round: int) -> tuple[int, int]:
-    """(bytes, requests): the protobuf bodies a Flower 1.42 SuperNode sends for this reply (as it
-    travels: packed, strategies/wire_pack.py), one
-    PushMessages (the message without content, its object tree) and one PushObject per object
-    (message, records, arrays, array chunks), and how many requests that is. Ids get the
-    sizes Flower gives them: 64-hex message and object ids, 63-bit run and node ids, a UUID
-    session."""
+    """(bytes, requests): the protobuf bodies a Flower 1.42 SuperNode sends for this reply as it
+    travels (packed: strategies/wire_pack.py), one PushMessages (the message without content, its
+    object tree) and one PushObject per object (message, records, arrays, array chunks), and how
+    many requests that is. Ids get the sizes Flower gives them: 64-hex message and object ids,
+    63-bit run and node ids, a UUID session."""
     from flwr.app import Message, Metadata
     from flwr.app.message.message import remove_content_from_message
     from flwr.common.serde import message_to_proto
@@ -224,12 +223,12 @@ def print_waves(work: Path) -> None:
     deployed minus simulated, mean over rounds 1..R (metrics.json `rounds[].timing`), then the
     seconds the sites' own work took each way (the same messages, the same work). Two things make
     a deployed wave longer. Flower's dispatch of a message to a SuperNode, which simulation does
-    in-process: the SuperNode asks the SuperLink for work (every 0.5 s when idle: client/
-    supernode.py), the SuperExec starts a `flwr-clientapp` process, each object of the message
-    and its reply is a request at every hop, the coordinator asks for replies (every 0.5 s:
-    server/grid_waits.py). And co-location: here every hospital's
-    SuperNode shares this machine's cores, all three working at once, while simulation runs as
-    many sites at a time as there are cores; in a real consortium each hospital has its own."""
+    in-process: the SuperNode asks the SuperLink for work (every 0.5 s when idle:
+    client/supernode.py), the SuperExec starts a `flwr-clientapp` process, each object of the
+    message and its reply is a request at every hop, the coordinator asks for replies (every
+    0.5 s: server/grid_waits.py). And co-location: here every hospital's SuperNode shares this
+    machine's cores, all three working at once, while simulation runs as many sites at a time as
+    there are cores; in a real consortium each hospital has its own."""
     waits = {}
     for name in RUNS:
         metrics = json.loads((work / "runs" / name / "metrics.json").read_text())

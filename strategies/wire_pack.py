@@ -83,6 +83,9 @@ def _unpacked_record(name: str, record, layout_record) -> ArrayRecord:
     except (KeyError, TypeError, json.JSONDecodeError) as bad:
         raise PackedContentError(f"record {name + LAYOUT_SUFFIX!r}: no JSON list under "
                                  f"{LAYOUT_KEY!r} ({bad})") from None
+    if not isinstance(layout, list) or not all(_is_entry(entry) for entry in layout):
+        raise PackedContentError(f"record {name + LAYOUT_SUFFIX!r}: expected a list of "
+                                 "[key, dtype, shape, stype, bytes] per tensor")
     if sum(entry[4] for entry in layout) != len(data):
         raise PackedContentError(f"record {name!r}: its layout names "
                                  f"{sum(e[4] for e in layout)} bytes, the array holds {len(data)}")
@@ -92,3 +95,10 @@ def _unpacked_record(name: str, record, layout_record) -> ArrayRecord:
                             data=data[offset: offset + length])
         offset += length
     return ArrayRecord(arrays)
+
+
+def _is_entry(entry) -> bool:
+    return (isinstance(entry, list) and len(entry) == 5 and isinstance(entry[0], str)
+            and isinstance(entry[1], str) and isinstance(entry[2], list)
+            and all(isinstance(n, int) and n >= 0 for n in entry[2])
+            and isinstance(entry[3], str) and isinstance(entry[4], int) and entry[4] >= 0)

@@ -71,6 +71,10 @@ def test_packing_twice_and_unpacking_plain_content_change_nothing():
 @pytest.mark.parametrize("spoil, message", [
     (lambda c: c.__setitem__("arrays" + LAYOUT_SUFFIX, ConfigRecord({"tensors": "[oops"})),
      "no JSON list"),
+    (lambda c: c.__setitem__("arrays" + LAYOUT_SUFFIX, ConfigRecord({"tensors": '["x", 3]'})),
+     r"expected a list of \[key, dtype, shape, stype, bytes\]"),
+    (lambda c: c.__setitem__("arrays" + LAYOUT_SUFFIX, ConfigRecord(
+        {"tensors": '[["x", "float32", [2], "numpy.ndarray", -5]]'})), "expected a list of"),
     (lambda c: c.__setitem__("arrays", ArrayRecord({PACKED_KEY: Array(
         dtype="uint8", shape=(3,), stype="bytes", data=b"abc")})), "the array holds 3"),
     (lambda c: c.__setitem__("arrays", ArrayRecord({"x": Array(np.zeros(2))})),

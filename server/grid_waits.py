@@ -10,6 +10,8 @@ last reply drops to 0.25 s on average. client/flower_waits.py says how the wait 
 
 from __future__ import annotations
 
+import sys
+
 from flwr.serverapp import Grid
 
 from client.flower_waits import shorten_waits
@@ -20,7 +22,10 @@ WAITS = {3: 0.5}
 
 def shorten_grid_waits(grid: Grid) -> bool:
     """Shorten the deployment grid's wait in this ServerApp process; False for any other grid
-    (simulation's already asks every 0.1 s) or another Flower release."""
-    from flwr.superlink.grid import http_grid
-
-    return isinstance(grid, http_grid.HttpGrid) and shorten_waits(http_grid, WAITS)
+    (simulation's already asks every 0.1 s) or another Flower release. A deployment grid is
+    an HttpGrid, whose module Flower has imported by then; any other grid needs none of it, and
+    importing it would pull in Flower's web server stack (fastapi), which a process without it
+    (bench/in_process.py on a lent machine) lacks."""
+    http_grid = sys.modules.get("flwr.superlink.grid.http_grid")
+    return (http_grid is not None and isinstance(grid, http_grid.HttpGrid)
+            and shorten_waits(http_grid, WAITS))

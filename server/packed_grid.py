@@ -9,6 +9,7 @@ memory and keeps messages as they are.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 from flwr.app import Error, Message
@@ -80,7 +81,8 @@ def _unpacked(replies: Iterable[Message]) -> list[Message]:
 
 
 def deployment_grid(grid: Grid) -> Grid:
-    """`grid` packed when it is the Deployment Engine's (HttpGrid); otherwise `grid` itself."""
-    from flwr.superlink.grid.http_grid import HttpGrid
-
-    return PackedGrid(grid) if isinstance(grid, HttpGrid) else grid
+    """`grid` packed when it is the Deployment Engine's (HttpGrid); otherwise `grid` itself.
+    HttpGrid's module is imported only where Flower has imported it (server/grid_waits.py says
+    why)."""
+    http_grid = sys.modules.get("flwr.superlink.grid.http_grid")
+    return PackedGrid(grid) if http_grid and isinstance(grid, http_grid.HttpGrid) else grid

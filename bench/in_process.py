@@ -9,7 +9,12 @@ ledger checks) is `lang1-fl run`'s own. Messages are handed over as objects, nev
 so this measures the federation's numbers, not its transport: the product path is `lang1-fl run`
 (tests/test_deployment_e2e.py checks that simulation and deployment agree).
 
+`experiment transfer ARGS` does the same for `lang1-fl experiment transfer` (its checks, the
+pooled site's table, one node more for it), e.g. the decoder's full protocol on a GPU:
+
     python bench/in_process.py --consortium private --run-name gpu-1 --set base-model=PATH
+    python bench/in_process.py experiment transfer --profile decoder --rounds 3 \
+        --regimes federated,local,pooled --run-name decoder-gpu
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from client.run_config import default_run_config  # noqa: E402
 from server.app import main as server_main  # noqa: E402
 from server.cli import build_parser  # noqa: E402
 from server.launch.run_cli import plan_run, run_outcome  # noqa: E402
+from server.transfer.cli import plan_transfer, transfer_outcome  # noqa: E402
 from tests.flower_fakes import FakeGrid, set_task_identity  # noqa: E402
 
 FIRST_NODE = 100
@@ -51,17 +57,24 @@ class InProcessGrid(FakeGrid):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(["run", *(sys.argv[1:] if argv is None else argv)])
+    argv = sys.argv[1:] if argv is None else argv
+    transfer = argv[:2] == ["experiment", "transfer"]
+    args = build_parser().parse_args(argv if transfer else ["run", *argv])
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    if args.resume is not None:
-        raise SystemExit("bench/in_process.py starts runs; resume with `lang1-fl run --resume`")
-    overrides, num_sites = plan_run(args)
+    if transfer:
+        overrides, num_nodes = plan_transfer(args)
+    else:
+        if args.resume is not None:
+            raise SystemExit("bench/in_process.py starts runs; resume with `lang1-fl run --resume`")
+        overrides, num_nodes = plan_run(args)
     run_config = {**default_run_config(), **overrides}
     set_task_identity()
-    server_main(InProcessGrid(run_config, num_sites),
+    server_main(InProcessGrid(run_config, num_nodes),
                 Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
                         run_config=run_config))
+    if transfer:
+        return transfer_outcome(run_config, 0)
     return run_outcome(Path(run_config["runs-dir"]) / str(run_config["run-name"]), 0)
 
 

@@ -33,8 +33,19 @@ tell the regimes apart: 8 local steps a round over 2 rounds, and test splits of 
 site; federated stayed at zero-shot (external 0.523 -> 0.506) while pooled, 32 steps a round,
 moved (0.551). A CPU shape that learns needs several times the steps: hours on 2 cores.
 
-The full shape (all five tasks, 512 tokens, the default consortium) is the same command without
-the `--set`s and `--consortium`, on a GPU (`--gpus-per-site`, not run here).
+The full shape (all five tasks, 512 tokens, the default consortium) on a GPU: `--profile decoder`
+without the `--set`s and `--consortium`; `--gpus-per-site` shares the GPU among Ray's simulated
+sites, and `--in-process` runs the experiment without Ray (bench/in_process.py), on a lent GPU
+machine that cannot install it:
+
+    python bench/transfer.py --in-process --profile decoder --regimes federated,pooled \
+        --results transfer_decoder_gpu
+
+On an H200 (2026-12-04) a site's round there (40 steps of 16 encounters × 5 prompts × 512 tokens)
+took 21-27 s and scoring a site under a second, so that command needs about 12 minutes; the one
+run so far was stopped in the federated regime's third round by the lent machine's time limit, and
+its validation AUROCs after rounds 1 and 2 stayed near 0.5 (tests/test_cuda_parity.py says why
+that is suspect).
 
 What it prints is also kept, with the date, machine and command, in bench/results/transfer.md
 (bench/results_file.py), which the docs link to.
@@ -50,6 +61,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.in_process import main as in_process  # noqa: E402
 from bench.results_file import record_printed  # noqa: E402
 from server.cli import main as lang1_fl  # noqa: E402
 from server.report.transfer_summary import summarize_transfer  # noqa: E402
@@ -72,7 +84,11 @@ def main() -> int:
                         help="run-config override, for every base")
     parser.add_argument("--bases", nargs="+", help="one experiment per base, printed one after "
                         "the other (default: the run config's base)")
+    parser.add_argument("--profile", help="a run profile, as for `lang1-fl run` (e.g. decoder)")
     parser.add_argument("--gpus-per-site", type=float, default=0.0)
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the experiment in this process, without Ray or a SuperLink "
+                        "(bench/in_process.py)")
     parser.add_argument("--results", default="transfer",
                         help="name of the results file under bench/results/ (e.g. transfer_decoder_cpu "
                         "for the 2-core decoder shape)")
@@ -83,13 +99,14 @@ def main() -> int:
     for base in args.bases or [None]:
         name = time.strftime("bench-transfer-%Y%m%d-%H%M%S") + (f"-{base}" if base else "")
         command = ["experiment", "transfer", args.consortium, "--runs-dir", str(args.runs_dir),
-                   "--run-name", name, "--regimes", args.regimes,
-                   "--gpus-per-site", str(args.gpus_per_site)]
+                   "--run-name", name, "--regimes", args.regimes]
         command += ["--rounds", str(args.rounds)] if args.rounds else []
+        command += ["--profile", args.profile] if args.profile else []
+        command += [] if args.in_process else ["--gpus-per-site", str(args.gpus_per_site)]
         overrides = [*args.set, *([f"base-model={base}"] if base else [])]
         command += [arg for kv in overrides for arg in ("--set", kv)]
         started = time.perf_counter()
-        if lang1_fl(command) != 0:
+        if (in_process(command) if args.in_process else lang1_fl(command)) != 0:
             return 1
         print(f"\n=== base {base or 'of the run config'}: wall time of the experiment "
               f"{time.perf_counter() - started:.0f} s")
@@ -108,6 +125,10 @@ def report(run_dir: Path) -> None:
         print(f"{number.label}: {_fmt(number.value)} (goal {number.goal:g}: {verdict})"
               f"{'; ' + number.detail if number.detail else ''}"
               f"{'; ' + number.reason if number.reason else ''}")
+    untrained, federated = (summary.external_macro.get(r) for r in ("untrained", "federated"))
+    if untrained is not None and federated is not None:
+        print(f"external macro AUROC, federated − untrained (zero-shot): {federated - untrained:+.3f}"
+              " (the decoder's goal: ≥ +0.10)")
     print("\nregime               in-distribution  external macro")
     for regime in summary.regimes:
         print(f"{regime:20s} {_fmt(summary.in_distribution.get(regime)):>15s}  "

@@ -8,6 +8,9 @@ real ClientApp and scored at every site, and the report must render. About a min
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,18 +24,21 @@ SITES = (("academic", "train"), ("community", "train"), ("safety_net", "train"),
          ("external_system", "external"))
 
 
+def _arguments(root: Path, run_name: str, regimes: str = "all") -> list[str]:
+    return ["experiment", "transfer", str(root / "consortium.yaml"), "--rounds", "1",
+            "--regimes", regimes, "--data-dir", str(root / "data"),
+            "--runs-dir", str(root / "runs"), "--run-name", run_name,
+            "--set", f"base-model={root / 'base'}", "--set", "tasks=mortality,los",
+            "--set", "max-length=64", "--set", "bootstrap-resamples=50"]
+
+
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("transfer-e2e")
     consortium = write_small_consortium(root, encounters=300, local_steps=5, profiles=SITES)
-    base = make_tiny_encoder(root / "base")
-    status = lang1_fl([
-        "experiment", "transfer", str(consortium), "--rounds", "1",
-        "--data-dir", str(root / "data"), "--runs-dir", str(root / "runs"), "--run-name", "t",
-        "--set", f"base-model={base}", "--set", "tasks=mortality,los", "--set", "max-length=64",
-        "--set", "bootstrap-resamples=50",
-    ])
-    assert status == 0
+    assert consortium == root / "consortium.yaml"
+    make_tiny_encoder(root / "base")
+    assert lang1_fl(_arguments(root, "t")) == 0
     return root / "runs" / "t"
 
 
@@ -64,3 +70,24 @@ def test_the_experiment_report_renders_and_rerenders(experiment):
     (experiment / "report.html").unlink()
     assert lang1_fl(["report", str(experiment)]) == 0
     assert "<img" in (experiment / "report.html").read_text()
+
+
+def test_the_in_process_bench_driver_reproduces_the_experiment(experiment):
+    """bench/in_process.py (for a GPU machine without Ray) runs the same experiment to the same
+    numbers: every regime, site and task. Run as its users run it, a script taking the
+    command's arguments; tests never import bench/."""
+    root = experiment.parents[1]
+    script = Path(__file__).resolve().parents[1] / "bench" / "in_process.py"
+    command = [sys.executable, str(script),
+               *_arguments(root, "in-process", "federated,local,pooled")]
+    assert subprocess.run(command, check=False).returncode == 0
+    ours = json.loads((root / "runs" / "in-process" / "transfer.json").read_text())
+    theirs = json.loads((experiment / "transfer.json").read_text())
+    names = [r["name"] for r in ours["regimes"]]
+    assert names == ["untrained", "federated", "local:academic", "local:community",
+                     "local:safety-net", "pooled"]
+    for name in names:
+        for site, tasks in theirs["cells"][name].items():
+            for task, cell in tasks.items():
+                assert ours["cells"][name][site][task]["auroc"] == pytest.approx(
+                    cell["auroc"], abs=1e-3), (name, site, task)

@@ -47,29 +47,43 @@ def add_experiment_parser(commands: argparse._SubParsersAction) -> None:
 def cmd_experiment_transfer(args: argparse.Namespace) -> int:
     """Every training regime side by side in one Flower simulation; point at its report."""
     from server.launch.flower_run import flwr_run
+
+    run_config, num_nodes = plan_transfer(args)
+    status = flwr_run(run_config=run_config, num_supernodes=num_nodes,
+                      flwr_home=_folder(run_config["runs-dir"]) / ".flwr",
+                      cpus_per_site=args.cpus_per_site, gpus_per_site=args.gpus_per_site,
+                      verbose=args.verbose)
+    return transfer_outcome(run_config, status)
+
+
+def plan_transfer(args: argparse.Namespace) -> tuple[dict[str, object], int]:
+    """Everything before Flower starts: every check of `lang1-fl run` (and the refusal of DP
+    sites), then the pooled site's table when the pooled regime runs. Returns the run config and
+    the number of nodes: one per site, plus the pooled site."""
     from server.launch.run_cli import plan_run
     from server.settings import parse_regimes
     from sites.config import load_consortium, resolve_consortium
     from sites.pooling import write_pooled_table
 
-    # Every check of `lang1-fl run`, and none of DP sites, before anything is written
     run_config, num_sites = plan_run(
         args, fixed={"experiment": "transfer", "experiment-regimes": args.regimes},
         default_name="transfer-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
-    runs_dir, run_name = _folder(run_config["runs-dir"]), str(run_config["run-name"])
     if "pooled" in parse_regimes(args.regimes):  # before the nodes start: none of them writes
         data_dir = _folder(run_config["data-dir"]) if run_config["data-dir"] else None
         consortium = load_consortium(resolve_consortium(str(run_config["consortium"])),
                                      data_root=data_dir)
         write_pooled_table(consortium, data_dir=data_dir)
-    status = flwr_run(run_config=run_config, num_supernodes=num_sites + 1,
-                      flwr_home=runs_dir / ".flwr", cpus_per_site=args.cpus_per_site,
-                      gpus_per_site=args.gpus_per_site, verbose=args.verbose)
-    if status != 0 or not (runs_dir / run_name / "transfer.json").exists():
+    return run_config, num_sites + 1
+
+
+def transfer_outcome(run_config: dict[str, object], status: int) -> int:
+    """The experiment succeeded when Flower did and transfer.json was written."""
+    run_dir = _folder(run_config["runs-dir"]) / str(run_config["run-name"])
+    if status != 0 or not (run_dir / "transfer.json").exists():
         print("lang1-fl experiment transfer: the experiment failed; see the log above",
               file=sys.stderr)
         return 1
-    print(f"report: {runs_dir / run_name / 'report.html'}")
+    print(f"report: {run_dir / 'report.html'}")
     return 0
 
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from client.base_model import resolve_base_path
 from client.data import MAX_LENGTH_LIMIT, EncodedSplit, ResolvedScoring
-from client.letter_scoring import LetterTokenError, letter_token_ids
+from client.letter_scoring import LetterTokenError, letter_token_ids, note_budget
 from client.run_config import InvalidRunConfig
 from sites.tasks import OPTION_LETTERS, TASKS, resolve_tasks
 from strategies.exchange import ADAPTER_PREFIX, HEAD_PREFIX
@@ -195,14 +195,21 @@ def default_max_length(base: str, scoring: Scoring) -> int:
 def check_base(settings: ModelSettings) -> ResolvedScoring:
     """What can be known about the base before anything is built: it is found (a GGUF file is
     converted once), its scoring applies to its architecture, and under answer-letter scoring its
-    tokenizer writes each letter as one token. Raises with the reason; returns the scoring."""
+    tokenizer writes each letter as one token and every task's question leaves room for the note
+    within `max_length`. Raises with the reason; returns the scoring."""
     try:
         scoring = base_scoring(settings)
     except ValueError as error:  # `scoring = "letters"` on an encoder
         raise InvalidRunConfig(f"run config: {error}") from error
     if scoring == "letters":
+        tokenizer = load_tokenizer(settings)
         most = max(TASKS[t].num_classes for t in settings.tasks)
-        letter_token_ids(load_tokenizer(settings), OPTION_LETTERS[:most], base=settings.base)
+        letter_token_ids(tokenizer, OPTION_LETTERS[:most], base=settings.base)
+        for task in settings.tasks:
+            try:
+                note_budget(tokenizer, task, settings.max_length)
+            except ValueError as error:  # the question alone fills `max-length`
+                raise InvalidRunConfig(f"run config: {error}") from error
     return scoring
 
 

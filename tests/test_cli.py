@@ -236,6 +236,19 @@ def test_run_refuses_a_decoder_whose_letters_are_not_single_tokens(tmp_path, cap
     assert not (tmp_path / "r").exists()
 
 
+def test_run_refuses_a_max_length_the_question_alone_fills_before_flower(tmp_path, capsys,
+                                                                         letter_llama):
+    consortium = write_table_consortium(tmp_path, {"a": ("train", keyword_table(20))},
+                                        tasks=("readmission",))
+    argv = ["run", "--consortium", str(consortium), "--runs-dir", str(tmp_path / "r"),
+            "--set", f"base-model={letter_llama}", "--set", "max-length=24"]
+    assert lang1_fl(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert ("run config: `max_length` is 24 but task `readmission`'s question, options and "
+            "answer cue take") in error and "\n" not in error
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_decoder_reads_512_tokens_unless_told(tmp_path, capsys, monkeypatch, letter_llama):
     """`max-length = 0` reaches Flower as it is; the plan (like the server and the sites) reads
     it as 512 for a decoder scored by its letters."""

@@ -47,11 +47,12 @@ def letter_settings(base: Path, tasks: tuple[str, ...] = TASK_MIX, **kwargs) -> 
     return model_settings(base=str(base), max_length=MAX_LENGTH, tasks=tasks, **kwargs)
 
 
-def setup(base: Path, tasks: tuple[str, ...] = TASK_MIX, *, rows: int = 64, **kwargs):
+def setup(base: Path, tasks: tuple[str, ...] = TASK_MIX, *, rows: int = 64,
+          device: torch.device = CPU, **kwargs):
     settings = letter_settings(base, tasks, **kwargs)
     splits = encode_site(keyword_table(rows), load_tokenizer(settings), tasks,
                          max_length=MAX_LENGTH, scoring="letters")
-    return build_model(settings, device=CPU), splits
+    return build_model(settings, device=device), splits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,12 +278,16 @@ def test_one_dp_step_moves_every_adapter_tensor(letter_llama: Path) -> None:
 
 
 @pytest.mark.slow
-def test_dp_finetuning_on_the_answer_letter_learns_with_little_noise(letter_llama: Path) -> None:
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA device")])])
+def test_dp_finetuning_on_the_answer_letter_learns_with_little_noise(letter_llama: Path,
+                                                                     device: str) -> None:
     """The opacus #820 guard on the decoder the paper's way: at a high ε (σ = 0.1) DP-SGD must
     still learn the keyword task through the answer letter. Silently corrupted per-sample
     gradients would leave the adapter moving (the test above) and ε accounted, but nothing
-    learned."""
-    model, splits = setup(letter_llama, ("mortality",), rows=256)
+    learned. #820 is a model moved to its device after peft wrapped it, hence the GPU run."""
+    model, splits = setup(letter_llama, ("mortality",), rows=256, device=torch.device(device))
     before = evaluate_split(model, splits["test"], ("mortality",), batch_size=64, seed=0,
                             n_resamples=10)
     _dp_round(model, splits["train"], steps=60, sample_rate=16 / 192, noise_multiplier=0.1)

@@ -233,6 +233,7 @@ def test_the_export_names_its_base_portably_and_carries_a_model_card(
     assert manifest.base == MINILM
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_model_starts_from_the_same_state_as_a_cpu_one(tiny_base: Path) -> None:
     on_cpu = trainable_state(build_model(settings(tiny_base), device=CPU))

@@ -143,6 +143,7 @@ def test_resolve_noise_defaults_to_the_csprng() -> None:
         TorchNoise(seed=1.5)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_csprng_noise_lands_on_the_parameters_device() -> None:
     reference = torch.zeros(N, device="cuda")

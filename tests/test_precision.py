@@ -23,6 +23,7 @@ def test_a_cpu_site_runs_in_fp32():
     assert product.dtype == torch.float32
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
                     reason="needs a CUDA device with bf16")
 def test_a_gpu_site_trains_under_bf16_and_sends_fp32(tiny_encoder):

@@ -96,6 +96,7 @@ def test_a_cpu_site_draws_batches_and_noise_from_one_seeded_generator() -> None:
     assert source.generator(CPU) is source.sampling and source.sampling.device.type == "cpu"
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_gpu_site_trains_under_dp_with_noise_drawn_on_the_gpu(tiny_base: Path) -> None:
     """torch refuses a CPU generator for a CUDA draw, so the noise gets its own generator there;
@@ -253,6 +254,7 @@ def test_every_noise_draw_comes_from_the_source(tiny_encoder: Path, unit: str,
     assert all(not (before[k] == after[k]).all() for k in before)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("unit", PRIVACY_UNITS)
 def test_a_gpu_site_trains_with_csprng_noise_moved_to_its_device(tiny_base: Path,

@@ -204,6 +204,25 @@ def test_a_poisson_batch_taken_in_pieces_is_the_same_dp_step(tiny_encoder: Path,
                                    rtol=1e-5, atol=1e-6)
 
 
+def test_the_step_is_scaled_exactly_as_opacus_scales_it(tiny_encoder: Path, monkeypatch) -> None:
+    """client/privacy/dp_sgd.py works opacus's `scale_grad` divisor out once per step instead of
+    once per parameter: the same update to the bit, whole batches and batches in pieces alike."""
+    from opacus.optimizers import DPOptimizer
+
+    from client.privacy import dp_sgd
+
+    for pieces in (0, 5):
+        states = []
+        for scale_grad in (dp_sgd.SourcedNoise.scale_grad, DPOptimizer.scale_grad):
+            monkeypatch.setattr(dp_sgd.SourcedNoise, "scale_grad", scale_grad)
+            model, splits = setup(tiny_encoder)
+            without_dropout(model)
+            _dp_round(model, splits["train"], steps=2, sample_rate=0.5,
+                      max_physical_batch_size=pieces)
+            states.append(trainable_state(model))
+        assert all(np.array_equal(states[0][k], states[1][k]) for k in states[0]), pieces
+
+
 # Secure noise
 
 

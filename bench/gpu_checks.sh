@@ -20,6 +20,10 @@ step() {  # name, seconds, command...
     timeout "$limit" "$@" > "$out/$name.log" 2>&1
     echo "$name: exit $? at $(( $(date +%s) - started )) s (log $out/$name.log)"
 }
+for s in $steps; do  # every name checked before any step runs
+    case $s in tests|shapes|transfer) ;; *)
+        echo "unknown step $s; expected tests, shapes or transfer" >&2; exit 2 ;; esac
+done
 for s in $steps; do
     case $s in
         tests) step tests 300 python -m pytest -q -p no:cacheprovider -rs -m gpu ;;
@@ -29,6 +33,5 @@ for s in $steps; do
                     --length 512 --arms non-dp --results lang1_shapes_batch16 ;;
         transfer) step transfer 1800 python bench/transfer.py --in-process --profile decoder \
                       --regimes federated,pooled --results transfer_decoder_gpu ;;
-        *) echo "unknown step $s; expected tests, shapes or transfer" >&2; exit 2 ;;
     esac
 done

@@ -66,9 +66,10 @@ def note_budget(tokenizer: PreTrainedTokenizerBase, task: str, max_length: int) 
     suffix = len(suffix_ids(tokenizer, task))
     budget = max_length - suffix
     if budget < 1:
-        raise ValueError(f"`max_length` is {max_length} but task `{task}`'s question, options and "
+        # named as the run config spells it: that is where a user sets it
+        raise ValueError(f"`max-length` is {max_length} but task `{task}`'s question, options and "
                          f"answer cue take {suffix} tokens with this tokenizer; expected "
-                         f"`max_length` > {suffix} with `scoring` 'letters'")
+                         f"`max-length` > {suffix} with `scoring` 'letters'")
     return budget
 
 def letter_token_ids(tokenizer: PreTrainedTokenizerBase, letters: str, *, base: str

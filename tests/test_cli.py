@@ -244,8 +244,9 @@ def test_run_refuses_a_max_length_the_question_alone_fills_before_flower(tmp_pat
             "--set", f"base-model={letter_llama}", "--set", "max-length=24"]
     assert lang1_fl(argv) == 2
     error = capsys.readouterr().err.strip()
-    assert ("run config: `max_length` is 24 but task `readmission`'s question, options and "
-            "answer cue take") in error and "\n" not in error
+    assert ("run config: `max-length` is 24 but task `readmission`'s question, options and "
+            "answer cue take") in error and "expected `max-length` > " in error
+    assert "\n" not in error
     assert not (tmp_path / "r").exists()
 
 

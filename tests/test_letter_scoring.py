@@ -148,7 +148,7 @@ def test_subset_keeps_the_prompts(letter_llama: Path) -> None:
 
 def test_too_short_max_length_for_the_question_is_named(letter_llama: Path) -> None:
     tokenizer = load_tokenizer(letter_settings(letter_llama))
-    with pytest.raises(ValueError, match=r"`max_length` is 20 but task `mortality`'s question"):
+    with pytest.raises(ValueError, match=r"`max-length` is 20 but task `mortality`'s question"):
         encode_site(keyword_table(8), tokenizer, ("mortality",), max_length=20,
                     scoring="letters")
     with pytest.raises(ValueError, match=r"`scoring` is 'auto'; expected 'head' or 'letters'"):

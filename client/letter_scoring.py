@@ -10,9 +10,12 @@ base, so the untrained model (a zero adapter) is a genuine zero-shot baseline, a
 state is the adapter alone.
 
 Each task has its own prompt (the question comes after the note, and causal attention lets the note
-see nothing after it), so a step runs the decoder once per task, not once per note type as the
-head path does. Only the last position's hidden state goes through the output layer, and only its
-letter rows are kept: full-vocabulary logits at every position would cost B × L × V floats.
+see nothing after it). Run one by one, a step reads the note once per task; where the base's
+attention takes a block mask, the prompts are packed instead into one sequence per encounter, each
+note once and each task's tail after it (client/prompt_packing.py): the same logits at about half
+the tokens and memory with the default tasks (bench/results/letter_packing.md). Only the last
+position's hidden state goes through the output layer, and only its letter rows are kept:
+full-vocabulary logits at every position would cost B × L × V floats.
 
 The letter ids come from the tokenizer, never from a hard-coded table: tokenize the cue followed by
 ` A` and the cue alone and take the one extra token. A tokenizer that cannot say each letter in

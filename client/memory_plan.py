@@ -6,14 +6,14 @@ Four parts, in bytes:
 - **weights**: every parameter of the base, the LoRA adapter and the heads (counted on the meta
   device, so a Lang1-7B config costs nothing to count), in the dtype they are loaded in.
 - **activations** kept for the backward pass of one physical batch: the sequences one step runs
-  (the batch times the note types its tasks read, or times the tasks under answer-letter scoring,
-  which runs one prompt per task), each `max_length` tokens long, times the per-token, per-layer
-  estimate of Korthikanti et al. (2022, "Reducing activation recomputation in large transformer
-  models"): (34 + 5 · heads · seq / hidden) · hidden bytes per token and layer with 16-bit
-  activations, twice that in fp32 (a CPU, and DP-SGD, run in fp32; bf16 autocast on a GPU). The
-  second term is the attention scores, which a fused attention kernel does not keep, so the
-  estimate errs high where attention is fused: measured on this machine's CPU it was 0.99 of a
-  MiniLM step's peak and 2.0 of a SmolLM2 step's (bench/results/memory_plan.md).
+  (the batch times the note types its tasks read, `max_length` tokens each; under answer-letter
+  scoring, the batch times its task prompts packed into one sequence, `tokens_per_example`),
+  times the per-token, per-layer estimate of Korthikanti et al. (2022, "Reducing activation
+  recomputation in large transformer models"): (34 + 5 · heads · seq / hidden) · hidden bytes
+  per token and layer with 16-bit activations, twice that in fp32 (a CPU, and DP-SGD, run in
+  fp32; bf16 autocast on a GPU). The second term is the attention scores, which a fused attention
+  kernel does not keep, so the estimate errs high where attention is fused (bench/memory_plan.py
+  measures it against a real step's peak: bench/results/memory_plan.md).
 - **optimizer**: the trainable parameters' gradients and AdamW's two moments (fp32).
 - **per-example gradients** under DP-SGD: opacus holds one gradient per example of the physical
   batch for every trainable parameter (fp32) until it clips them.
@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import torch
 
 from client.base_model import resolve_base_path
-from client.model import ModelSettings, base_scoring, load_base_config
+from client.letter_scoring import suffix_ids
+from client.model import ModelSettings, base_scoring, load_base_config, load_tokenizer
 from sites.tasks import TASKS
 
 ACTIVATION_BYTES_PER_TOKEN_LAYER = 34
@@ -54,7 +55,7 @@ class MemoryPlan:
     available: int | None
     """Bytes free on the device now (None: unknown)."""
     shape: str
-    """What the activations were planned for, e.g. `16 × 5 prompts × 512 tokens`."""
+    """What the activations were planned for, e.g. `16 × 2 notes × 128 tokens`."""
 
     @property
     def total(self) -> int:
@@ -108,12 +109,26 @@ def parameter_counts(settings: ModelSettings) -> tuple[int, int]:
     return frozen, trainable
 
 
-def sequences_per_example(settings: ModelSettings) -> tuple[int, str]:
-    """Decoder passes one example takes in a step: one per task's prompt under answer-letter
-    scoring, one per note type the tasks read under heads."""
-    if base_scoring(settings) == "letters":
-        return len(settings.tasks), "prompts"
-    return len({TASKS[t].note for t in settings.tasks}), "notes"
+def tokens_per_example(settings: ModelSettings) -> tuple[int, int, str]:
+    """Tokens one example puts through the model in a step, its longest sequence (attention's
+    scores grow with it), and the shape to print. Under heads, each note type its tasks read, a
+    sequence of `max_length` tokens each. Under answer letters, its task
+    prompts packed into one sequence (client/prompt_packing.py): per note type, the note up to
+    its tasks' tightest budget, then each task's tail — as long as that note's longest question
+    when the note fills the budget — so `max_length + (tasks - 1) × longest question`."""
+    length = settings.max_length
+    if base_scoring(settings) != "letters":
+        notes = len({TASKS[t].note for t in settings.tasks})
+        return notes * length, length, f"{notes} notes × {length} tokens"
+    if len(settings.tasks) == 1:
+        return length, length, f"1 prompts × {length} tokens"
+    tokenizer = load_tokenizer(settings)
+    questions: dict[str, list[int]] = {}
+    for task in settings.tasks:
+        questions.setdefault(TASKS[task].note, []).append(
+            min(len(suffix_ids(tokenizer, task)), length))
+    tokens = sum(length + (len(q) - 1) * max(q) for q in questions.values())
+    return tokens, tokens, f"{len(settings.tasks)} prompts of {length} tokens packed in {tokens}"
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -134,10 +149,10 @@ def plan_memory(settings: ModelSettings, *, device: torch.device, batch: int, pr
     resolve_base_path(settings.base)  # a missing base is named before its config is read
     config = load_base_config(settings)
     frozen, trainable = parameter_counts(settings)
-    per_example, kind = sequences_per_example(settings)
-    tokens = batch * per_example * settings.max_length
+    per_example, sequence, shape = tokens_per_example(settings)
+    tokens = batch * per_example
     per_token_layer = (ACTIVATION_BYTES_PER_TOKEN_LAYER * config.hidden_size
-                       + ATTENTION_SCORE_BYTES * config.num_attention_heads * settings.max_length)
+                       + ATTENTION_SCORE_BYTES * config.num_attention_heads * sequence)
     activations = (tokens * config.num_hidden_layers * per_token_layer * activation_bytes // 2)
     return MemoryPlan(
         device=str(device),
@@ -146,5 +161,5 @@ def plan_memory(settings: ModelSettings, *, device: torch.device, batch: int, pr
         optimizer=3 * trainable * 4,
         per_example=batch * trainable * 4 if private else 0,
         available=available_bytes(device),
-        shape=f"{batch} × {per_example} {kind} × {settings.max_length} tokens",
+        shape=f"{batch} × {shape}",
     )

@@ -5,8 +5,8 @@ The pieces are separate on purpose so that DP-SGD (a later issue) can swap them 
 sampling), `make_optimizer` (AdamW with two learning rates: the heads start from random and need a
 larger step than the adapter, whose B starts at zero) and `joint_loss` (the sum of the per-task
 cross-entropies of `TaskModel.task_logits`: for a head model one forward pass per note type, shared
-by every task that reads it; for a letter-scoring model one per task prompt, the loss then being
-LoRA's loss on the answer letter).
+by every task that reads it; for a letter-scoring model one over all task prompts packed, the loss
+then being LoRA's loss on the answer letter).
 """
 
 from __future__ import annotations

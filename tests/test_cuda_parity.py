@@ -5,8 +5,9 @@ where the same test on that machine's CPU reached 0.90, and the decoder's transf
 scored every task near 0.50 after a federated round. Which stage diverges was not found in the
 time the machine was lent. Each test here compares one stage, the same weights and rows on both
 devices, so a GPU run names it: the forward pass (fp32, no autocast), the gradients of one step,
-one DP-SGD step without noise (opacus's per-sample gradients, clipping, the optimizer), and
-evaluation under the bf16 autocast a GPU site scores with.
+one DP-SGD step without noise (opacus's per-sample gradients, clipping, the optimizer),
+evaluation under the bf16 autocast a GPU site scores with, and five task prompts packed into one
+pass.
 """
 
 from __future__ import annotations
@@ -106,3 +107,32 @@ def test_evaluation_under_bf16_autocast_keeps_the_ranking(letter_llama: Path) ->
                              n_resamples=10)["mortality.auroc"] for model in (on_cpu, on_gpu)]
     assert scores[0] >= 0.8  # the adapter learned the keyword (as on the CPU in test_letter_scoring)
     assert scores[1] == pytest.approx(scores[0], abs=0.02)
+
+
+def test_packed_prompts_match_the_cpu_and_one_pass_per_task(letter_llama: Path) -> None:
+    """Five tasks in one pass (client/prompt_packing.py): on CUDA the block mask goes to another
+    attention kernel than on the CPU; the logits must still be the CPU's and those of one pass
+    per task on the GPU."""
+    tasks = ("readmission", "mortality", "los", "comorbidity", "denial")
+    settings = model_settings(base=str(letter_llama), max_length=110, tasks=tasks,
+                              lora=lora_settings(dropout=0.0))
+    table = keyword_table(32)
+    for column in ("admission_note", "discharge_note"):  # cut at a different token per task
+        table[column] = (table[column] + " ") * 6
+    data = encode_site(table, load_tokenizer(settings), tasks, max_length=110,
+                       scoring="letters")["train"]
+    models = [build_model(settings, device=device) for device in (CPU, GPU)]
+    generator = np.random.default_rng(0)
+    state = {k: (0.05 * generator.standard_normal(v.shape)).astype(np.float32)
+             for k, v in trainable_state(models[0]).items()}
+    index = torch.arange(16)
+    with torch.no_grad():
+        for model in models:
+            load_trainable_state(model, state)
+            assert model.eval().packs_prompts
+        expected = models[0].task_logits(data, index, tasks)
+        packed = models[1].task_logits(data, index, tasks)
+        single = {t: models[1].task_logits(data, index, (t,))[t] for t in tasks}
+    for task in tasks:
+        torch.testing.assert_close(packed[task].cpu(), expected[task], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(packed[task], single[task], atol=1e-4, rtol=1e-4)

@@ -43,6 +43,30 @@ def test_each_run_gets_ports_of_its_own(monkeypatch, tmp_path):
     assert "39091" not in (http_a, http_b)
 
 
+def test_a_port_is_handed_out_once_even_when_the_kernel_offers_it_again(monkeypatch):
+    offers = iter([41015, 41015, 41015, 41016])
+
+    class Probe:
+        def __init__(self, *args):
+            self.port = next(offers)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def bind(self, address):
+            pass
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(flower_run, "_HANDED_OUT", set())
+    monkeypatch.setattr(flower_run.socket, "socket", Probe)
+    assert [flower_run.free_port(), flower_run.free_port()] == [41015, 41016]
+
+
 def test_stopping_a_superlink_stops_the_whole_tree_below_it(tmp_path):
     """A stand-in 'SuperLink' (its command line carries the FLWR_HOME marker) with a child and a
     grandchild, as the SuperExec and the simulation are: all three must go."""

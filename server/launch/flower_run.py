@@ -170,11 +170,22 @@ def _with_turn_timeout(run_config: dict[str, object], turns: int) -> dict[str, o
     return {**run_config, "round-timeout": per_site * turns}
 
 
+_HANDED_OUT: set[int] = set()
+"""Ports `free_port` has given this process: the kernel may offer a just-closed probe's port again,
+and two servers told the same port leave one unable to start (seen: two loopback SuperNodes given
+one runtime port, the second dead and the run waiting for its site until the start wait ran out)."""
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now and that this process has not
+    handed out before."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _processes() -> list[tuple[int, str]]:

@@ -40,7 +40,8 @@ class PackedPrompts:
     """Rows of packed prompts, right-padded to the longest row."""
 
     input_ids: torch.Tensor
-    """[B, W] token ids (pad positions hold the first prompt's pad id)."""
+    """[B, W] token ids; a pad position holds some valid id (nothing attends to a pad and its
+    own state is never read)."""
     position_ids: torch.Tensor
     """[B, W] each token's position in its own task's prompt."""
     allowed: torch.Tensor
@@ -80,7 +81,7 @@ def pack_prompts(prompts: Sequence[tuple[torch.Tensor, torch.Tensor]],
     members = {g: [t for t, name in enumerate(groups) if name == g] for g in dict.fromkeys(groups)}
     prefixes = {g: _shared_prefix([prompts[t] for t in tasks], lengths[tasks])
                 for g, tasks in members.items()}
-    pad_id = int(prompts[0][0][0, -1]) if rows else 0
+    pad_id = int(prompts[0][0][0, 0]) if rows else 0
     sequences = []
     last = torch.empty_like(lengths)
     for row in range(rows):

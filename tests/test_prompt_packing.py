@@ -72,7 +72,7 @@ def test_groups_never_attend_to_each_other_and_pads_attend_to_themselves() -> No
         prompts([[1, 5, 20], [1, 5, 6, 20]], [[1, 5, 30], [1, 5, 6, 30]],
                 [[1, 8, 40], [1, 8, 40]], pad=3),
         groups=["admission", "admission", "discharge"])
-    assert packed.input_ids.tolist() == [[1, 5, 20, 30, 1, 8, 40, 3],
+    assert packed.input_ids.tolist() == [[1, 5, 20, 30, 1, 8, 40, 1],
                                          [1, 5, 6, 20, 30, 1, 8, 40]]
     assert packed.position_ids[0].tolist() == [0, 1, 2, 2, 0, 1, 2, 0]
     assert packed.last.tolist() == [[2, 3], [3, 4], [6, 7]]

@@ -31,7 +31,7 @@ from torch import nn
 from client.base_model import resolve_base_path
 from client.data import MAX_LENGTH_LIMIT, EncodedSplit, ResolvedScoring
 from client.letter_scoring import LetterTokenError, letter_token_ids, note_budget
-from client.prompt_packing import pack_prompts
+from client.prompt_packing import last_token_logits, pack_prompts, takes_block_mask
 from client.run_config import InvalidRunConfig
 from sites.tasks import OPTION_LETTERS, TASKS, resolve_tasks
 from strategies.exchange import ADAPTER_PREFIX, HEAD_PREFIX
@@ -292,11 +292,6 @@ class MultiTaskModel(TaskModel):
         return {task: self.heads[task](pooled) for task in tasks}
 
 
-PACKING_ATTENTION = ("sdpa", "eager")
-"""transformers attention implementations that take a custom 4D mask, so that a letter model reads
-all of an encounter's task prompts in one pass; others (flash attention) run one pass per task."""
-
-
 class LetterModel(TaskModel):
     """peft-wrapped causal LM scored by the answer letters' logits; it has no heads."""
 
@@ -341,27 +336,16 @@ class LetterModel(TaskModel):
 
     @property
     def packs_prompts(self) -> bool:
-        """True where the base's attention takes an arbitrary 4D mask (sdpa, eager)."""
-        config = self.backbone.get_base_model().config
-        return getattr(config, "_attn_implementation", None) in PACKING_ATTENTION
+        """True where the base's attention takes a block mask (client/prompt_packing.py)."""
+        return takes_block_mask(self.backbone.get_base_model())
 
     def _packed_logits(self, data: EncodedSplit, index: torch.Tensor, tasks: tuple[str, ...]
                        ) -> dict[str, torch.Tensor]:
         cpu = torch.device("cpu")
         packed = pack_prompts([data.prompts[t].batch(index, cpu) for t in tasks],
                               [TASKS[t].note for t in tasks]).to(self.device)
-        causal_lm = self.backbone.get_base_model()
-        eager = causal_lm.config._attn_implementation == "eager"
-        mask = (packed.additive_mask(causal_lm.get_output_embeddings().weight.dtype) if eager
-                else packed.allowed)
-        hidden = causal_lm.get_decoder()(input_ids=packed.input_ids, attention_mask=mask,
-                                         position_ids=packed.position_ids,
-                                         use_cache=False).last_hidden_state
-        rows = torch.arange(hidden.shape[0], device=hidden.device).repeat(len(tasks))
-        letters = torch.tensor(self.letter_ids, device=hidden.device)
-        logits = causal_lm.get_output_embeddings()(hidden[rows, packed.last.flatten()])[:, letters]
-        return {t: part[:, : TASKS[t].num_classes]
-                for t, part in zip(tasks, logits.split(hidden.shape[0]))}
+        logits = last_token_logits(self.backbone.get_base_model(), packed, self.letter_ids)
+        return {t: task_logits[:, : TASKS[t].num_classes] for t, task_logits in zip(tasks, logits)}
 
 
 def load_base_config(settings: ModelSettings) -> PretrainedConfig:

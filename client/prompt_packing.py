@@ -33,6 +33,9 @@ import torch
 
 PAD = -1
 """Group and tail of a pad position."""
+BLOCK_MASK_ATTENTION = ("sdpa", "eager")
+"""transformers attention implementations that take a custom 4D mask; others (flash attention)
+leave a letter model to run one pass per task."""
 
 
 @dataclass(frozen=True)
@@ -140,3 +143,25 @@ def _block_mask(group: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
     allowed = causal & real & same_group & ((key_tail == 0) | (key_tail == query_tail))
     allowed |= torch.eye(width, dtype=torch.bool) & (group == PAD)[:, :, None]
     return allowed[:, None]
+
+
+def takes_block_mask(causal_lm) -> bool:
+    """True where `causal_lm`'s attention implementation takes a custom 4D mask."""
+    return getattr(causal_lm.config, "_attn_implementation", None) in BLOCK_MASK_ATTENTION
+
+
+def last_token_logits(causal_lm, packed: PackedPrompts, token_ids: Sequence[int]
+                      ) -> list[torch.Tensor]:
+    """One pass of `causal_lm`'s decoder over `packed` (on its device); per task, the logits of
+    `token_ids` [B, len(token_ids)] at the last token of its prompt. Only those positions go
+    through the output layer: full-vocabulary logits everywhere would cost B × W × V floats."""
+    head = causal_lm.get_output_embeddings()
+    mask = (packed.additive_mask(head.weight.dtype)
+            if causal_lm.config._attn_implementation == "eager" else packed.allowed)
+    hidden = causal_lm.get_decoder()(input_ids=packed.input_ids, attention_mask=mask,
+                                     position_ids=packed.position_ids,
+                                     use_cache=False).last_hidden_state
+    rows = torch.arange(hidden.shape[0], device=hidden.device).repeat(packed.last.shape[0])
+    tokens = torch.tensor(list(token_ids), device=hidden.device)
+    logits = head(hidden[rows, packed.last.flatten()])[:, tokens]
+    return list(logits.split(hidden.shape[0]))

@@ -11,13 +11,19 @@ site's test split and on the external system:
   facts within the first N tokens, read from the generator's own record, no text involved),
   fitted to the labels of the pooled training splits — the best a model reading the first N
   tokens could learn from these examples if it extracted every fact without error;
-- TF-IDF (word uni- and bigrams) + logistic regression on the same first N tokens of text.
+- TF-IDF (word uni- and bigrams) + logistic regression on the same first N tokens of text;
+- the default model trained centrally (`--model-batch` > 0): the run config's base, LoRA and
+  learning rates, fitted to the pooled training splits with as many examples as the default
+  federation's rounds take at all its sites (3 × 4 × 40 × 16 = 7,680), in fewer, larger steps
+  (120 of 64). Where it lands beside the federation says whether the federation's shortfall is
+  the model's reach or the federated way of spending the same examples.
 
 For each: macro AUROC and the share of the way from chance (0.5) to the note ceiling it goes (the
 default run's gap is measured from its untrained round 0, 0.496, so its share is comparable).
 
-    python bench/reachable.py                  # the default consortium at 128 tokens (~2 min)
-    python bench/reachable.py --max-length 512
+    python bench/reachable.py                  # the default consortium at 128 tokens (~15 min)
+    python bench/reachable.py --model-batch 0  # the two fact and word readers only (~2 min)
+    python bench/reachable.py --max-length 512 --model-batch 0
 
 What it prints is also kept, with the date, machine and command, in bench/results/reachable.md
 (bench/results_file.py).
@@ -41,8 +47,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.note_signal import auroc, load_tokenizer, oracle_classes  # noqa: E402
 from bench.quality import build, tfidf_task  # noqa: E402
 from bench.results_file import record_printed  # noqa: E402
+from client.data import encode_split  # noqa: E402
+from client.evaluate import predict  # noqa: E402
+from client.model import build_model  # noqa: E402
+from client.model import load_tokenizer as model_tokenizer  # noqa: E402
 from client.note_ceiling import facts_read, note_ceilings, read_windows  # noqa: E402
+from client.run_config import default_run_config  # noqa: E402
+from client.settings import ClientSettings  # noqa: E402
+from client.train import train_steps  # noqa: E402
 from sites.tasks import NOTE_COLUMNS, TASKS  # noqa: E402
+
+READER_NAMES = {"facts": "perfect reader", "tfidf": "TF-IDF", "model": "default model centrally"}
 
 
 def first_tokens(df: pd.DataFrame, tokenizer, max_length: int) -> pd.DataFrame:
@@ -75,6 +90,41 @@ def perfect_reader(task: str, train: pd.DataFrame, tests: dict[str, pd.DataFrame
     return result
 
 
+def federation_examples(consortium) -> int:
+    """Training examples the default federation takes: rounds × Σ over its sites of local steps ×
+    batch size (each site's own YAML; the run config's `local-steps` = 0 leaves them as they are)."""
+    rounds = int(default_run_config()["num-server-rounds"])
+    return rounds * sum(s.training.local_steps * s.training.batch_size
+                        for s in consortium.training_sites)
+
+
+def central_model(train: pd.DataFrame, tests: dict[str, pd.DataFrame], tasks, *, examples: int,
+                  batch_size: int, max_length: int) -> dict[str, dict[str, float]]:
+    """Per site, per task: the test AUROC of the run config's default model (base, LoRA, learning
+    rates, seed) trained on the pooled `train` rows for `examples // batch_size` steps."""
+    import torch
+
+    settings = ClientSettings.from_run_config(default_run_config())
+    if settings.model.max_length != max_length:
+        raise SystemExit(f"--max-length {max_length}: the default model reads "
+                         f"{settings.model.max_length} tokens; train it at its own length")
+    tokenizer = model_tokenizer(settings.model)
+    model = build_model(settings.model, device=torch.device("cpu"))
+    pooled = encode_split(train, tokenizer, tasks, max_length=max_length)
+    steps = examples // batch_size
+    result = train_steps(model, pooled, steps=steps, batch_size=batch_size,
+                         optimizer=settings.optimizer, seed=settings.seed)
+    print(f"default model ({settings.model.base}, LoRA r={settings.model.lora.r}) trained "
+          f"centrally: {steps} steps of {batch_size} = {steps * batch_size:,} pooled examples, "
+          f"mean loss {result.loss:.3f}")
+    out = {}
+    for name, df in tests.items():
+        probs = predict(model, encode_split(df, tokenizer, tasks, max_length=max_length), tasks,
+                        batch_size=64)
+        out[name] = {t: auroc(df[TASKS[t].label_column].to_numpy(), probs[t]) for t in tasks}
+    return out
+
+
 def ceilings(tables: dict[str, pd.DataFrame], tasks, tokenizer, max_length: int
              ) -> dict[str, dict[str, float]]:
     """Per site, per task: the note ceiling's test-split AUROC (as the run's report computes it)."""
@@ -98,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=128,
                         help="tokens read per note (the default run reads 128)")
     parser.add_argument("--base", default="all-MiniLM-L6-v2", help="whose tokens are counted")
+    parser.add_argument("--model-batch", type=int, default=64,
+                        help="batch size of the centrally trained default model (0: leave it out)")
     args = parser.parse_args(argv)
     tokenizer = load_tokenizer(args.base)
     with tempfile.TemporaryDirectory() as root:
@@ -115,28 +167,42 @@ def main(argv: list[str] | None = None) -> int:
           f"({', '.join(training)}); the test split of each and the whole of "
           f"{', '.join(external)}; "
           f"first {args.max_length} tokens of {args.base}")
-    print(f"{'task':12s} {'note ceiling':>12s} {'perfect reader':>15s} {'TF-IDF':>8s} | "
-          f"{'ext. ceiling':>12s} {'perfect':>8s} {'TF-IDF':>8s}")
+    model = None
+    if args.model_batch > 0:
+        model = central_model(train, tests, consortium.tasks,
+                              examples=federation_examples(consortium),
+                              batch_size=args.model_batch, max_length=args.max_length)
+    readers = [("facts", "perfect", 15), ("tfidf", "TF-IDF", 8)] + (
+        [("model", "LoRA", 8)] if model else [])
+    print(f"{'task':12s} {'note ceiling':>12s} {'perfect reader':>15s} {'TF-IDF':>8s}"
+          + (f" {'LoRA':>8s}" if model else "") + f" | {'ext. ceiling':>12s}"
+          + "".join(f" {label:>8s}" for _, label, _ in readers))
     rows = []
     for task in consortium.tasks:
-        facts = perfect_reader(task, train, tests, tokenizer, args.max_length)
-        words = tfidf_task(task, train_cut, cut)
-        row = {key: (float(np.mean([source[n] for n in names])))
-               for key, source, names in (
-                   ("ceiling", {n: ceiling[n][task] for n in ceiling}, training),
-                   ("facts", facts, training), ("tfidf", words, training),
-                   ("ext_ceiling", {n: ceiling[n][task] for n in ceiling}, external),
-                   ("ext_facts", facts, external), ("ext_tfidf", words, external))}
+        sources = {"facts": perfect_reader(task, train, tests, tokenizer, args.max_length),
+                   "tfidf": tfidf_task(task, train_cut, cut)}
+        if model:
+            sources["model"] = {n: model[n][task] for n in model}
+        sources["ceiling"] = {n: ceiling[n][task] for n in ceiling}
+        row = {}
+        for key, source in sources.items():
+            row[key] = float(np.mean([source[n] for n in training]))
+            row["ext_" + key] = float(np.mean([source[n] for n in external]))
         rows.append(row)
-        print(f"{task:12s} {row['ceiling']:12.3f} {row['facts']:15.3f} {row['tfidf']:8.3f} | "
-              f"{row['ext_ceiling']:12.3f} {row['ext_facts']:8.3f} {row['ext_tfidf']:8.3f}")
+        print_row(task, row, readers)
     macro = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
-    print(f"{'macro':12s} {macro['ceiling']:12.3f} {macro['facts']:15.3f} {macro['tfidf']:8.3f} | "
-          f"{macro['ext_ceiling']:12.3f} {macro['ext_facts']:8.3f} {macro['ext_tfidf']:8.3f}")
-    print(f"share of the way from chance to the note ceiling (training sites, macro): perfect "
-          f"reader {share(macro['facts'], macro['ceiling']):.2f}, TF-IDF "
-          f"{share(macro['tfidf'], macro['ceiling']):.2f}")
+    print_row("macro", macro, readers)
+    print("share of the way from chance to the note ceiling (training sites, macro): "
+          + ", ".join(f"{READER_NAMES[key]} {share(macro[key], macro['ceiling']):.2f}"
+                      for key, _, _ in readers))
     return 0
+
+
+def print_row(name: str, row: dict[str, float], readers) -> None:
+    print(f"{name:12s} {row['ceiling']:12.3f}"
+          + "".join(f" {row[key]:{width}.3f}" for key, _, width in readers)
+          + f" | {row['ext_ceiling']:12.3f}"
+          + "".join(f" {row['ext_' + key]:8.3f}" for key, _, _ in readers))
 
 
 if __name__ == "__main__":

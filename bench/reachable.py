@@ -92,9 +92,10 @@ def perfect_reader(task: str, train: pd.DataFrame, tests: dict[str, pd.DataFrame
 
 def federation_examples(consortium) -> int:
     """Training examples the default federation takes: rounds × Σ over its sites of local steps ×
-    batch size (each site's own YAML; the run config's `local-steps` = 0 leaves them as they are)."""
-    rounds = int(default_run_config()["num-server-rounds"])
-    return rounds * sum(s.training.local_steps * s.training.batch_size
+    batch size (the run config's `local-steps`, or where it is 0 each site's own YAML)."""
+    config = default_run_config()
+    rounds, steps = int(config["num-server-rounds"]), int(config["local-steps"])
+    return rounds * sum((steps or s.training.local_steps) * s.training.batch_size
                         for s in consortium.training_sites)
 
 

@@ -4,7 +4,7 @@ The note ceiling (issue 36) is P(label | the facts a note states in its first `m
 fitted to the generator's own probabilities on all of a site's rows: a Bayes ceiling that knows
 the facts' effects exactly. A model trained on the training sites has only their labelled
 examples (about 1,050 a site in the default consortium, some twenty deaths each). This bench puts
-two readers that learn from exactly those examples, pooled, beside the ceiling, on each training
+readers that learn from exactly those examples, pooled, beside the ceiling, on each training
 site's test split and on the external system:
 
 - a *perfect reader*: logistic regression on the very facts the ceiling uses (each note's stated
@@ -57,7 +57,9 @@ from client.settings import ClientSettings  # noqa: E402
 from client.train import train_steps  # noqa: E402
 from sites.tasks import NOTE_COLUMNS, TASKS  # noqa: E402
 
-READER_NAMES = {"facts": "perfect reader", "tfidf": "TF-IDF", "model": "default model centrally"}
+READERS = {"facts": ("perfect", "perfect reader"), "tfidf": ("TF-IDF", "TF-IDF"),
+           "model": ("LoRA", "default model centrally")}
+"""Each reader's column heading and its name in the closing line."""
 
 
 def first_tokens(df: pd.DataFrame, tokenizer, max_length: int) -> pd.DataFrame:
@@ -105,14 +107,14 @@ def central_model(train: pd.DataFrame, tests: dict[str, pd.DataFrame], tasks, *,
     rates, seed) trained on the pooled `train` rows for `examples // batch_size` steps."""
     import torch
 
+    steps = examples // batch_size
+    if steps < 1:
+        raise SystemExit(f"--model-batch {batch_size}: larger than the federation's {examples:,} "
+                         "examples; expected a batch that leaves at least one step")
     settings = ClientSettings.from_run_config(default_run_config())
-    if settings.model.max_length != max_length:
-        raise SystemExit(f"--max-length {max_length}: the default model reads "
-                         f"{settings.model.max_length} tokens; train it at its own length")
     tokenizer = model_tokenizer(settings.model)
     model = build_model(settings.model, device=torch.device("cpu"))
     pooled = encode_split(train, tokenizer, tasks, max_length=max_length)
-    steps = examples // batch_size
     result = train_steps(model, pooled, steps=steps, batch_size=batch_size,
                          optimizer=settings.optimizer, seed=settings.seed)
     print(f"default model ({settings.model.base}, LoRA r={settings.model.lora.r}) trained "
@@ -140,6 +142,14 @@ def ceilings(tables: dict[str, pd.DataFrame], tasks, tokenizer, max_length: int
     return out
 
 
+def batch_size(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: expected a batch size >= 1, or 0 to leave the "
+                                         "default model out")
+    return value
+
+
 def share(value: float, ceiling: float) -> float:
     return (value - 0.5) / (ceiling - 0.5) if ceiling > 0.5 else float("nan")
 
@@ -149,9 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=128,
                         help="tokens read per note (the default run reads 128)")
     parser.add_argument("--base", default="all-MiniLM-L6-v2", help="whose tokens are counted")
-    parser.add_argument("--model-batch", type=int, default=64,
+    parser.add_argument("--model-batch", type=batch_size, default=64,
                         help="batch size of the centrally trained default model (0: leave it out)")
     args = parser.parse_args(argv)
+    own_length = ClientSettings.from_run_config(default_run_config()).model.max_length
+    if args.model_batch and args.max_length != own_length:
+        parser.error(f"--max-length {args.max_length}: the default model reads {own_length} "
+                     "tokens; add --model-batch 0 to leave it out at another length")
     tokenizer = load_tokenizer(args.base)
     with tempfile.TemporaryDirectory() as root:
         consortium, tables = build(None, None, Path(root))  # the default consortium's own sizes
@@ -173,11 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         model = central_model(train, tests, consortium.tasks,
                               examples=federation_examples(consortium),
                               batch_size=args.model_batch, max_length=args.max_length)
-    readers = [("facts", "perfect", 15), ("tfidf", "TF-IDF", 8)] + (
-        [("model", "LoRA", 8)] if model else [])
-    print(f"{'task':12s} {'note ceiling':>12s} {'perfect reader':>15s} {'TF-IDF':>8s}"
-          + (f" {'LoRA':>8s}" if model else "") + f" | {'ext. ceiling':>12s}"
-          + "".join(f" {label:>8s}" for _, label, _ in readers))
+    readers = ["facts", "tfidf"] + (["model"] if model else [])
+    headings = "".join(f" {READERS[key][0]:>8s}" for key in readers)
+    print(f"{'task':12s} {'note ceiling':>12s}{headings} | {'ext. ceiling':>12s}{headings}")
     rows = []
     for task in consortium.tasks:
         sources = {"facts": perfect_reader(task, train, tests, tokenizer, args.max_length),
@@ -194,16 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     macro = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
     print_row("macro", macro, readers)
     print("share of the way from chance to the note ceiling (training sites, macro): "
-          + ", ".join(f"{READER_NAMES[key]} {share(macro[key], macro['ceiling']):.2f}"
-                      for key, _, _ in readers))
+          + ", ".join(f"{READERS[key][1]} {share(macro[key], macro['ceiling']):.2f}"
+                      for key in readers))
     return 0
 
 
-def print_row(name: str, row: dict[str, float], readers) -> None:
-    print(f"{name:12s} {row['ceiling']:12.3f}"
-          + "".join(f" {row[key]:{width}.3f}" for key, _, width in readers)
-          + f" | {row['ext_ceiling']:12.3f}"
-          + "".join(f" {row['ext_' + key]:8.3f}" for key, _, _ in readers))
+def print_row(name: str, row: dict[str, float], readers: list[str]) -> None:
+    print(f"{name:12s} {row['ceiling']:12.3f}" + "".join(f" {row[k]:8.3f}" for k in readers)
+          + f" | {row['ext_ceiling']:12.3f}" + "".join(f" {row['ext_' + k]:8.3f}" for k in readers))
 
 
 if __name__ == "__main__":

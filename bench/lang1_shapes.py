@@ -3,7 +3,7 @@ model-FLOPs utilisation, without and with DP-SGD?
 
 Lang1's weights are not public, so each shape is a Llama configuration of that size with random
 weights, built directly on the device (in bf16 where the device runs bf16, as a site loads its
-base, `client.precision`). The step is the toolkit's own: `client.model.add_lora` (LoRA on the
+base, `client.precision`). The step is the toolkit's own: `client.lora.add_lora` (LoRA on the
 attention projections, peft's Llama default), the answer-letter model `client.model.LetterModel`,
 `client.train.train_steps` and, for DP, `client.privacy.dp_sgd.train_steps_private` (fp32, as a DP
 site trains) — on prompts of random token ids, every one `--length` tokens long, one task.
@@ -61,7 +61,8 @@ def build(shape: str, device, dtype):
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from client.model import LetterModel, add_lora
+    from client.lora import add_lora
+    from client.model import LetterModel
     from tests.model_settings import model_settings
 
     hidden, layers, heads, kv, intermediate, vocab = SHAPES[shape]
@@ -73,7 +74,7 @@ def build(shape: str, device, dtype):
     settings = model_settings(base=shape, tasks=("mortality",), scoring="letters", seed=0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        backbone = add_lora(base, settings, device=device)
+        backbone = add_lora(base, settings.lora, device=device)
     return LetterModel(backbone, ("mortality",), LETTERS)
 
 

@@ -68,13 +68,15 @@ def _manifest_of(model: TaskModel, settings: ModelSettings) -> ModelManifest:
     return ModelManifest(
         base=settings.base, max_length=settings.max_length, scoring=model.scoring,
         tasks=settings.tasks, lora_r=lora.r, lora_alpha=float(lora.alpha),
-        lora_dropout=lora.dropout, lora_target_modules=lora.target_modules, seed=settings.seed)
+        lora_dropout=lora.dropout, lora_target_modules=lora.target_modules, seed=settings.seed,
+        lora_layers=lora.layers)
 
 
 def settings_of(manifest: ModelManifest) -> ModelSettings:
     """The settings an exported model was built with, from its manifest (scoring resolved)."""
     lora = LoraSettings(r=manifest.lora_r, alpha=manifest.lora_alpha,
                         dropout=manifest.lora_dropout,
-                        target_modules=manifest.lora_target_modules)
+                        target_modules=manifest.lora_target_modules,
+                        layers=manifest.lora_layers)
     return ModelSettings(base=manifest.base, max_length=manifest.max_length, lora=lora,
                          tasks=manifest.tasks, seed=manifest.seed, scoring=manifest.scoring)

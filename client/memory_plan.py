@@ -1,7 +1,7 @@
 """A site's memory plan: what one training step of the run will hold on the site's device, worked
 out from the base's config before any weight is loaded, and a refusal when the device cannot.
 
-Four parts, in bytes:
+Five parts, in bytes:
 
 - **weights**: every parameter of the base, the LoRA adapter and the heads (counted on the meta
   device, so a Lang1-7B config costs nothing to count), in the dtype they are loaded in.
@@ -17,6 +17,12 @@ Four parts, in bytes:
 - **optimizer**: the trainable parameters' gradients and AdamW's two moments (fp32).
 - **per-example gradients** under DP-SGD: opacus holds one gradient per example of the physical
   batch for every trainable parameter (fp32) until it clips them.
+- **kept frozen-layer outputs**, where `lora-layers` leaves lower layers without LoRA under head
+  scoring: the most the process keeps of them per note (client/frozen_layers.py), in host memory,
+  so counted when the site trains on its CPU.
+
+Activations are those of the layers that carry LoRA (`lora-layers`, else all): layers below need
+no gradient, so autograd keeps nothing of them.
 
 `bench/memory_plan.py` measures the plan against a real step's peak memory.
 """
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from client.base_model import resolve_base_path
+from client.frozen_layers import CAPACITY_BYTES
 from client.letter_scoring import suffix_ids
 from client.model import ModelSettings, base_scoring, load_base_config, load_tokenizer
 from sites.tasks import TASKS
@@ -56,10 +63,18 @@ class MemoryPlan:
     """Bytes free on the device now (None: unknown)."""
     shape: str
     """What the activations were planned for, e.g. `16 × 2 notes × 128 tokens`."""
+    kept: int = 0
+    """Bound of the frozen layers' outputs kept per note (host memory; 0 = none kept)."""
 
     @property
     def total(self) -> int:
-        return self.weights + self.activations + self.optimizer + self.per_example
+        return (self.weights + self.activations + self.optimizer + self.per_example
+                + self.total_kept)
+
+    @property
+    def total_kept(self) -> int:
+        """The kept frozen-layer outputs counted in `total` (host memory: on a CPU only)."""
+        return self.kept if self.device == "cpu" else 0
 
     @property
     def fits(self) -> bool:
@@ -73,6 +88,10 @@ class MemoryPlan:
                  f"  gradients + optimizer  {self.optimizer / GIB:8.2f} GiB"]
         if self.per_example:
             lines.append(f"  DP per-example grads   {self.per_example / GIB:8.2f} GiB")
+        if self.kept:
+            where = "" if self.device == "cpu" else ", host memory, not in the total"
+            lines.append(f"  kept frozen layers  <= {self.kept / GIB:8.2f} GiB  (outputs per "
+                         f"note{where})")
         lines.append(f"  total                  {self.total / GIB:8.2f} GiB")
         return "\n".join(lines)
 
@@ -83,25 +102,23 @@ class MemoryPlan:
             f"site {site}: one training step needs about {self.total / GIB:.1f} GiB on "
             f"{self.device} (weights {self.weights / GIB:.1f}, activations "
             f"{self.activations / GIB:.1f} for {self.shape}, optimizer "
-            f"{self.optimizer / GIB:.1f}, DP per-example {self.per_example / GIB:.1f}) but "
+            f"{self.optimizer / GIB:.1f}, DP per-example {self.per_example / GIB:.1f}, kept "
+            f"frozen-layer outputs {self.total_kept / GIB:.1f}) but "
             f"{self.available / GIB:.1f} GiB is free; expected at most {HEADROOM:.0%} of it. "
             "A smaller `training.max_physical_batch_size` (the same step in pieces), a smaller "
-            "`max-length`, or a larger device helps")
+            "`max-length`, `lora-layers = 0` (nothing kept) or a larger device helps")
 
 
 def parameter_counts(settings: ModelSettings) -> tuple[int, int]:
     """(frozen, trainable) parameters of the model `settings` build, counted on the meta device."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModel, AutoModelForCausalLM
 
     config = load_base_config(settings)
     letters = base_scoring(settings) == "letters"
-    lora = settings.lora
     with torch.device("meta"):
         base = (AutoModelForCausalLM if letters else AutoModel).from_config(config)
-        model = get_peft_model(base, LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules) if lora.target_modules else None))
+        model = get_peft_model(base, settings.lora.config(base))
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if not letters:
@@ -153,7 +170,9 @@ def plan_memory(settings: ModelSettings, *, device: torch.device, batch: int, pr
     tokens = batch * per_example
     per_token_layer = (ACTIVATION_BYTES_PER_TOKEN_LAYER * config.hidden_size
                        + ATTENTION_SCORE_BYTES * config.num_attention_heads * sequence)
-    activations = (tokens * config.num_hidden_layers * per_token_layer * activation_bytes // 2)
+    # Only layers with LoRA keep activations for the backward pass (nothing below needs a gradient)
+    trained = config.num_hidden_layers - settings.lora.frozen_layers(config.num_hidden_layers)
+    activations = (tokens * trained * per_token_layer * activation_bytes // 2)
     return MemoryPlan(
         device=str(device),
         weights=frozen * weight_bytes + trainable * 4,
@@ -162,4 +181,6 @@ def plan_memory(settings: ModelSettings, *, device: torch.device, batch: int, pr
         per_example=batch * trainable * 4 if private else 0,
         available=available_bytes(device),
         shape=f"{batch} × {shape}",
+        kept=(CAPACITY_BYTES if settings.lora.frozen_layers(config.num_hidden_layers)
+              and base_scoring(settings) == "head" else 0),
     )

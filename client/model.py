@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -30,7 +31,9 @@ from torch import nn
 
 from client.base_model import resolve_base_path
 from client.data import MAX_LENGTH_LIMIT, EncodedSplit, ResolvedScoring
+from client.frozen_layers import FrozenLayers
 from client.letter_scoring import LetterTokenError, letter_token_ids, note_budget
+from client.lora import LoraSettings, add_lora
 from client.prompt_packing import last_token_logits, pack_prompts, takes_block_mask
 from client.run_config import InvalidRunConfig
 from sites.tasks import OPTION_LETTERS, TASKS, resolve_tasks
@@ -55,30 +58,6 @@ An encoder with heads reads the first 128 tokens: what the shipped default run h
 and a cost that fits a run on two CPU cores. A decoder reads 512, the paper's protocol: its prompt
 is the note and the task's question after it, so the note keeps what the question takes, and the
 paper's Lang1 numbers were measured on the first 512 tokens."""
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA hyper-parameters; identical at every site (FedAvg averages matching tensors). No field
-    of the run config has a default here: those live once, in pyproject.toml."""
-
-    r: int
-    """Rank of the update B·A."""
-    alpha: float
-    """Scaling numerator: the update is multiplied by alpha / r (the run config's `lora-alpha`)."""
-    dropout: float
-    """Dropout on the adapter input during training."""
-    target_modules: tuple[str, ...] | None = None
-    """Module names to adapt; None = peft's default for the architecture (BERT query/value,
-    Llama q_proj/v_proj)."""
-
-    def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ValueError(f"`lora.r` is {self.r}; expected an integer >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"`lora.dropout` is {self.dropout}; expected 0 <= dropout < 1")
-        if self.target_modules is not None and not self.target_modules:
-            raise ValueError("`lora.target_modules` is empty; expected module names or None")
 
 
 @dataclass(frozen=True)
@@ -236,6 +215,8 @@ class TaskModel(nn.Module):
     backbone: nn.Module
     heads: nn.ModuleDict
     scoring: ResolvedScoring
+    frozen: FrozenLayers | None = None
+    """The lower layers' output kept per note (`MultiTaskModel` with `lora-layers`), else None."""
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -257,11 +238,13 @@ class MultiTaskModel(TaskModel):
 
     scoring: ResolvedScoring = "head"
 
-    def __init__(self, backbone: nn.Module, heads: nn.ModuleDict, pooling: Pooling) -> None:
+    def __init__(self, backbone: nn.Module, heads: nn.ModuleDict, pooling: Pooling,
+                 frozen: FrozenLayers | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.heads = heads
         self.pooling: Pooling = pooling
+        self.frozen = frozen
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -282,7 +265,9 @@ class MultiTaskModel(TaskModel):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled note vectors [B, H]; call once per note type and share it across tasks."""
         kwargs = {"use_cache": False} if self.pooling == "last" else {}
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        with (self.frozen.replaying(input_ids, attention_mask) if self.frozen is not None
+              else nullcontext()):
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return pool(out.last_hidden_state, attention_mask, self.pooling)
 
     def forward(
@@ -366,26 +351,6 @@ def load_base_config(settings: ModelSettings) -> PretrainedConfig:
     return config
 
 
-def add_lora(base: nn.Module, settings: ModelSettings, *, device: torch.device) -> nn.Module:
-    """Move `base` to `device`, then wrap it with LoRA; call it inside a `fork_rng` seeded with
-    `settings.seed`, so the same seed gives the same adapter at every site and at the server.
-
-    Device first, then peft: LoRA layers follow their base layer's device (pitfalls: opacus #820).
-    peft creates LoRA layers on the CPU generator, so a CUDA client matches a CPU server.
-    """
-    from peft import LoraConfig, get_peft_model
-
-    base.to(device)
-    lora = settings.lora
-    lora_config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules) if lora.target_modules else None,
-    )
-    return get_peft_model(base, lora_config)
-
-
 def build_model(settings: ModelSettings, *, device: torch.device, base_weights: bool = True,
                 base_dtype: torch.dtype = torch.float32) -> TaskModel:
     """The model for `settings`' resolved scoring: heads on an encoder (`MultiTaskModel`) or
@@ -426,12 +391,15 @@ def build_head_model(settings: ModelSettings, config: PretrainedConfig, *, devic
                       base_dtype=base_dtype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        backbone = add_lora(base, settings, device=device)
+        backbone = add_lora(base, settings.lora, device=device)
         hidden = base.config.hidden_size
         heads = nn.ModuleDict({t: nn.Linear(hidden, TASKS[t].num_classes) for t in settings.tasks})
-    model = MultiTaskModel(backbone, heads.to(device), pooling_for(base.config.model_type))
-    log.info("built %s (%s pooling) with LoRA r=%d on %s", settings.base, model.pooling,
-             settings.lora.r, device)
+    frozen = settings.lora.frozen_layers(base.config.num_hidden_layers)
+    model = MultiTaskModel(backbone, heads.to(device), pooling_for(base.config.model_type),
+                           FrozenLayers(base, frozen) if frozen else None)
+    log.info("built %s (%s pooling) with LoRA r=%d on %s%s", settings.base, model.pooling,
+             settings.lora.r, device,
+             f", layers 0-{frozen - 1} frozen and kept per note" if frozen else "")
     return model
 
 
@@ -452,7 +420,7 @@ def build_letter_model(settings: ModelSettings, config: PretrainedConfig, *,
                                f"the output vocabulary ({vocab}); expected a matching tokenizer")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        backbone = add_lora(base, settings, device=device)
+        backbone = add_lora(base, settings.lora, device=device)
     log.info("built %s (answer-letter scoring) with LoRA r=%d on %s", settings.base,
              settings.lora.r, device)
     return LetterModel(backbone, settings.tasks, letter_ids)

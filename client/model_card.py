@@ -71,6 +71,7 @@ def model_card(manifest: ModelManifest, *, results: Sequence[str] = (),
         f"- LoRA: r={manifest.lora_r}, alpha={manifest.lora_alpha:g}, dropout="
         f"{manifest.lora_dropout:g}, target modules "
         f"{', '.join(manifest.lora_target_modules) if manifest.lora_target_modules else 'peft default'}"
+        f"{f' of the top {manifest.lora_layers} layers' if manifest.lora_layers else ''}"
         f"; seed {manifest.seed}.",
         "",
         "## Tasks",

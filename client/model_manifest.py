@@ -54,6 +54,8 @@ class ModelManifest:
     lora_dropout: float
     lora_target_modules: tuple[str, ...] | None
     seed: int
+    lora_layers: int = 0
+    """Top transformer layers adapted (0 = all); a manifest written before it existed adapted all."""
 
     def __post_init__(self) -> None:
         if self.scoring not in SCORINGS_RESOLVED:
@@ -68,7 +70,7 @@ class ModelManifest:
     def to_json(self) -> dict[str, Any]:
         lora = {"r": self.lora_r, "alpha": self.lora_alpha, "dropout": self.lora_dropout,
                 "target_modules": None if self.lora_target_modules is None
-                else list(self.lora_target_modules)}
+                else list(self.lora_target_modules), "layers": self.lora_layers}
         tasks = [{"name": t, "note": TASKS[t].note, "note_column": NOTE_COLUMNS[TASKS[t].note],
                   "class_names": list(TASKS[t].class_names),
                   "output_columns": [probability_column(t, c) for c in TASKS[t].class_names]}
@@ -129,4 +131,4 @@ def _manifest(raw: dict[str, Any]) -> ModelManifest:
         tasks=tasks, lora_r=int(lora["r"]), lora_alpha=float(lora["alpha"]),
         lora_dropout=float(lora["dropout"]),
         lora_target_modules=None if targets is None else tuple(str(t) for t in targets),
-        seed=int(raw["seed"]))
+        seed=int(raw["seed"]), lora_layers=int(lora.get("layers", 0)))

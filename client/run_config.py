@@ -50,6 +50,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[type, Bound]] = {
     "lora-r": (int, "> 0"),
     "lora-alpha": (float, "> 0"),  # peft scales the update by alpha / r; any number > 0 will do
     "lora-dropout": (float, ">= 0"),
+    "lora-layers": (int, ">= 0"),  # as many as the base has, or more, = all
     "learning-rate": (float, "> 0"),
     "head-learning-rate": (float, "> 0"),
     "dp-optimizer": (str, "any"),

@@ -83,6 +83,7 @@ class ClientSettings:
             r=read_run_config(config, "lora-r"),
             alpha=read_run_config(config, "lora-alpha"),
             dropout=read_run_config(config, "lora-dropout"),
+            layers=read_run_config(config, "lora-layers"),
         )
         max_length = read_run_config(config, "max-length")
         if max_length > 512:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from client.data import EncodedSplit
+from client.frozen_store import load_or_compute
 from client.memory_plan import MemoryPlan, plan_memory
 from client.model import (
     ModelSettings,
@@ -166,12 +167,17 @@ def site_runtime(site: SiteConfig, settings: ModelSettings) -> SiteRuntime:
             table = table.assign(split="test")
         # A fresh process (each message on the Deployment Engine) reads the notes' token ids
         # from the site's state folder instead of tokenizing them again
+        state = SiteState.open(site, fingerprint)
         splits = cached_encode_site(table, load_tokenizer(settings), settings.tasks,
                                     max_length=settings.max_length,
                                     scoring=base_scoring(settings),
-                                    cache_dir=SiteState.open(site, fingerprint).token_cache_dir)
-        _SPLITS[data_key] = splits, fingerprint
+                                    cache_dir=state.token_cache_dir)
         log.info("site %s: tokenized %d encounters", site.name, len(table))
+        frozen = _MODELS[model_key].frozen
+        if frozen is not None:  # every process serving the site starts with all of it
+            load_or_compute(frozen, [n for s in splits.values() for n in s.notes.values()],
+                            base=settings.base, folder=state.frozen_layers_dir)
+        _SPLITS[data_key] = splits, fingerprint
     splits, fingerprint = _SPLITS[data_key]
     return SiteRuntime(model=_MODELS[model_key], splits=splits, device=device,
                        fingerprint=fingerprint)

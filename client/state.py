@@ -95,6 +95,11 @@ class SiteState:
         """The site's tokenized notes (client/token_cache.py), keyed by the table's content."""
         return self.dataset_dir / "token-cache"
 
+    @property
+    def frozen_layers_dir(self) -> Path:
+        """The frozen layers' output for the site's notes (client/frozen_store.py)."""
+        return self.dataset_dir / "frozen-layers"
+
     def run_dir(self, run: str) -> Path:
         return self.dataset_dir / "runs" / run
 

@@ -117,7 +117,8 @@ def test_the_manifest_round_trips_and_plain_peft_still_loads(tiny_encoder, tmp_p
     assert settings_of(manifest) == replace(settings, scoring="head")
     raw = json.loads((tmp_path / MANIFEST_FILE).read_text())
     assert raw["base"] == str(tiny_encoder) and raw["max_length"] == 32
-    assert raw["lora"] == {"r": 8, "alpha": 16.0, "dropout": 0.05, "target_modules": None}
+    assert raw["lora"] == {"r": 8, "alpha": 16.0, "dropout": 0.05, "target_modules": None,
+                           "layers": 0}
     assert [(t["name"], t["note_column"], t["class_names"]) for t in raw["tasks"]] == [
         ("mortality", "admission_note", ["no", "yes"]),
         ("readmission", "discharge_note", ["no", "yes"]),

@@ -12,7 +12,7 @@ site runs), on one default-consortium site's real notes at the run's max-length:
 - that keeping changes nothing: after the same training, the kept and the recomputed model's
   log-probabilities on the test split, largest difference.
 
-    python bench/frozen_layers.py             # about 5 minutes on 2 cores
+    python bench/frozen_layers.py             # about 8 minutes on 2 cores
     python bench/frozen_layers.py --steps 5
 
 What it prints is also kept in bench/results/frozen_layers.md (bench/results_file.py).

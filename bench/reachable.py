@@ -14,9 +14,10 @@ site's test split and on the external system:
 - TF-IDF (word uni- and bigrams) + logistic regression on the same first N tokens of text;
 - the default model trained centrally (`--model-batch` > 0): the run config's base, LoRA and
   learning rates, fitted to the pooled training splits with as many examples as the default
-  federation's rounds take at all its sites (3 × 4 × 40 × 16 = 7,680), in fewer, larger steps
-  (120 of 64). Where it lands beside the federation says whether the federation's shortfall is
-  the model's reach or the federated way of spending the same examples.
+  federation's rounds take at all its sites (3 × 4 × 80 × 16 = 15,360 at 80 steps a round; 7,680
+  at the 40 of reachable.md's run), in fewer, larger steps (240, then 120, of 64). Where it lands
+  beside the federation says whether the federation's shortfall is the model's reach or the
+  federated way of spending the same examples.
 
 For each: macro AUROC and the share of the way from chance (0.5) to the note ceiling it goes (the
 default run's gap is measured from its untrained round 0, 0.496, so its share is comparable).

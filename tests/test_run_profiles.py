@@ -20,7 +20,8 @@ def test_the_shipped_profiles_set_what_they_document():
     assert profile_overrides(None) == {}
     assert profile_overrides("paper-512") == {"max-length": 512, "profile": "paper-512"}
     assert profile_overrides("decoder") == {"base-model": "smollm2-135m", "scoring": "letters",
-                                            "max-length": 512, "profile": "decoder"}
+                                            "max-length": 512, "lora-layers": 0,
+                                            "profile": "decoder"}
 
 
 def test_set_and_rounds_win_over_the_profile_which_wins_over_the_defaults():

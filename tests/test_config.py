@@ -248,7 +248,7 @@ def test_default_consortium_loads() -> None:
     for site in consortium.sites:
         assert site.data.path == Path("/data") / site.name / "encounters.parquet"
         assert site.synthetic is not None and site.synthetic.profile == site.name
-        assert site.training == TrainingSettings(16, 40)
+        assert site.training == TrainingSettings(16, 80)
         assert site.evaluation == EvaluationSettings(64, 0)
     with pytest.raises(InvalidSiteConfig, match=r"has no site 'nowhere'; expected one of academic"):
         consortium.site("nowhere")

@@ -53,6 +53,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[type, Bound]] = {
     "lora-layers": (int, ">= 0"),  # as many as the base has, or more, = all
     "learning-rate": (float, "> 0"),
     "head-learning-rate": (float, "> 0"),
+    "lr-schedule": (str, "any"),
     "dp-optimizer": (str, "any"),
     "dp-learning-rate": (float, "> 0"),
     "dp-head-learning-rate": (float, "> 0"),

@@ -18,7 +18,7 @@ from flwr.app import ConfigRecord, Context, Message
 from client.adapter_mode import AdapterMode, message_adapter_mode
 from client.model import SCORINGS, LoraSettings, ModelSettings, default_max_length
 from client.run_config import InvalidRunConfig, check_run_name, read_run_config
-from client.train import OPTIMIZERS, OptimizerSettings
+from client.train import OPTIMIZERS, SCHEDULES, OptimizerSettings
 from sites.config import resolve_consortium
 from sites.tasks import TASK_NAMES, resolve_tasks
 from strategies.exchange import INTERVALS_KEY
@@ -105,9 +105,14 @@ class ClientSettings:
             seed=seed,
             scoring=scoring,
         )
+        schedule = read_run_config(config, "lr-schedule")
+        if schedule not in SCHEDULES:
+            raise InvalidRunConfig(f"run config: `lr-schedule` is {schedule!r}; expected one of "
+                                   + ", ".join(SCHEDULES))
         optimizer = OptimizerSettings(
             learning_rate=read_run_config(config, "learning-rate"),
             head_learning_rate=read_run_config(config, "head-learning-rate"),
+            schedule=schedule,
         )
         dp_name = read_run_config(config, "dp-optimizer")
         if dp_name not in OPTIMIZERS:

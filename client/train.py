@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+WARMUP_SHARE = 0.1
+"""`cosine`: the share of a round's steps over which the rates climb linearly to their peak."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class OptimizerSettings:
     name: str = "adamw"
     """`adamw`, or `sgd` with `momentum`."""
     momentum: float = 0.9
+    schedule: str = "constant"
+    """The rates over one round's local steps: `constant`, or `cosine` (a linear warm-up over the
+    first tenth, then a cosine down to zero at the round's last step)."""
 
     def __post_init__(self) -> None:
         for name in ("learning_rate", "head_learning_rate"):
@@ -57,6 +63,8 @@ class OptimizerSettings:
             raise ValueError(f"`optimizer` is {self.name!r}; expected one of {list(OPTIMIZERS)}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"`momentum` is {self.momentum}; expected 0 <= momentum < 1")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"`schedule` is {self.schedule!r}; expected one of {list(SCHEDULES)}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,29 @@ def make_optimizer(model: TaskModel, settings: OptimizerSettings) -> torch.optim
         return torch.optim.SGD(groups, momentum=settings.momentum,
                                weight_decay=settings.weight_decay)
     return torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+
+
+def round_schedule(optimizer: torch.optim.Optimizer, schedule: str, steps: int
+                   ) -> torch.optim.lr_scheduler.LRScheduler:
+    """torch's scheduler for one round of `steps` optimizer steps, each group from its own rate.
+
+    Why offer `cosine`: every round starts a fresh AdamW from the adapter the server just
+    averaged, whose first steps move every coordinate about a full step whatever the gradient's
+    size; a warm-up keeps that kick small, and a round that ends near rate zero returns the adapter
+    its last steps settled on. Whether that beats a constant rate depends on how far a round is
+    from converging: on the default consortium (80 steps a round) it learned less per round and
+    ended lower, so the default is `constant`.
+    """
+    if schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    warmup = max(1, round(WARMUP_SHARE * steps))
+    if steps <= warmup:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [
+        torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / (warmup + 1),
+                                          total_iters=warmup),
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps - warmup),
+    ], milestones=[warmup])
 
 
 def minibatches(size: int, batch_size: int, steps: int, generator: torch.Generator
@@ -147,6 +178,7 @@ def train_steps(model: TaskModel, data: EncodedSplit, *, steps: int, batch_size:
         raise ValueError(f"`batch_size` is {batch_size}; expected >= 1")
     device = model.device
     opt = make_optimizer(model, optimizer)
+    rates = round_schedule(opt, optimizer.schedule, steps)
     pull = ProximalPull(opt, proximal_mu)
     generator = torch.Generator().manual_seed(seed)
     total, examples = 0.0, 0
@@ -164,6 +196,7 @@ def train_steps(model: TaskModel, data: EncodedSplit, *, steps: int, batch_size:
                 total += float(loss.detach())
             opt.step()
             pull()
+            rates.step()
             examples += len(index)
     log.debug("trained %d steps, mean loss %.4f", steps, total / steps)
     return TrainResult(loss=total / steps, steps=steps, examples=examples)

@@ -42,6 +42,7 @@ def test_single_task_list_is_parsed():
         ({"num_server_rounds": 0}, r"`num-server-rounds` is 0; expected a number > 0"),
         ({"strategy": "fedsgd"}, r"`strategy` is 'fedsgd'; expected one of fedavg"),
         ({"run_name": "a/b"}, r"`run-name` is 'a/b'"),
+        ({"lr_schedule": "linear"}, r"`lr-schedule` is 'linear'; expected one of constant, cosine"),
         ({"dp_optimizer": "adam"}, r"`dp-optimizer` is 'adam'; expected one of adamw, sgd"),
         ({"dp_learning_rate": 0.0}, r"`dp-learning-rate` is 0.0; expected a number > 0"),
         ({"dp_optimizer_state": "reset"},

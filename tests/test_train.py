@@ -10,7 +10,7 @@ import torch
 from client.data import encode_site
 from client.evaluate import evaluate_split
 from client.model import build_model, load_tokenizer, trainable_state
-from client.train import minibatches, train_steps
+from client.train import minibatches, round_schedule, train_steps
 from tests.model_settings import model_settings, optimizer_settings
 from tests.tiny_models import count_forwards, keyword_table, without_dropout
 
@@ -138,3 +138,51 @@ def test_a_batch_taken_in_pieces_is_the_same_step(tiny_encoder: Path, monkeypatc
                                    rtol=1e-5, atol=1e-6)
         moved += float(torch.as_tensor(value).abs().sum())
     assert moved > 0
+
+
+def rates_over_a_round(schedule: str, steps: int) -> list[list[float]]:
+    """The (adapter, heads) rates each step of a round runs at."""
+    params = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))]
+    opt = torch.optim.AdamW([{"params": [params[0]], "lr": 0.003},
+                             {"params": [params[1]], "lr": 0.03}])
+    scheduler = round_schedule(opt, schedule, steps)
+    rates = []
+    for _ in range(steps):
+        rates.append([group["lr"] for group in opt.param_groups])
+        opt.step()
+        scheduler.step()
+    return rates
+
+
+def test_a_constant_schedule_keeps_both_rates() -> None:
+    assert rates_over_a_round("constant", 20) == [[0.003, 0.03]] * 20
+
+
+def test_the_cosine_schedule_warms_up_peaks_and_ends_near_zero() -> None:
+    rates = rates_over_a_round("cosine", 80)
+    adapter = [r[0] for r in rates]
+    assert all(head == pytest.approx(10 * a) for a, head in rates)  # each group its own rate
+    assert adapter[0] < 0.003 / 5  # a fresh AdamW's first steps are small
+    assert max(adapter) == pytest.approx(0.003) and adapter.index(max(adapter)) == 8
+    assert all(b <= a for a, b in zip(adapter[8:], adapter[9:]))  # then only down
+    assert adapter[-1] < 0.003 / 1000
+
+
+def test_a_round_shorter_than_its_warm_up_runs_at_the_peak_rate() -> None:
+    assert rates_over_a_round("cosine", 1) == [[0.003, 0.03]]
+
+
+def test_an_unknown_schedule_is_named() -> None:
+    with pytest.raises(ValueError, match="`schedule` is 'step'; expected one of"):
+        optimizer_settings(schedule="step")
+
+
+def test_the_schedule_changes_training_and_a_seed_still_replays_it(tiny_encoder) -> None:
+    cosine = optimizer_settings(learning_rate=3e-3, head_learning_rate=3e-2, schedule="cosine")
+    states = []
+    for optimizer in (cosine, cosine, FAST):
+        model, splits = setup(tiny_encoder)
+        train_steps(model, splits["train"], steps=10, batch_size=8, optimizer=optimizer, seed=0)
+        states.append(trainable_state(model))
+    assert all((states[0][k] == states[1][k]).all() for k in states[0])
+    assert any((states[0][k] != states[2][k]).any() for k in states[0])

@@ -72,6 +72,10 @@ RUN_CONFIG_KEYS: dict[str, tuple[type, Bound]] = {
 as TOML writes `16` for 16.0) and its bound."""
 
 
+_KIND_WORDS = {int: "an integer", float: "a number", str: "text", bool: "true or false"}
+"""How an error names what a key's type expects, in the words of the config's own reference."""
+
+
 class InvalidRunConfig(ValueError):
     """A run-configuration value is missing or out of range."""
 
@@ -86,7 +90,7 @@ def read_run_config(config: Mapping[str, object], key: str):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InvalidRunConfig(f"run config: `{key}` is {value!r}; expected a {kind.__name__}")
+        raise InvalidRunConfig(f"run config: `{key}` is {value!r}; expected {_KIND_WORDS[kind]}")
     if bound != "any" and (value < 0 or (value == 0 and bound == "> 0")):
         raise InvalidRunConfig(f"run config: `{key}` is {value!r}; expected a number {bound}")
     return value

@@ -298,7 +298,7 @@ def flower_must_not_start(monkeypatch):
 @pytest.mark.parametrize(("settings", "message"), [
     (["--set", "lora-rank=4"],
      "--set lora-rank=4: `lora-rank` is not a run-config key; did you mean `lora-r`?"),
-    (["--set", "lora-r=abc"], "run config: `lora-r` is 'abc'; expected a int"),
+    (["--set", "lora-r=abc"], "run config: `lora-r` is 'abc'; expected an integer"),
     (["--set", "round-timeout=-5"], "run config: `round-timeout` is -5.0; expected a number > 0"),
     (["--rounds", "-1"], "run config: `num-server-rounds` is -1; expected a number > 0"),
     (["--set", "tasks=sepsis"], "run config `tasks`: unknown task 'sepsis'"),

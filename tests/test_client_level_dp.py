@@ -244,7 +244,7 @@ def test_default_run_config_parses_client_dp_settings():
         ({"client_dp_noise_multiplier": 0.0},
          r"`client-dp-noise-multiplier` is 0\.0; expected a number > 0"),
         ({"client_dp_noise_multiplier": "1"},
-         r"`client-dp-noise-multiplier` is '1'; expected a float"),
+         r"`client-dp-noise-multiplier` is '1'; expected a number"),
         ({"client_dp_noise_multiplier": math.inf},
          r"`client-dp-noise-multiplier` is inf; expected a finite number > 0"),
         ({"client_dp_clipping_norm": -1.0},

@@ -55,7 +55,7 @@ def test_the_profile_label_is_set_by_profile_alone():
      r"long, short$"),
     ('run-name = "x"', r"run profile `long` .*: `run-name` is the command line's to set .*; the "
      r"profiles are long, short$"),
-    ('max-length = "all"', r"run profile `long` .*: `max-length` is 'all'; expected a int$"),
+    ('max-length = "all"', r"run profile `long` .*: `max-length` is 'all'; expected an integer$"),
     ("lora-r = 0", r"run profile `long` .*: `lora-r` is 0; expected a number > 0$"),
 ])
 def test_a_bad_profile_is_refused_naming_it_and_its_key(tmp_path, monkeypatch, line, message):

@@ -22,7 +22,7 @@ from client.data import EncodedSplit
 from client.model import MultiTaskModel, TaskModel
 from client.precision import autocast
 from sites.tasks import TASKS
-from strategies.exchange import MIN_BIN_COUNT, NUM_BINS, VALIDATION_PREFIX
+from strategies.exchange import MIN_BIN_COUNT, NUM_BINS, VALIDATION_LOSS, VALIDATION_PREFIX
 
 
 @torch.no_grad()
@@ -117,31 +117,42 @@ def evaluate_split(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[st
     if logp is None:
         logp = log_probs(model, data, tasks, batch_size=batch_size)
     metrics: dict[str, float] = {}
-    losses = []
     for i, task in enumerate(tasks):
         y = data.labels[task].cpu().numpy().astype(np.int64)
         metrics.update(_task_metrics(task, y, np.exp(logp[task]), data.oracle.get(task),
                                      data.note_ceiling.get(task), seed=seed + i,
                                      n_resamples=n_resamples))
-        if y.size:
-            losses.append(float(-logp[task][np.arange(y.size), y].mean()))
-    metrics["loss"] = float(np.mean(losses)) if losses else math.nan
+    metrics["loss"] = mean_cross_entropy(data, logp)
     return metrics
 
 
 def validation_metrics(model: MultiTaskModel, data: EncodedSplit, tasks: Sequence[str], *,
                        batch_size: int) -> dict[str, float]:
-    """Per-task AUROC, n and positives on the validation split, for round selection: no interval
-    (nothing is reported about it), NaN where undefined (no validation split, one class only)."""
+    """Per-task AUROC, n and positives on the validation split, and `validation.loss` (the mean
+    over tasks of the cross-entropy), for round selection: no interval (nothing is reported about
+    it), NaN where undefined (no validation split, one class only)."""
     tasks = tuple(tasks)
-    probs = predict(model, data, tasks, batch_size=batch_size)
+    logp = log_probs(model, data, tasks, batch_size=batch_size)
     metrics: dict[str, float] = {}
     for task in tasks:
         y = data.labels[task].cpu().numpy().astype(np.int64)
-        metrics[f"{VALIDATION_PREFIX}{task}.auroc"] = auroc(y, probs[task]) if y.size else math.nan
+        metrics[f"{VALIDATION_PREFIX}{task}.auroc"] = (auroc(y, np.exp(logp[task])) if y.size
+                                                       else math.nan)
         metrics[f"{VALIDATION_PREFIX}{task}.n"] = float(y.size)
         metrics[f"{VALIDATION_PREFIX}{task}.positives"] = positives(task, y)
+    metrics[VALIDATION_LOSS] = mean_cross_entropy(data, logp)
     return metrics
+
+
+def mean_cross_entropy(data: EncodedSplit, logp: dict[str, np.ndarray]) -> float:
+    """The mean over tasks of a split's cross-entropy (each task's mean over its encounters): one
+    number over the whole split, defined however rare a class is; NaN for an empty split."""
+    losses = []
+    for task, lp in logp.items():
+        y = data.labels[task].cpu().numpy().astype(np.int64)
+        if y.size:
+            losses.append(float(-lp[np.arange(y.size), y].mean()))
+    return float(np.mean(losses)) if losses else math.nan
 
 
 # -----------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ RUN_CONFIG_KEYS: dict[str, tuple[type, Bound]] = {
     # the federation and its aggregation rule
     "num-server-rounds": (int, "> 0"),
     "strategy": (str, "any"),
+    "round-selection": (str, "any"),
     "proximal-mu": (float, ">= 0"),
     "tolerated-bad-sites": (int, ">= 0"),
     "server-learning-rate": (float, "> 0"),

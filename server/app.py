@@ -4,7 +4,7 @@ It reads the run configuration once, learns which node is which hospital (every 
 start quorum once `start-wait` has passed; later sites join between rounds), starts every site from
 the same initial adapter, evaluates the untrained model everywhere (round 0), runs the federated
 rounds with the chosen strategy — training sites train, every site including the external health
-system is evaluated each round — selects the best round on validation AUROC, asks every site once
+system is evaluated each round — selects the best round on validation, asks every site once
 more for that round's test AUROC intervals (the only ones the report shows), and writes the run
 directory: that round's adapter, `metrics.json` and `report.md`/`report.html`. With
 `experiment = "transfer"` it runs the transfer experiment instead (server/transfer/experiment.py).
@@ -96,7 +96,7 @@ def main(grid: Grid, context: Context) -> None:
         num_rounds=settings.client.num_rounds, tasks=settings.client.model.tasks,
         training_sites=tuple(s.name for s in consortium.training_sites),
         external_sites=tuple(s.name for s in consortium.external_sites),
-        started=started_clock)
+        started=started_clock, criterion=settings.round_selection)
     if checkpoint is None:
         # 5. Round 0: the untrained model, evaluated at every site; checkpointed as round 0
         round_zero = strategy.configure_evaluate(0, initial, scored, grid)
@@ -130,10 +130,11 @@ def main(grid: Grid, context: Context) -> None:
     ledgers = collect_ledgers(grid, strategy.roster, run_name=settings.run_name,
                               timeout=settings.round_timeout)
 
-    # 8. The best round on validation AUROC (never test): its adapter is the run's model
+    # 8. The best round on validation (never test): its adapter is the run's model
     selection = select_round(strategy.run_log.evaluation, sites=[s.name for s in
                              consortium.training_sites], tasks=settings.client.model.tasks,
-                             num_rounds=settings.client.num_rounds)
+                             num_rounds=settings.client.num_rounds,
+                             criterion=settings.round_selection)
 
     # 9. The selected round's test AUROC intervals: asked once, of that round's adapter (the
     #    rounds' evaluations skip the bootstrap: the report shows this round's intervals only)

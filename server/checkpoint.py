@@ -5,7 +5,7 @@ evaluation are done) the run directory gets that round's global adapter and head
 (`checkpoints/round-<k>.safetensors`), the aggregation rule's own state if it keeps one
 (FedAdam's moments: `checkpoints/strategy-round-<k>.safetensors`) and `checkpoints/state.json`: the
 last completed round and the whole run log. Every round's adapter is kept, not only the last,
-because the run reports the round with the best validation AUROC. `run_config.json` beside them
+because the run reports the round the validation split prefers. `run_config.json` beside them
 holds the run configuration, so `lang1-fl run --resume RUN_DIR` restarts with exactly the same settings.
 
 Files are written to a temporary name and renamed, and the state is written after the adapter it

@@ -4,16 +4,16 @@ Flower's own round output (`[ROUND 3/10]`, "Sampled 5 nodes") says neither how l
 taken and has left nor how the model is doing, and `lang1-fl run` hides it (console_filter.py).
 After each round the ServerApp logs instead (one line; wrapped here):
 
-    round 3 of 10: 12.4 min elapsed, about 29 min left; validation AUROC 0.712 (training sites),
-    external AUROC 0.655
+    round 3 of 10: 12.4 min elapsed, about 29 min left; validation loss 0.631, AUROC 0.712
+    (training sites), external AUROC 0.655
 
 Round 0 is named for what it is, the untrained model evaluated everywhere. The estimate of what is
 left is the mean duration of the training rounds so far times the rounds to go (round 0, which
-only evaluates, does not count). The validation AUROC is the round-selection score
-(`server.round_selection.validation_score`: training sites, thin cells left out); the external
-AUROC is the mean test AUROC of the external sites over the tasks. The first line is preceded by a
-warning naming the site × task cells too thin to help choose the round, while the run can still
-be stopped.
+only evaluates, does not count). The validation loss and AUROC are the two round-selection
+scores (`server.round_selection`: training sites; for the AUROC, thin cells left out); the external
+AUROC is the mean test AUROC of the external sites over the tasks. When the run selects on AUROC,
+the first line is preceded by a warning naming the site × task cells too thin to help choose the
+round, while the run can still be stopped.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from server.round_selection import MIN_LABELS, thin_cells, validation_score
+from server.round_selection import MIN_LABELS, thin_cells, validation_loss, validation_score
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,13 @@ def time_left(training_rounds_s: Sequence[float], rounds_left: int) -> float | N
     return sum(training_rounds_s) / len(training_rounds_s) * rounds_left
 
 
-def _auroc(value: float | None) -> str:
+def _score(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
 def progress_line(*, server_round: int, num_rounds: int, elapsed_s: float, left_s: float | None,
-                  validation: float | None, external: float | None, skipped: bool = False,
+                  validation: float | None, external: float | None,
+                  validation_loss: float | None = None, skipped: bool = False,
                   failures: int = 0) -> str:
     """The line for one round (see the module docstring)."""
     what = " (the untrained model, evaluated only)" if server_round == 0 else ""
@@ -63,9 +64,9 @@ def progress_line(*, server_round: int, num_rounds: int, elapsed_s: float, left_
     else:
         left = f"about {duration(left_s)} left"
     line = (f"round {server_round} of {num_rounds}{what}: {duration(elapsed_s)} elapsed, {left}; "
-            f"validation AUROC {_auroc(validation)} (training sites)")
+            f"validation loss {_score(validation_loss)}, AUROC {_score(validation)} (training sites)")
     if external is not None:
-        line += f", external AUROC {_auroc(external)}"
+        line += f", external AUROC {_score(external)}"
     if skipped:
         line += "; skipped: too few training sites replied"
     if failures:
@@ -92,6 +93,8 @@ class RoundProgress:
     tasks: tuple[str, ...]
     started: float
     """`clock()` when the run started (elapsed time counts from it)."""
+    criterion: str = "loss"
+    """`round-selection`: under `auroc` the thin cells it leaves out are named once."""
     clock: Callable[[], float] = time.monotonic
     _last: float = field(init=False)
     _durations: list[float] = field(init=False, default_factory=list)
@@ -106,12 +109,13 @@ class RoundProgress:
             self._durations.append(now - self._last)
         self._last = now
         scores = run_log.evaluation.get(server_round, {})
-        if not self._warned:
+        if not self._warned and self.criterion == "auroc":
             self._warn_thin(scores)
         line = progress_line(
             server_round=server_round, num_rounds=self.num_rounds, elapsed_s=now - self.started,
             left_s=time_left(self._durations, self.num_rounds - server_round),
             validation=validation_score(scores, self.training_sites, self.tasks),
+            validation_loss=validation_loss(scores, self.training_sites, self.tasks),
             external=(external_auroc(scores, self.external_sites, self.tasks)
                       if self.external_sites else None),
             skipped=server_round in run_log.skipped_rounds,

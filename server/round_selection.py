@@ -1,15 +1,23 @@
-"""Best-round selection on validation AUROC, never on test (early stopping, as ReMedE does it).
+"""Best-round selection on the validation split, never on test (early stopping, as ReMedE does it).
 
 Every round the sites score the new global adapter on their validation split too; the run keeps
-each round's adapter, and the one it saves and reports is the round whose mean validation AUROC
-over the training sites and tasks is highest. Test numbers of every round are still shown, but they
-never choose anything, so the reported test AUROC is not optimistically biased by the selection.
+each round's adapter, and the one it saves and reports is the round the validation split prefers.
+Test numbers of every round are still shown, but they never choose anything, so the reported test
+AUROC is not optimistically biased by the selection.
 
-A validation AUROC resting on a handful of encounters is mostly noise: a hospital whose validation
-split holds one death scores mortality 0.986 on n = 147 by luck of where that one death ranks. A
-site × task cell whose validation split has fewer than `MIN_LABELS` positives or negatives (the
-counts travel with the metrics, `validation.<task>.n|positives`) is therefore left out of the mean,
-and the selection names the cells it left out so that the report can say so.
+Two criteria (run config `round-selection`):
+
+- `loss` (the default): the lowest validation loss, the mean over tasks of the cross-entropy,
+  averaged over the training sites by their validation size. It rests on every validation
+  encounter of every task, which is what a consortium of small hospitals has.
+- `auroc`: the highest mean validation AUROC over the training sites and tasks, the paper's
+  criterion, for validation splits large enough to rank on. A validation AUROC resting on a
+  handful of encounters is mostly noise: a hospital whose validation split holds one death scores
+  mortality 0.986 on n = 147 by luck of where that one death ranks. A site × task cell whose
+  validation split has fewer than `MIN_LABELS` positives or negatives (the counts travel with the
+  metrics, `validation.<task>.n|positives`) is therefore left out of the mean, and the selection
+  names the cells it left out so that the report can say so. In the default consortium that leaves
+  out mortality and comorbidity at every hospital, the two tasks that go on improving longest.
 """
 
 from __future__ import annotations
@@ -21,15 +29,22 @@ from dataclasses import dataclass, field
 from flwr.app import ArrayRecord, MetricRecord
 
 from sites.site_check import MIN_POSITIVES
-from strategies.exchange import VALIDATION_PREFIX
+from strategies.exchange import VALIDATION_LOSS, VALIDATION_PREFIX
 
 MIN_LABELS = MIN_POSITIVES
 """Fewest positives, and fewest negatives, a site's validation split needs for its AUROC on a task
-to help choose the round (multi-class tasks: encounters of the rarest class present, and all
-others)."""
-CRITERION = ("highest mean validation AUROC over the training sites and tasks, among rounds "
-             f"1..R, leaving out site × task cells with fewer than {MIN_LABELS} positives or "
-             "negatives in the validation split (test data never selects)")
+to help choose the round under `auroc` (multi-class tasks: encounters of the rarest class present,
+and all others)."""
+CRITERIA = {
+    "loss": ("lowest validation loss (mean cross-entropy over the tasks, averaged over the "
+             "training sites by validation size), among rounds 1..R (test data never selects)"),
+    "auroc": ("highest mean validation AUROC over the training sites and tasks, among rounds "
+              f"1..R, leaving out site × task cells with fewer than {MIN_LABELS} positives or "
+              "negatives in the validation split (test data never selects)"),
+}
+"""`round-selection` values and what each chooses, as the report states it."""
+CRITERION = CRITERIA["auroc"]
+"""The criterion of runs recorded before `round-selection` existed."""
 
 
 @dataclass(frozen=True)
@@ -89,20 +104,42 @@ def validation_score(per_site: dict[str, dict[str, float]], sites: Iterable[str]
     return sum(defined) / len(defined) if defined else None
 
 
+def validation_loss(per_site: dict[str, dict[str, float]], sites: Iterable[str],
+                    tasks: Sequence[str]) -> float | None:
+    """`validation.loss` averaged over `sites`, each weighted by its validation size (the
+    `validation.<task>.n` of its first task); None where no site has a defined loss."""
+    total = weight = 0.0
+    for site in sites:
+        metrics = per_site.get(site, {})
+        loss = metrics.get(VALIDATION_LOSS, math.nan)
+        n = metrics.get(f"{VALIDATION_PREFIX}{tasks[0]}.n", math.nan) if tasks else math.nan
+        if not (math.isnan(loss) or math.isnan(n)) and n > 0:
+            total, weight = total + loss * n, weight + n
+    return total / weight if weight else None
+
+
+SCORES = {"loss": validation_loss, "auroc": validation_score}
+"""The per-round score of each criterion; `loss` is minimised, `auroc` maximised."""
+
+
 def select_round(evaluation: dict[int, dict[str, dict[str, float]]], *, sites: Iterable[str],
-                 tasks: Sequence[str], num_rounds: int) -> Selection:
-    """The best of rounds 1..`num_rounds` by `validation_score`; the last round when no round has
-    a defined score (no site has a validation split, or every cell is thin), and the earliest
-    round on a tie."""
+                 tasks: Sequence[str], num_rounds: int, criterion: str = "loss") -> Selection:
+    """The best of rounds 1..`num_rounds` by `criterion` (a key of `CRITERIA`); the last round
+    when no round has a defined score (no site has a validation split, or under `auroc` every cell
+    is thin), and the earliest round on a tie."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"round selection {criterion!r}; expected one of {', '.join(CRITERIA)}")
     sites = tuple(sites)
-    scores = {r: validation_score(evaluation.get(r, {}), sites, tasks)
+    scores = {r: SCORES[criterion](evaluation.get(r, {}), sites, tasks)
               for r in range(1, num_rounds + 1)}
-    scored = {r: s for r, s in scores.items() if s is not None}
+    scored = {r: s if criterion == "auroc" else -s for r, s in scores.items() if s is not None}
     best = max(scored, key=lambda r: (scored[r], -r)) if scored else num_rounds
     left_out: dict[tuple[str, str], ThinCell] = {}
-    for r in sorted(evaluation):  # the split is fixed: the latest round a site replied counts
+    for r in sorted(evaluation) if criterion == "auroc" else ():
+        # the split is fixed: the latest round a site replied counts
         left_out |= {(c.site, c.task): c for c in thin_cells(evaluation[r], sites, tasks)}
-    return Selection(round=best, score_per_round=scores, left_out=tuple(left_out.values()))
+    return Selection(round=best, score_per_round=scores, criterion=CRITERIA[criterion],
+                     left_out=tuple(left_out.values()))
 
 
 @dataclass(kw_only=True)

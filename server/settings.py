@@ -10,6 +10,7 @@ from pathlib import Path
 
 from client.run_config import InvalidRunConfig, check_run_name, read_run_config
 from client.settings import ClientSettings
+from server.round_selection import CRITERIA
 from strategies import STRATEGIES, ClientDP, StrategyOptions
 
 NOT_FOR_EXPERIMENTS: frozenset[str] = frozenset({"flora", "median", "trimmed-mean", "multi-krum"})
@@ -31,6 +32,8 @@ class ServerSettings:
     """Run directory name under `runs_dir` (the run config's empty default becomes a UTC
     timestamp when parsed)."""
     strategy: str
+    round_selection: str
+    """`server.round_selection.CRITERIA`: what chooses the reported round (`loss` or `auroc`)."""
     profile: str
     """The run profile `--profile` applied (`[tool.lang1-fl.profiles.<name>]`), "" for none."""
     min_train_sites: int
@@ -57,6 +60,11 @@ class ServerSettings:
             raise InvalidRunConfig(
                 f"run config: `strategy` is {self.strategy!r}; expected one of "
                 f"{', '.join(STRATEGIES)}"
+            )
+        if self.round_selection not in CRITERIA:
+            raise InvalidRunConfig(
+                f"run config: `round-selection` is {self.round_selection!r}; expected one of "
+                f"{', '.join(CRITERIA)}"
             )
         for key, value in (("client-dp-noise-multiplier", self.client_dp.noise_multiplier),
                            ("client-dp-clipping-norm", self.client_dp.clipping_norm)):
@@ -90,6 +98,7 @@ class ServerSettings:
             run_name=read_run_config(config, "run-name")
             or datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
             strategy=read_run_config(config, "strategy"),
+            round_selection=read_run_config(config, "round-selection"),
             profile=read_run_config(config, "profile"),
             min_train_sites=read_run_config(config, "min-train-sites"),
             round_timeout=read_run_config(config, "round-timeout"),

@@ -97,9 +97,12 @@ split, like `n`, never a per-encounter value. The two ceilings (`oracle_auroc`, 
 true probabilities; `note_ceiling_auroc`, the Bayes posterior given the facts the encoded note
 states) are AUROCs over the split, NaN on real data: their probabilities stay at the site."""
 VALIDATION_PREFIX = "validation."
-"""Validation metrics are keyed `validation.<task>.auroc|n|positives`: the server selects the best
-round on them (never on test), so they travel beside the test metrics under their own names."""
+"""Validation metrics are keyed `validation.<task>.auroc|n|positives`, plus `validation.loss` (the
+mean over tasks of the split's cross-entropy, an average like the test `loss`): the server selects
+the best round on them (never on test), so they travel beside the test metrics under their own
+names."""
 VALIDATION_SUFFIXES = ("auroc", "n", "positives")
+VALIDATION_LOSS = f"{VALIDATION_PREFIX}loss"
 NUM_BINS = 10
 """Equal-width reliability bins on [0, 1]."""
 MIN_BIN_COUNT = 10
@@ -127,7 +130,8 @@ def metric_keys(tasks: Sequence[str]) -> list[str]:
 def validation_keys(tasks: Sequence[str]) -> list[str]:
     """Keys of a site's validation metrics (`client.evaluate.validation_metrics`) for `tasks`,
     in order."""
-    return [f"{VALIDATION_PREFIX}{t}.{s}" for t in tasks for s in VALIDATION_SUFFIXES]
+    return [f"{VALIDATION_PREFIX}{t}.{s}" for t in tasks for s in VALIDATION_SUFFIXES] + [
+        VALIDATION_LOSS]
 
 
 # --- 4. The reply manifest: what a reply carries, byte for byte ------------------------------------

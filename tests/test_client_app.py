@@ -30,7 +30,7 @@ from tests.tiny_models import make_tiny_encoder
 ALLOWED_METRIC_SUFFIXES = (".auroc", ".auroc_low", ".auroc_high", ".n", ".positives", ".prevalence",
                            ".oracle_auroc", ".note_ceiling_auroc", ".ece")
 RELIABILITY_SUFFIXES = (".reliability_confidence", ".reliability_frequency", ".reliability_count")
-ALLOWED_METRICS = {"num-examples", "train-loss", "steps", "loss"}
+ALLOWED_METRICS = {"num-examples", "train-loss", "steps", "loss", "validation.loss"}  # split means
 
 
 @pytest.fixture(scope="module")

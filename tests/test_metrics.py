@@ -11,9 +11,17 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from client.data import encode_site
-from client.evaluate import auroc, batched_auroc, bootstrap_ci, evaluate_split, positives, predict
+from client.evaluate import (
+    auroc,
+    batched_auroc,
+    bootstrap_ci,
+    evaluate_split,
+    positives,
+    predict,
+    validation_metrics,
+)
 from client.model import build_model, load_tokenizer
-from strategies.exchange import metric_keys
+from strategies.exchange import metric_keys, validation_keys
 from tests.model_settings import model_settings
 from tests.tiny_models import keyword_table, with_stated_facts
 
@@ -146,6 +154,24 @@ def test_evaluate_split_keys_do_not_depend_on_the_data(tiny_setup) -> None:
 ])
 def test_positives_count_what_an_auroc_rests_on(task, labels, expected) -> None:
     assert positives(task, np.array(labels, dtype=np.int64)) == expected
+
+
+def test_validation_loss_is_the_mean_cross_entropy_over_tasks(tiny_setup) -> None:
+    """Round selection's default score: each task's mean -log p(true class), averaged over the
+    tasks — the test split's `loss` computed the same way on the validation split."""
+    model, tokenizer, table = tiny_setup
+    splits = encode_site(table, tokenizer, TASKS, max_length=32)
+    test = splits["test"]
+    probs = predict(model, test, TASKS, batch_size=4)
+    expected = np.mean([-np.log(probs[t][np.arange(test.size), test.labels[t].numpy()]).mean()
+                        for t in TASKS])
+    metrics = validation_metrics(model, test, TASKS, batch_size=3)
+    assert metrics["validation.loss"] == pytest.approx(expected, rel=1e-5)
+    assert metrics["validation.loss"] == pytest.approx(
+        evaluate_split(model, test, TASKS, batch_size=3, seed=0, n_resamples=0)["loss"], rel=1e-6)
+    assert list(metrics) == validation_keys(TASKS)
+    assert math.isnan(validation_metrics(model, test.subset([]), TASKS, batch_size=3)[
+        "validation.loss"])
 
 
 def test_predict_keeps_row_order_whatever_the_batch_size(tiny_setup) -> None:

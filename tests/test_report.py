@@ -58,6 +58,8 @@ def _flat(auroc: float, oracle: float, *, calibration: bool = False,
                      f"validation.{task}.n": 0.0 if none else 120.0,
                      f"validation.{task}.positives":
                          0.0 if none else 3.0 if task == "mortality" else 50.0}
+        if validation is not None:  # a loss that falls as the AUROC rises
+            flat["validation.loss"] = NAN if math.isnan(validation) else round(1.4 - validation, 3)
     return flat
 
 
@@ -206,8 +208,9 @@ def test_final_numbers_are_the_selected_rounds_not_the_last():
     assert "0.740" not in text.split("## AUROC per round")[0]  # round 2's test AUROC chose nothing
     assert "from **round 1**, selected by highest mean validation AUROC" in text
     assert "| validation score | **0.720** | 0.690 |" in text
-    assert "| a | train | 0.720 (n=120, 3 positives) | 0.720 (n=120, 50 positives) |" in text
-    assert "| x | **external** | – | – |" in text  # no validation split
+    assert ("| a | train | 0.680 | 0.720 (n=120, 3 positives) | 0.720 (n=120, 50 positives) |"
+            in text)
+    assert "| x | **external** | – | – | – |" in text  # no validation split
     assert headline(metrics)["mortality"]["external_final"] == 0.61
 
 
@@ -310,8 +313,8 @@ def test_report_names_the_thin_cells_left_out_of_round_selection():
     assert ("**Left out of the choice** (fewer than 10 positives or negatives in the validation "
             "split, so their validation AUROC is mostly noise): a × mortality (3 positives, "
             "117 negatives); b × mortality (1 positive, 119 negatives).") in text
-    assert "| a | train | 0.720 (n=120, 3 positives) ⚠ left out | 0.720 (n=120, 50 positives) |" \
-        in text
+    assert ("| a | train | 0.680 | 0.720 (n=120, 3 positives) ⚠ left out | 0.720 (n=120, 50 "
+            "positives) |") in text
     assert "No cell was left to choose with" not in text
     metrics["selection"]["score_per_round"] = {"1": None, "2": None}
     assert "No cell was left to choose with: the last round is reported." in \

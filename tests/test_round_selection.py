@@ -1,4 +1,4 @@
-"""Best-round selection: validation AUROC only, over the training sites and tasks."""
+"""Best-round selection: on validation only (loss by default, or AUROC), over the training sites."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from server.round_selection import (
     ThinCell,
     select_round,
     thin_cells,
+    validation_loss,
     validation_score,
 )
 
@@ -38,24 +39,27 @@ def test_selection_follows_validation_not_test():
         2: {"a": _site(0.70, 0.72, test=0.50)},
         3: {"a": _site(0.65, 0.66, test=0.90)},
     }
-    selection = select_round(evaluation, sites=["a"], tasks=TASKS, num_rounds=3)
+    selection = select_round(evaluation, sites=["a"], tasks=TASKS, num_rounds=3,
+                             criterion="auroc")
     assert selection.round == 2
     assert selection.score_per_round == pytest.approx({1: 0.60, 2: 0.71, 3: 0.655})
-    assert "validation" in selection.criterion
+    assert "validation AUROC" in selection.criterion
 
 
 def test_external_sites_do_not_vote():
     evaluation = {1: {"a": _site(0.6, 0.6), "x": _site(0.9, 0.9)},
                   2: {"a": _site(0.7, 0.7), "x": _site(0.1, 0.1)}}
-    assert select_round(evaluation, sites=["a"], tasks=TASKS, num_rounds=2).round == 2
+    assert select_round(evaluation, sites=["a"], tasks=TASKS, num_rounds=2,
+                        criterion="auroc").round == 2
 
 
 def test_ties_pick_the_earliest_round_and_no_validation_picks_the_last():
     tie = {1: {"a": _site(0.7, 0.7)}, 2: {"a": _site(0.7, 0.7)}}
-    assert select_round(tie, sites=["a"], tasks=TASKS, num_rounds=2).round == 1
+    assert select_round(tie, sites=["a"], tasks=TASKS, num_rounds=2, criterion="auroc").round == 1
     none = {1: {"a": _site(math.nan, math.nan)}, 2: {}}
-    selection = select_round(none, sites=["a"], tasks=TASKS, num_rounds=2)
-    assert selection.round == 2 and selection.score_per_round == {1: None, 2: None}
+    for criterion in ("auroc", "loss"):
+        selection = select_round(none, sites=["a"], tasks=TASKS, num_rounds=2, criterion=criterion)
+        assert selection.round == 2 and selection.score_per_round == {1: None, 2: None}
 
 
 def _counted(site: dict[str, float], task: str, n: float, positives: float) -> dict[str, float]:
@@ -85,12 +89,45 @@ def test_thin_validation_cells_do_not_choose_the_round():
                 "b": _counted(_site(b_mortality, math.nan), "mortality", 200, 30)}
 
     evaluation = {1: round_(0.986, 0.60), 2: round_(0.50, 0.70)}
-    selection = select_round(evaluation, sites=["a", "b"], tasks=TASKS, num_rounds=2)
+    selection = select_round(evaluation, sites=["a", "b"], tasks=TASKS, num_rounds=2,
+                             criterion="auroc")
     assert selection.round == 2
     assert selection.score_per_round == pytest.approx({1: 0.60, 2: 0.70})
     assert selection.left_out == (ThinCell("a", "mortality", 1, 146),)
     assert selection.left_out[0].describe() == "a × mortality (1 positive, 146 negatives)"
     assert "fewer than 10 positives or negatives" in selection.criterion
+
+
+def _lossy(loss: float, n: float, *, auroc: float = 0.5, test: float = 0.5) -> dict[str, float]:
+    return _counted(_site(auroc, auroc, test=test), "mortality", n, 1) | {"validation.loss": loss}
+
+
+def test_loss_is_the_validation_size_weighted_mean_over_sites():
+    per_site = {"a": _lossy(0.60, 100), "b": _lossy(0.90, 300), "x": _lossy(0.01, 1000),
+                "c": _lossy(math.nan, 50), "d": _lossy(0.2, 0)}  # undefined, no split: no vote
+    assert validation_loss(per_site, ["a", "b", "c", "d"], TASKS) == pytest.approx(
+        (0.60 * 100 + 0.90 * 300) / 400)
+    assert validation_loss({"c": _lossy(math.nan, 50)}, ["c"], TASKS) is None
+
+
+def test_loss_selection_picks_the_lowest_loss_whatever_test_and_auroc_say():
+    """The default criterion: the lowest validation loss, even where validation AUROC (noisy on
+    one death) and test prefer other rounds; thin cells are not left out of anything."""
+    evaluation = {0: {"a": _lossy(0.30, 147)},  # round 0 is never a candidate
+                  1: {"a": _lossy(0.70, 147, auroc=0.99, test=0.99)},
+                  2: {"a": _lossy(0.64, 147, auroc=0.55, test=0.50)},
+                  3: {"a": _lossy(0.66, 147, auroc=0.60, test=0.90)}}
+    selection = select_round(evaluation, sites=["a"], tasks=TASKS, num_rounds=3)
+    assert selection.round == 2
+    assert selection.score_per_round == pytest.approx({1: 0.70, 2: 0.64, 3: 0.66})
+    assert selection.criterion.startswith("lowest validation loss") and selection.left_out == ()
+    tie = {1: {"a": _lossy(0.5, 147)}, 2: {"a": _lossy(0.5, 147)}}
+    assert select_round(tie, sites=["a"], tasks=TASKS, num_rounds=2).round == 1
+
+
+def test_an_unknown_criterion_is_named():
+    with pytest.raises(ValueError, match="round selection 'f1'; expected one of loss, auroc"):
+        select_round({}, sites=["a"], tasks=TASKS, num_rounds=1, criterion="f1")
 
 
 def test_round_arrays_keeps_a_copy_per_round():

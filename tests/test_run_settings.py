@@ -41,6 +41,7 @@ def test_single_task_list_is_parsed():
         ({"local_steps": -1}, r"`local-steps` is -1; expected a number >= 0"),
         ({"num_server_rounds": 0}, r"`num-server-rounds` is 0; expected a number > 0"),
         ({"strategy": "fedsgd"}, r"`strategy` is 'fedsgd'; expected one of fedavg"),
+        ({"round_selection": "f1"}, r"`round-selection` is 'f1'; expected one of loss, auroc"),
         ({"run_name": "a/b"}, r"`run-name` is 'a/b'"),
         ({"lr_schedule": "linear"}, r"`lr-schedule` is 'linear'; expected one of constant, cosine"),
         ({"dp_optimizer": "adam"}, r"`dp-optimizer` is 'adam'; expected one of adamw, sgd"),

@@ -3,7 +3,7 @@ report to open.
 
 Logged by the ServerApp once the report is written (so a deployment's `flwr run` shows it too):
 
-    run 20260101-120000 completed: round 3 of 5 reported (chosen on validation AUROC, never test); ...
+    run 20260101-120000 completed: round 3 of 5 reported (chosen on validation loss, never test); ...
       mortality: training sites 0.512 → 0.801 (note ceiling 0.812, oracle 0.850, 97% of the
       gap to the note ceiling closed); external 0.498 → 0.702      [one line per task; wrapped]
       left out of round selection (too few positives or negatives ...): academic × mortality
@@ -33,10 +33,17 @@ def _task_line(task: str, row: dict) -> str:
     return line
 
 
+def _criterion_word(chosen: dict) -> str:
+    """`loss` or `AUROC`, from the selection's criterion text (runs before `round-selection`
+    recorded AUROC's)."""
+    return "loss" if chosen.get("criterion", "").startswith("lowest validation loss") else "AUROC"
+
+
 def closing_summary(metrics: dict, run_dir: Path) -> str:
     """The lines above, from a run's metrics.json; round 0 → the reported round per task."""
     run, chosen = metrics["run"], selection(metrics)
-    how = " (chosen on validation AUROC, never test)" if chosen else " (the last)"
+    how = (f" (chosen on validation {_criterion_word(chosen)}, never test)" if chosen
+           else " (the last)")
     lines = [f"run {run['run_name']} {run['outcome']}: round {selected_round(metrics)} of "
              f"{run['num_rounds']} reported{how}; AUROC round 0 → reported round:"]
     lines += [_task_line(task, row) for task, row in headline(metrics).items()]

@@ -1,7 +1,7 @@
 """Reading a run's `metrics.json` for the report: which round is "final", and a site's numbers.
 
 One place decides which round the report calls final, so the tables and every figure agree: the
-round the server selected on validation AUROC (`metrics["selection"]`, written since round
+round the server selected on validation (`metrics["selection"]`, written since round
 selection exists), or the last round for a run recorded before that. Test numbers never choose it.
 Every accessor tolerates fields that older runs did not write (calibration, validation, selection,
 the note-level ceiling) by returning None or an empty value, so old runs still render.

@@ -1,7 +1,7 @@
 """`report.md` with its figures, and the same page as a self-contained `report.html`.
 
 Written for a consortium coordinator who never opens JSON: which round is reported and why (the
-round selected on validation AUROC, never test), one table per task with every site — the external
+round selected on validation, never test), one table per task with every site — the external
 health system marked — its AUROC before training (round 0) and at the reported round with the 95 %
 bootstrap interval, the two ceilings synthetic data has (the note-level ceiling and the latent
 oracle, `server.report.ceilings`) and the share of the gap from round 0 to the note-level ceiling

@@ -22,7 +22,7 @@ from server.settings import ServerSettings
 from sites.config import ConsortiumConfig
 from sites.files import write_atomic
 from strategies import RunLog
-from strategies.exchange import VALIDATION_PREFIX, VALIDATION_SUFFIXES
+from strategies.exchange import VALIDATION_LOSS, VALIDATION_PREFIX, VALIDATION_SUFFIXES
 from strategies.options import options_used
 
 TASK_FIELDS = ("auroc", "auroc_low", "auroc_high", "n", "positives", "prevalence", "oracle_auroc",
@@ -83,14 +83,18 @@ def _validation(flat: dict, tasks: tuple[str, ...]) -> dict:
 
 def nest_site_metrics(flat: dict[str, float | list[float]], tasks: tuple[str, ...]) -> dict:
     """{"readmission.auroc": .7, ...} -> {"tasks": {"readmission": {"auroc": .7, "ci": [..],
-    "ece": .05, "reliability": {...}}}, "validation": {"readmission": {"auroc", "n"}}, "loss"}.
+    "ece": .05, "reliability": {...}}}, "validation": {"readmission": {"auroc", "n"}}, "loss",
+    "validation_loss"}.
 
-    `reliability` and `validation` appear only when the site sent them (older runs did not)."""
+    `reliability`, `validation` and `validation_loss` appear only when the site sent them (older
+    runs did not)."""
     nested: dict = {"tasks": {task: _task_values(flat, task) for task in tasks}}
     validation = _validation(flat, tasks)
     if validation:
         nested["validation"] = validation
     nested["loss"] = _clean(flat.get("loss", math.nan))
+    if VALIDATION_LOSS in flat:
+        nested["validation_loss"] = _clean(flat[VALIDATION_LOSS])
     return nested
 
 

@@ -200,8 +200,8 @@ def _checklist(privacy: dict) -> list[str]:
         "adapter) — by post-processing, since DP-SGD's guarantee holds for every intermediate "
         "iterate, not only the last. **Not covered:** evaluation metrics (AUROC with bootstrap CIs, "
         "loss, counts n and prevalence on the test splits, calibration — ECE and reliability "
-        "bins, bins of fewer than 10 encounters withheld — and the validation AUROC that "
-        "selects the round, all released without noise), "
+        "bins, bins of fewer than 10 encounters withheld — and the validation loss and AUROC "
+        "that select the round, all released without noise), "
         "`num-examples` (the training-set size, also implied by q = batch size ÷ n), and, for "
         "sites without DP, everything they sent. DP sites' training loss is withheld.",
         "- **Trust model.** Each site is trusted with its own data and runs its own accountant and "
@@ -212,7 +212,7 @@ def _checklist(privacy: dict) -> list[str]:
         "- **Hyperparameter tuning.** Not accounted: the budget covers this run's training only. "
         "Its hyperparameters are fixed in the configuration before the first step and were not "
         "tuned on the sites' private data in this run. The one choice made on site data is which "
-        "round's adapter to keep, by the validation AUROC the sites release without noise (not "
+        "round's adapter to keep, by the validation scores the sites release without noise (not "
         "covered, as above). Any tuning on that data in other runs spends budget this ε does not "
         "include.",
         "- **Budget across runs.** The budget belongs to the site's data, not to a run: one ledger "

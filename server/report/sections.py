@@ -71,10 +71,13 @@ def _left_out(chosen: dict | None) -> set[tuple[str, str]]:
 def _validation_table(metrics: dict) -> list[str]:
     entry, tasks = final_entry(metrics), metrics["run"]["tasks"]
     left_out = _left_out(selection(metrics))
-    lines = ["| site | role | " + " | ".join(tasks) + " |", "|---|---|" + "---:|" * len(tasks)]
+    lines = ["| site | role | loss | " + " | ".join(tasks) + " |",
+             "|---|---|---:|" + "---:|" * len(tasks)]
     for site in metrics["sites"]:
-        cells = [_validation_cell(validation_values(entry, site["name"], task),
-                                  (site["name"], task) in left_out) for task in tasks]
+        loss = entry["evaluation"].get(site["name"], {}).get("validation_loss")
+        cells = [fmt(loss)] + [_validation_cell(validation_values(entry, site["name"], task),
+                                                (site["name"], task) in left_out)
+                               for task in tasks]
         lines.append(f"| {site['name']} | {_role(site)} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -111,8 +114,8 @@ def selection_lines(metrics: dict) -> list[str]:
     lines += _score_table(chosen)
     lines += _left_out_lines(chosen)
     if has_validation(metrics):
-        lines += [f"Validation AUROC per site at round {number} (the external system has no "
-                  "validation split):", ""] + _validation_table(metrics)
+        lines += [f"Validation loss and AUROC per site at round {number} (the external system "
+                  "has no validation split):", ""] + _validation_table(metrics)
     return lines
 
 

@@ -2,7 +2,7 @@
 
 `lang1-fl experiment transfer CONSORTIUM` trains several regimes with the same base, LoRA config,
 steps and seeds and evaluates each at every site. Its file holds, per regime (in the order they
-were run), which sites and tasks it trained on, the round chosen on validation AUROC, and
+were run), which sites and tasks it trained on, the round chosen on validation, and
 `cells[regime][site][task] = {auroc, ci, n, prevalence, oracle_auroc, note_ceiling_auroc}` (any
 float may be null; experiments before the note-level ceiling lack that key).
 
@@ -194,7 +194,7 @@ def _regime_table(transfer: Transfer, summary: TransferSummary) -> list[str]:
         "",
         "Macro AUROC = mean over the regime's tasks; *in-distribution* averages the training sites.",
         "",
-        "| regime | kind | trained on | tasks | selected round | validation AUROC by round "
+        "| regime | kind | trained on | tasks | selected round | validation score by round "
         "| in-distribution | external macro |",
         "|---|---|---|---|---:|---|---:|---:|",
     ]

@@ -13,7 +13,7 @@ same base, LoRA configuration, local steps, seeds and round selection:
 - `single:<task>`: the federation trained on one task, for the single- vs joint-task table.
 
 Each regime is a Flower `Strategy.start` over a roster narrowed to its training sites, selects its
-best round on those sites' validation AUROC, and only then is scored once on every site's test
+best round on those sites' validation splits, and only then is scored once on every site's test
 data, the external system's whole table included. The results go to `transfer.json` and the
 report (server/report/transfer.py).
 """
@@ -33,7 +33,7 @@ from flwr.serverapp import Grid
 
 from client.model import ModelSettings, build_model, trainable_state
 from server.report.metrics_file import nest_site_metrics
-from server.round_selection import CRITERION, RoundArrays, select_round
+from server.round_selection import CRITERIA, RoundArrays, select_round
 from server.settings import TRAINED_KINDS, ServerSettings
 from sites.config import ConsortiumConfig
 from sites.files import write_atomic
@@ -134,7 +134,8 @@ def train_regime(grid: Grid, regime: Regime, *, settings: ServerSettings, roster
     if problems:
         raise TransferExperimentError(f"regime {regime.name!r}: " + "; ".join(problems))
     selection = select_round(run_log.evaluation, sites=regime.trained_on, tasks=regime.tasks,
-                             num_rounds=settings.client.num_rounds)
+                             num_rounds=settings.client.num_rounds,
+                             criterion=settings.round_selection)
     summary = {"selected_round": selection.round,
                "validation_per_round": {str(r): v for r, v in selection.score_per_round.items()}}
     return kept[selection.round], summary
@@ -201,7 +202,7 @@ def transfer_record(*, settings: ServerSettings, consortium: ConsortiumConfig, r
         "seed": settings.client.seed,
         "bootstrap_resamples": settings.client.bootstrap_resamples,
         "duration_s": round(duration_s, 1),
-        "selection": CRITERION,
+        "selection": CRITERIA[settings.round_selection],
         "sites": [{"name": s.name, "role": s.role} for s in consortium.sites
                   if s.name != POOLED_SITE],
         "regimes": regimes,

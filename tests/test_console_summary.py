@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from server.report.console_summary import closing_summary
+from server.report.markdown import render_markdown
+from server.round_selection import CRITERIA
 from tests.test_report import _metrics, _selected_metrics
 
 
@@ -33,3 +35,15 @@ def test_the_closing_summary_measures_the_gap_against_the_note_ceiling():
     lines = closing_summary(metrics, Path("runs/r2")).splitlines()
     assert lines[1] == ("  mortality: training sites 0.550 → 0.700 (note ceiling 0.750, oracle "
                         "0.800, 75% of the gap to the note ceiling closed); external 0.520 → 0.610")
+
+
+def test_a_run_chosen_on_validation_loss_says_so_in_the_summary_and_the_report():
+    metrics = _selected_metrics()
+    metrics["run"]["run_name"] = "r3"
+    metrics["selection"] |= {"criterion": CRITERIA["loss"],
+                             "score_per_round": {"1": 0.68, "2": 0.70}}
+    assert closing_summary(metrics, Path("runs/r3")).splitlines()[0].startswith(
+        "run r3 completed: round 1 of 2 reported (chosen on validation loss, never test)")
+    text = render_markdown(metrics)
+    assert "| validation loss | **0.680** | 0.700 |" in text
+    assert "selected by lowest validation loss" in text

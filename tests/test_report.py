@@ -207,7 +207,7 @@ def test_final_numbers_are_the_selected_rounds_not_the_last():
             "| 67% (vs oracle) |") in text
     assert "0.740" not in text.split("## AUROC per round")[0]  # round 2's test AUROC chose nothing
     assert "from **round 1**, selected by highest mean validation AUROC" in text
-    assert "| validation score | **0.720** | 0.690 |" in text
+    assert "| validation AUROC | **0.720** | 0.690 |" in text
     assert ("| a | train | 0.680 | 0.720 (n=120, 3 positives) | 0.720 (n=120, 50 positives) |"
             in text)
     assert "| x | **external** | – | – | – |" in text  # no validation split

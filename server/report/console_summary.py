@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.report.data import selected_round, selection
+from server.report.data import criterion_word, selected_round, selection
 from server.report.markdown import headline, percent
 from server.report.sections import fmt
 
@@ -33,16 +33,10 @@ def _task_line(task: str, row: dict) -> str:
     return line
 
 
-def _criterion_word(chosen: dict) -> str:
-    """`loss` or `AUROC`, from the selection's criterion text (runs before `round-selection`
-    recorded AUROC's)."""
-    return "loss" if chosen.get("criterion", "").startswith("lowest validation loss") else "AUROC"
-
-
 def closing_summary(metrics: dict, run_dir: Path) -> str:
     """The lines above, from a run's metrics.json; round 0 → the reported round per task."""
     run, chosen = metrics["run"], selection(metrics)
-    how = (f" (chosen on validation {_criterion_word(chosen)}, never test)" if chosen
+    how = (f" (chosen on validation {criterion_word(chosen)}, never test)" if chosen
            else " (the last)")
     lines = [f"run {run['run_name']} {run['outcome']}: round {selected_round(metrics)} of "
              f"{run['num_rounds']} reported{how}; AUROC round 0 → reported round:"]

@@ -93,3 +93,9 @@ def has_calibration(metrics: dict) -> bool:
 def has_validation(metrics: dict) -> bool:
     entry = final_entry(metrics)
     return any(site.get("validation") for site in entry["evaluation"].values())
+
+
+def criterion_word(chosen: dict) -> str:
+    """`loss` or `AUROC`: what chose the reported round, from the selection's criterion text (runs
+    recorded before `round-selection` chose on AUROC)."""
+    return "loss" if chosen.get("criterion", "").startswith("lowest validation loss") else "AUROC"

@@ -12,6 +12,7 @@ before the fields they need existed.
 from __future__ import annotations
 
 from server.report.data import (
+    criterion_word,
     final_entry,
     has_calibration,
     has_validation,
@@ -41,7 +42,7 @@ def _score_table(chosen: dict) -> list[str]:
     return [
         "| round | " + " | ".join(str(r) for r, _ in scores) + " |",
         "|---|" + "---:|" * len(scores),
-        "| validation score | " + " | ".join(
+        f"| validation {criterion_word(chosen)} | " + " | ".join(
             f"**{fmt(v)}**" if r == int(chosen["round"]) else fmt(v) for r, v in scores) + " |",
         "",
     ]

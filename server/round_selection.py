@@ -43,8 +43,6 @@ CRITERIA = {
               "negatives in the validation split (test data never selects)"),
 }
 """`round-selection` values and what each chooses, as the report states it."""
-CRITERION = CRITERIA["auroc"]
-"""The criterion of runs recorded before `round-selection` existed."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +67,13 @@ class Selection:
 
     round: int
     score_per_round: dict[int, float | None]
-    criterion: str = CRITERION
+    by: str = "auroc"
+    """The `round-selection` value (a key of `CRITERIA`) that chose."""
     left_out: tuple[ThinCell, ...] = ()
+
+    @property
+    def criterion(self) -> str:
+        return CRITERIA[self.by]
 
 
 def thin_cells(per_site: dict[str, dict[str, float]], sites: Iterable[str],
@@ -118,10 +121,6 @@ def validation_loss(per_site: dict[str, dict[str, float]], sites: Iterable[str],
     return total / weight if weight else None
 
 
-SCORES = {"loss": validation_loss, "auroc": validation_score}
-"""The per-round score of each criterion; `loss` is minimised, `auroc` maximised."""
-
-
 def select_round(evaluation: dict[int, dict[str, dict[str, float]]], *, sites: Iterable[str],
                  tasks: Sequence[str], num_rounds: int, criterion: str = "loss") -> Selection:
     """The best of rounds 1..`num_rounds` by `criterion` (a key of `CRITERIA`); the last round
@@ -129,16 +128,16 @@ def select_round(evaluation: dict[int, dict[str, dict[str, float]]], *, sites: I
     is thin), and the earliest round on a tie."""
     if criterion not in CRITERIA:
         raise ValueError(f"round selection {criterion!r}; expected one of {', '.join(CRITERIA)}")
-    sites = tuple(sites)
-    scores = {r: SCORES[criterion](evaluation.get(r, {}), sites, tasks)
-              for r in range(1, num_rounds + 1)}
-    scored = {r: s if criterion == "auroc" else -s for r, s in scores.items() if s is not None}
-    best = max(scored, key=lambda r: (scored[r], -r)) if scored else num_rounds
+    sites, on_auroc = tuple(sites), criterion == "auroc"
+    score = validation_score if on_auroc else validation_loss
+    scores = {r: score(evaluation.get(r, {}), sites, tasks) for r in range(1, num_rounds + 1)}
+    higher = {r: s if on_auroc else -s for r, s in scores.items() if s is not None}
+    best = max(higher, key=lambda r: (higher[r], -r)) if higher else num_rounds
     left_out: dict[tuple[str, str], ThinCell] = {}
-    for r in sorted(evaluation) if criterion == "auroc" else ():
-        # the split is fixed: the latest round a site replied counts
-        left_out |= {(c.site, c.task): c for c in thin_cells(evaluation[r], sites, tasks)}
-    return Selection(round=best, score_per_round=scores, criterion=CRITERIA[criterion],
+    if on_auroc:  # the split is fixed: the latest round a site replied counts
+        for r in sorted(evaluation):
+            left_out |= {(c.site, c.task): c for c in thin_cells(evaluation[r], sites, tasks)}
+    return Selection(round=best, score_per_round=scores, by=criterion,
                      left_out=tuple(left_out.values()))
 
 

@@ -40,7 +40,7 @@ def test_the_closing_summary_measures_the_gap_against_the_note_ceiling():
 def test_a_run_chosen_on_validation_loss_says_so_in_the_summary_and_the_report():
     metrics = _selected_metrics()
     metrics["run"]["run_name"] = "r3"
-    metrics["selection"] |= {"criterion": CRITERIA["loss"],
+    metrics["selection"] |= {"by": "loss", "criterion": CRITERIA["loss"],
                              "score_per_round": {"1": 0.68, "2": 0.70}}
     assert closing_summary(metrics, Path("runs/r3")).splitlines()[0].startswith(
         "run r3 completed: round 1 of 2 reported (chosen on validation loss, never test)")

@@ -104,7 +104,7 @@ def test_the_saved_adapter_is_the_round_validation_selected(finished_run):
     training = [s["name"] for s in metrics["sites"] if s["role"] == "train"]
     # the default criterion: the lowest validation loss, weighted by the sites' validation sizes;
     # no cell is left out of it, however thin
-    assert selection["criterion"].startswith("lowest validation loss")
+    assert selection["by"] == "loss" and selection["criterion"].startswith("lowest validation loss")
     assert selection["left_out"] == [] and None not in scores.values()
     assert selection["round"] == min(scores, key=lambda r: (scores[r], r))
     for number, score in scores.items():

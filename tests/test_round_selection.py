@@ -120,7 +120,8 @@ def test_loss_selection_picks_the_lowest_loss_whatever_test_and_auroc_say():
     selection = select_round(evaluation, sites=["a"], tasks=TASKS, num_rounds=3)
     assert selection.round == 2
     assert selection.score_per_round == pytest.approx({1: 0.70, 2: 0.64, 3: 0.66})
-    assert selection.criterion.startswith("lowest validation loss") and selection.left_out == ()
+    assert selection.by == "loss" and selection.left_out == ()
+    assert selection.criterion.startswith("lowest validation loss")
     tie = {1: {"a": _lossy(0.5, 147)}, 2: {"a": _lossy(0.5, 147)}}
     assert select_round(tie, sites=["a"], tasks=TASKS, num_rounds=2).round == 1
 

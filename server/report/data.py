@@ -96,6 +96,6 @@ def has_validation(metrics: dict) -> bool:
 
 
 def criterion_word(chosen: dict) -> str:
-    """`loss` or `AUROC`: what chose the reported round, from the selection's criterion text (runs
-    recorded before `round-selection` chose on AUROC)."""
-    return "loss" if chosen.get("criterion", "").startswith("lowest validation loss") else "AUROC"
+    """`loss` or `AUROC`: what chose the reported round (`selection.by`; runs recorded before
+    `round-selection` lack it and chose on AUROC)."""
+    return "loss" if chosen.get("by") == "loss" else "AUROC"

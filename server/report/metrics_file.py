@@ -282,6 +282,7 @@ def build_metrics(
         ],
         "selection": None if selection is None else {
             "round": selection.round,
+            "by": selection.by,
             "criterion": selection.criterion,
             "score_per_round": {str(r): v for r, v in selection.score_per_round.items()},
             "min_labels": MIN_LABELS,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import torch  # noqa: E402
 from flwr.app import Context, RecordDict  # noqa: E402
 
 from client.app import app as client_app  # noqa: E402
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("bench/in_process.py starts runs; resume with `lang1-fl run --resume`")
         overrides, num_nodes = plan_run(args)
     run_config = {**default_run_config(), **overrides}
+    # The threads the simulation gives each site (a Ray actor of `--cpus-per-site` CPUs): bf16
+    # kernels (client/precision.py) split their sums by thread count, and the last bits show it.
+    torch.set_num_threads(max(1, args.cpus_per_site))
     set_task_identity()
     server_main(InProcessGrid(run_config, num_nodes),
                 Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),

@@ -46,7 +46,7 @@ def log_probs(model: TaskModel, data: EncodedSplit, tasks: Sequence[str], *,
     try:
         for start in range(0, data.size, batch_size):
             index = order[start: start + batch_size]
-            with autocast(model.device):
+            with autocast(model.device, model.base_dtype):
                 logits_per_task = model.task_logits(data, index, tasks)
             for t, logits in logits_per_task.items():
                 logp = torch.log_softmax(logits.float(), dim=-1)

@@ -63,7 +63,7 @@ def load_or_compute(frozen: FrozenLayers, notes: Sequence[EncodedNotes], *, base
         order = torch.argsort(encoded.lengths, stable=True)  # evenly padded batches
         for index in order.split(batch_size):
             ids, mask = encoded.batch(index, frozen.device)
-            with autocast(frozen.device):  # as in a training step or an evaluation
+            with autocast(frozen.device, frozen.dtype):  # as in a training step or an evaluation
                 keys.update(frozen.keep(ids, mask))
     folder.mkdir(parents=True, exist_ok=True)
     _write(path, key, frozen.entries(keys))

@@ -227,6 +227,13 @@ class TaskModel(nn.Module):
         """Where the model's weights are (the adapter sits next to its base layers)."""
         return next(self.backbone.parameters()).device
 
+    @property
+    def base_dtype(self) -> torch.dtype:
+        """The frozen base's weights' dtype: bf16 where the site computes in bf16
+        (`client.precision`), whose autocast reads it; the adapter and heads are fp32 whatever
+        it is."""
+        return next(p.dtype for name, p in self.backbone.named_parameters() if "lora_" not in name)
+
     def task_logits(self, data: EncodedSplit, index: torch.Tensor, tasks: tuple[str, ...]
                     ) -> dict[str, torch.Tensor]:
         """Class logits [B, K] per task for rows `index` of `data`, on `self.device`."""
@@ -362,8 +369,9 @@ def build_model(settings: ModelSettings, *, device: torch.device, base_weights: 
     same seed in the same order, so they equal every site's to the bit, and a Lang1-7B base
     costs the coordinator neither 28 GB of reading nor of memory.
 
-    `base_dtype` is the frozen base's (`client.precision.base_weights_dtype`: bf16 on a GPU site
-    without DP); the adapter and heads are fp32 whatever it is."""
+    `base_dtype` is the frozen base's (`client.precision.base_weights_dtype`: bf16 on a device
+    that computes it natively, for a site without DP); the adapter and heads are fp32 whatever
+    it is."""
     config = load_base_config(settings)
     build = (build_letter_model if resolve_scoring(settings, config.model_type) == "letters"
              else build_head_model)

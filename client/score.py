@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from client.model_manifest import MANIFEST_FILE, InvalidExportedModel, ModelManifest, read_manifest
+from sites.config import PRECISIONS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,6 +65,9 @@ def add_score_parser(commands: argparse._SubParsersAction) -> None:
                        help="output format (default: from the --out suffix)")
     score.add_argument("--batch-size", type=int, default=64, help="encounters per forward pass")
     score.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    score.add_argument("--precision", default="auto", choices=PRECISIONS,
+                       help="auto: bf16 where the device computes it natively, as a site without "
+                       "DP does (a GPU with bf16, a CPU with AVX512-BF16); fp32: always")
     score.add_argument("--base", default=None,
                        help="the base model here (a named base or local folder), when not where "
                        "model.json says")
@@ -87,7 +91,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     folder = model_folder(args.model)
     manifest = read_manifest(folder)
     table = read_table_to_score(args.table, manifest.tasks)
-    model, manifest = load_exported_model(folder, device=device, base=args.base)
+    model, manifest = load_exported_model(folder, device=device, base=args.base,
+                                          precision=args.precision)
     scores = score_table(model, manifest, table, batch_size=args.batch_size, base=args.base)
     write_scores(scores, args.out, fmt)
     print(f"wrote {args.out}: {len(scores)} encounters, {len(manifest.tasks)} tasks "
@@ -116,10 +121,12 @@ def model_folder(path: Path) -> Path:
     return path
 
 
-def load_exported_model(folder: Path, *, device: torch.device, base: str | None = None
-                        ) -> tuple[TaskModel, ModelManifest]:
+def load_exported_model(folder: Path, *, device: torch.device, base: str | None = None,
+                        precision: str = "auto") -> tuple[TaskModel, ModelManifest]:
     """The model exported to `folder` (`client.adapter_export.save_adapter`), in eval mode on `device`,
-    and its manifest; `base` replaces the manifest's base (the same model, found elsewhere)."""
+    and its manifest; `base` replaces the manifest's base (the same model, found elsewhere).
+    `precision` as a site's (`client.precision`): its base in bf16 where a site without DP on
+    this device computes in bf16, so the hospital's scores are the ones its evaluation gave."""
     from dataclasses import replace
 
     from peft.utils import SAFETENSORS_WEIGHTS_NAME, load_peft_weights
@@ -128,6 +135,7 @@ def load_exported_model(folder: Path, *, device: torch.device, base: str | None 
     from client.adapter_export import HEADS_FILE, settings_of
     from client.letter_scoring import PROMPTS_FILE
     from client.model import LetterModel, build_model, load_trainable_state
+    from client.precision import base_weights_dtype
     from strategies.exchange import ADAPTER_PREFIX, HEAD_PREFIX
 
     manifest = read_manifest(folder)
@@ -139,7 +147,8 @@ def load_exported_model(folder: Path, *, device: torch.device, base: str | None 
     if missing:
         raise InvalidExportedModel(f"{folder}: has no {missing[0]}; expected it beside "
                                    f"{MANIFEST_FILE} (an incomplete copy of the adapter folder?)")
-    model = build_model(settings, device=device)
+    model = build_model(settings, device=device,
+                        base_dtype=base_weights_dtype(device, private=False, precision=precision))
     state = {ADAPTER_PREFIX + k: v.numpy()
              for k, v in load_peft_weights(str(folder), device="cpu").items()}
     if manifest.scoring == "head":

@@ -25,7 +25,7 @@ from client.model import (
     load_tokenizer,
     select_device,
 )
-from client.precision import base_weights_dtype, uses_bf16
+from client.precision import base_weights_dtype
 from client.settings import ClientSettings
 from client.state import SiteState
 from client.token_cache import cached_encode_site
@@ -120,10 +120,11 @@ class SiteRuntime:
     """The site's dataset fingerprint (`sites.dataset.table_fingerprint`): keys its state."""
 
 
-_MODELS: dict[tuple[ModelSettings, str], TaskModel] = {}
-_SPLITS: dict[tuple[str, str, tuple, ModelSettings], tuple[dict[str, EncodedSplit], str]] = {}
-"""Keyed by the whole `ModelSettings`: base, `max_length`, tasks and `scoring` all change what is
-encoded (a letter-scoring model reads per-task prompts, not bare notes)."""
+_MODELS: dict[tuple[ModelSettings, str, torch.dtype], TaskModel] = {}
+_SPLITS: dict[tuple[str, str, tuple, tuple], tuple[dict[str, EncodedSplit], str]] = {}
+"""Keyed by the model's key, the whole `ModelSettings` in it: base, `max_length`, tasks and
+`scoring` all change what is encoded (a letter-scoring model reads per-task prompts, not bare
+notes)."""
 
 
 def _data_stamp(path: Path) -> tuple:
@@ -139,7 +140,8 @@ def site_memory_plan(site: SiteConfig, settings: ModelSettings, device: torch.de
     or pieces of `training.max_physical_batch_size`) on its own device."""
     training = site.training
     batch = training.max_physical_batch_size or training.batch_size
-    half = uses_bf16(device) and not site.is_private  # bf16 weights and activations
+    half = base_weights_dtype(device, private=site.is_private,
+                              precision=site.precision) == torch.bfloat16  # and activations
     return plan_memory(settings, device=device, batch=batch, private=site.is_private,
                        weight_bytes=2 if half else 4, activation_bytes=2 if half else 4)
 
@@ -147,7 +149,7 @@ def site_memory_plan(site: SiteConfig, settings: ModelSettings, device: torch.de
 def site_runtime(site: SiteConfig, settings: ModelSettings) -> SiteRuntime:
     """Model and data for `site`, built on first use in this process and reused afterwards."""
     device = select_device(site.device)
-    dtype = base_weights_dtype(device, private=site.is_private)
+    dtype = base_weights_dtype(device, private=site.is_private, precision=site.precision)
     model_key = (settings, str(device), dtype)
     if model_key not in _MODELS:
         if not site.is_external:  # it trains: the step must fit the device, checked before loading
@@ -157,7 +159,8 @@ def site_runtime(site: SiteConfig, settings: ModelSettings) -> SiteRuntime:
         log.info("loading base model %s on %s (%s)", settings.base, device, dtype)
         _MODELS[model_key] = build_model(settings, device=device, base_dtype=dtype)
     # A site worker outlives runs: a table rewritten in place between them is read afresh
-    data_key = (site.name, str(site.data.path), _data_stamp(site.data.path), settings)
+    # (and a model of another device or precision has its own frozen layers to fill)
+    data_key = (site.name, str(site.data.path), _data_stamp(site.data.path), model_key)
     if data_key not in _SPLITS:
         table = read_site_table(site)
         fingerprint = table_fingerprint(table)

@@ -176,7 +176,7 @@ def train_steps(model: TaskModel, data: EncodedSplit, *, steps: int, batch_size:
     check_training_inputs(model, data, steps)
     if batch_size < 1:
         raise ValueError(f"`batch_size` is {batch_size}; expected >= 1")
-    device = model.device
+    device, base_dtype = model.device, model.base_dtype
     opt = make_optimizer(model, optimizer)
     rates = round_schedule(opt, optimizer.schedule, steps)
     pull = ProximalPull(opt, proximal_mu)
@@ -188,7 +188,7 @@ def train_steps(model: TaskModel, data: EncodedSplit, *, steps: int, batch_size:
         for index in minibatches(data.size, batch_size, steps, generator):
             opt.zero_grad(set_to_none=True)
             for piece in physical_pieces(index, max_physical_batch_size):
-                with autocast(device):  # bf16 on a GPU that has it; the loss comes out fp32
+                with autocast(device, base_dtype):  # bf16 on a bf16 base; the loss comes out fp32
                     # Weighted by its share of the batch: the pieces' gradients sum to the
                     # gradient of the whole batch's mean loss.
                     loss = joint_loss(model, data, piece, tasks) * (len(piece) / len(index))

@@ -49,6 +49,8 @@ DEFAULT_CONSORTIUM: Path = Path(__file__).resolve().parent / "consortia" / "defa
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+PRECISIONS = ("auto", "fp32")
+"""A site's `precision` values (client/precision.py decides what `auto` is on its device)."""
 _KEY_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 """`ssh-keygen -lf`'s SHA-256 fingerprint, as `lang1-fl deploy register` prints it."""
 
@@ -73,6 +75,9 @@ class SiteConfig:
     """How the site evaluates the global model."""
     device: str = "auto"
     """`auto` (cuda when available, else cpu), `cpu`, `cuda` or `cuda:N`."""
+    precision: str = "auto"
+    """`auto`: bf16 where the device computes it natively (a GPU with bf16, a CPU with AVX512-BF16
+    or AMX) and the site trains without DP, fp32 elsewhere (`client.precision`); `fp32`: always."""
     synthetic: SyntheticSpec | None = None
     """Set for simulated sites: how to generate the table when it is missing."""
     privacy: PrivacySettings | None = None
@@ -96,6 +101,8 @@ class SiteConfig:
         require(self.role in get_args(Role), "role", self.role, "'train' or 'external'")
         require(isinstance(self.device, str) and _DEVICE.fullmatch(self.device) is not None,
                 "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        require(self.precision in PRECISIONS, "precision", self.precision,
+                " or ".join(repr(p) for p in PRECISIONS))
         shown = list(self.tasks) if isinstance(self.tasks, tuple) else self.tasks
         require(isinstance(self.tasks, tuple) and len(self.tasks) > 0, "tasks", shown,
                 "a non-empty list of tasks from " + ", ".join(TASK_NAMES))
@@ -303,8 +310,8 @@ def _consortium_site(entry: object, index: int, *, file: Path,
 
 
 def _site(raw: object, *, file: Path, key: str, data_base: DataRoot) -> SiteConfig:
-    site_keys = ("name", "role", "data", "tasks", "training", "evaluation", "device", "synthetic",
-                 "privacy", "fault", "state_dir", "key_fingerprint")
+    site_keys = ("name", "role", "data", "tasks", "training", "evaluation", "device", "precision",
+                 "synthetic", "privacy", "fault", "state_dir", "key_fingerprint")
     check_keys(raw, site_keys, file=file, key=key)
     assert isinstance(raw, dict)
     tasks = get_key(raw, "tasks", file=file, key=key, expected="a list of task names")
@@ -320,6 +327,7 @@ def _site(raw: object, *, file: Path, key: str, data_base: DataRoot) -> SiteConf
         "training": _section(raw, "training", TrainingSettings, file=file, key=key),
         "evaluation": _section(raw, "evaluation", EvaluationSettings, file=file, key=key),
         "device": raw.get("device", "auto"),
+        "precision": raw.get("precision", "auto"),
         "synthetic": _section(raw, "synthetic", SyntheticSpec, file=file, key=key),
         "privacy": _privacy(raw, file=file, key=key),
         "fault": _section(raw, "fault", FaultSettings, file=file, key=key),

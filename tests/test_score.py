@@ -63,7 +63,7 @@ def test_scored_probabilities_give_the_auroc_evaluation_reports(
 
     out = tmp_path / "scores.csv"
     argv = ["score", str(tmp_path / "run"), str(tmp_path / "new.parquet"), "--out", str(out),
-            "--batch-size", "7", "--device", "cpu"]
+            "--batch-size", "7", "--device", "cpu", "--precision", "fp32"]  # as `model` is built
     assert lang1_fl(argv) == 0
     assert capsys.readouterr().out.startswith(f"wrote {out}: 20 encounters, 3 tasks")
 

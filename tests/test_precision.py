@@ -122,3 +122,20 @@ def test_a_site_runtime_computes_as_its_yaml_allows_and_keeps_each_precisions_la
     with autocast(half.model.device, half.model.base_dtype):
         assert half.model.task_logits(data, torch.arange(4), ("mortality",))["mortality"].dtype \
             == torch.bfloat16
+
+
+def test_lang1_fl_score_loads_the_exported_model_in_the_precision_a_site_would(
+        tiny_encoder, tmp_path, monkeypatch):
+    """`lang1-fl score` builds the model as a site without DP on this device does, so a
+    hospital's scores are the ones its evaluation computed; `--precision fp32` keeps fp32."""
+    from client.adapter_export import save_adapter
+    from client.score import load_exported_model
+
+    monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: True)
+    settings = model_settings(base=str(tiny_encoder), max_length=24, tasks=("mortality",),
+                              seed=0, scoring="head")
+    save_adapter(build_model(settings, device=CPU), tmp_path, settings=settings)
+    loaded = {p: load_exported_model(tmp_path, device=CPU, precision=p)[0]
+              for p in ("auto", "fp32")}
+    assert loaded["auto"].base_dtype == torch.bfloat16
+    assert loaded["fp32"].base_dtype == torch.float32

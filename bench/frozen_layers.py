@@ -23,28 +23,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.quality import build  # noqa: E402
+from bench.one_site import one_site, timed  # noqa: E402
 from bench.results_file import record_printed  # noqa: E402
-from client.data import encode_site  # noqa: E402
 from client.evaluate import log_probs  # noqa: E402
-from client.model import build_model, load_tokenizer  # noqa: E402
-from client.run_config import default_run_config  # noqa: E402
-from client.settings import ClientSettings  # noqa: E402
+from client.model import build_model  # noqa: E402
 from client.train import train_steps  # noqa: E402
-
-
-def timed(work) -> float:
-    started = time.perf_counter()
-    work()
-    return time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,20 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="training steps per measurement")
     parser.add_argument("--site", default="academic", help="default-consortium site to read")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    settings = ClientSettings.from_run_config(default_run_config())
+    chosen = one_site(args.site)
+    settings, site, splits = chosen.settings, chosen.site, chosen.splits
     model_settings = settings.model
     if not model_settings.lora.layers:
         raise SystemExit("the run config's `lora-layers` is 0 (all layers): nothing to compare")
-    with tempfile.TemporaryDirectory() as root:
-        consortium, tables = build(None, None, Path(root))
-    site = next((s for s in consortium.training_sites if s.name == args.site), None)
-    if site is None:
-        raise SystemExit(f"--site {args.site}: not a training site of the default consortium; "
-                         f"expected one of {[s.name for s in consortium.training_sites]}")
     batch = site.training.batch_size
-    splits = encode_site(tables[site.name], load_tokenizer(model_settings), model_settings.tasks,
-                         max_length=model_settings.max_length)
     train, tasks = splits["train"], model_settings.tasks
     scored = splits["validation"].size + splits["test"].size
     print(f"site {site.name}: {train.size} training encounters, {scored} scored (validation + "

@@ -102,7 +102,7 @@ class SiteConfig:
         require(isinstance(self.device, str) and _DEVICE.fullmatch(self.device) is not None,
                 "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
         require(self.precision in PRECISIONS, "precision", self.precision,
-                " or ".join(repr(p) for p in PRECISIONS))
+                "'auto' (bf16 where the device computes it natively) or 'fp32'")
         shown = list(self.tasks) if isinstance(self.tasks, tuple) else self.tasks
         require(isinstance(self.tasks, tuple) and len(self.tasks) > 0, "tasks", shown,
                 "a non-empty list of tasks from " + ", ".join(TASK_NAMES))

@@ -95,7 +95,9 @@ BAD_SITES = [
     (_with({"tasks": []}), r"`tasks` is \[\]; expected a non-empty list of tasks"),
     (_with({"tasks": "los"}), r"`tasks` is 'los'; expected a list of task names"),
     (_with({"device": "gpu"}), r"`device` is 'gpu'; expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
-    (_with({"precision": "fp16"}), r"`precision` is 'fp16'; expected 'auto' or 'fp32'"),
+    (_with({"precision": "fp16"}),
+     r"`precision` is 'fp16'; expected 'auto' \(bf16 where the device computes it natively\) or "
+     r"'fp32'"),
     (_with({"synthetic.profile": "teaching"}),
      r"`synthetic.profile` is 'teaching'; expected one of academic, community"),
     (_with({"synthetic.encounters": 0}), r"`synthetic.encounters` is 0; expected an integer >= 1"),

@@ -131,6 +131,9 @@ def report(run_dir: Path) -> None:
     if untrained is not None and federated is not None:
         print(f"external macro AUROC, federated − untrained (zero-shot): {federated - untrained:+.3f}"
               " (the decoder's goal: ≥ +0.10)")
+    if summary.chose_last_round:
+        print(f"chose the last round ({transfer['num_rounds']}), so compared before they were done: "
+              f"{', '.join(summary.chose_last_round)} (more --rounds would tell)")
     print("\nregime               in-distribution  external macro")
     for regime in summary.regimes:
         print(f"{regime:20s} {_fmt(summary.in_distribution.get(regime)):>15s}  "

@@ -269,6 +269,32 @@ def test_regime_table_marks_the_selected_round() -> None:
     assert "| untrained | untrained | – | all | 0 | – | 0.500 | 0.500 |" in text
 
 
+def test_regimes_that_chose_the_last_round_are_named() -> None:
+    transfer = _transfer()
+    for regime in transfer["regimes"]:
+        if regime["name"] in ("federated", "local:b"):
+            regime["selected_round"] = 3
+    summary = summarize_transfer(transfer)
+    assert summary.chose_last_round == ("federated", "local:b")
+    text = render_transfer_markdown(transfer, summary)
+    assert "Chose the last round (3): federated, local:b." in text
+
+
+def test_no_regime_named_when_every_choice_lies_before_the_last_round() -> None:
+    transfer = _transfer()  # every trained regime chose round 2 of 3
+    summary = summarize_transfer(transfer)
+    assert summary.chose_last_round == ()
+    assert "Chose the last round" not in render_transfer_markdown(transfer, summary)
+
+
+def test_one_round_leaves_no_choice_to_flag() -> None:
+    transfer = _transfer()
+    transfer["num_rounds"] = 1
+    for regime in transfer["regimes"]:
+        regime["selected_round"] = 0 if regime["kind"] == "untrained" else 1
+    assert summarize_transfer(transfer).chose_last_round == ()
+
+
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(MissingTransferFile, match=r"transfer\.json is missing.*lang1-fl experiment transfer"):
         write_transfer_report(tmp_path)

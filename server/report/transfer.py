@@ -206,6 +206,11 @@ def _regime_table(transfer: Transfer, summary: TransferSummary) -> list[str]:
             f"| {shown} | {regime.get('selected_round', '–')} | {_validation(regime)} "
             f"| {_fmt(summary.in_distribution.get(name))} | {_fmt(summary.external_macro.get(name))} |"
         )
+    if summary.chose_last_round:
+        lines += ["", f"Chose the last round ({transfer['num_rounds']}): "
+                  f"{', '.join(summary.chose_last_round)}. Their validation score may still have been "
+                  "improving, so they are compared before they were done; more rounds (`--rounds`) "
+                  "would tell."]
     return lines + [""]
 
 

@@ -104,6 +104,8 @@ class TransferSummary:
     site_spread: tuple[SiteSpread, ...]
     cross_task: tuple[CrossTaskCell, ...]
     """Empty when the experiment has no single-task regimes."""
+    chose_last_round: tuple[str, ...]
+    """Trained regimes whose chosen round was the experiment's last (see `chose_last_round`)."""
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -308,6 +310,19 @@ def cross_task(transfer: Transfer) -> tuple[CrossTaskCell, ...]:
     return tuple(cells)
 
 
+def chose_last_round(transfer: Transfer) -> tuple[str, ...]:
+    """Trained regimes whose validation-chosen round was the last one the experiment ran.
+
+    Their validation score may still have been improving, so the experiment compared them before
+    they were done: a regime stopped early looks worse than it is (with one round there is no
+    choice to make, so none is named)."""
+    last = transfer.get("num_rounds")
+    if not isinstance(last, int) or last < 2:
+        return ()
+    return tuple(r["name"] for r in transfer.get("regimes", [])
+                 if r.get("kind") != "untrained" and r.get("selected_round") == last)
+
+
 def summarize_transfer(transfer: Transfer) -> TransferSummary:
     """Every number of the transfer report from the parsed `transfer.json`."""
     names = tuple(r["name"] for r in transfer.get("regimes", []))
@@ -328,4 +343,5 @@ def summarize_transfer(transfer: Transfer) -> TransferSummary:
         ),
         site_spread=site_spread(transfer),
         cross_task=cross_task(transfer),
+        chose_last_round=chose_last_round(transfer),
     )

@@ -287,6 +287,17 @@ def test_no_regime_named_when_every_choice_lies_before_the_last_round() -> None:
     assert "Chose the last round" not in render_transfer_markdown(transfer, summary)
 
 
+def test_a_last_round_taken_for_want_of_validation_is_not_named() -> None:
+    """No validation split scored: `select_round` falls back to the last round, not by choice."""
+    transfer = _transfer()
+    for regime in transfer["regimes"]:
+        if regime["name"] in ("federated", "local:b"):
+            regime["selected_round"] = 3
+    transfer["regimes"][[r["name"] for r in transfer["regimes"]].index("local:b")][
+        "validation_per_round"] = {}
+    assert summarize_transfer(transfer).chose_last_round == ("federated",)
+
+
 def test_one_round_leaves_no_choice_to_flag() -> None:
     transfer = _transfer()
     transfer["num_rounds"] = 1

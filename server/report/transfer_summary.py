@@ -314,13 +314,15 @@ def chose_last_round(transfer: Transfer) -> tuple[str, ...]:
     """Trained regimes whose validation-chosen round was the last one the experiment ran.
 
     Their validation score may still have been improving, so the experiment compared them before
-    they were done: a regime stopped early looks worse than it is (with one round there is no
-    choice to make, so none is named)."""
+    they were done: a regime stopped early looks worse than it is. With one round there is no
+    choice to make, and a regime without a validation score for its last round got that round by
+    `select_round`'s fallback, not by choice: neither is named."""
     last = transfer.get("num_rounds")
     if not isinstance(last, int) or last < 2:
         return ()
     return tuple(r["name"] for r in transfer.get("regimes", [])
-                 if r.get("kind") != "untrained" and r.get("selected_round") == last)
+                 if r.get("kind") != "untrained" and r.get("selected_round") == last
+                 and (r.get("validation_per_round") or {}).get(str(last)) is not None)
 
 
 def summarize_transfer(transfer: Transfer) -> TransferSummary:
